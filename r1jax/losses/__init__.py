@@ -1,0 +1,34 @@
+"""Losses for R1 training: GRPO (and variants), SFT and logit distillation, plus advantages.
+
+Pure, jittable functions. Shape letters: B = sequences (completions), T = positions, V = vocab,
+K = teacher top-k, G = group size. Every loss returns `(loss_scalar_f32, metrics_dict)`; the loss
+is minimised (GRPO returns -J). Log-probs and reductions are float32 whatever the input dtype.
+
+Gradient accumulation: compute `batch_normalizer(full_mask_BT, aggregation, max_tokens=...)` once
+over the FULL batch, pass it as `normalizer=` to the loss of each micro-batch, and sum the
+micro-batch losses and gradients; that equals the full-batch loss and gradient. Advantages are
+computed on the full batch of whole groups before micro-batching.
+"""
+
+from r1jax.losses.advantages import group_advantages, group_is_degenerate
+from r1jax.losses.aggregation import AGGREGATIONS, aggregate, batch_normalizer, masked_mean
+from r1jax.losses.distill import distill_loss, teacher_topk
+from r1jax.losses.grpo import grpo_loss, truncated_is_weights
+from r1jax.losses.logprobs import token_entropy, token_logprobs
+from r1jax.losses.sft import sft_loss
+
+__all__ = [
+    "AGGREGATIONS",
+    "aggregate",
+    "batch_normalizer",
+    "distill_loss",
+    "grpo_loss",
+    "group_advantages",
+    "group_is_degenerate",
+    "masked_mean",
+    "sft_loss",
+    "teacher_topk",
+    "token_entropy",
+    "token_logprobs",
+    "truncated_is_weights",
+]

@@ -1,0 +1,86 @@
+"""Masks and the reduction of per-token values to one scalar loss.
+
+Every loss in `r1jax.losses` is `sum_{b,t} w_{b,t} * value_{b,t} / normalizer`, where the weights
+`w` depend only on the row they sit in and the normaliser is a scalar. That split is what makes
+gradient accumulation exact: the trainer computes the normaliser once over the FULL batch with
+`batch_normalizer`, passes it to the loss of every micro-batch, and sums the micro-batch losses
+(and gradients). The sum then equals the full-batch loss bit-for-bit up to float reassociation.
+
+Aggregations (B = sequences, T = positions):
+  - "seq_mean"   [GRPO paper]: w = mask / count_b (count_b = valid tokens of row b);
+                 normaliser = number of rows with at least one valid token. Fully masked rows
+                 (e.g. truncated completions masked out) neither contribute nor dilute.
+  - "token_mean" [DAPO, SFT, distillation]: w = mask; normaliser = total valid tokens.
+  - "constant"   [Dr. GRPO]: w = mask; normaliser = B * max_tokens.
+"""
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+Aggregation = Literal["seq_mean", "token_mean", "constant"]
+AGGREGATIONS = ("seq_mean", "token_mean", "constant")
+
+
+def as_mask(mask_BT: jax.Array) -> jax.Array:
+    """Bool or float mask [B, T] -> float32 [B, T] (1 = position counts in the loss)."""
+    return jnp.asarray(mask_BT).astype(jnp.float32)
+
+
+def masked_mean(x_BT: jax.Array, mask_BT: jax.Array, empty: float = 0.0) -> jax.Array:
+    """Mean of x over positions where mask > 0; `empty` when none are valid. f32 scalar.
+
+    Masked positions are replaced by 0 *before* multiplying, so inf/NaN there cannot leak.
+    """
+    m = as_mask(mask_BT)
+    n = jnp.sum(m)
+    total = jnp.sum(jnp.where(m > 0, x_BT.astype(jnp.float32), 0.0) * m)
+    return jnp.where(n > 0, total / jnp.maximum(n, 1.0), empty)
+
+
+def _check_aggregation(aggregation: str, max_tokens: int | None, normalizer) -> None:
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation={aggregation!r}: expected one of {AGGREGATIONS}")
+    if aggregation == "constant" and max_tokens is None and normalizer is None:
+        raise ValueError('aggregation="constant" (Dr. GRPO) needs max_tokens or a normalizer')
+
+
+def batch_normalizer(
+    mask_BT: jax.Array, aggregation: Aggregation = "token_mean", *, max_tokens: int | None = None
+) -> jax.Array:
+    """The denominator of `aggregation` over a whole batch: f32 scalar, never 0.
+
+    Call this on the FULL batch's mask [B, T] and pass the result as `normalizer=` to the loss of
+    each micro-batch; summing the micro-batch losses then reproduces the full-batch loss.
+    """
+    _check_aggregation(aggregation, max_tokens, None)
+    m = as_mask(mask_BT)
+    if aggregation == "token_mean":
+        return jnp.maximum(jnp.sum(m), 1.0)
+    if aggregation == "seq_mean":
+        return jnp.maximum(jnp.sum(jnp.sum(m, axis=-1) > 0), 1).astype(jnp.float32)
+    return jnp.asarray(m.shape[0] * max_tokens, jnp.float32)
+
+
+def aggregate(
+    x_BT: jax.Array,
+    mask_BT: jax.Array,
+    aggregation: Aggregation = "token_mean",
+    *,
+    max_tokens: int | None = None,
+    normalizer: jax.Array | float | None = None,
+) -> jax.Array:
+    """Reduce per-token values x [B, T] to a f32 scalar as described in the module docstring.
+
+    `normalizer=None` uses `batch_normalizer(mask_BT, ...)`, i.e. this (micro-)batch alone.
+    """
+    _check_aggregation(aggregation, max_tokens, normalizer)
+    m = as_mask(mask_BT)
+    x = jnp.where(m > 0, x_BT.astype(jnp.float32), 0.0) * m
+    if aggregation == "seq_mean":
+        # Per-row length normalisation is local to the row, so it is micro-batch invariant.
+        x = x / jnp.maximum(jnp.sum(m, axis=-1, keepdims=True), 1.0)
+    if normalizer is None:
+        normalizer = batch_normalizer(m, aggregation, max_tokens=max_tokens)
+    return jnp.sum(x) / normalizer
