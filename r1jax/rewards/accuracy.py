@@ -1,0 +1,39 @@
+"""The accuracy reward [R1]: 1.0 when the final answer is equivalent to the reference."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from r1jax.rewards.equivalence import PercentMode, answers_equivalent
+from r1jax.rewards.extract import ExtractMode, extract_answer
+
+
+@dataclasses.dataclass(frozen=True)
+class AccuracyReward:
+    """Math accuracy of the extracted final answer vs the ``answer`` field (name ``"accuracy"``).
+
+    Attributes:
+      mode: where the final answer is read from (see `extract_answer`).
+      percent: how ``\\%`` answers compare with plain numbers (see `answers_equivalent`).
+      timeout: soft time limit in seconds per item for the equivalence engine.
+    """
+
+    mode: ExtractMode = "auto"
+    percent: PercentMode = "both"
+    timeout: float = 2.0
+
+    def score(self, completion: str, reference: str) -> float:
+        """1.0 or 0.0 for one completion."""
+        candidate = extract_answer(completion, self.mode)
+        if candidate is None:
+            return 0.0
+        same = answers_equivalent(
+            str(reference), candidate, timeout=self.timeout, percent=self.percent
+        )
+        return float(same)
+
+    def __call__(self, prompts: list[str], completions: list[str], **fields) -> list[float]:
+        answers = fields.get("answer")
+        if answers is None:
+            raise ValueError("accuracy reward needs the `answer` field (reference answers)")
+        return [self.score(c, a) for c, a in zip(completions, answers)]
