@@ -1,0 +1,131 @@
+"""Batch tokenised RL prompts: left-padded to the smallest length bucket that fits the batch.
+
+Output batch::
+
+    prompt_tokens   int32[B, L]   left-padded with pad_id; L is one of the buckets
+    prompt_mask     int32[B, L]   1 on real prompt tokens
+    prompt_lengths  int32[B]
+    valid           bool[B]       False only on filler rows of a final short batch
+    prompts         list[str]     the templated prompt texts (B entries; "" for filler rows)
+    fields          dict[str, list]  every record field (prompt, answer, task, numbers, target,
+                                  _origin, ...) as a list of B values (None where absent) —
+                                  pass them to the rewards as ``reward(prompts, completions,
+                                  **fields)`` after repeating each entry G times
+    stats           dict[str, int]   this batch only: examples, dropped_too_long
+
+Left padding puts every prompt's last token at column L-1, so decoding starts at the same index
+for the whole batch; the sampler derives positions from ``prompt_mask`` (cumsum - 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grain
+import numpy as np
+
+from r1jax.data.packing import DROPPED
+
+
+class PromptBatchIterDataset(grain.IterDataset):
+    """Groups ``{"prompt_tokens", "prompt_text", "record"}`` elements into bucketed batches."""
+
+    def __init__(
+        self,
+        parent: grain.IterDataset,
+        *,
+        batch_size: int,
+        buckets: tuple[int, ...],
+        pad_id: int,
+        drop_remainder: bool = True,
+    ):
+        super().__init__(parent)
+        if batch_size < 1 or not buckets or sorted(buckets) != list(buckets):
+            raise ValueError(
+                f"need batch_size >= 1 and increasing buckets, got {batch_size}, {buckets}"
+            )
+        self.config = dict(
+            batch_size=batch_size,
+            buckets=tuple(buckets),
+            pad_id=pad_id,
+            drop_remainder=drop_remainder,
+        )
+
+    def __iter__(self) -> _PromptBatchIterator:
+        return _PromptBatchIterator(self._parent.__iter__(), **self.config)
+
+    def __str__(self) -> str:
+        return f"PromptBatchIterDataset({self.config})"
+
+
+class _PromptBatchIterator(grain.DatasetIterator):
+    def __init__(self, parent, *, batch_size, buckets, pad_id, drop_remainder):
+        super().__init__(parent)
+        self.B, self.buckets, self.pad_id = batch_size, buckets, pad_id
+        self.drop_remainder = drop_remainder
+        self.totals = {"examples": 0, "dropped_too_long": 0, "batches": 0}
+
+    def get_state(self) -> dict[str, Any]:
+        # Batches are cut exactly after their last element, so the parent state is exact.
+        return {"parent": self._parent.get_state(), "totals": dict(self.totals)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._parent.set_state(state["parent"])
+        self.totals = dict(state["totals"])
+
+    def __next__(self) -> dict[str, Any]:
+        elements, dropped = [], 0
+        while len(elements) < self.B:
+            try:
+                element = next(self._parent)
+            except StopIteration:
+                break
+            if DROPPED in element:
+                dropped += 1
+            else:
+                elements.append(element)
+        self.totals["dropped_too_long"] += dropped
+        if not elements or (len(elements) < self.B and self.drop_remainder):
+            raise StopIteration
+        self.totals["examples"] += len(elements)
+        self.totals["batches"] += 1
+        batch = assemble_prompt_batch(elements, self.B, self.buckets, self.pad_id)
+        batch["stats"] = {"examples": len(elements), "dropped_too_long": dropped}
+        return batch
+
+
+def bucket_length(n: int, buckets: tuple[int, ...]) -> int:
+    """The smallest bucket >= n."""
+    for b in buckets:
+        if n <= b:
+            return b
+    raise ValueError(f"length {n} exceeds the largest bucket {buckets[-1]}")
+
+
+def assemble_prompt_batch(
+    elements: list[dict[str, Any]], batch_size: int, buckets: tuple[int, ...], pad_id: int
+) -> dict[str, Any]:
+    """Left-pad ``elements`` (≤ batch_size) into one bucketed batch; see the module docstring."""
+    lengths = np.zeros(batch_size, dtype=np.int32)
+    lengths[: len(elements)] = [len(e["prompt_tokens"]) for e in elements]
+    L = bucket_length(int(lengths.max()), buckets)
+    tokens = np.full((batch_size, L), pad_id, dtype=np.int32)
+    mask = np.zeros((batch_size, L), dtype=np.int32)
+    for i, e in enumerate(elements):
+        n = lengths[i]
+        if n:
+            tokens[i, L - n :] = e["prompt_tokens"]
+            mask[i, L - n :] = 1
+    keys: list[str] = []
+    for e in elements:
+        keys.extend(k for k in e["record"] if k not in keys)
+    filler = batch_size - len(elements)
+    fields = {k: [e["record"].get(k) for e in elements] + [None] * filler for k in keys}
+    return {
+        "prompt_tokens": tokens,
+        "prompt_mask": mask,
+        "prompt_lengths": lengths,
+        "valid": np.arange(batch_size) < len(elements),
+        "prompts": [e["prompt_text"] for e in elements] + [""] * filler,
+        "fields": fields,
+    }

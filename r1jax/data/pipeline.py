@@ -1,0 +1,273 @@
+"""grain pipelines: RL prompt batches and packed SFT batches, sharded per process, resumable.
+
+Stages (both pipelines)::
+
+    records (RecordSource over JSONL/Parquet, or TaskDataset)      MapDataset, random access
+      -> shuffle(seed)  [finite sources; reshuffled every epoch]
+      -> repeat(num_epochs)  [None = forever]
+      -> [process_index::process_count]   per-process shard of the global order
+      -> map(template + tokenise + length check)
+      -> to_iter_dataset
+      -> PromptBatchIterDataset (RL) | PackedBatchIterDataset (SFT)
+      -> mp_prefetch(worker_count)  [optional worker processes]
+
+Usage::
+
+    ds = make_rl_dataset(get_task("countdown"), tok, batch_size=8, seed=0)
+    it = iter(ds)
+    batch = next(it)
+    state = it.get_state()    # JSON-serialisable dict; store it in the checkpoint
+    it.set_state(state)       # (or on a fresh iter(ds)) continues with exactly the next batch
+
+Sharding happens after the global shuffle, so with P processes the shards are disjoint and
+together cover every record of every epoch exactly once. Built-in tasks are infinite and
+already random by index, so they are not shuffled; ``seed`` selects the example stream.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from r1jax.data.batching import PromptBatchIterDataset
+from r1jax.data.errors import DataError, OnError, OnTooLong, check_choice
+from r1jax.data.formats import Purpose
+from r1jax.data.packing import DROPPED, PackedBatchIterDataset
+from r1jax.data.sources import RecordSource
+from r1jax.data.tasks.base import Task, TaskDataset
+from r1jax.data.templates import PromptFormatter, encode_prompt, format_completion, sft_tokens
+from r1jax.data.tokenizer import Tokenizer
+
+Source = grain.MapDataset | Task | str | os.PathLike | Sequence[str | os.PathLike]
+Template = str | Callable[[dict[str, Any]], str]
+
+
+def as_record_dataset(
+    source: Source,
+    *,
+    purpose: Purpose,
+    seed: int = 0,
+    fmt: str = "auto",
+    on_error: OnError = "raise",
+) -> grain.MapDataset:
+    """A MapDataset of normalised records from a MapDataset, a task, or file path(s)."""
+    if isinstance(source, grain.MapDataset):
+        return source
+    if hasattr(source, "example") and hasattr(source, "rewards"):
+        return TaskDataset(source, seed=seed)
+    return RecordSource(source, fmt=fmt, purpose=purpose, on_error=on_error)
+
+
+def shard_records(
+    records: grain.MapDataset,
+    *,
+    seed: int,
+    shuffle: bool,
+    num_epochs: int | None,
+    process_index: int | None,
+    process_count: int | None,
+) -> grain.MapDataset:
+    """Shuffle (per epoch), repeat and take this process's strided shard of the global order."""
+    if process_index is None or process_count is None:
+        import jax
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(
+            f"need 0 <= process_index < process_count, got {process_index}, {process_count}"
+        )
+    if len(records) < sys.maxsize:  # finite: shuffle and repeat; infinite streams are used as is
+        if shuffle:
+            records = records.shuffle(seed=seed % 2**32)
+        if num_epochs != 1:
+            records = records.repeat(num_epochs)
+    return records[process_index::process_count]
+
+
+class RLExample:
+    """Record → ``{"prompt_tokens", "prompt_text", "record"}`` or a drop marker (picklable)."""
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        template: Template,
+        max_len: int,
+        on_too_long: str,
+        add_bos: bool,
+    ):
+        self.tokenizer, self.max_len, self.add_bos = tokenizer, max_len, add_bos
+        self.on_too_long = check_choice("on_too_long (RL)", on_too_long, ("raise", "skip"))
+        self.formatter = PromptFormatter(template, tokenizer)
+
+    def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
+        text = self.formatter(record)
+        ids = encode_prompt(self.tokenizer, text, add_bos=self.add_bos)
+        if len(ids) > self.max_len:
+            if self.on_too_long == "raise":
+                raise DataError(
+                    f"prompt is {len(ids)} tokens, over the limit {self.max_len} (largest bucket); "
+                    "raise the buckets or pass on_too_long='skip' to drop and count such rows",
+                    origin=record.get("_origin"),
+                    field="prompt",
+                )
+            return {DROPPED: "too_long", "_origin": record.get("_origin")}
+        return {"prompt_tokens": np.asarray(ids, np.int32), "prompt_text": text, "record": record}
+
+
+class SFTExample:
+    """Record → ``{"tokens", "loss_mask"}`` (completion-only mask) or a drop marker."""
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        template: Template,
+        seq_len: int,
+        on_too_long: str,
+        add_bos: bool,
+        allow_split: bool,
+    ):
+        self.tokenizer, self.seq_len, self.add_bos = tokenizer, seq_len, add_bos
+        self.on_too_long = check_choice("on_too_long", on_too_long, ("raise", "skip", "truncate"))
+        self.allow_split = allow_split
+        self.formatter = PromptFormatter(template, tokenizer)
+
+    def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
+        origin = record.get("_origin")
+        completion = record.get("completion")
+        if completion is None:
+            think = record.get("think", record.get("gold_cot"))
+            if think is None or record.get("answer") is None:
+                raise DataError("SFT needs think/gold_cot and answer, or completion", origin=origin)
+            completion = format_completion(think, record["answer"])
+        example = sft_tokens(
+            self.tokenizer, self.formatter(record), completion, add_bos=self.add_bos, add_eos=True
+        )
+        example["_origin"] = origin
+        n = len(example["tokens"])
+        if n <= self.seq_len or self.allow_split:
+            return example
+        if self.on_too_long == "raise":
+            raise DataError(
+                f"example is {n} tokens, over seq_len {self.seq_len}; pass on_too_long='skip' or "
+                "'truncate' (or allow_split=True)",
+                origin=origin,
+                field="completion",
+            )
+        if self.on_too_long == "truncate" and example["loss_mask"][: self.seq_len].any():
+            example["tokens"] = example["tokens"][: self.seq_len]
+            example["loss_mask"] = example["loss_mask"][: self.seq_len]
+            example["_truncated"] = True
+            return example
+        return {DROPPED: "too_long", "_origin": origin}
+
+
+def _finish(ds: grain.IterDataset, worker_count: int) -> grain.IterDataset:
+    if worker_count > 0:
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    return ds
+
+
+def make_rl_dataset(
+    source: Source,
+    tokenizer: Tokenizer,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    buckets: tuple[int, ...] = (64, 128, 256, 512),
+    template: Template = "r1_zero",
+    add_bos: bool = True,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    fmt: str = "auto",
+    on_error: OnError = "raise",
+    on_too_long: OnTooLong = "skip",
+    drop_remainder: bool = True,
+    worker_count: int = 0,
+) -> grain.IterDataset:
+    """Batches of RL prompts (see :mod:`r1jax.data.batching` for the batch layout).
+
+    ``batch_size`` is per process (prompts; the sampler draws G completions of each). Prompts
+    longer than ``buckets[-1]`` tokens are skipped and counted (``stats["dropped_too_long"]``) or,
+    with ``on_too_long="raise"``, raise a :class:`DataError` naming the row. ``num_epochs=None``
+    repeats forever; with a finite count and ``drop_remainder=False`` the last batch is filled
+    with ``valid == False`` rows so the shape stays fixed.
+    """
+    records = as_record_dataset(source, purpose="rl", seed=seed, fmt=fmt, on_error=on_error)
+    records = shard_records(
+        records,
+        seed=seed,
+        shuffle=shuffle,
+        num_epochs=num_epochs,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    mapped = records.map(RLExample(tokenizer, template, buckets[-1], on_too_long, add_bos))
+    ds = PromptBatchIterDataset(
+        mapped.to_iter_dataset(grain.ReadOptions(num_threads=0)),
+        batch_size=batch_size,
+        buckets=tuple(buckets),
+        pad_id=tokenizer.pad_id,
+        drop_remainder=drop_remainder,
+    )
+    return _finish(ds, worker_count)
+
+
+def make_sft_dataset(
+    source: Source,
+    tokenizer: Tokenizer,
+    *,
+    batch_size: int,
+    seq_len: int,
+    seed: int = 0,
+    template: Template = "r1_zero",
+    add_bos: bool = True,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    fmt: str = "auto",
+    on_error: OnError = "raise",
+    on_too_long: OnTooLong = "skip",
+    pack: bool = True,
+    allow_split: bool = False,
+    drop_remainder: bool = False,
+    worker_count: int = 0,
+) -> grain.IterDataset:
+    """Packed SFT batches ``int32[B, T]`` (see :mod:`r1jax.data.packing` for the layout).
+
+    Each example is ``template(prompt)`` + completion + eos with the loss on the completion and
+    eos only; the completion is the record's ``completion`` or ``<think>{think}</think>
+    <answer>{answer}</answer>`` (tasks: ``gold_cot`` as the think). Examples longer than
+    ``seq_len``: skipped and counted, ``"truncate"``d (counted), or ``"raise"``; with
+    ``allow_split=True`` they are split across rows instead.
+    """
+    records = as_record_dataset(source, purpose="sft", seed=seed, fmt=fmt, on_error=on_error)
+    records = shard_records(
+        records,
+        seed=seed,
+        shuffle=shuffle,
+        num_epochs=num_epochs,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    mapped = records.map(
+        SFTExample(tokenizer, template, seq_len, on_too_long, add_bos, allow_split)
+    )
+    ds = PackedBatchIterDataset(
+        mapped.to_iter_dataset(grain.ReadOptions(num_threads=0)),
+        batch_size=batch_size,
+        seq_len=seq_len,
+        pad_id=tokenizer.pad_id,
+        pack=pack,
+        allow_split=allow_split,
+        drop_remainder=drop_remainder,
+    )
+    return _finish(ds, worker_count)

@@ -1,0 +1,77 @@
+"""Multi-step integer arithmetic with operator precedence and a step-by-step gold CoT.
+
+Example (defaults)::
+
+    prompt:   "Compute 37 + 12 * 4 - 9"
+    gold_cot: "12 * 4 = 48. 37 + 48 = 85. 85 - 9 = 76."
+    answer:   "76"
+
+The CoT does every multiplication first (left to right), then additions and subtractions left to
+right: one binary operation per step, so a tiny model can learn it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+from r1jax.data.tasks.base import register_task, task_rng
+
+
+@register_task
+@dataclasses.dataclass(frozen=True)
+class ArithmeticTask:
+    """Difficulty knobs: operand count range, digits per operand, allowed operators."""
+
+    min_operands: int = 2
+    max_operands: int = 4
+    max_digits: int = 2
+    ops: str = "+-*"
+
+    name: ClassVar[str] = "arithmetic"
+    rewards: ClassVar[tuple[str, ...]] = ("accuracy", "format")
+
+    def __post_init__(self):
+        if not 2 <= self.min_operands <= self.max_operands:
+            raise ValueError(f"need 2 <= min_operands <= max_operands, got {self}")
+        if self.max_digits < 1 or not self.ops or set(self.ops) - set("+-*"):
+            raise ValueError(f"max_digits >= 1 and ops drawn from '+-*' required, got {self}")
+
+    def example(self, index: int, *, seed: int = 0) -> dict[str, Any]:
+        rng = task_rng(self.name, seed, index)
+        n = rng.randint(self.min_operands, self.max_operands)
+        nums = [rng.randrange(10 ** rng.randint(1, self.max_digits)) for _ in range(n)]
+        ops = [rng.choice(self.ops) for _ in range(n - 1)]
+        expression = " ".join(
+            [str(nums[0])] + [f"{o} {x}" for o, x in zip(ops, nums[1:], strict=True)]
+        )
+        steps, value = _solve_steps(nums, ops)
+        return {
+            "prompt": f"Compute {expression}",
+            "answer": str(value),
+            "gold_cot": " ".join(steps),
+            "task": self.name,
+            "expression": expression,
+        }
+
+
+def _solve_steps(nums: list[int], ops: list[str]) -> tuple[list[str], int]:
+    """Evaluate with precedence, one ``"a op b = c."`` step per operation."""
+    nums, ops, steps = list(nums), list(ops), []
+    i = 0
+    while i < len(ops):  # multiplications first, left to right
+        if ops[i] == "*":
+            a, b = nums[i], nums[i + 1]
+            steps.append(f"{a} * {b} = {a * b}.")
+            nums[i : i + 2] = [a * b]
+            del ops[i]
+        else:
+            i += 1
+    value = nums[0]
+    for op, b in zip(ops, nums[1:], strict=True):
+        new = value + b if op == "+" else value - b
+        steps.append(f"{value} {op} {b} = {new}.")
+        value = new
+    if not steps:  # pragma: no cover - n >= 2 always gives one step
+        steps.append(f"{value}.")
+    return steps, value
