@@ -185,7 +185,9 @@ def answers_equivalent(
     if _is_dangerous(a_sq) or _is_dangerous(b_sq):
         incidents.record("refused")
         return False
-    pairs = [(x, y) for x in _percent_variants(a_sq, percent) for y in _percent_variants(b_sq, percent)]
+    pairs = [
+        (x, y) for x in _percent_variants(a_sq, percent) for y in _percent_variants(b_sq, percent)
+    ]
     try:
         with soft_time_limit(timeout):
             for ref, cand in pairs:

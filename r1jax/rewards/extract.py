@@ -112,7 +112,9 @@ def extract_answer(completion: str, mode: ExtractMode = "auto") -> str | None:
                 return answer
             # A different boxed answer outside the block (e.g. after `</answer>`) is a hedge.
             outside = find_boxed(_ANSWER_BLOCK_RE.sub(" ", region))
-            if outside is None or any(normalize_answer(b) != normalize_answer(answer) for b in outside):
+            if outside is None or any(
+                normalize_answer(b) != normalize_answer(answer) for b in outside
+            ):
                 return None
             return answer
         if mode == "answer_tag":

@@ -65,7 +65,9 @@ class FormatReward:
     """1.0 for a well-formed R1 completion, else 0.0 (registry name ``"format"``)."""
 
     def __call__(self, prompts: list[str], completions: list[str], **fields) -> list[float]:
-        return [float(is_well_formed(_with_opened_think(p, c))) for p, c in zip(prompts, completions)]
+        return [
+            float(is_well_formed(_with_opened_think(p, c))) for p, c in zip(prompts, completions)
+        ]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -83,7 +83,9 @@ class OverlongReward:
         lengths = completion_token_lengths(completions, fields, self.length_fn)
         start = self.max_length - self.cache_length
         return [
-            0.0 if n <= start else (-1.0 if n > self.max_length else (start - n) / self.cache_length)
+            0.0
+            if n <= start
+            else (-1.0 if n > self.max_length else (start - n) / self.cache_length)
             for n in lengths
         ]
 

@@ -19,7 +19,12 @@ from r1jax.rewards.extract import extract_answer
 
 MAX_EXPRESSION_CHARS = 256
 _SYMBOLS = {"×": "*", "÷": "/", "−": "-", "\\times": "*", "\\div": "/", "\\cdot": "*"}
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_OPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+}
 _INT_RE = re.compile(r"^\s*-?\d{1,12}\s*$")
 
 
