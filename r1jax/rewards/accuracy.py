@@ -36,4 +36,4 @@ class AccuracyReward:
         answers = fields.get("answer")
         if answers is None:
             raise ValueError("accuracy reward needs the `answer` field (reference answers)")
-        return [self.score(c, a) for c, a in zip(completions, answers)]
+        return [self.score(c, a) for c, a in zip(completions, answers, strict=True)]

@@ -75,7 +75,10 @@ def parse_tests(tests) -> list[TestCase]:
         return _split_assert_script(tests)
     if isinstance(tests, dict):
         if "inputs" in tests and "outputs" in tests:
-            return [StdioCase(str(i), str(o)) for i, o in zip(tests["inputs"], tests["outputs"])]
+            inputs, outputs = tests["inputs"], tests["outputs"]
+            if len(inputs) != len(outputs):
+                raise ValueError("code tests: `inputs` and `outputs` differ in length")
+            return [StdioCase(str(i), str(o)) for i, o in zip(inputs, outputs, strict=True)]
         if "asserts" in tests:
             asserts = tests["asserts"]
             script = asserts if isinstance(asserts, str) else "\n".join(asserts)
@@ -197,7 +200,7 @@ class CodeReward:
         for setup, items in pending.items():
             judged = run_python(ca.judge_source(setup, [s for _, s in items]), b"", self.limits)
             results = ca.parse_judge_output(judged.stdout, len(items))
-            for (i, _), ok in zip(items, results):
+            for (i, _), ok in zip(items, results, strict=True):
                 verdicts[i] = ok
         return [bool(v) for v in verdicts]
 
@@ -218,4 +221,4 @@ class CodeReward:
         tests = fields.get("tests")
         if tests is None:
             raise ValueError("code reward needs the `tests` field (see r1jax.rewards.code)")
-        return [self.score(c, t) for c, t in zip(completions, tests)]
+        return [self.score(c, t) for c, t in zip(completions, tests, strict=True)]

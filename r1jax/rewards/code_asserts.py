@@ -44,7 +44,8 @@ def _enc(x, depth=0):
     if t is str:
         return ["s", x]
     if t is list or t is tuple or t is set or t is frozenset:
-        return [{list: "l", tuple: "t", set: "S", frozenset: "F"}[t], [_enc(v, depth + 1) for v in x]]
+        tag = {list: "l", tuple: "t", set: "S", frozenset: "F"}[t]
+        return [tag, [_enc(v, depth + 1) for v in x]]
     if t is dict:
         return ["d", [[_enc(k, depth + 1), _enc(v, depth + 1)] for k, v in x.items()]]
     raise TypeError("not a plain value: %s" % t.__name__)
@@ -220,7 +221,7 @@ def judge_locally(source: str) -> bool | None:
             values = [ast.literal_eval(expr.left)] + [ast.literal_eval(c) for c in expr.comparators]
             return all(
                 bool(_COMPARE_OPS[type(op)](a, b))
-                for op, a, b in zip(expr.ops, values[:-1], values[1:])
+                for op, a, b in zip(expr.ops, values[:-1], values[1:], strict=True)
             )
         return bool(ast.literal_eval(expr))
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):

@@ -66,7 +66,8 @@ class FormatReward:
 
     def __call__(self, prompts: list[str], completions: list[str], **fields) -> list[float]:
         return [
-            float(is_well_formed(_with_opened_think(p, c))) for p, c in zip(prompts, completions)
+            float(is_well_formed(_with_opened_think(p, c)))
+            for p, c in zip(prompts, completions, strict=True)
         ]
 
 
@@ -75,4 +76,7 @@ class TagCountReward:
     """Partial format credit, `tag_count_score` (registry name ``"tag_count"``)."""
 
     def __call__(self, prompts: list[str], completions: list[str], **fields) -> list[float]:
-        return [tag_count_score(_with_opened_think(p, c)) for p, c in zip(prompts, completions)]
+        return [
+            tag_count_score(_with_opened_think(p, c))
+            for p, c in zip(prompts, completions, strict=True)
+        ]

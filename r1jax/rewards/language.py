@@ -92,5 +92,5 @@ class LanguageReward:
         languages = fields.get("language") or [self.language] * len(completions)
         return [
             language_consistency(thinking_region(c), lang or self.language)
-            for c, lang in zip(completions, languages)
+            for c, lang in zip(completions, languages, strict=True)
         ]

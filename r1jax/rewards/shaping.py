@@ -53,7 +53,7 @@ class CosineLengthReward:
         lengths = completion_token_lengths(completions, fields, self.length_fn)
         correct = self.accuracy(prompts, completions, **fields)
         out = []
-        for length, ok in zip(lengths, correct):
+        for length, ok in zip(lengths, correct, strict=True):
             progress = min(length, self.max_len) / self.max_len
             cosine = math.cos(progress * math.pi)
             if ok:

@@ -92,7 +92,7 @@ class CountdownReward:
             raise ValueError("countdown reward needs the `numbers` and `target` fields")
         return [
             countdown_score(c, n, t, self.format_score)
-            for c, n, t in zip(completions, numbers, targets)
+            for c, n, t in zip(completions, numbers, targets, strict=True)
         ]
 
 
@@ -103,7 +103,7 @@ def _canonical_text(s: str, ignore_case: bool) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class ExactMatchReward:
-    """1.0 when the final answer equals the ``answer`` field up to whitespace (``"exact_match"``)."""
+    """1.0 when the final answer equals ``answer`` up to whitespace (name ``"exact_match"``)."""
 
     ignore_case: bool = False
 
@@ -112,7 +112,7 @@ class ExactMatchReward:
         if answers is None:
             raise ValueError("exact_match reward needs the `answer` field")
         scores = []
-        for completion, reference in zip(completions, answers):
+        for completion, reference in zip(completions, answers, strict=True):
             got = extract_answer(completion)
             same = got is not None and _canonical_text(got, self.ignore_case) == _canonical_text(
                 str(reference), self.ignore_case
