@@ -32,7 +32,7 @@ PercentMode = Literal["fraction", "number", "both"]
 MAX_ANSWER_CHARS = 400
 MAX_BRACE_DEPTH = 24
 
-_SPACES_RE = re.compile(r"\\[,;:! ]|\\(?:quad|qquad)\b|\s+")
+_SPACES_RE = re.compile(r"(?<!\\)\\[,;:! ]|\\(?:quad|qquad)\b|\s+")
 _DELIMS_RE = re.compile(r"\\left|\\right|\\displaystyle|\$")
 _TRAILING_UNIT_RE = re.compile(r"(?<=[\d}])\\(?:text|mbox|mathrm)\{[^{}]*\}$")
 _TEXT_WRAP_RE = re.compile(r"^\\(?:text|textbf|mathrm|mathbf)\{([^{}]*)\}$")
