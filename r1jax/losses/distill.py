@@ -50,8 +50,14 @@ def teacher_topk(logits_BTV: jax.Array, k: int, temperature: float = 1.0) -> Top
 
 
 def _xlogratio(a, log_a, log_b) -> jax.Array:
-    """sum over the last axis of a * (log_a - log_b), with 0 * log 0 = 0."""
-    return jnp.sum(jnp.where(a > 0, a * (log_a - log_b), 0.0), axis=-1)
+    """sum over the last axis of a * (log_a - log_b), with 0 * log 0 = 0.
+
+    The logs are zeroed where a = 0 *before* the product: an outer `where` alone would still send
+    0 * inf = NaN into the gradient (vocab entries masked with -inf logits, empty rest buckets).
+    """
+    pos = a > 0
+    diff = jnp.where(pos, log_a, 0.0) - jnp.where(pos, log_b, 0.0)
+    return jnp.sum(jnp.where(pos, a * diff, 0.0), axis=-1)
 
 
 def _divergence(logp, logq, kind: str, beta: float) -> jax.Array:
@@ -62,7 +68,10 @@ def _divergence(logp, logq, kind: str, beta: float) -> jax.Array:
     if kind == "reverse_kl":
         return _xlogratio(q, logq, logp)
     if kind == "jsd":
-        logm = jnp.logaddexp(logp + jnp.log(beta), logq + jnp.log1p(-beta))
+        # logaddexp(-inf, -inf) has a NaN gradient; such entries weigh 0 in both KL terms.
+        both_zero = (p == 0) & (q == 0)
+        logp_s, logq_s = jnp.where(both_zero, 0.0, logp), jnp.where(both_zero, 0.0, logq)
+        logm = jnp.logaddexp(logp_s + jnp.log(beta), logq_s + jnp.log1p(-beta))
         return beta * _xlogratio(p, logp, logm) + (1.0 - beta) * _xlogratio(q, logq, logm)
     raise ValueError(f"kind={kind!r}: expected 'forward_kl', 'reverse_kl' or 'jsd'")
 

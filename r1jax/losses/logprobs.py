@@ -35,10 +35,11 @@ def token_logprobs(
 def token_entropy(logits_BTV: jax.Array, temperature: float = 1.0) -> jax.Array:
     """Entropy of softmax(logits / temperature) per position: float32 [B, T], in nats.
 
-    Uses H = logsumexp(z) - sum_v p_v z_v, which needs no [B, T, V] log-softmax.
+    Uses H = -sum_v p_v (z_v - logsumexp(z)): the elementwise terms fuse into the reduction,
+    and subtracting the logsumexp per entry avoids the cancellation of logsumexp(z) - sum p z.
     """
     z = _scaled(logits_BTV, temperature)
     lse_BT = jax.nn.logsumexp(z, axis=-1)
-    p = jnp.exp(z - lse_BT[..., None])
+    logp = z - lse_BT[..., None]
     # Vocabulary entries masked with -inf logits have p = 0; 0 * -inf would be NaN.
-    return lse_BT - jnp.sum(jnp.where(p > 0, p * z, 0.0), axis=-1)
+    return -jnp.sum(jnp.where(logp > -jnp.inf, jnp.exp(logp) * logp, 0.0), axis=-1)
