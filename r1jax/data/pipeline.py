@@ -169,6 +169,12 @@ class SFTExample:
 
 def _finish(ds: grain.IterDataset, worker_count: int) -> grain.IterDataset:
     if worker_count > 0:
+        from absl import flags
+
+        # grain's worker start reads absl flags and raises when a plain script (no absl.app)
+        # never parsed them (google/grain#1355): accept the flags' defaults in that case.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
     return ds
 

@@ -9,7 +9,14 @@ from fractions import Fraction
 
 import pytest
 
-from r1jax.data import ArithmeticTask, CountdownTask, TaskDataset, get_task, iter_examples, task_names
+from r1jax.data import (
+    ArithmeticTask,
+    CountdownTask,
+    TaskDataset,
+    get_task,
+    iter_examples,
+    task_names,
+)
 
 N = 300
 

@@ -127,7 +127,15 @@ def test_cli_trains_on_jsonl_txt_and_task(tmp_path, capsys):
 def test_cli_reports_bad_jsonl_line(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"text": 3}\n')
-    argv = ["train", "--input", str(bad), "--model-prefix", str(tmp_path / "t"), "--vocab-size", "300"]
+    argv = [
+        "train",
+        "--input",
+        str(bad),
+        "--model-prefix",
+        str(tmp_path / "t"),
+        "--vocab-size",
+        "300",
+    ]
     assert tokenizer_main(argv) == 1
     err = capsys.readouterr().err
     assert f"{bad}:2" in err and "'text'" in err
