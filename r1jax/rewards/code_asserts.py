@@ -10,8 +10,10 @@ second sandbox that never sees the program. The program never sees the expected 
 ``sys.exit(0)``, ``os._exit(0)``, printing "All tests passed" or writing files decide nothing.
 
 Fallback: when a program-rooted part uses names bound inside the test (a comprehension variable
-in ``all(f(i) == i * i for i in range(5))``), the whole assertion runs next to the program and must
-evaluate to exactly ``True``; that path relies on the type checks alone.
+in ``all(f(i) == i * i for i in range(5))``), the whole assertion runs next to the program, with
+pristine builtins and every program value type-checked, and must evaluate to exactly ``True``.
+That path trusts module attributes (a program could patch ``math.isclose``), so write tests as
+comparisons where it matters.
 """
 
 from __future__ import annotations
@@ -53,9 +55,18 @@ _out = _os.dup(1)
 _null = _os.open(_os.devnull, _os.O_RDWR)
 _os.dup2(_null, 0)
 _os.dup2(_null, 1)
+import builtins as _builtins
+_pristine = dict(_builtins.__dict__)
 _ns = {"__name__": "__solution__"}
 exec(compile(SETUP + "\n" + PROGRAM, "solution.py", "exec"), _ns)
-_vals = [_enc(eval(compile(_e, "<test>", "eval"), _ns)) for _e in EXPRESSIONS]
+def _chk(x):
+    _enc(x)
+    return x
+_vals = []
+for _e in EXPRESSIONS:
+    _g = dict(_ns)
+    _g["__builtins__"], _g["__chk"] = dict(_pristine), _chk
+    _vals.append(_enc(eval(compile(_e, "<test>", "eval"), _g)))
 _write(_out, _json.dumps(_vals).encode())
 _exit(0)
 """
@@ -137,6 +148,18 @@ def _root_name(node: ast.AST) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
+class _Substitute(ast.NodeTransformer):
+    """Replaces each placeholder name ``__v{i}`` with the expression ``source_of(i)``."""
+
+    def __init__(self, source_of):
+        self.source_of = source_of
+
+    def visit_Name(self, node):
+        if node.id.startswith("__v") and node.id[3:].isdigit():
+            return ast.parse(self.source_of(int(node.id[3:])), mode="eval").body
+        return node
+
+
 @dataclasses.dataclass(frozen=True)
 class SplitAssert:
     """One assertion: program-rooted parts to evaluate, and a template to judge them with."""
@@ -146,15 +169,8 @@ class SplitAssert:
 
     def judge_source(self, values: list) -> str:
         """The assertion's expression with the program's values substituted as literals."""
-        template = self.template
-
-        class _Fill(ast.NodeTransformer):
-            def visit_Name(self, node):
-                if node.id.startswith("__v") and node.id[3:].isdigit():
-                    return ast.parse(value_source(values[int(node.id[3:])]), mode="eval").body
-                return node
-
-        return ast.unparse(_Fill().visit(ast.parse(ast.unparse(template), mode="eval")))
+        fresh = ast.parse(ast.unparse(self.template), mode="eval")
+        return ast.unparse(_Substitute(lambda i: value_source(values[i])).visit(fresh))
 
 
 def split_assert(statement: str, program_names: set[str], test_names: set[str]) -> SplitAssert:
@@ -167,7 +183,6 @@ def split_assert(statement: str, program_names: set[str], test_names: set[str]) 
     if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
         raise ValueError(f"not a single assert statement: {statement[:80]!r}")
     test = tree.body[0].test
-    original = ast.unparse(test)  # The cut below rewrites the tree in place.
     parts: list[str] = []
     inline = False
 
@@ -183,8 +198,9 @@ def split_assert(statement: str, program_names: set[str], test_names: set[str]) 
             return super().generic_visit(node)
 
     template = _Cut().visit(ast.Expression(body=test))
-    if inline:
-        return SplitAssert(parts=(original,), template=None)
+    if inline:  # Every program value still passes the exact-type check, via `__chk`.
+        checked = _Substitute(lambda i: f"__chk({parts[i]})").visit(template)
+        return SplitAssert(parts=(ast.unparse(checked),), template=None)
     return SplitAssert(parts=tuple(parts), template=ast.fix_missing_locations(template))
 
 
