@@ -167,7 +167,8 @@ class SFTExample:
         return {DROPPED: "too_long", "_origin": origin}
 
 
-def _finish(ds: grain.IterDataset, worker_count: int) -> grain.IterDataset:
+def _finish(ds: grain.IterDataset, worker_count: int, prefetch: int) -> grain.IterDataset:
+    """Optional worker processes, then an optional background thread a few batches ahead."""
     if worker_count > 0:
         from absl import flags
 
@@ -176,6 +177,8 @@ def _finish(ds: grain.IterDataset, worker_count: int) -> grain.IterDataset:
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    if prefetch > 0:
+        ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=prefetch)
     return ds
 
 
@@ -197,6 +200,7 @@ def make_rl_dataset(
     on_too_long: OnTooLong = "skip",
     drop_remainder: bool = True,
     worker_count: int = 0,
+    prefetch: int = 0,
 ) -> grain.IterDataset:
     """Batches of RL prompts (see :mod:`r1jax.data.batching` for the batch layout).
 
@@ -204,7 +208,9 @@ def make_rl_dataset(
     longer than ``buckets[-1]`` tokens are skipped and counted (``stats["dropped_too_long"]``) or,
     with ``on_too_long="raise"``, raise a :class:`DataError` naming the row. ``num_epochs=None``
     repeats forever; with a finite count and ``drop_remainder=False`` the last batch is filled
-    with ``valid == False`` rows so the shape stays fixed.
+    with ``valid == False`` rows so the shape stays fixed. ``worker_count`` > 0 tokenises in
+    that many worker processes; ``prefetch`` > 0 prepares that many batches ahead in a thread
+    (both keep exact resume).
     """
     records = as_record_dataset(source, purpose="rl", seed=seed, fmt=fmt, on_error=on_error)
     records = shard_records(
@@ -223,7 +229,7 @@ def make_rl_dataset(
         pad_id=tokenizer.pad_id,
         drop_remainder=drop_remainder,
     )
-    return _finish(ds, worker_count)
+    return _finish(ds, worker_count, prefetch)
 
 
 def make_sft_dataset(
@@ -246,6 +252,7 @@ def make_sft_dataset(
     allow_split: bool = False,
     drop_remainder: bool = False,
     worker_count: int = 0,
+    prefetch: int = 0,
 ) -> grain.IterDataset:
     """Packed SFT batches ``int32[B, T]`` (see :mod:`r1jax.data.packing` for the layout).
 
@@ -253,7 +260,8 @@ def make_sft_dataset(
     eos only; the completion is the record's ``completion`` or ``<think>{think}</think>
     <answer>{answer}</answer>`` (tasks: ``gold_cot`` as the think). Examples longer than
     ``seq_len``: skipped and counted, ``"truncate"``d (counted), or ``"raise"``; with
-    ``allow_split=True`` they are split across rows instead.
+    ``allow_split=True`` they are split across rows instead. ``worker_count``/``prefetch`` as in
+    :func:`make_rl_dataset`.
     """
     records = as_record_dataset(source, purpose="sft", seed=seed, fmt=fmt, on_error=on_error)
     records = shard_records(
@@ -276,4 +284,4 @@ def make_sft_dataset(
         allow_split=allow_split,
         drop_remainder=drop_remainder,
     )
-    return _finish(ds, worker_count)
+    return _finish(ds, worker_count, prefetch)

@@ -71,9 +71,16 @@ def test_rl_resume_is_exact_over_epochs(jsonl_path, sp_tokenizer, cut):
     assert ids[37:50] != ids[:13]  # and the next epoch is reshuffled
 
 
-def test_rl_resume_on_task_stream(sp_tokenizer):
+@pytest.mark.parametrize("prefetch", [0, 3])
+def test_rl_resume_on_task_stream(sp_tokenizer, prefetch):
     ds = make_rl_dataset(
-        get_task("countdown"), sp_tokenizer, batch_size=4, seed=1, buckets=(128, 192), **ONE
+        get_task("countdown"),
+        sp_tokenizer,
+        batch_size=4,
+        seed=1,
+        buckets=(128, 192),
+        prefetch=prefetch,
+        **ONE,
     )
     check_resume(ds, total=6, cut=2)
 
@@ -81,7 +88,14 @@ def test_rl_resume_on_task_stream(sp_tokenizer):
 @pytest.mark.parametrize("allow_split", [False, True])
 def test_sft_resume_is_exact_with_carried_examples(jsonl_path, sp_tokenizer, allow_split):
     ds = make_sft_dataset(
-        jsonl_path, sp_tokenizer, batch_size=2, seq_len=400, seed=2, allow_split=allow_split, **ONE
+        jsonl_path,
+        sp_tokenizer,
+        batch_size=2,
+        seq_len=400,
+        seed=2,
+        allow_split=allow_split,
+        prefetch=2 if allow_split else 0,  # a background thread must not change the stream
+        **ONE,
     )
     for cut in (1, 3, 5):
         batches = check_resume(ds, total=8, cut=cut)
