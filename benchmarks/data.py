@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--vocab-size", type=int, default=512)
     parser.add_argument("--worker-count", type=int, default=0)
     parser.add_argument("--rl-examples", type=int, default=20_000)
+    parser.add_argument(
+        "--model-params",
+        type=float,
+        default=1e6,
+        help="size of the model the step-time estimate assumes (default: a 1M-param demo model)",
+    )
     args = parser.parse_args(argv)
 
     from r1jax.data import (
@@ -107,8 +113,32 @@ def main(argv: list[str] | None = None) -> dict:
     prompts = sum(b["stats"]["examples"] for b in rl)
     dt = time.perf_counter() - t0
     results["rl"] = {"prompts_per_s": round(prompts / dt), "seconds": round(dt, 2)}
+    results["step_estimate"] = estimate_step(args, results["sft"]["ms_per_batch"])
     print(json.dumps(results, indent=2))
     return results
+
+
+def estimate_step(args, data_ms_per_batch: float) -> dict:
+    """A lower bound on one train step here: 6 * params * tokens FLOPs at measured matmul speed.
+
+    Measured with a float32 numpy matmul on this CPU (what XLA reaches is of the same order), so
+    the data pipeline's share of a step is at most ``data_ms / (data_ms + step_ms)``.
+    """
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
+    a @ a  # warm up
+    t0, reps = time.perf_counter(), 10
+    for _ in range(reps):
+        a @ a
+    flops_per_s = reps * 2 * 1024**3 / (time.perf_counter() - t0)
+    step_ms = 1000 * 6 * args.model_params * args.batch_size * args.seq_len / flops_per_s
+    return {
+        "matmul_gflops": round(flops_per_s / 1e9, 1),
+        "model_params": args.model_params,
+        "min_step_ms": round(step_ms, 1),
+        "data_share_of_step_at_most": round(data_ms_per_batch / (data_ms_per_batch + step_ms), 3),
+    }
 
 
 if __name__ == "__main__":

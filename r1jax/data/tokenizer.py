@@ -32,6 +32,10 @@ class Tokenizer(Protocol):
     bos_id: int | None
     eos_id: int | None
     pad_id: int
+    think_start_id: int | None  # <think>, None when the vocabulary has no single token for it
+    think_end_id: int | None  # </think>
+    answer_start_id: int | None  # <answer>
+    answer_end_id: int | None  # </answer>
 
     def encode(self, text: str, *, add_bos: bool = False) -> list[int]: ...
 
