@@ -1,7 +1,7 @@
 """GRPO loss variants, log-probs and entropy against naive NumPy loops over rows and tokens.
 
-The losses run eagerly here: op-by-op executables are cached across tests and variants, which
-is several times faster on CPU than compiling one jitted graph per static variant.
+Forward-only checks run eagerly (op-by-op executables are shared across variants); gradient
+checks are jitted (one compile instead of one per primitive and shape).
 """
 
 import functools
@@ -161,18 +161,27 @@ def _analytic_grad_at_ratio_one(adv, mask, aggregation):
     return g
 
 
-@pytest.mark.parametrize("importance", ["token", "sequence"])
-@pytest.mark.parametrize("aggregation", ["seq_mean", "token_mean", "constant"])
-def test_gradient_at_ratio_one_is_minus_advantage_times_grad_logp(aggregation, importance):
+GRAD_CASES = [("seq_mean", "token"), ("token_mean", "token"), ("constant", "token"),
+              ("seq_mean", "sequence")]  # fmt: skip
+
+
+def test_gradient_at_ratio_one_is_minus_advantage_times_grad_logp_for_each_aggregation():
+    # GSPO at ratio 1 spreads each row's gradient evenly, which is seq_mean's analytic form.
     d = make_batch()
-    if importance == "sequence" and aggregation != "seq_mean":
-        pytest.skip("GSPO spreads a row's gradient evenly; checked for seq_mean")
-    fn = functools.partial(
-        grpo_loss, aggregation=aggregation, max_tokens=MAX_TOKENS, importance=importance
-    )
-    grad = jax.grad(lambda lp: fn(lp, d["logp"], d["adv"], d["mask"])[0])(d["logp"])
-    want = _analytic_grad_at_ratio_one(d["adv"], d["mask"], aggregation)
-    np.testing.assert_allclose(np.asarray(grad), want, rtol=1e-5, atol=1e-8)
+
+    @jax.jit
+    def grads(logp, adv, mask):
+        return [
+            jax.grad(lambda lp, a=a, i=i: grpo_loss(lp, logp, adv, mask, aggregation=a,
+                                                    max_tokens=MAX_TOKENS, importance=i)[0])(logp)
+            for a, i in GRAD_CASES
+        ]  # fmt: skip
+
+    for (aggregation, _), grad in zip(
+        GRAD_CASES, grads(d["logp"], d["adv"], d["mask"]), strict=True
+    ):
+        want = _analytic_grad_at_ratio_one(d["adv"], d["mask"], aggregation)
+        np.testing.assert_allclose(np.asarray(grad), want, rtol=1e-5, atol=1e-8)
 
 
 def test_clip_inactive_at_ratio_one_and_zero_advantage_gives_zero_gradient():
@@ -180,27 +189,35 @@ def test_clip_inactive_at_ratio_one_and_zero_advantage_gives_zero_gradient():
     _, m = call(dict(d, old=d["logp"]), aggregation="token_mean")
     assert float(m["clip_frac"]) == 0.0 and float(m["ratio_mean"]) == 1.0
     zero_adv = np.zeros(B, np.float32)
-    grad = jax.grad(lambda lp: grpo_loss(lp, d["old"], zero_adv, d["mask"])[0])(d["logp"])
+    grad = jax.jit(jax.grad(lambda lp: grpo_loss(lp, d["old"], zero_adv, d["mask"])[0]))(d["logp"])
     assert np.all(np.asarray(grad) == 0.0)
 
 
-@pytest.mark.parametrize("aggregation", ["seq_mean", "token_mean", "constant"])
-def test_four_micro_batches_with_full_normalizer_equal_the_full_batch(aggregation):
+AGGS = ("seq_mean", "token_mean", "constant")
+
+
+def test_four_micro_batches_with_full_normalizer_equal_the_full_batch_for_each_aggregation():
     d = make_batch(1)
-    kw = dict(aggregation=aggregation, max_tokens=MAX_TOKENS, beta=0.05, entropy_coef=0.01)
-
-    def loss_and_grad(logp, old, adv, mask, ref, ent, normalizer):
-        f = lambda lp: grpo_loss(lp, old, adv, mask, ref_logp_BT=ref, entropy_BT=ent,
-                                 normalizer=normalizer, **kw)[0]  # fmt: skip
-        return jax.value_and_grad(f)(logp)
-
     keys = ("logp", "old", "adv", "mask", "ref", "ent")
-    full_norm = batch_normalizer(d["mask"], aggregation, max_tokens=MAX_TOKENS)
-    full_loss, full_grad = loss_and_grad(*(d[k] for k in keys), None)
-    parts = [loss_and_grad(*(d[k][s : s + 2] for k in keys), full_norm) for s in range(0, B, 2)]
-    np.testing.assert_allclose(sum(float(p[0]) for p in parts), float(full_loss), rtol=1e-5)
-    grads = np.concatenate([np.asarray(p[1]) for p in parts])
-    np.testing.assert_allclose(grads, np.asarray(full_grad), rtol=1e-5, atol=1e-8)
+
+    @jax.jit
+    def losses_and_grads(logp, old, adv, mask, ref, ent, normalizers):
+        out = []
+        for agg, norm in zip(AGGS, normalizers, strict=True):
+            kw = dict(aggregation=agg, max_tokens=MAX_TOKENS, beta=0.05, entropy_coef=0.01)
+            f = lambda lp, kw=kw, norm=norm: grpo_loss(
+                lp, old, adv, mask, ref_logp_BT=ref, entropy_BT=ent, normalizer=norm, **kw
+            )[0]
+            out.append(jax.value_and_grad(f)(logp))
+        return out
+
+    full = losses_and_grads(*(d[k] for k in keys), (None,) * 3)
+    norms = tuple(batch_normalizer(d["mask"], a, max_tokens=MAX_TOKENS) for a in AGGS)
+    parts = [losses_and_grads(*(d[k][s : s + 2] for k in keys), norms) for s in range(0, B, 2)]
+    for j, (full_loss, full_grad) in enumerate(full):
+        np.testing.assert_allclose(sum(float(p[j][0]) for p in parts), float(full_loss), rtol=1e-5)
+        grads = np.concatenate([np.asarray(p[j][1]) for p in parts])
+        np.testing.assert_allclose(grads, np.asarray(full_grad), rtol=1e-5, atol=1e-8)
 
 
 def test_fully_masked_rows_with_garbage_give_finite_loss_and_gradient():
@@ -210,7 +227,7 @@ def test_fully_masked_rows_with_garbage_give_finite_loss_and_gradient():
     d["logp"][2] = -np.inf
     f = lambda lp: grpo_loss(lp, d["old"], d["adv"], d["mask"], ref_logp_BT=d["ref"], beta=0.1,
                              entropy_BT=d["ent"], entropy_coef=0.01)  # fmt: skip
-    (loss, metrics), grad = jax.value_and_grad(f, has_aux=True)(d["logp"])
+    (loss, metrics), grad = jax.jit(jax.value_and_grad(f, has_aux=True))(d["logp"])
     assert np.isfinite(float(loss)) and np.all(np.isfinite(np.asarray(grad)))
     assert all(np.isfinite(float(v)) for v in metrics.values())
     nothing = np.zeros_like(d["mask"])
@@ -232,12 +249,14 @@ def test_truncated_is_weights_are_capped_masked_and_constant():
     rng = np.random.default_rng(3)
     trainer, sampler = rng.normal(-2, 1, (2, (3))), rng.normal(-2, 1, (2, 3))
     mask = np.array([[1, 1, 0], [1, 1, 1]], np.float32)
-    w = np.asarray(truncated_is_weights(trainer, sampler, mask, cap=1.5))
+    w = np.asarray(
+        jax.jit(truncated_is_weights, static_argnames="cap")(trainer, sampler, mask, cap=1.5)
+    )
     for i in range(2):
         for t in range(3):
             want = min(math.exp(trainer[i, t] - sampler[i, t]), 1.5) if mask[i, t] else 0.0
             np.testing.assert_allclose(w[i, t], want, rtol=1e-5)
-    g = jax.grad(lambda x: truncated_is_weights(x, sampler, mask).sum())(trainer)
+    g = jax.jit(jax.grad(lambda x: truncated_is_weights(x, sampler, mask).sum()))(trainer)
     assert np.all(np.asarray(g) == 0.0)
 
 
@@ -246,8 +265,8 @@ def test_token_logprobs_and_entropy_match_reference_and_are_f32():
     logits = rng.normal(0, 3, (2, 3, 11)).astype(np.float32)
     targets = rng.integers(0, 11, (2, 3))
     temp = 0.7
-    lp = np.asarray(token_logprobs(jnp.asarray(logits), targets, temp))
-    ent = np.asarray(token_entropy(jnp.asarray(logits), temp))
+    both = jax.jit(lambda x, y: (token_logprobs(x, y, temp), token_entropy(x, temp)))
+    lp, ent = (np.asarray(a) for a in both(logits, targets))
     for b in range(2):
         for t in range(3):
             z = [float(x) / temp for x in logits[b, t]]
@@ -255,8 +274,7 @@ def test_token_logprobs_and_entropy_match_reference_and_are_f32():
             np.testing.assert_allclose(lp[b, t], z[targets[b, t]] - lse, rtol=1e-5)
             h = -sum(math.exp(x - lse) * (x - lse) for x in z)
             np.testing.assert_allclose(ent[b, t], h, rtol=1e-5, atol=1e-6)
-    bf16 = jnp.asarray(logits, jnp.bfloat16)
-    assert token_logprobs(bf16, targets).dtype == jnp.float32
-    assert token_entropy(bf16).dtype == jnp.float32
-    masked_vocab = jnp.asarray(logits).at[..., 0].set(-jnp.inf)
-    assert np.all(np.isfinite(np.asarray(token_entropy(masked_vocab))))
+    bf16 = jax.eval_shape(both, jnp.asarray(logits, jnp.bfloat16), targets)
+    assert bf16[0].dtype == bf16[1].dtype == jnp.float32
+    logits[..., 0] = -np.inf  # a masked vocab entry
+    assert np.all(np.isfinite(np.asarray(both(logits, targets)[1])))
