@@ -1,0 +1,107 @@
+"""Model hyper-parameters as a frozen (hashable, jit-static) dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import jax.numpy as jnp
+
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+    """Llama-3 style frequency-dependent RoPE scaling (``rope_type == "llama3"`` in HF)."""
+
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Shape and numerics of a Llama/Qwen2-family decoder.
+
+    ``param_dtype`` is what params are stored in (fp32 master weights for training);
+    ``compute_dtype`` is what matmuls run in (bf16 on accelerators). Logits are returned in fp32.
+    """
+
+    vocab_size: int = 256
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 16
+    mlp_dim: int = 128
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None
+    rms_norm_eps: float = 1e-6
+    qkv_bias: bool = False
+    tie_embeddings: bool = True
+    sliding_window: int | None = None
+    max_position_embeddings: int = 4096
+    param_dtype: str = "float32"
+    compute_dtype: str = "float32"
+    remat_policy: str = "none"
+    init_std: float = 0.02
+
+    def __post_init__(self):
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"model.num_heads={self.num_heads} must be a multiple of "
+                f"model.num_kv_heads={self.num_kv_heads}"
+            )
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"model.remat_policy={self.remat_policy!r}; one of {REMAT_POLICIES}")
+        for name in ("param_dtype", "compute_dtype"):
+            if getattr(self, name) not in _DTYPES:
+                raise ValueError(f"model.{name}={getattr(self, name)!r}; one of {list(_DTYPES)}")
+        if self.head_dim % 2:
+            raise ValueError(f"model.head_dim={self.head_dim} must be even for RoPE")
+
+    @property
+    def params_dtype(self):
+        return _DTYPES[self.param_dtype]
+
+    @property
+    def dtype(self):
+        return _DTYPES[self.compute_dtype]
+
+    @property
+    def num_params(self) -> int:
+        d, f, n, k, h = (
+            self.hidden_size,
+            self.mlp_dim,
+            self.num_heads,
+            self.num_kv_heads,
+            self.head_dim,
+        )
+        per_layer = 2 * d + d * h * (n + 2 * k) + n * h * d + 3 * d * f
+        if self.qkv_bias:
+            per_layer += h * (n + 2 * k)
+        embed = self.vocab_size * d * (1 if self.tie_embeddings else 2)
+        return embed + d + self.num_layers * per_layer
+
+    def replace(self, **changes) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping) -> ModelConfig:
+        """From a plain dict or ``ml_collections.ConfigDict`` (the ``config.model`` section)."""
+        cfg = dict(cfg)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(cfg) - names
+        if unknown:
+            raise ValueError(
+                f"config.model: unknown fields {sorted(unknown)}; known: {sorted(names)}"
+            )
+        scaling = cfg.get("rope_scaling")
+        if scaling is not None and not isinstance(scaling, RopeScaling):
+            cfg["rope_scaling"] = RopeScaling(**dict(scaling))
+        return cls(**cfg)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

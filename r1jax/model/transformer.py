@@ -1,0 +1,153 @@
+"""The decoder forward pass: embeddings, a ``lax.scan`` over stacked layers, the LM head.
+
+Shape letters: B batch, T tokens in this call, S cache slots, D hidden, V vocab, L layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from r1jax.model import layers
+from r1jax.model.cache import KVCache, write_slots
+from r1jax.model.config import ModelConfig
+from r1jax.sharding import constrain
+
+_REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def _block(x_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn):
+    """One pre-norm transformer block. ``kv_fn(k, v) -> (keys, values, k_pos, k_seg, extra)``
+    decides which keys are attended (this call's, or the whole cache)."""
+    h = layers.rms_norm(x_BTD, p["attn_norm"], config.rms_norm_eps)
+    q, k, v = layers.qkv_projection(h, p, config)
+    q = layers.apply_rope(q, q_pos, rope_freqs)
+    k = layers.apply_rope(k, q_pos, rope_freqs)
+    keys, values, k_pos, k_seg, extra = kv_fn(k, v)
+    mask = layers.attention_mask(q_pos, q_seg, k_pos, k_seg, config.sliding_window)
+    attn = layers.attention(q, keys, values, mask)
+    x_BTD = x_BTD + jnp.einsum("btnh,nhd->btd", attn, p["o"])
+    x_BTD = constrain(x_BTD, ("batch", "seq", "act_embed"))
+    h = layers.rms_norm(x_BTD, p["mlp_norm"], config.rms_norm_eps)
+    x_BTD = x_BTD + layers.swiglu(h, p["gate"], p["up"], p["down"])
+    return constrain(x_BTD, ("batch", "seq", "act_embed")), extra
+
+
+def _maybe_remat(fn, config: ModelConfig):
+    if config.remat_policy == "none":
+        return fn
+    return jax.checkpoint(fn, policy=_REMAT_POLICIES[config.remat_policy])
+
+
+def hidden_states(
+    params: dict,
+    tokens_BT: jax.Array,
+    config: ModelConfig,
+    *,
+    positions: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
+    cache: KVCache | None = None,
+) -> tuple[jax.Array, KVCache | None]:
+    """Final-norm hidden states ``[B, T, D]`` (compute dtype) and the updated cache.
+
+    See ``forward`` for the arguments.
+    """
+    b, t = tokens_BT.shape
+    if positions is None:
+        start = 0 if cache is None else cache.length
+        positions = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
+    if segment_ids is None:
+        segment_ids = jnp.ones((b, t), jnp.int32)
+    dtype = config.dtype
+    x = jnp.take(params["embed"], tokens_BT, axis=0).astype(dtype)
+    x = constrain(x, ("batch", "seq", "act_embed"))
+    freqs = layers.rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)
+    cast = lambda tree: jax.tree.map(lambda a: a.astype(dtype), tree)
+
+    if cache is None:
+
+        def body(x, p):
+            own_keys = lambda k, v: (k, v, positions, segment_ids, None)
+            x, _ = _block(x, cast(p), config, freqs, positions, segment_ids, own_keys)
+            return x, None
+
+        x, _ = jax.lax.scan(_maybe_remat(body, config), x, params["layers"])
+    else:
+        cache = write_slots(cache, positions, segment_ids)
+        slot = cache.length - t
+
+        def body(carry, xs):
+            x, k_cache, v_cache = carry
+            p, index = xs
+
+            def cached_keys(k, v):
+                k_all = jax.lax.dynamic_update_slice(
+                    k_cache, k.astype(k_cache.dtype)[None], (index, 0, slot, 0, 0)
+                )
+                v_all = jax.lax.dynamic_update_slice(
+                    v_cache, v.astype(v_cache.dtype)[None], (index, 0, slot, 0, 0)
+                )
+                keys, values = k_all[index].astype(dtype), v_all[index].astype(dtype)
+                return keys, values, cache.positions, cache.segment_ids, (k_all, v_all)
+
+            x, (k_cache, v_cache) = _block(
+                x, cast(p), config, freqs, positions, segment_ids, cached_keys
+            )
+            return (x, k_cache, v_cache), None
+
+        indices = jnp.arange(config.num_layers)
+        (x, k_new, v_new), _ = jax.lax.scan(
+            _maybe_remat(body, config), (x, cache.k, cache.v), (params["layers"], indices)
+        )
+        cache = dataclasses.replace(cache, k=k_new, v=v_new)
+    x = layers.rms_norm(x, params["final_norm"].astype(dtype), config.rms_norm_eps)
+    return x, cache
+
+
+def logits_from_hidden(params: dict, hidden_BTD: jax.Array, config: ModelConfig) -> jax.Array:
+    """LM head: ``[B, T, D]`` -> fp32 logits ``[B, T, V]`` (tied embeddings reuse ``embed``)."""
+    if config.tie_embeddings:
+        w_DV = params["embed"].astype(config.dtype).T
+    else:
+        w_DV = params["lm_head"].astype(config.dtype)
+    logits = jnp.einsum("btd,dv->btv", hidden_BTD, w_DV, preferred_element_type=jnp.float32)
+    return constrain(logits, ("batch", "seq", "act_vocab"))
+
+
+def forward(
+    params: dict,
+    tokens: jax.Array,
+    config: ModelConfig,
+    *,
+    positions: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
+    cache: KVCache | None = None,
+) -> tuple[jax.Array, KVCache | None]:
+    """Runs the decoder. Pure and jittable (``config`` is static).
+
+    Args:
+      params: the param tree of ``r1jax.model.init_params`` (any float dtype; cast to the
+        compute dtype per layer).
+      tokens: int ``[B, T]``.
+      config: ``ModelConfig``.
+      positions: int ``[B, T]`` RoPE positions; default ``cache.length + arange(T)`` (or
+        ``arange(T)`` without cache). For left padding pass ``cumsum(mask) - 1``; for packed
+        sequences restart at 0 in each segment.
+      segment_ids: int ``[B, T]``; tokens attend only within their segment; 0 marks padding.
+        Default: all ones.
+      cache: optional ``KVCache``; the T tokens are written at slots ``[length, length + T)``
+        (the caller keeps ``length + T <= max_length``) and attend to everything cached.
+
+    Returns:
+      ``(logits [B, T, V] fp32, updated cache or None)``.
+    """
+    hidden, cache = hidden_states(
+        params, tokens, config, positions=positions, segment_ids=segment_ids, cache=cache
+    )
+    return logits_from_hidden(params, hidden, config), cache

@@ -1,0 +1,103 @@
+"""Sharded init and forward on a fake 8-device CPU mesh equal the unsharded model."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from r1jax import sharding
+from r1jax.model import ModelConfig, forward, init_params, param_shardings
+
+CONFIG = ModelConfig(
+    vocab_size=128,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    mlp_dim=64,
+    qkv_bias=True,
+    tie_embeddings=True,
+)
+MESH_SHAPES = [(8, 1, 1), (2, 4, 1), (2, 2, 2), (1, 1, 8), (1, 2, 4)]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    params = init_params(CONFIG, jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(1), (8, 12), 0, CONFIG.vocab_size)
+    logits, _ = jax.jit(forward, static_argnums=2)(params, tokens, CONFIG)
+    return params, tokens, np.asarray(logits)
+
+
+def _mesh(shape):
+    return sharding.make_mesh(sharding.MeshConfig(*shape))
+
+
+@pytest.mark.parametrize("shape", MESH_SHAPES, ids=str)
+def test_sharded_init_and_forward_match_unsharded(shape, reference):
+    params_ref, tokens, logits_ref = reference
+    mesh = _mesh(shape)
+    params = init_params(CONFIG, jax.random.key(0), mesh=mesh)
+    # Same values as the unsharded init, placed by the rules.
+    jax.tree.map(
+        lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), params, params_ref
+    )
+    expected = param_shardings(CONFIG, mesh)
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(expected), strict=True):
+        assert got.sharding.is_equivalent_to(want, got.ndim), (got.sharding, want)
+
+    batch_sharding = sharding.named_sharding(mesh, ("batch", "seq"), tokens.shape)
+    tokens = jax.device_put(tokens, batch_sharding)
+    with jax.set_mesh(mesh):
+        logits, _ = jax.jit(forward, static_argnums=2)(params, tokens, CONFIG)
+    np.testing.assert_allclose(np.asarray(logits), logits_ref, atol=1e-5)
+    assert logits.sharding.spec[0] is not None or shape[0] * shape[1] == 1
+
+
+def test_rules_map_logical_axes_to_mesh_axes():
+    mesh = _mesh((2, 2, 2))
+    shardings = param_shardings(CONFIG, mesh)
+    assert shardings["layers"]["q"].spec == P(None, "fsdp", "tensor", None)
+    assert shardings["layers"]["k"].spec == P(None, "fsdp", "tensor", None)
+    assert shardings["layers"]["down"].spec == P(None, "tensor", "fsdp")
+    assert shardings["embed"].spec == P("tensor", "fsdp")
+    assert shardings["final_norm"].spec == P(None)
+
+
+def test_indivisible_dims_fall_back_to_replication_and_are_reported():
+    mesh = _mesh((1, 1, 8))  # 2 kv heads cannot be split 8 ways
+    shardings = param_shardings(CONFIG, mesh)
+    assert shardings["layers"]["k"].spec == P(None, None, None, None)
+    assert shardings["layers"]["q"].spec == P(None, None, None, None)  # 4 heads neither
+    assert shardings["layers"]["gate"].spec == P(None, None, "tensor")
+    from r1jax.model import abstract_params, logical_axes
+
+    notes = sharding.describe_fallbacks(
+        mesh, logical_axes(CONFIG), abstract_params(CONFIG), min_size=1
+    )
+    assert any("['layers']['k']" in n for n in notes)
+
+
+def test_mesh_config_resolves_the_rest_and_rejects_bad_sizes():
+    assert sharding.MeshConfig(data=-1, fsdp=2, tensor=2).resolve(8) == (2, 2, 2)
+    with pytest.raises(ValueError, match="at most one axis"):
+        sharding.MeshConfig(-1, -1, 1).resolve(8)
+    with pytest.raises(ValueError, match="not divisible"):
+        sharding.MeshConfig(-1, 3, 1).resolve(8)
+    with pytest.raises(ValueError, match="needs 4 devices"):
+        sharding.MeshConfig(2, 2, 1).resolve(8)
+    with pytest.raises(ValueError, match="unknown axes"):
+        sharding.MeshConfig.from_mapping({"dp": 2})
+
+
+def test_rules_reject_a_mesh_axis_used_twice():
+    rules = sharding.ShardingRules.from_mapping({"mlp": "fsdp"})
+    with pytest.raises(ValueError, match="used twice"):
+        rules.spec(("embed", "mlp"), (8, 8), {"data": 1, "fsdp": 2, "tensor": 1})
+
+
+def test_constrain_is_a_no_op_without_a_mesh():
+    x = jnp.ones((4, 4))
+    assert sharding.constrain(x, ("batch", "act_embed")) is x
