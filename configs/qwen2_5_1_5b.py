@@ -1,0 +1,53 @@
+"""Qwen2.5-1.5B (also the shape of DeepSeek-R1-Distill-Qwen-1.5B).
+
+Real shapes for loading the Hugging Face checkpoint Qwen/Qwen2.5-1.5B (download it yourself; r1jax
+never fetches weights at run time) and for sizing meshes. Example:
+  r1jax convert hf-to-r1jax --input /path/to/Qwen2.5-1.5B --output /ckpt/qwen2_5_1_5b
+  r1jax forward --config=configs/qwen2_5_1_5b.py --config.model.num_layers=2  # shape check, random init
+The tiny branch (``get_config("tiny")``) keeps the family's features with toy sizes.
+"""
+
+import ml_collections
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.model = ml_collections.ConfigDict(
+        dict(
+            vocab_size=151936,
+            hidden_size=1536,
+            num_layers=28,
+            num_heads=12,
+            num_kv_heads=2,
+            head_dim=128,
+            mlp_dim=8960,
+            rope_theta=1000000.0,
+            rms_norm_eps=1e-06,
+            qkv_bias=True,
+            tie_embeddings=True,
+            max_position_embeddings=131072,
+            rope_scaling=None,
+            sliding_window=None,
+            param_dtype="float32",
+            compute_dtype="bfloat16",
+            remat_policy="dots_no_batch",
+            init_std=0.02,
+        )
+    )
+    config.model.rope_scaling = None
+    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    if variant == "tiny":
+        config.model.update(
+            vocab_size=512,
+            hidden_size=64,
+            num_layers=2,
+            mlp_dim=128,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=16,
+            compute_dtype="float32",
+            remat_policy="none",
+        )
+        config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    return config

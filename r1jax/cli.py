@@ -1,0 +1,71 @@
+"""The ``r1jax`` command: ``r1jax <subcommand> [flags]``.
+
+Each subcommand lives in its own module exposing ``main(argv) -> int`` and is imported only when
+invoked, so ``r1jax --help`` stays instant and one command's dependencies never slow another.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+
+# name -> (module:function, one-line help). Order is the order shown by --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("r1jax.commands.demo:main", "R1 in miniature on CPU: pretrain, GRPO, distil, report"),
+    "train": ("r1jax.commands.train:main", "SFT / distillation / GRPO training from a config"),
+    "sample": ("r1jax.commands.sample:main", "sample completions from a checkpoint"),
+    "eval": ("r1jax.commands.evaluate:main", "pass@1 / pass@k / maj@k evaluation"),
+    "rejection-sample": ("r1jax.commands.rejection_sample:main", "build SFT data by rejection"),
+    "convert": ("r1jax.commands.convert:main", "Hugging Face safetensors <-> r1jax checkpoints"),
+    "tokenizer": ("r1jax.data.tokenizer_cli:main", "train a sentencepiece tokenizer"),
+    "forward": ("r1jax.commands.forward:main", "build a model from a config, run a forward pass"),
+}
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    found = {}
+    for name, (target, help_text) in COMMANDS.items():
+        module = target.split(":")[0]
+        if importlib.util.find_spec(module) is not None:
+            found[name] = (target, help_text)
+    return found
+
+
+def _usage(commands) -> str:
+    width = max(map(len, commands))
+    lines = [
+        "usage: r1jax <command> [flags]   (r1jax <command> --help for its flags)",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<{width}}  {help_text}" for name, (_, help_text) in commands.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = _available()
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage(commands))
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in commands:
+        print(f"r1jax: unknown command {name!r}\n\n{_usage(commands)}", file=sys.stderr)
+        return 2
+    module_name, func_name = commands[name][0].split(":")
+    try:
+        result = getattr(importlib.import_module(module_name), func_name)(rest)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        # Bad input (config field, file, tensor name): one clear line, unless debugging.
+        if os.environ.get("R1JAX_TRACEBACK"):
+            raise
+        print(f"r1jax {name}: error: {e}  (set R1JAX_TRACEBACK=1 for the traceback)",
+              file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
