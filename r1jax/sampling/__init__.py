@@ -1,0 +1,25 @@
+"""Sampler: jitted prefill + ``lax.while_loop`` decode over a KV cache, for rollouts and eval.
+
+Public API::
+
+    out = generate(params, config, prompts, rng=key, num_samples=G, max_new_tokens=N, ...)
+    sampler = Sampler(config, mesh=mesh); out = sampler(params, prompts, rng=key, ...)
+    Greedy(), Categorical(temperature, top_k, top_p)  # methods: (logits_BV, key) -> tokens, logp
+"""
+
+from r1jax.sampling.sampler import DEFAULT_BUCKETS, SampleOutput, Sampler, generate
+from r1jax.sampling.sampling import Categorical, Greedy, SamplingMethod, make_method
+from r1jax.sampling.stop import stop_sequences, truncate_at_stop_strings
+
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "Categorical",
+    "Greedy",
+    "SampleOutput",
+    "Sampler",
+    "SamplingMethod",
+    "generate",
+    "make_method",
+    "stop_sequences",
+    "truncate_at_stop_strings",
+]

@@ -1,0 +1,250 @@
+"""``Sampler`` (compiled functions cached per bucket) and the ``generate`` convenience function.
+
+Shape letters as in ``loop.py``: B = P * G output rows, T prompt bucket, N ``max_new_tokens``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r1jax.model import ModelConfig
+from r1jax.sampling import loop
+from r1jax.sampling.sampling import SamplingMethod, make_method
+from r1jax.sampling.stop import stop_sequences, stop_table, truncate_at_stop_strings
+from r1jax.sharding import named_sharding
+
+DEFAULT_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleOutput:
+    """Host NumPy results; rows are group-contiguous (row ``i * G + j``: sample j of prompt i).
+
+    prompt_tokens ``[B, T]`` int32, left-padded with ``pad_id``; prompt_mask ``[B, T]`` int32.
+    tokens ``[B, N]`` int32, ``pad_id`` after each row's end; mask ``[B, N]`` int32, 1 up to and
+    including the stop token. logprobs ``[B, N]`` fp32: ``log_softmax(logits / T)`` at the
+    sampled token before top-k/top-p truncation (temperature 1 for greedy), 0 after the end.
+    lengths ``[B]`` int32; finish_reason ``[B]`` str, ``"stop"`` or ``"length"``;
+    prompt_index ``[B]`` int32; num_steps: decode steps run (< N when every row stopped early).
+    """
+
+    prompt_tokens: np.ndarray
+    prompt_mask: np.ndarray
+    tokens: np.ndarray
+    logprobs: np.ndarray
+    mask: np.ndarray
+    lengths: np.ndarray
+    finish_reason: np.ndarray
+    prompt_index: np.ndarray
+    num_steps: int
+
+    @property
+    def num_samples(self) -> int:
+        return self.tokens.shape[0] // (int(self.prompt_index.max()) + 1)
+
+    def completions(self) -> list[list[int]]:
+        """Each row's generated ids, stop token included."""
+        return [row[:n].tolist() for row, n in zip(self.tokens, self.lengths, strict=True)]
+
+
+def bucket_for(length: int, buckets: Sequence[int]) -> int:
+    """Smallest bucket >= ``length``; beyond the largest, the next multiple of the largest."""
+    for b in sorted(buckets):
+        if length <= b:
+            return b
+    top = max(buckets)
+    return -(-length // top) * top
+
+
+def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int):
+    """Prompts -> left-padded tokens and mask ``[P, length]`` (int32 NumPy)."""
+    tokens = np.full((len(prompts), length), pad_id, np.int32)
+    mask = np.zeros((len(prompts), length), np.int32)
+    for i, ids in enumerate(prompts):
+        if len(ids):
+            tokens[i, length - len(ids) :] = ids
+            mask[i, length - len(ids) :] = 1
+    return tokens, mask
+
+
+class Sampler:
+    """Samples from a model; its jitted prefill/decode compile once per (bucket, batch, method,
+    ``max_new_tokens``, G) and are reused across calls.
+
+    With a ``mesh``, rows are split over the data axes and heads over ``tensor`` (params must
+    already carry their shardings, e.g. from ``init_params(..., mesh=mesh)``); the samples equal
+    the unsharded run's for the same key.
+    """
+
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        *,
+        mesh=None,
+        buckets: Sequence[int] = DEFAULT_BUCKETS,
+        pad_id: int = 0,
+    ):
+        self.config, self.mesh, self.pad_id = model_config, mesh, int(pad_id)
+        self.buckets = tuple(sorted(int(b) for b in buckets))
+        common = dict(config=model_config, pad_id=self.pad_id, mesh=mesh)
+        self._prefill = jax.jit(
+            functools.partial(loop.prefill, **common),
+            static_argnames=("method", "num_samples", "max_new_tokens"),
+        )
+        self._decode = jax.jit(
+            functools.partial(loop.decode, **common),
+            static_argnames=("method",),
+            donate_argnums=(1,),
+        )
+
+    def compile_counts(self) -> tuple[int, int]:
+        """How many programs the prefill and the decode loop have compiled so far."""
+        return self._prefill._cache_size(), self._decode._cache_size()
+
+    def _put(self, x: np.ndarray, logical):
+        if self.mesh is None:
+            return jnp.asarray(x)
+        return jax.device_put(x, named_sharding(self.mesh, logical, x.shape))
+
+    def prefill(self, params, prompts, *, rng, method, num_samples, max_new_tokens, table):
+        """Pads/buckets ``prompts`` and runs the prefill; returns ``(state, tokens, mask)``."""
+        if not len(prompts) or any(len(p) == 0 for p in prompts):
+            raise ValueError("prompts: need at least one prompt and no empty prompt")
+        length = bucket_for(max(len(p) for p in prompts), self.buckets)
+        tokens_PT, mask_PT = left_pad(prompts, length, self.pad_id)
+        args = (self._put(tokens_PT, ("batch", None)), self._put(mask_PT, ("batch", None)))
+        with jax.set_mesh(self.mesh) if self.mesh is not None else _nullcontext():
+            state = self._prefill(
+                params,
+                *args,
+                rng,
+                self._put(table, (None, None)),
+                method=method,
+                num_samples=num_samples,
+                max_new_tokens=max_new_tokens,
+            )
+        return state, tokens_PT, mask_PT
+
+    def decode(self, params, state, *, method, table):
+        """Runs the decode loop (donating ``state``) and returns the final state."""
+        with jax.set_mesh(self.mesh) if self.mesh is not None else _nullcontext():
+            return self._decode(params, state, self._put(table, (None, None)), method=method)
+
+    def __call__(
+        self,
+        params,
+        prompts: Sequence[Sequence[int]],
+        *,
+        rng: jax.Array,
+        num_samples: int = 1,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        greedy: bool = False,
+        method: SamplingMethod | None = None,
+        stop_token_ids: Sequence[int] = (),
+        stop_strings: Sequence[str] = (),
+        tokenizer=None,
+    ) -> SampleOutput:
+        """Samples ``num_samples`` completions per prompt; see ``generate``."""
+        if method is None:
+            method = make_method(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p)
+        if max_new_tokens < 1 or num_samples < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens}, num_samples={num_samples}: >= 1")
+        prompts = [[int(t) for t in p] for p in prompts]
+        table = stop_table(stop_sequences(stop_token_ids, stop_strings, tokenizer))
+        state, tokens_PT, mask_PT = self.prefill(
+            params,
+            prompts,
+            rng=rng,
+            method=method,
+            num_samples=num_samples,
+            max_new_tokens=max_new_tokens,
+            table=table,
+        )
+        state = self.decode(params, state, method=method, table=table)
+        return self._finish(state, tokens_PT, mask_PT, num_samples, stop_strings, tokenizer)
+
+    def _finish(self, state, tokens_PT, mask_PT, num_samples, stop_strings, tokenizer):
+        tokens, logprobs, lengths, done, steps = jax.device_get(
+            (state.tokens_BN, state.logprobs_BN, state.lengths_B, state.done_B, state.step)
+        )
+        lengths, done = lengths.astype(np.int32), done.copy()
+        if stop_strings:
+            cut = truncate_at_stop_strings(tokens, lengths, stop_strings, tokenizer)
+            done |= cut < lengths
+            lengths = cut
+        mask = (np.arange(tokens.shape[1])[None] < lengths[:, None]).astype(np.int32)
+        return SampleOutput(
+            prompt_tokens=np.repeat(tokens_PT, num_samples, axis=0),
+            prompt_mask=np.repeat(mask_PT, num_samples, axis=0),
+            tokens=np.where(mask == 1, tokens, self.pad_id).astype(np.int32),
+            logprobs=np.where(mask == 1, logprobs, 0.0).astype(np.float32),
+            mask=mask,
+            lengths=lengths,
+            finish_reason=np.where(done, "stop", "length"),
+            prompt_index=np.repeat(np.arange(len(tokens_PT), dtype=np.int32), num_samples),
+            num_steps=int(steps),
+        )
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_sampler(config: ModelConfig, mesh, buckets: tuple[int, ...], pad_id: int) -> Sampler:
+    return Sampler(config, mesh=mesh, buckets=buckets, pad_id=pad_id)
+
+
+def generate(
+    params,
+    model_config: ModelConfig,
+    prompts: Sequence[Sequence[int]],
+    *,
+    rng: jax.Array,
+    num_samples: int = 1,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+    stop_token_ids: Sequence[int] = (),
+    stop_strings: Sequence[str] = (),
+    tokenizer=None,
+    pad_id: int = 0,
+    mesh=None,
+    buckets: Sequence[int] = DEFAULT_BUCKETS,
+) -> SampleOutput:
+    """Samples ``num_samples`` (G) completions for each of the P prompts (token-id lists of any
+    lengths; left-padded and bucketed here). Returns P * G group-contiguous rows.
+
+    Compiled programs are shared between calls with the same ``(model_config, mesh, buckets,
+    pad_id)`` through a small cache of ``Sampler`` objects.
+    """
+    sampler = _shared_sampler(model_config, mesh, tuple(buckets), int(pad_id))
+    return sampler(
+        params,
+        prompts,
+        rng=rng,
+        num_samples=num_samples,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        greedy=greedy,
+        stop_token_ids=stop_token_ids,
+        stop_strings=stop_strings,
+        tokenizer=tokenizer,
+    )

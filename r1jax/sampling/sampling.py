@@ -1,0 +1,97 @@
+"""Sampling methods as small frozen (hashable, jit-static) dataclasses.
+
+Each method maps fp32 logits ``[B, V]`` and one PRNG key to the chosen tokens ``[B]`` (int32)
+and their log-probs ``[B]`` (fp32). The log-prob is always ``log_softmax(logits / T)`` at the
+chosen token, taken *before* any top-k/top-p truncation: that is the distribution the GRPO loss
+recomputes for the policy, so the importance ratio is unbiased (SPEC section 11).
+
+Randomness: one Gumbel draw of the full ``[B, V]`` shape per key. JAX's generators give the same
+bits for a given key and shape whatever the sharding of the output, so a batch split over
+devices samples exactly what the unsharded batch samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+_NEG_INF = -jnp.inf
+
+
+def _chosen_logprob(scaled_BV: jax.Array, tokens_B: jax.Array) -> jax.Array:
+    logp_BV = jax.nn.log_softmax(scaled_BV, axis=-1)
+    return jnp.take_along_axis(logp_BV, tokens_B[:, None], axis=-1)[:, 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Greedy:
+    """Argmax decoding; log-probs under temperature 1."""
+
+    def __call__(self, logits_BV: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        del key
+        tokens_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+        return tokens_B, _chosen_logprob(logits_BV.astype(jnp.float32), tokens_B)
+
+
+@dataclasses.dataclass(frozen=True)
+class Categorical:
+    """Temperature sampling with optional top-k then top-p (nucleus) truncation.
+
+    ``top_k=0`` and ``top_p=1.0`` switch truncation off (no sort is then done at all). With
+    ``top_k`` on, only the k largest logits are ever sorted (``lax.top_k``); top-p alone needs a
+    full-vocabulary sort. Order as in ``transformers``: temperature, then top-k, then top-p over
+    the renormalised top-k distribution. Top-p keeps the smallest prefix of the sorted
+    distribution whose mass reaches ``top_p`` (always at least one token).
+    """
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature} must be > 0 (use Greedy for 0)")
+        if self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k} must be >= 0 (0 = off)")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+
+    def truncated_logits(self, scaled_BV: jax.Array) -> jax.Array:
+        """Temperature-scaled logits with the truncated-away tokens set to ``-inf``."""
+        vocab = scaled_BV.shape[-1]
+        use_k = 0 < self.top_k < vocab
+        if not use_k and self.top_p >= 1.0:
+            return scaled_BV
+        if use_k:
+            sorted_BK = jax.lax.top_k(scaled_BV, self.top_k)[0]  # descending
+        else:
+            sorted_BK = -jnp.sort(-scaled_BV, axis=-1)
+        threshold_B = sorted_BK[:, -1]
+        if self.top_p < 1.0:
+            probs_BK = jax.nn.softmax(sorted_BK, axis=-1)
+            mass_before_BK = jnp.cumsum(probs_BK, axis=-1) - probs_BK
+            keep_BK = mass_before_BK < self.top_p  # the first token always has 0 mass before
+            count_B = jnp.sum(keep_BK, axis=-1)
+            threshold_B = jnp.take_along_axis(sorted_BK, count_B[:, None] - 1, axis=-1)[:, 0]
+        return jnp.where(scaled_BV >= threshold_B[:, None], scaled_BV, _NEG_INF)
+
+    def __call__(self, logits_BV: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        scaled_BV = logits_BV.astype(jnp.float32) / self.temperature
+        gumbel_BV = jax.random.gumbel(key, scaled_BV.shape, jnp.float32)
+        masked_BV = self.truncated_logits(scaled_BV)
+        tokens_B = jnp.argmax(masked_BV + gumbel_BV, axis=-1).astype(jnp.int32)
+        return tokens_B, _chosen_logprob(scaled_BV, tokens_B)
+
+
+SamplingMethod = Greedy | Categorical
+
+
+def make_method(
+    *, greedy: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
+) -> SamplingMethod:
+    """The method for the usual flags (``greedy`` wins over the others)."""
+    if greedy:
+        return Greedy()
+    return Categorical(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p))
