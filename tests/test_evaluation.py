@@ -1,0 +1,69 @@
+"""pass@k and maj@k against hand-computed cases."""
+
+import pytest
+
+from r1jax.evaluation import QuestionResult, majority_vote, pass_at_k, summarize
+
+
+@pytest.mark.parametrize(
+    "n, c, k, expected",
+    [
+        (4, 0, 1, 0.0),
+        (4, 4, 1, 1.0),
+        (4, 1, 1, 0.25),
+        (4, 1, 2, 0.5),  # 1 - C(3,2)/C(4,2) = 1 - 3/6
+        (5, 2, 2, 0.7),  # 1 - C(3,2)/C(5,2) = 1 - 3/10
+        (5, 2, 4, 1.0),  # fewer than k wrong samples: some correct one is always drawn
+        (10, 3, 3, 1 - 35 / 120),
+    ],
+)
+def test_pass_at_k_matches_hand_computed_values(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+def test_pass_at_k_rejects_impossible_counts():
+    with pytest.raises(ValueError):
+        pass_at_k(4, 5, 1)
+    with pytest.raises(ValueError):
+        pass_at_k(4, 1, 5)
+
+
+def test_majority_counts_equivalent_answers_written_differently_as_one_vote():
+    # "1/2", "0.5", "\frac{1}{2}" are one answer (3 votes) and beat "2" (2 votes).
+    answers = ["2", "1/2", "0.5", "2", "\\frac{1}{2}"]
+    correct = [False, True, True, False, True]
+    vote = majority_vote(answers, correct)
+    assert vote.votes == 3 and vote.correct and vote.answer == "1/2"
+
+
+def test_majority_tie_goes_to_the_earliest_answer():
+    assert majority_vote(["7", "8", "8", "7"], [False, True, True, False]).answer == "7"
+    assert majority_vote(["8", "7", "7", "8"], [True, False, False, True]).correct
+
+
+def test_unparseable_answers_cast_no_vote():
+    vote = majority_vote([None, None, "3"], [False, False, True])
+    assert vote.answer == "3" and vote.votes == 1 and vote.correct
+    empty = majority_vote([None, None], [False, False])
+    assert empty.answer is None and not empty.correct
+
+
+def test_summarize_reports_pass1_as_mean_over_samples_and_maj_at_k():
+    results = [
+        QuestionResult(
+            (True, False, True, True), ("4", "5", "4", "4.0"), (True,) * 4, (10, 12, 8, 9)
+        ),
+        QuestionResult(
+            (False, False, True, False),
+            ("1", "1", "2", None),
+            (True, False, True, True),
+            (5, 5, 5, 5),
+        ),
+    ]
+    s = summarize(results, ks=(1, 4))
+    assert s["pass@1"] == pytest.approx((3 / 4 + 1 / 4) / 2)
+    assert s["pass@4"] == pytest.approx(1.0)
+    assert s["maj@4"] == pytest.approx(0.5)  # q1: "4" wins (3 votes, correct); q2: "1" wins
+    assert s["maj@1"] == pytest.approx(0.5)  # first samples: correct, wrong
+    assert s["format_rate"] == pytest.approx(7 / 8)
+    assert s["mean_length"] == pytest.approx(59 / 8) and s["max_length"] == 12
