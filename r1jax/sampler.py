@@ -8,6 +8,7 @@ from r1jax.sampling import (
     Sampler,
     SamplingMethod,
     generate,
+    get_sampler,
     make_method,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "Sampler",
     "SamplingMethod",
     "generate",
+    "get_sampler",
     "make_method",
 ]

@@ -7,7 +7,7 @@ Public API::
     Greedy(), Categorical(temperature, top_k, top_p)  # methods: (logits_BV, key) -> tokens, logp
 """
 
-from r1jax.sampling.sampler import DEFAULT_BUCKETS, SampleOutput, Sampler, generate
+from r1jax.sampling.sampler import DEFAULT_BUCKETS, SampleOutput, Sampler, generate, get_sampler
 from r1jax.sampling.sampling import Categorical, Greedy, SamplingMethod, make_method
 from r1jax.sampling.stop import stop_sequences, truncate_at_stop_strings
 
@@ -19,6 +19,7 @@ __all__ = [
     "Sampler",
     "SamplingMethod",
     "generate",
+    "get_sampler",
     "make_method",
     "stop_sequences",
     "truncate_at_stop_strings",

@@ -208,6 +208,13 @@ def _shared_sampler(config: ModelConfig, mesh, buckets: tuple[int, ...], pad_id:
     return Sampler(config, mesh=mesh, buckets=buckets, pad_id=pad_id)
 
 
+def get_sampler(
+    model_config: ModelConfig, *, mesh=None, buckets: Sequence[int] = DEFAULT_BUCKETS, pad_id=0
+) -> Sampler:
+    """The ``Sampler`` that ``generate`` uses for these arguments (one per combination)."""
+    return _shared_sampler(model_config, mesh, tuple(int(b) for b in buckets), int(pad_id))
+
+
 def generate(
     params,
     model_config: ModelConfig,
@@ -233,7 +240,7 @@ def generate(
     Compiled programs are shared between calls with the same ``(model_config, mesh, buckets,
     pad_id)`` through a small cache of ``Sampler`` objects.
     """
-    sampler = _shared_sampler(model_config, mesh, tuple(buckets), int(pad_id))
+    sampler = get_sampler(model_config, mesh=mesh, buckets=buckets, pad_id=pad_id)
     return sampler(
         params,
         prompts,

@@ -51,12 +51,12 @@ def stop_sequences(
 def stop_table(seqs: Sequence[Sequence[int]]) -> np.ndarray:
     """Right-aligned int32 ``[N, L]`` table, ``WILDCARD``-padded on the left.
 
-    N and L are rounded up (to multiples of 4 and powers of two) so that small changes to the stop
-    set reuse the compiled loop. Wildcard-only rows match nothing (see ``matches``).
+    N and L are rounded up (to multiples of 4, and to powers of two >= 4) so that small changes
+    to the stop set reuse the compiled loop. Wildcard-only rows match nothing (see ``matches``).
     """
     n = max(4, -(-len(seqs) // 4) * 4)
     longest = max((len(s) for s in seqs), default=1)
-    width = 1 << (longest - 1).bit_length()
+    width = max(4, 1 << (longest - 1).bit_length())
     table = np.full((n, width), WILDCARD, np.int32)
     for i, seq in enumerate(seqs):
         table[i, width - len(seq) :] = seq
