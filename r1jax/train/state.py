@@ -1,0 +1,200 @@
+"""The train state: fp32 master params, optimizer state, counters, PRNG key, frozen params.
+
+``TrainState`` is a registered pytree dataclass, so it is passed whole through ``jax.jit`` (and
+donated there). Shardings derive from the model's logical axes: params by the mesh rules, the
+optimizer's per-param moments exactly like the params they track, scalars replicated. The state
+is created directly in its shards by ``jit(out_shardings=...)`` over ``jax.eval_shape``'s
+abstract tree; it is never materialised whole on the host or one device.
+
+``frozen`` holds params the objective reads but never updates: the GRPO reference policy (absent
+when beta = 0; refreshed from the policy by ``refresh_frozen``) or a distillation teacher (its
+``ModelConfig`` may differ from the student's, so its shardings come from its own config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from r1jax.model import ModelConfig, abstract_params, init_params, param_shardings
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class TrainState:
+    """Everything a train step reads and writes.
+
+    Attributes:
+      step: int32 [] number of steps taken (skipped non-finite updates included).
+      params: the model param tree, in ``model_config.param_dtype`` (fp32 master weights).
+      opt_state: the optax state; per-param moments have the params' shapes and shardings.
+      rng: uint32 raw key data (``jax.random.key_data``); ``TrainState.key()`` wraps it.
+      skipped: int32 [] number of updates dropped because the loss or gradient was non-finite.
+      frozen: optional frozen param tree (reference policy or teacher), or None.
+    """
+
+    step: jax.Array
+    params: dict
+    opt_state: optax.OptState
+    rng: jax.Array
+    skipped: jax.Array
+    frozen: dict | None = None
+
+    def key(self) -> jax.Array:
+        """The typed PRNG key of this state."""
+        return jax.random.wrap_key_data(self.rng)
+
+    def replace(self, **changes) -> TrainState:
+        return dataclasses.replace(self, **changes)
+
+
+def _replicated(mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def train_state_shardings(
+    model_config: ModelConfig,
+    optimizer: optax.GradientTransformation,
+    mesh,
+    *,
+    frozen_config: ModelConfig | None = None,
+    rules=None,
+) -> TrainState:
+    """A ``TrainState`` of ``NamedSharding`` leaves for ``mesh``.
+
+    ``frozen_config``: the ``ModelConfig`` of the frozen params (the policy's own config for a
+    GRPO reference, the teacher's for distillation), or None when there are none.
+    """
+    p_shard = param_shardings(model_config, mesh, rules)
+    abstract_opt = jax.eval_shape(optimizer.init, abstract_params(model_config))
+    rep = _replicated(mesh)
+    opt_shard = optax.tree_map_params(
+        optimizer, lambda _, s: s, abstract_opt, p_shard, transform_non_params=lambda _: rep
+    )
+    frozen = None if frozen_config is None else param_shardings(frozen_config, mesh, rules)
+    return TrainState(
+        step=rep, params=p_shard, opt_state=opt_shard, rng=rep, skipped=rep, frozen=frozen
+    )
+
+
+def abstract_train_state(
+    model_config: ModelConfig,
+    optimizer: optax.GradientTransformation,
+    mesh,
+    *,
+    frozen_config: ModelConfig | None = None,
+    rules=None,
+    rng_impl=None,
+) -> TrainState:
+    """``jax.ShapeDtypeStruct`` leaves carrying their target shardings (restore targets)."""
+    shardings = train_state_shardings(
+        model_config, optimizer, mesh, frozen_config=frozen_config, rules=rules
+    )
+
+    def make(key):
+        params = abstract_params(model_config)
+        frozen = None if frozen_config is None else abstract_params(frozen_config)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=optimizer.init(params),
+            rng=jax.random.key_data(key),
+            skipped=jnp.zeros((), jnp.int32),
+            frozen=frozen,
+        )
+
+    shapes = jax.eval_shape(make, jax.random.key(0, impl=rng_impl))
+    return jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+    )
+
+
+def create_train_state(
+    model_config: ModelConfig,
+    optimizer: optax.GradientTransformation,
+    rng: jax.Array,
+    mesh,
+    *,
+    params: dict | None = None,
+    frozen: dict | None = None,
+    frozen_config: ModelConfig | None = None,
+    rules=None,
+) -> TrainState:
+    """A fresh state, created directly in its shards.
+
+    Args:
+      model_config: the trained model's shape.
+      optimizer: from ``make_optimizer``.
+      rng: typed PRNG key; split into the init key and the state's key.
+      mesh: the device mesh.
+      params: optional initial params (e.g. from ``hf.load``); resharded (copied) if needed.
+        Default: ``init_params`` from ``rng``.
+      frozen: optional frozen params (teacher or reference); copied into their shardings so the
+        state owns distinct buffers (it is donated to the step).
+      frozen_config: the ``ModelConfig`` of ``frozen`` (default: ``model_config``).
+    """
+    if frozen is None:
+        frozen_config = None
+    elif frozen_config is None:
+        frozen_config = model_config
+    shardings = train_state_shardings(
+        model_config, optimizer, mesh, frozen_config=frozen_config, rules=rules
+    )
+    if params is None:
+        state = _init_state_fn(model_config, optimizer, mesh, rules)(rng)
+    else:  # a copy: the state's buffers are donated to the step, the caller's stay valid
+        params = jax.device_put(params, shardings.params, may_alias=False)
+        state = _from_params_fn(model_config, optimizer, mesh, rules)(params, rng)
+    if frozen is not None:
+        frozen = jax.device_put(frozen, shardings.frozen, may_alias=False)
+    return state.replace(frozen=frozen)
+
+
+def _fresh_state(optimizer, params, key) -> TrainState:
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=optimizer.init(params),
+        rng=jax.random.key_data(key),
+        skipped=jnp.zeros((), jnp.int32),
+        frozen=None,
+    )
+
+
+# Cached per (config, optimizer, mesh, rules): building a state again does not recompile.
+@functools.lru_cache(maxsize=16)
+def _init_state_fn(model_config, optimizer, mesh, rules):
+    shardings = train_state_shardings(model_config, optimizer, mesh, rules=rules)
+
+    def init(rng):
+        init_key, state_key = jax.random.split(rng)
+        return _fresh_state(optimizer, init_params(model_config, init_key), state_key)
+
+    return jax.jit(init, out_shardings=shardings)
+
+
+@functools.lru_cache(maxsize=16)
+def _from_params_fn(model_config, optimizer, mesh, rules):
+    shardings = train_state_shardings(model_config, optimizer, mesh, rules=rules)
+
+    def init(params, rng):
+        return _fresh_state(optimizer, params, jax.random.split(rng)[1])
+
+    return jax.jit(init, out_shardings=shardings, donate_argnums=0)
+
+
+def refresh_frozen(state: TrainState) -> TrainState:
+    """The GRPO reference refresh: ``frozen`` := a copy of the current ``params``.
+
+    Also used to add a reference to a state created without one. The copy keeps the params'
+    shardings and owns its buffers, so donating the state later is safe.
+    """
+    shardings = jax.tree.map(lambda x: x.sharding, state.params)
+    frozen = jax.device_put(state.params, shardings, may_alias=False)
+    return state.replace(frozen=frozen)

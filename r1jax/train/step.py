@@ -1,0 +1,168 @@
+"""The one train step: value_and_grad of an objective, micro-batch accumulation, optax update.
+
+``make_train_step`` returns ``step(state, batch) -> (state, metrics)``, jitted once with explicit
+in/out shardings (state sharded by the model's logical axes, every batch leaf split over the
+"batch" rule's mesh axes on its leading dimension) and the state donated. The objective is chosen
+by the caller (``r1jax.train.objectives``); the step has no loss-specific branches.
+
+Exactness of accumulation: the objective's normaliser is computed once over the FULL batch and
+passed to every micro-batch, whose losses and gradients are then summed (see ``r1jax.losses``).
+Micro-batch j takes rows j, j+M, j+2M, ... so that each device's contiguous shard of the batch
+feeds every micro-batch (no cross-device reshuffle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from r1jax.model import ModelConfig, param_shardings
+from r1jax.sharding import ShardingRules
+from r1jax.train.objectives import Objective, completion_logprobs
+from r1jax.train.state import TrainState, train_state_shardings
+
+
+def batch_sharding(mesh, rules: ShardingRules | None = None) -> NamedSharding:
+    """Leading dimension over the mesh axes of the "batch" rule, the rest replicated."""
+    axes = tuple(a for a in (rules or ShardingRules()).mesh_axes("batch") if mesh.shape[a] > 1)
+    return NamedSharding(mesh, P(axes or None))
+
+
+def split_microbatches(batch: dict, num_microbatches: int) -> dict:
+    """[B, ...] leaves -> [M, B/M, ...]; micro-batch j holds rows j, j+M, j+2M, ..."""
+
+    def split(x):
+        if x.shape[0] % num_microbatches:
+            raise ValueError(
+                f"batch size {x.shape[0]} is not divisible by num_microbatches={num_microbatches}"
+            )
+        x = x.reshape(x.shape[0] // num_microbatches, num_microbatches, *x.shape[1:])
+        return jnp.swapaxes(x, 0, 1)
+
+    return jax.tree.map(split, batch)
+
+
+def _select(pred, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+def make_train_step(
+    model_config: ModelConfig,
+    objective: Objective,
+    optimizer: optax.GradientTransformation,
+    mesh,
+    *,
+    num_microbatches: int = 1,
+    frozen_config: ModelConfig | None = None,
+    schedule: optax.Schedule | None = None,
+    rules: ShardingRules | None = None,
+    donate: bool = True,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """Builds the jitted ``step(state, batch) -> (new_state, metrics)``.
+
+    Args:
+      model_config: the trained model (its ``compute_dtype`` and ``remat_policy`` apply).
+      objective: from ``r1jax.train.objectives`` (``sft``, ``distill``, ``grpo``).
+      optimizer: from ``make_optimizer`` (clipping is part of it).
+      mesh: device mesh; the batch's leading dim must divide by the batch axes' size times
+        ``num_microbatches``.
+      num_microbatches: gradient accumulation steps (``lax.scan``) within one update.
+      frozen_config: ``ModelConfig`` of ``state.frozen`` (None when the state has none).
+      schedule: optional learning-rate schedule, reported as ``metrics["learning_rate"]``.
+
+    Metrics (f32/int32 scalars, replicated): ``loss`` (exact full-batch loss), the objective's
+    metrics averaged over micro-batches, ``grad_norm`` (before clipping), ``param_norm``,
+    ``skipped`` (1 if this update was dropped as non-finite), ``skipped_total``, ``learning_rate``.
+    """
+    state_sh = train_state_shardings(
+        model_config, optimizer, mesh, frozen_config=frozen_config, rules=rules
+    )
+    batch_sh = batch_sharding(mesh, rules)
+    grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
+
+    def train_step(state: TrainState, batch: dict):
+        normalizer = objective.normalizer(batch)  # over the FULL batch, before splitting
+
+        def micro(grads, mb):
+            mb = jax.lax.with_sharding_constraint(mb, batch_sh)
+            (loss, metrics), g = grad_fn(state.params, state.frozen, mb, normalizer)
+            return jax.tree.map(jnp.add, grads, g), (loss, metrics)
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        mbs = split_microbatches(batch, num_microbatches)
+        grads, (losses_M, metrics_M) = jax.lax.scan(micro, zeros, mbs)
+        loss = jnp.sum(losses_M)
+        grad_norm = optax.tree.norm(grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        skipped = state.skipped + (~finite).astype(jnp.int32)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=_select(finite, params, state.params),
+            opt_state=_select(finite, opt_state, state.opt_state),
+            skipped=skipped,
+        )
+        metrics = jax.tree.map(jnp.mean, metrics_M)
+        metrics |= {
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "param_norm": optax.tree.norm(new_state.params),
+            "skipped": (~finite).astype(jnp.int32),
+            "skipped_total": skipped,
+        }
+        if schedule is not None:
+            metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
+        return new_state, metrics
+
+    jitted = jax.jit(
+        train_step,
+        in_shardings=(state_sh, batch_sh),
+        out_shardings=(state_sh, NamedSharding(mesh, P())),
+        donate_argnums=(0,) if donate else (),
+    )
+
+    def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        with jax.set_mesh(mesh):  # the model's activation constraints read the ambient mesh
+            return jitted(state, batch)
+
+    step.jitted = jitted  # for .lower(...).compile() (benchmarks, AOT checks)
+    step.mesh = mesh
+    return step
+
+
+def make_logprobs_fn(
+    model_config: ModelConfig,
+    mesh,
+    *,
+    temperature: float = 1.0,
+    rules: ShardingRules | None = None,
+) -> Callable[[dict, dict], jax.Array]:
+    """Jitted ``fn(params, grpo_batch) -> f32 [B, T]``: completion log-probs at ``temperature``.
+
+    Recomputes pi_old (or reference log-probs) for a GRPO batch, e.g. before mu > 1 inner
+    updates; uses the batch keys ``prompt_tokens``, ``prompt_mask``, ``completion_tokens``.
+    """
+    batch_sh = batch_sharding(mesh, rules)
+
+    def fn(params, batch):
+        keys = ("prompt_tokens", "prompt_mask", "completion_tokens")
+        return completion_logprobs(params, {k: batch[k] for k in keys}, model_config, temperature)
+
+    jitted = jax.jit(
+        fn,
+        in_shardings=(param_shardings(model_config, mesh, rules), batch_sh),
+        out_shardings=batch_sh,
+    )
+
+    def logprobs(params, batch):
+        keys = ("prompt_tokens", "prompt_mask", "completion_tokens")
+        with jax.set_mesh(mesh):
+            return jitted(params, {k: batch[k] for k in keys})
+
+    return logprobs
