@@ -1,0 +1,194 @@
+"""Sample k completions per question, judge them with the task's rule-based reward, report the
+R1 paper's metrics (pass@1 over k samples, pass@k, maj@k), format rate, length and throughput.
+
+Shared by ``r1jax eval``, rejection sampling and the demo: ``sample_and_judge`` does the work,
+``evaluate`` adds the summary and the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from r1jax.data import PromptFormatter, encode_prompt
+from r1jax.evaluation import QuestionResult, summarize
+from r1jax.model import ModelConfig
+from r1jax.rewards import CompositeReward, RewardSpec, extract_answer
+from r1jax.sampling import Sampler
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """How to sample and judge. Defaults follow the R1 paper (T = 0.6, top-p = 0.95)."""
+
+    num_samples: int = 8
+    temperature: float = 0.6
+    top_p: float = 0.95
+    top_k: int = 0
+    max_new_tokens: int = 256
+    ks: tuple[int, ...] = ()  # extra pass@k / maj@k values; k = num_samples is always reported
+    prompts_per_batch: int = 32
+    template: str = "r1_zero"
+    correctness_reward: str = "accuracy"  # "countdown" for Countdown, "exact_match", ...
+    reward_timeout: float = 5.0
+    seed: int = 0
+
+    @property
+    def all_ks(self) -> tuple[int, ...]:
+        return tuple(sorted({1, *self.ks, self.num_samples}))
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgedSample:
+    question: int
+    sample: int
+    prompt: str
+    completion: str
+    extracted: str | None
+    correct: bool
+    well_formed: bool
+    length: int
+    finish_reason: str
+    fields: dict
+
+
+def _judge(examples, completions, num_samples, settings, rewards):
+    """Runs the correctness and format rewards in the (time-limited) process pool."""
+    rows = [examples[i // num_samples] for i in range(len(completions))]
+    fields = {k: [r.get(k) for r in rows] for k in rows[0] if k != "prompt"}
+    result = rewards.evaluate([r["prompt"] for r in rows], completions, **fields)
+    return result.components["correct"], result.components["format"], result
+
+
+def sample_and_judge(
+    params,
+    model_config: ModelConfig,
+    tokenizer,
+    examples: Sequence[dict],
+    settings: EvalSettings,
+    *,
+    sampler: Sampler | None = None,
+    rewards: CompositeReward | None = None,
+) -> tuple[list[JudgedSample], dict[str, float]]:
+    """Samples ``settings.num_samples`` completions per example and judges each one.
+
+    Args:
+      examples: records with ``prompt`` (untemplated), ``answer`` and any fields the
+        correctness reward reads (``numbers``/``target`` for Countdown).
+    Returns:
+      ``(samples, timing)``; ``timing`` has ``tokens_per_second`` and
+      ``seconds_per_completion`` (generation only) and reward incident counts.
+    """
+    sampler = sampler or Sampler(model_config, pad_id=tokenizer.pad_id)
+    own_rewards = rewards is None
+    if own_rewards:
+        rewards = CompositeReward(
+            [
+                RewardSpec(settings.correctness_reward, key="correct"),
+                RewardSpec("format", weight=0.0),
+            ],
+            item_timeout=settings.reward_timeout,
+        )
+    formatter = PromptFormatter(settings.template, tokenizer)
+    stops = tuple(i for i in (tokenizer.eos_id, tokenizer.answer_end_id) if i is not None)
+    rng = jax.random.key(settings.seed)
+    k = settings.num_samples
+    samples: list[JudgedSample] = []
+    gen_seconds, gen_tokens, timeouts = 0.0, 0, 0
+    try:
+        for start in range(0, len(examples), settings.prompts_per_batch):
+            chunk = list(examples[start : start + settings.prompts_per_batch])
+            prompts = [encode_prompt(tokenizer, formatter(e)) for e in chunk]
+            rng, key = jax.random.split(rng)
+            t0 = time.perf_counter()
+            out = sampler(
+                params,
+                prompts,
+                rng=key,
+                num_samples=k,
+                max_new_tokens=settings.max_new_tokens,
+                temperature=settings.temperature,
+                top_k=settings.top_k,
+                top_p=settings.top_p,
+                stop_token_ids=stops,
+            )
+            gen_seconds += time.perf_counter() - t0
+            gen_tokens += int(out.lengths.sum())
+            texts = [tokenizer.decode(ids) for ids in out.completions()]
+            correct, formatted, result = _judge(chunk, texts, k, settings, rewards)
+            timeouts += result.timeouts
+            for row, text in enumerate(texts):
+                q = row // k
+                samples.append(
+                    JudgedSample(
+                        question=start + q,
+                        sample=row % k,
+                        prompt=chunk[q]["prompt"],
+                        completion=text,
+                        extracted=extract_answer(text),
+                        correct=correct[row] >= 1.0,
+                        well_formed=formatted[row] >= 1.0,
+                        length=int(out.lengths[row]),
+                        finish_reason=str(out.finish_reason[row]),
+                        fields={f: v for f, v in chunk[q].items() if f != "prompt"},
+                    )
+                )
+    finally:
+        if own_rewards:
+            rewards.close()
+    timing = {
+        "generation_seconds": gen_seconds,
+        "tokens_per_second": gen_tokens / max(gen_seconds, 1e-9),
+        "seconds_per_completion": gen_seconds / max(len(samples), 1),
+        "reward_timeouts": float(timeouts),
+    }
+    return samples, timing
+
+
+def question_results(samples: Sequence[JudgedSample], num_samples: int) -> list[QuestionResult]:
+    """Groups judged samples (in question order, ``num_samples`` each) per question."""
+    out = []
+    for q in range(0, len(samples), num_samples):
+        group = samples[q : q + num_samples]
+        out.append(
+            QuestionResult(
+                correct=tuple(s.correct for s in group),
+                answers=tuple(s.extracted for s in group),
+                well_formed=tuple(s.well_formed for s in group),
+                lengths=tuple(s.length for s in group),
+            )
+        )
+    return out
+
+
+def evaluate(
+    params,
+    model_config: ModelConfig,
+    tokenizer,
+    examples: Sequence[dict],
+    settings: EvalSettings,
+    *,
+    output_dir: str | Path | None = None,
+    sampler: Sampler | None = None,
+) -> dict[str, float]:
+    """``sample_and_judge`` + ``summarize``; writes ``samples.jsonl`` and ``summary.json``."""
+    samples, timing = sample_and_judge(
+        params, model_config, tokenizer, examples, settings, sampler=sampler
+    )
+    summary = summarize(question_results(samples, settings.num_samples), ks=settings.all_ks)
+    summary.update(timing)
+    summary["truncation_rate"] = float(np.mean([s.finish_reason == "length" for s in samples]))
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with open(output_dir / "samples.jsonl", "w") as f:
+            for s in samples:
+                f.write(json.dumps(dataclasses.asdict(s), default=str) + "\n")
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,116 @@
+"""Rejection sampling (R1 stage 3): sample k completions per prompt, keep the correct, well-formed,
+readable, non-degenerate ones, at most N distinct per prompt, and write SFT-ready JSONL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from r1jax.pipeline.evaluate import EvalSettings, JudgedSample, sample_and_judge
+from r1jax.rewards import language_consistency, thinking_region
+from r1jax.rewards.language import script_word_counts
+from r1jax.rewards.shaping import repetition_fraction
+
+
+@dataclasses.dataclass(frozen=True)
+class RejectionSettings:
+    """Filters applied to each judged sample, and the per-prompt cap."""
+
+    max_per_prompt: int = 3
+    language: str = "en"
+    min_language_consistency: float = 0.95
+    repetition_ngram: int = 4
+    max_repetition: float = 0.5  # fraction of repeated n-grams above which a trace is degenerate
+    drop_truncated: bool = True
+
+
+def _dedup_key(text: str) -> str:
+    return " ".join(text.split())
+
+
+def rejection_reason(sample: JudgedSample, settings: RejectionSettings) -> str | None:
+    """Why ``sample`` is rejected (``None`` when it is kept, before the per-prompt cap)."""
+    if not sample.correct:
+        return "incorrect"
+    if not sample.well_formed:
+        return "malformed"
+    if settings.drop_truncated and sample.finish_reason == "length":
+        return "truncated"
+    think = thinking_region(sample.completion)
+    # Traces made only of numbers and symbols (arithmetic) have no language to check.
+    has_words = sum(script_word_counts(think).values()) > 0
+    if (
+        has_words
+        and language_consistency(think, settings.language) < settings.min_language_consistency
+    ):
+        return "language"
+    if repetition_fraction(sample.completion, settings.repetition_ngram) > settings.max_repetition:
+        return "degenerate"
+    return None
+
+
+def select(
+    samples: Sequence[JudgedSample], settings: RejectionSettings
+) -> tuple[list[JudgedSample], dict[str, int]]:
+    """Kept samples (at most ``max_per_prompt`` distinct per question, first come first kept)
+    and counts of every rejection reason (``duplicate`` and ``over_cap`` included)."""
+    kept: list[JudgedSample] = []
+    per_question: dict[int, set[str]] = {}
+    counts: dict[str, int] = {}
+    for s in samples:
+        reason = rejection_reason(s, settings)
+        if reason is None:
+            seen = per_question.setdefault(s.question, set())
+            key = _dedup_key(s.completion)
+            if key in seen:
+                reason = "duplicate"
+            elif len(seen) >= settings.max_per_prompt:
+                reason = "over_cap"
+            else:
+                seen.add(key)
+                kept.append(s)
+                continue
+        counts[reason] = counts.get(reason, 0) + 1
+    return kept, counts
+
+
+def rejection_sample(
+    params,
+    model_config,
+    tokenizer,
+    examples: Sequence[dict],
+    eval_settings: EvalSettings,
+    settings: RejectionSettings,
+    output_path: str | Path,
+    *,
+    sampler=None,
+) -> dict[str, float]:
+    """Samples, filters and writes ``{"prompt", "answer", "completion", ...}`` JSONL rows (the
+    ``prompt_answer`` SFT format of ``r1jax.data``). Returns statistics (also written next to the
+    output as ``<name>.stats.json``)."""
+    samples, timing = sample_and_judge(
+        params, model_config, tokenizer, examples, eval_settings, sampler=sampler
+    )
+    kept, rejected = select(samples, settings)
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(output_path, "w") as f:
+        for s in kept:
+            row = {"prompt": s.prompt, "completion": s.completion.strip(), **s.fields}
+            f.write(json.dumps(row, default=str) + "\n")
+    questions = len(examples)
+    covered = len({s.question for s in kept})
+    stats = {
+        "questions": questions,
+        "samples": len(samples),
+        "kept": len(kept),
+        "questions_with_a_kept_sample": covered,
+        "acceptance_rate": len(kept) / max(len(samples), 1),
+        **{f"rejected/{k}": v for k, v in sorted(rejected.items())},
+        **timing,
+    }
+    output_path.with_suffix(".stats.json").write_text(json.dumps(stats, indent=2))
+    return stats
