@@ -1,0 +1,169 @@
+"""Sampler speed and memory: generated tokens/s, time to first token, peak memory.
+
+Builds a random model of the given shape (default: the issue's tiny Qwen2 — hidden 256, 4 layers,
+4 heads / 2 KV heads, vocab 1024; 8 prompts x G=8, prompt 32, 128 new tokens), samples with
+temperature 1 and no stop tokens (every row generates exactly ``--new-tokens``), after one
+warm-up call that compiles. ``--compare-hf`` saves the same weights as a Hugging Face checkpoint
+and times ``transformers.generate`` (sampling, KV cache) on identical shapes in this process.
+
+Run::
+
+    python benchmarks/sampler.py --compare-hf
+    python benchmarks/sampler.py --hidden 1536 --layers 28 --heads 12 --kv-heads 2 --mlp 8960 \\
+        --vocab 151936 --prompts 32 --samples 8 --prompt-len 256 --new-tokens 512 \\
+        --dtype bfloat16 --peak-bw-gbs 4800          # the 1.5B shape on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from r1jax.model import ModelConfig, hf, init_params
+from r1jax.sampling import Categorical, Sampler
+from r1jax.sampling.stop import stop_table
+
+
+def _config(args) -> ModelConfig:
+    return ModelConfig(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        num_kv_heads=args.kv_heads,
+        head_dim=args.head_dim or args.hidden // args.heads,
+        mlp_dim=args.mlp,
+        qkv_bias=True,
+        tie_embeddings=True,
+        param_dtype=args.dtype,
+        compute_dtype=args.dtype,
+    )
+
+
+def _prompts(args) -> list[list[int]]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(1, args.vocab, args.prompt_len).tolist() for _ in range(args.prompts)]
+
+
+def bench_r1jax(args, config, params) -> dict:
+    sampler = Sampler(config, buckets=(args.prompt_len,))
+    prompts, method = _prompts(args), Categorical(temperature=1.0)
+    table = stop_table([])
+    kw = dict(method=method, num_samples=args.samples, max_new_tokens=args.new_tokens)
+
+    def run(seed):
+        t0 = time.perf_counter()
+        state, _, _ = sampler.prefill(params, prompts, rng=jax.random.key(seed), table=table, **kw)
+        jax.block_until_ready(state.tokens_BN)
+        t1 = time.perf_counter()
+        state = sampler.decode(params, state, method=method, table=table)
+        steps = int(state.step)  # blocks
+        return t1 - t0, time.perf_counter() - t0, steps
+
+    t_compile = time.perf_counter()
+    run(0)
+    t_compile = time.perf_counter() - t_compile
+    times = [run(seed) for seed in range(1, 1 + args.repeats)]
+    ttft, total, steps = min(times, key=lambda t: t[1])
+    assert steps == args.new_tokens, steps
+    rows = args.prompts * args.samples
+    out = dict(
+        tokens_per_s=rows * args.new_tokens / total,
+        ttft_s=ttft,
+        total_s=total,
+        first_call_s=t_compile,
+    )
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        out["device_peak_mib"] = stats["peak_bytes_in_use"] / 2**20
+    if args.peak_bw_gbs:
+        # Each decode step reads every param and the whole cache once (a lower bound on bytes).
+        itemsize = np.dtype(config.dtype).itemsize
+        cache = 2 * config.num_layers * rows * (args.prompt_len + args.new_tokens)
+        cache *= config.num_kv_heads * config.head_dim * itemsize
+        step_bytes = config.num_params * itemsize + cache
+        bw = step_bytes * (args.new_tokens - 1) / (total - ttft) / 1e9
+        out["hbm_bw_gbs"], out["hbm_bw_pct"] = bw, 100 * bw / args.peak_bw_gbs
+    return out
+
+
+def bench_hf(args, config, params) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(args.torch_threads or torch.get_num_threads())
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save(tmp, config, params)
+        model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+    ids = torch.tensor(_prompts(args))
+    mask = torch.ones_like(ids)
+
+    def run(new_tokens):
+        torch.manual_seed(0)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                num_return_sequences=args.samples,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                use_cache=True,
+                pad_token_id=0,
+                eos_token_id=None,
+            )
+        elapsed = time.perf_counter() - t0
+        assert out.shape == (args.prompts * args.samples, args.prompt_len + new_tokens), out.shape
+        return elapsed
+
+    run(2)  # warm-up
+    total = min(run(args.new_tokens) for _ in range(args.repeats))
+    ttft = min(run(1) for _ in range(args.repeats))
+    rows = args.prompts * args.samples
+    return dict(tokens_per_s=rows * args.new_tokens / total, ttft_s=ttft, total_s=total)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--kv-heads", type=int, default=2)
+    parser.add_argument("--head-dim", type=int, default=0, help="default hidden // heads")
+    parser.add_argument("--mlp", type=int, default=704)
+    parser.add_argument("--vocab", type=int, default=1024)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=8, help="G per prompt")
+    parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compare-hf", action="store_true")
+    parser.add_argument("--torch-threads", type=int, default=0)
+    parser.add_argument("--peak-bw-gbs", type=float, default=0.0, help="for %% of HBM bandwidth")
+    args = parser.parse_args(argv)
+
+    config = _config(args)
+    params = init_params(config, jax.random.key(0))
+    result = {"device": str(jax.devices()[0].device_kind), "config": config.to_dict()}
+    result["r1jax"] = bench_r1jax(args, config, params)
+    if args.compare_hf:
+        result["transformers"] = bench_hf(args, config, params)
+        result["speedup"] = result["r1jax"]["tokens_per_s"] / result["transformers"]["tokens_per_s"]
+    result["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

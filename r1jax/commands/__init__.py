@@ -1,0 +1,1 @@
+"""``r1jax`` subcommands, each a module with ``main(argv) -> int``."""
