@@ -1,0 +1,172 @@
+"""Multi-process acceptance driver: SFT then GRPO steps on a tiny model, checkpoint, param dump.
+
+Every process runs this same script (``launch/local.sh -n 2 -d 4 -- python driver.py ...``, or
+plainly with 8 fake devices for the single-process reference). Each process:
+  1. ``r1jax.distributed.initialize()`` (from the ``R1JAX_*`` environment; a no-op alone),
+  2. builds the mesh over ALL processes' devices (data x fsdp = 4 x 2) and the train state,
+  3. per step, builds the same deterministic GLOBAL batch from the seed, keeps only its own
+     rows (``data_shard(mesh).rows``) and assembles global arrays with
+     ``host_local_to_global`` (``jax.make_array_from_process_local_data``),
+  4. runs ``--sft_steps`` SFT steps, then ``--grpo_steps`` GRPO steps (beta > 0, so the frozen
+     reference policy is exercised) on synthetic deterministic rollouts: fixed prompts and
+     completions, rewards from the seed, group advantages over the global batch and pi_old
+     recomputed by the jitted multi-process log-prob function,
+  5. saves the train state with orbax (every process writes its shards to one directory),
+  6. writes ``params_p<process>.npz`` (all-gathered params) and, on process 0, ``metrics.json``.
+
+``--restore DIR``: single process; restores the checkpoint at DIR into an 8-device mesh and dumps
+its params instead of training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+
+from r1jax import distributed
+
+GLOBAL_BATCH = 16
+SEQ = 16
+PROMPT, COMPLETION, GROUP = 8, 8, 4
+
+
+def model_config():
+    from r1jax.model import ModelConfig
+
+    return ModelConfig(vocab_size=128, hidden_size=32, num_layers=2, num_heads=4,
+                       num_kv_heads=2, head_dim=8, mlp_dim=64, qkv_bias=True)  # fmt: skip
+
+
+def sft_batch(step: int) -> dict:
+    """The step's global SFT batch (two packed segments per row), identical on every process."""
+    rng = np.random.default_rng(1000 + step)
+    tokens = rng.integers(1, 128, (GLOBAL_BATCH, SEQ), dtype=np.int32)
+    split = SEQ // 2
+    seg = np.where(np.arange(SEQ) < split, 1, 2).astype(np.int32)[None].repeat(GLOBAL_BATCH, 0)
+    pos = np.where(np.arange(SEQ) < split, np.arange(SEQ), np.arange(SEQ) - split)
+    loss_mask = (rng.random((GLOBAL_BATCH, SEQ)) < 0.7).astype(np.int32)
+    return dict(tokens=tokens, loss_mask=loss_mask, segment_ids=seg,
+                positions=pos.astype(np.int32)[None].repeat(GLOBAL_BATCH, 0))  # fmt: skip
+
+
+def grpo_rollout(step: int) -> dict:
+    """A synthetic rollout: GLOBAL_BATCH / GROUP prompts x GROUP completions, left-padded
+    prompts, variable completion lengths and per-sample rewards, all from the seed."""
+    from r1jax.losses import group_advantages
+
+    rng = np.random.default_rng(2000 + step)
+    b = GLOBAL_BATCH
+    prompt_len = np.repeat(rng.integers(3, PROMPT + 1, b // GROUP), GROUP)
+    prompt_mask = (np.arange(PROMPT)[None] >= PROMPT - prompt_len[:, None]).astype(np.int32)
+    prompts = np.repeat(rng.integers(1, 128, (b // GROUP, PROMPT)), GROUP, axis=0)
+    completion_len = rng.integers(1, COMPLETION + 1, b)
+    completion_mask = (np.arange(COMPLETION)[None] < completion_len[:, None]).astype(np.int32)
+    rewards = rng.integers(0, 2, b).astype(np.float32)
+    adv = np.asarray(group_advantages(rewards, GROUP), np.float32)
+    return dict(
+        prompt_tokens=(prompts * prompt_mask).astype(np.int32),
+        prompt_mask=prompt_mask,
+        completion_tokens=(rng.integers(1, 128, (b, COMPLETION)) * completion_mask).astype(
+            np.int32
+        ),
+        completion_mask=completion_mask,
+        advantages=adv,
+    )
+
+
+def local_rows(batch: dict, mesh) -> dict:
+    rows = distributed.data_shard(mesh).rows(GLOBAL_BATCH)
+    return {k: v[rows] for k, v in batch.items()}
+
+
+def dump_params(params, path: str) -> None:
+    from jax.experimental import multihost_utils
+
+    host = multihost_utils.process_allgather(params, tiled=True)
+    flat = jax.tree_util.tree_flatten_with_path(host)[0]
+    np.savez(path, **{jax.tree_util.keystr(k): np.asarray(v) for k, v in flat})
+
+
+def setup(mc):
+    from r1jax.sharding import MeshConfig, make_mesh
+    from r1jax.train.optim import OptimConfig, make_optimizer
+
+    mesh = make_mesh(MeshConfig(data=-1, fsdp=2, tensor=1))
+    optim = make_optimizer(OptimConfig(learning_rate=1e-3, schedule="constant", total_steps=10))
+    return mesh, optim
+
+
+def train(args) -> None:
+    import orbax.checkpoint as ocp
+
+    from r1jax.train import objectives
+    from r1jax.train.state import create_train_state, refresh_frozen
+    from r1jax.train.step import make_logprobs_fn, make_train_step
+
+    mc = model_config()
+    mesh, optim = setup(mc)
+    state = create_train_state(mc, optim, jax.random.key(args.seed), mesh)
+    metrics = {"sft": [], "grpo": []}
+
+    sft_step = make_train_step(mc, objectives.sft(mc), optim, mesh, num_microbatches=2)
+    for i in range(args.sft_steps):
+        batch = distributed.host_local_to_global(local_rows(sft_batch(i), mesh), mesh)
+        state, m = sft_step(state, batch)
+        metrics["sft"].append(float(m["loss"]))
+
+    state = refresh_frozen(state)  # the GRPO reference = the SFT policy
+    options = objectives.GRPOOptions(beta=0.04)
+    grpo_step = make_train_step(mc, objectives.grpo(mc, options), optim, mesh, frozen_config=mc)
+    logprobs = make_logprobs_fn(mc, mesh)
+    for i in range(args.grpo_steps):
+        batch = distributed.host_local_to_global(local_rows(grpo_rollout(i), mesh), mesh)
+        batch["old_logprobs"] = logprobs(state.params, batch)  # pi_old: this policy, on-policy
+        state, m = grpo_step(state, batch)
+        metrics["grpo"].append(float(m["loss"]))
+
+    ckpt = os.path.join(os.path.abspath(args.out), "ckpt")
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(ckpt, state)
+        checkpointer.wait_until_finished()
+    dump_params(state.params, os.path.join(args.out, f"params_p{jax.process_index()}.npz"))
+    if distributed.is_main_process():
+        metrics |= {"process_count": jax.process_count(), "device_count": jax.device_count()}
+        with open(os.path.join(args.out, "metrics.json"), "w") as f:
+            json.dump(metrics, f)
+
+
+def restore(args) -> None:
+    import orbax.checkpoint as ocp
+
+    from r1jax.train.state import abstract_train_state
+
+    mc = model_config()
+    mesh, optim = setup(mc)
+    target = abstract_train_state(mc, optim, mesh, frozen_config=mc)
+    with ocp.StandardCheckpointer() as checkpointer:
+        state = checkpointer.restore(os.path.abspath(args.restore), target)
+    assert int(state.step) == args.sft_steps + args.grpo_steps, int(state.step)
+    dump_params(state.params, os.path.join(args.out, "params_restored.npz"))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sft_steps", type=int, default=3)
+    parser.add_argument("--grpo_steps", type=int, default=3)
+    parser.add_argument("--restore", default=None, help="checkpoint dir to restore and dump")
+    args = parser.parse_args(argv)
+    distributed.initialize()
+    os.makedirs(args.out, exist_ok=True)
+    restore(args) if args.restore else train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
