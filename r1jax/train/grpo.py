@@ -1,0 +1,216 @@
+"""The GRPO loop: prompts -> sampler (jit) -> rewards (process pool) -> advantages -> update (jit).
+
+Each iteration has three visible stages:
+
+  1. rollout:  ``rollout.collect`` draws prompt batches, samples G completions per prompt with the
+               jitted ``Sampler`` reading the train state's own on-device params (no copy to
+               another engine), and scores them on the host with one long-lived
+               ``CompositeReward`` (its process pool); DAPO dynamic sampling repeats this until
+               the batch holds enough informative groups;
+  2. batch:    advantages over the WHOLE batch of complete groups, then the GRPO batch;
+  3. update:   ``update`` recomputes pi_old with the current params when mu > 1 (or for the
+               truncated-IS correction) and takes mu jitted train steps on the batch.
+
+``train`` runs that loop over explicit objects (tests and notebooks build them by hand);
+``run(config, workdir)`` builds them from a config (``configs/grpo_tiny.py``) and adds the
+metrics files, checkpoints with the data-iterator state, and the evaluation hook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import jax
+
+from r1jax.train import rl_metrics
+from r1jax.train import rollout as rollout_lib
+from r1jax.train.objectives import GRPOOptions
+from r1jax.train.rollout import RolloutOptions
+from r1jax.train.state import TrainState, refresh_frozen
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopOptions:
+    """Loop-level GRPO options (the rest of ``config.grpo``).
+
+    ``num_prompts``: groups per update (the batch has ``num_prompts * G`` rows).
+    ``mu``: inner updates per batch of rollouts; > 1 recomputes pi_old with the current params.
+    ``ref_refresh_every``: copy the policy into the reference every N steps (0 = never; only
+    meaningful with beta > 0, otherwise there is no reference).
+    """
+
+    num_prompts: int = 8
+    mu: int = 1
+    ref_refresh_every: int = 0
+    accuracy_key: str = "accuracy"
+    format_key: str = "format"
+
+
+@dataclasses.dataclass
+class GRPOParts:
+    """Everything one GRPO iteration uses, built once.
+
+    sampler: a ``r1jax.sampling.Sampler`` (compiled programs cached per bucket).
+    reward: anything with ``evaluate(prompts, completions, **fields) -> RewardResult``, normally
+      one ``CompositeReward`` kept alive for the whole run (its pool is reused).
+    step_fn / logprobs_fn: ``make_train_step(...)`` and ``make_logprobs_fn(...)``.
+    """
+
+    sampler: Any
+    reward: Any
+    tokenizer: Any
+    step_fn: Callable[[TrainState, dict], tuple[TrainState, dict]]
+    logprobs_fn: Callable[[dict, dict], jax.Array] | None
+    rollout: RolloutOptions
+    loss: GRPOOptions
+    loop: LoopOptions
+    pad_id: int = 0
+
+
+def recomputes_old_logprobs(parts: GRPOParts) -> bool:
+    """pi_old comes from the trainer when mu > 1 or under the TIS correction (which compares it
+    with the sampler's log-probs); with mu = 1 and no TIS the sampler's log-probs are pi_old."""
+    return parts.loop.mu > 1 or parts.loss.tis_cap is not None
+
+
+def update(state: TrainState, batch: dict, parts: GRPOParts) -> tuple[TrainState, dict]:
+    """Stage 3: mu jitted train steps on one GRPO batch; metrics of the last one (host floats).
+
+    When mu > 1 (or under TIS) ``old_logprobs`` is recomputed from the current params BEFORE the
+    first inner update, so the first step's ratio is exactly 1 and later steps clip against it.
+    """
+    if recomputes_old_logprobs(parts):
+        batch = dict(batch, old_logprobs=parts.logprobs_fn(state.params, batch))
+    metrics = {}
+    for _ in range(parts.loop.mu):
+        state, metrics = parts.step_fn(state, batch)
+    return state, {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+def sample_fn_for(state: TrainState, parts: GRPOParts, step: int):
+    """``fn(prompts, round) -> SampleOutput``: the jitted sampler on the state's own params,
+    keyed by (state key, step, round) so a resumed run draws the same samples."""
+    key = jax.random.fold_in(state.key(), step)
+    opts = parts.rollout
+    stop_ids = (parts.tokenizer.eos_id,) if opts.stop_at_eos and parts.tokenizer.eos_id else ()
+
+    def fn(prompts, round_index):
+        return parts.sampler(
+            state.params,
+            prompts,
+            rng=jax.random.fold_in(key, round_index),
+            num_samples=opts.num_samples,
+            max_new_tokens=opts.max_new_tokens,
+            temperature=opts.temperature,
+            top_k=opts.top_k,
+            top_p=opts.top_p,
+            stop_token_ids=stop_ids,
+            stop_strings=opts.stop_strings,
+            tokenizer=parts.tokenizer,
+        )
+
+    return fn
+
+
+class _Timer:
+    """Wall time of calls to a wrapped function, accumulated in ``seconds``."""
+
+    def __init__(self, fn):
+        self.fn, self.seconds = fn, 0.0
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+class _TimedReward:
+    def __init__(self, reward):
+        self.evaluate = _Timer(reward.evaluate)
+
+
+def grpo_iteration(
+    state: TrainState, data: Iterator[Mapping], parts: GRPOParts, step: int
+) -> tuple[TrainState, dict[str, float]]:
+    """One GRPO iteration (the three stages of the module docstring); returns its metrics."""
+    start = time.perf_counter()
+    sample_fn, reward = _Timer(sample_fn_for(state, parts, step)), _TimedReward(parts.reward)
+    rollout, info = rollout_lib.collect(  # 1. rollout: sampler (jit) + rewards (pool)
+        lambda _: next(data),
+        sample_fn,
+        reward,
+        parts.tokenizer,
+        parts.rollout,
+        num_prompts=parts.loop.num_prompts,
+        pad_id=parts.pad_id,
+    )
+    advantages = rollout_lib.compute_advantages(rollout.rewards, parts.rollout)  # 2. batch
+    batch = rollout_lib.build_grpo_batch(rollout, advantages, parts.rollout)
+    update_start = time.perf_counter()
+    state = maybe_refresh_reference(state, parts, step)
+    state, step_metrics = update(state, batch, parts)  # 3. update (jit)
+    end = time.perf_counter()
+    metrics = rollout_metrics(rollout, parts) | info | rl_metrics.loss_metrics(step_metrics)
+    metrics |= {
+        "time/sample": sample_fn.seconds,
+        "time/score": reward.evaluate.seconds,
+        "time/update": end - update_start,
+        "time/step": end - start,
+    }
+    return state, metrics
+
+
+def maybe_refresh_reference(state: TrainState, parts: GRPOParts, step: int) -> TrainState:
+    """Copies the policy into the reference every ``ref_refresh_every`` steps (beta > 0 only)."""
+    every = parts.loop.ref_refresh_every
+    if parts.loss.beta > 0 and every > 0 and step > 0 and step % every == 0:
+        return refresh_frozen(state)
+    return state
+
+
+def rollout_metrics(rollout: rollout_lib.Rollout, parts: GRPOParts) -> dict[str, float]:
+    """Reward per component, accuracy, format rate, lengths, truncation, reflection words."""
+    return (
+        rl_metrics.reward_metrics(
+            rollout.rewards,
+            rollout.components,
+            accuracy_key=parts.loop.accuracy_key,
+            format_key=parts.loop.format_key,
+        )
+        | rl_metrics.length_metrics(rollout.lengths, rollout.finish_reason)
+        | rl_metrics.reflection_metrics(rollout.completions)
+        | rl_metrics.group_metrics(rollout.rewards, parts.rollout.num_samples)
+    )
+
+
+def train(
+    state: TrainState,
+    data: Iterator[Mapping],
+    parts: GRPOParts,
+    *,
+    num_steps: int,
+    on_step: Callable[[TrainState, int, dict], None] | None = None,
+) -> tuple[TrainState, list[dict[str, float]]]:
+    """Runs GRPO iterations from ``state.step`` to ``num_steps``; returns the state and history.
+
+    ``on_step(state, step, metrics)`` runs after each iteration (logging, checkpoints, eval).
+    """
+    history = []
+    for step in range(int(jax.device_get(state.step)) // parts.loop.mu, num_steps):
+        state, metrics = grpo_iteration(state, data, parts, step)
+        history.append(metrics)
+        if on_step is not None:
+            on_step(state, step, metrics)
+    return state, history
+
+
+def run(config, workdir: str) -> dict[str, float]:
+    """``r1jax train`` for ``config.train.objective == "grpo"``; see ``r1jax.train.grpo_run``."""
+    from r1jax.train import grpo_run  # the config -> objects wiring lives in its own module
+
+    return grpo_run.run(config, workdir)
