@@ -14,7 +14,8 @@ of the environment, so each case is unit-tested with a fake one):
   slurm     ``srun``: ``SLURM_PROCID`` / ``SLURM_NTASKS``; coordinator = first host of
             ``SLURM_STEP_NODELIST`` (else ``SLURM_JOB_NODELIST``), port ``R1JAX_COORDINATOR_PORT``
             or derived from ``SLURM_JOB_ID`` (as JAX does). With several tasks per node (one per
-            GPU) each task sees only GPU ``SLURM_LOCALID``; with one task per node, all of them.
+            GPU) each task sees only GPU ``SLURM_LOCALID`` (unless SLURM already bound it one
+            via ``CUDA_VISIBLE_DEVICES``); with one task per node, all of them.
   xpk       XPK GPU workloads: ``JAX_COORDINATOR_ADDRESS`` (+ ``JAX_COORDINATOR_PORT``),
             ``NNODES``, ``NODE_RANK``.
   jobset    a GKE JobSet of one replicated Job in Indexed mode: rank ``JOB_COMPLETION_INDEX``
@@ -146,7 +147,10 @@ def _slurm(env: Mapping[str, str]) -> Plan | None:
     ntasks = _int(env, "SLURM_NTASKS")
     nnodes = int(env.get("SLURM_STEP_NUM_NODES") or env.get("SLURM_JOB_NUM_NODES") or ntasks)
     ids = None
-    if ntasks > nnodes and "SLURM_LOCALID" in env:  # several tasks per node: one GPU each
+    # Several tasks per node: one GPU each, unless SLURM already bound one (--gpus-per-task=1
+    # leaves each task a single visible GPU, whose local id is then 0).
+    bound = len([d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]) == 1
+    if ntasks > nnodes and "SLURM_LOCALID" in env and not bound:
         ids = (_int(env, "SLURM_LOCALID"),)
     return Plan(
         "slurm", f"{first_slurm_host(nodelist)}:{port}", ntasks, _int(env, "SLURM_PROCID"), ids

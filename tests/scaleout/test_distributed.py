@@ -69,6 +69,11 @@ def test_slurm_one_process_per_gpu_sees_its_local_gpu():
     assert plan == dist.Plan("slurm", f"gpu017:{port}", 4, 3, (1,))
 
 
+def test_slurm_gpu_already_bound_per_task_is_not_restricted_again():
+    env = SLURM | {"SLURM_STEP_NUM_NODES": "2", "CUDA_VISIBLE_DEVICES": "1"}
+    assert dist.detect_plan(None, env).local_device_ids is None
+
+
 def test_slurm_one_process_per_node_sees_all_gpus_and_port_override():
     env = SLURM | {"SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_STEP_NUM_NODES": "2"}
     plan = dist.detect_plan(None, env | {"R1JAX_COORDINATOR_PORT": "5555"})
