@@ -272,3 +272,14 @@ def test_group_and_loss_metrics():
 
 def test_rollout_is_a_plain_dataclass():
     assert {f.name for f in dataclasses.fields(R.Rollout)} >= {"tokens", "rewards", "components"}
+
+
+def test_clipped_vocab_tokenizer_drops_ids_beyond_the_tokenizer():
+    class Small:
+        vocab_size, eos_id = 3, 2
+
+        def decode(self, ids, *, skip_special=True):
+            return "".join("abc"[i] for i in ids)
+
+    tok = R.ClippedVocabTokenizer(Small())
+    assert tok.decode([0, 7, 1, 3, 2]) == "abc" and tok.eos_id == 2
