@@ -63,6 +63,8 @@ def parse_config(
         "Path to a get_config() file, optionally with ':argument'.",
         flag_values=flag_values,
         lock_config=True,
+        # Overrides (--config.a.b=v) are discovered from this argv, not from sys.argv.
+        sys_argv=[prog, *rest],
     )
     if define_flags is not None:
         define_flags(flag_values)

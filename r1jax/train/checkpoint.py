@@ -66,14 +66,18 @@ class Checkpointer:
         data_state: Any = None,
         config: dict | None = None,
         force: bool = False,
+        include_frozen: bool = True,
     ) -> bool:
         """Saves ``state`` at ``int(state.step)`` if the interval says so (or ``force``).
 
         ``data_state``: this process's JSON-serialisable iterator state (gathered from every
         process). ``config``: a JSON-serialisable dict (e.g. ``config.to_dict()``).
+        ``include_frozen=False`` skips ``state.frozen`` (a teacher loaded from elsewhere).
         Returns whether a save was started.
         """
         step = int(jax.device_get(state.step))
+        if step in self._manager.all_steps():
+            return False  # already saved (e.g. the interval save before a forced final one)
         if not force and not self._manager.should_save(step):
             return False
         items = {
@@ -83,7 +87,7 @@ class Checkpointer:
             "data": ocp.args.JsonSave(gather_data_states(data_state)),
             "config": ocp.args.JsonSave(json.loads(json.dumps(config or {}, default=str))),
         }
-        if state.frozen is not None:
+        if state.frozen is not None and include_frozen:
             items["frozen"] = ocp.args.StandardSave(state.frozen)
         return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
 
