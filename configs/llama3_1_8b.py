@@ -1,9 +1,10 @@
 """Llama-3.1-8B (also the shape of DeepSeek-R1-Distill-Llama-8B).
 
-Real shapes for loading the Hugging Face checkpoint meta-llama/Llama-3.1-8B (download it yourself; r1jax
+Real shapes for loading the Hugging Face checkpoint meta-llama/Llama-3.1-8B (download it
+yourself; r1jax
 never fetches weights at run time) and for sizing meshes. Example:
   r1jax convert hf-to-r1jax --input /path/to/Llama-3.1-8B --output /ckpt/llama3_1_8b
-  r1jax forward --config=configs/llama3_1_8b.py --config.model.num_layers=2  # shape check, random init
+  r1jax forward --config=configs/llama3_1_8b.py --config.model.num_layers=2
 The tiny branch (``get_config("tiny")``) keeps the family's features with toy sizes.
 """
 

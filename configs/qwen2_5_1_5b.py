@@ -3,7 +3,7 @@
 Real shapes for loading the Hugging Face checkpoint Qwen/Qwen2.5-1.5B (download it yourself; r1jax
 never fetches weights at run time) and for sizing meshes. Example:
   r1jax convert hf-to-r1jax --input /path/to/Qwen2.5-1.5B --output /ckpt/qwen2_5_1_5b
-  r1jax forward --config=configs/qwen2_5_1_5b.py --config.model.num_layers=2  # shape check, random init
+  r1jax forward --config=configs/qwen2_5_1_5b.py --config.model.num_layers=2
 The tiny branch (``get_config("tiny")``) keeps the family's features with toy sizes.
 """
 

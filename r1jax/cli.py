@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input (config field, file, tensor name): one clear line, unless debugging.
         if os.environ.get("R1JAX_TRACEBACK"):
             raise
-        print(f"r1jax {name}: error: {e}  (set R1JAX_TRACEBACK=1 for the traceback)",
-              file=sys.stderr)
+        print(
+            f"r1jax {name}: error: {e}  (set R1JAX_TRACEBACK=1 for the traceback)", file=sys.stderr
+        )
         return 2
     return int(result or 0)
 

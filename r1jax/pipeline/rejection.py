@@ -20,6 +20,8 @@ class RejectionSettings:
     """Filters applied to each judged sample, and the per-prompt cap."""
 
     max_per_prompt: int = 3
+    require_correct: bool = True  # False keeps wrong answers too (analysis, plumbing smoke runs)
+    require_well_formed: bool = True
     language: str = "en"
     min_language_consistency: float = 0.95
     repetition_ngram: int = 4
@@ -33,9 +35,9 @@ def _dedup_key(text: str) -> str:
 
 def rejection_reason(sample: JudgedSample, settings: RejectionSettings) -> str | None:
     """Why ``sample`` is rejected (``None`` when it is kept, before the per-prompt cap)."""
-    if not sample.correct:
+    if settings.require_correct and not sample.correct:
         return "incorrect"
-    if not sample.well_formed:
+    if settings.require_well_formed and not sample.well_formed:
         return "malformed"
     if settings.drop_truncated and sample.finish_reason == "length":
         return "truncated"

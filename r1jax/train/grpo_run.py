@@ -63,9 +63,10 @@ def make_reward(config) -> CompositeReward:
     return CompositeReward.from_config(config.rewards.to_dict(), **pool)
 
 
-def restore_or_create(ckpt: Checkpointer, setup, seed: int, with_reference: bool):
+def restore_or_create(ckpt: Checkpointer, setup, seed: int, with_reference: bool, init_params=None):
     """(state, data iterator state or None); the reference params are saved and restored with
-    the state (beta > 0), or made a copy of the initial policy for a fresh run."""
+    the state (beta > 0), or made a copy of the initial policy for a fresh run. A fresh run starts
+    from ``init_params`` when given (e.g. the SFT stage's model), else from a random init."""
     frozen_config = setup.model_config if with_reference else None
     if ckpt.latest_step() is not None:
         target = abstract_train_state(
@@ -74,7 +75,7 @@ def restore_or_create(ckpt: Checkpointer, setup, seed: int, with_reference: bool
         state, data_state, _ = ckpt.restore(target)
         return state, data_state
     state = create_train_state(
-        setup.model_config, setup.optimizer, jax.random.key(seed), setup.mesh
+        setup.model_config, setup.optimizer, jax.random.key(seed), setup.mesh, params=init_params
     )
     return (refresh_frozen(state) if with_reference else state), None
 
@@ -159,8 +160,11 @@ def build(config, workdir: Path):
     return setup, parts, tokenizer, dataset
 
 
-def run(config, workdir: str | Path) -> dict[str, float]:
-    """Runs (or resumes) a GRPO job; returns the last logged metrics."""
+def run(config, workdir: str | Path, *, init_params=None) -> dict[str, float]:
+    """Runs (or resumes) a GRPO job; returns the last logged metrics.
+
+    ``init_params``: the policy to start a fresh run from (ignored when resuming).
+    """
     workdir = Path(workdir)
     setup, parts, tokenizer, dataset = build(config, workdir)
     ckpt = Checkpointer(
@@ -169,7 +173,9 @@ def run(config, workdir: str | Path) -> dict[str, float]:
         keep=setup.loop.keep_checkpoints,
     )
     try:
-        state, data_state = restore_or_create(ckpt, setup, config.seed, parts.loss.beta > 0)
+        state, data_state = restore_or_create(
+            ckpt, setup, config.seed, parts.loss.beta > 0, init_params=init_params
+        )
         data_iter = iter(dataset)
         if data_state is not None:
             data_iter.set_state(data_state)

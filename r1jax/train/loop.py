@@ -199,8 +199,13 @@ def make_source(data_config):
     return get_task(data_config.task, **dict(data_config.get("task_options") or {}))
 
 
-def run(config, workdir: str | Path, *, eval_fn: EvalFn | None = None) -> dict[str, float]:
-    """Runs (or resumes) an SFT / distillation job; returns the last logged metrics."""
+def run(
+    config, workdir: str | Path, *, eval_fn: EvalFn | None = None, init_params=None
+) -> dict[str, float]:
+    """Runs (or resumes) an SFT / distillation job; returns the last logged metrics.
+
+    ``init_params``: the model to start a fresh run from (ignored when resuming).
+    """
     from r1jax.data import make_sft_dataset
 
     workdir = Path(workdir)
@@ -225,7 +230,9 @@ def run(config, workdir: str | Path, *, eval_fn: EvalFn | None = None) -> dict[s
     ckpt = Checkpointer(
         workdir / "checkpoints", save_every=loop.checkpoint_every, keep=loop.keep_checkpoints
     )
-    state, data_state = restore_or_create(ckpt, setup, config.seed, frozen=frozen)
+    state, data_state = restore_or_create(
+        ckpt, setup, config.seed, frozen=frozen, params=init_params
+    )
     data_iter = iter(dataset)
     if data_state is not None:
         data_iter.set_state(data_state)

@@ -1,0 +1,214 @@
+"""R1 in miniature on 2 CPU cores, no downloads: the README's main job.
+
+Run:
+  r1jax demo                                   # full demo, writes runs/demo/report.md
+  r1jax demo --config=configs/demo.py:smoke    # a faster smoke run (CI uses it)
+  r1jax demo --run_dir=/tmp/demo --only=eval_grpo   # one stage alone (its inputs must exist)
+
+Stages (re-running resumes; finished stages are skipped):
+  tokenizer           sentencepiece on the task's text, R1 tags as single tokens
+  pretrain            "base model": SFT on gold chains of thought to partial accuracy
+  eval_base           pass@1 over k samples (T=0.6, top-p 0.95), pass@k, maj@k
+  grpo                R1-Zero: GRPO from the base model with accuracy + format rewards
+  eval_grpo
+  rejection           k samples per prompt from the GRPO model, keep correct & well formed
+  student_pretrain    a smaller student, pretrained like the base but with less compute
+  eval_student_base
+  distill             the student fine-tuned on the GRPO model's rejection-sampled traces
+  eval_student
+The task: multi-step single-digit arithmetic ("Compute 7 + 5 - 3") with a gold chain of thought.
+"""
+
+import ml_collections
+
+from r1jax.train import config_presets
+
+TASK = "arithmetic"
+TASK_OPTIONS = dict(min_operands=2, max_operands=3, max_digits=1, ops="+-")
+VOCAB = 400
+SEQ_LEN = 192
+MAX_NEW = 40
+
+
+def _model(hidden, layers):
+    return config_presets.tiny_model(
+        vocab_size=VOCAB,
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=hidden // 4,
+        mlp_dim=3 * hidden,
+        max_position_embeddings=512,
+    )
+
+
+def _data(seed):
+    return config_presets.task_data(
+        TASK, task_options=dict(TASK_OPTIONS), seed=seed, vocab_size=VOCAB
+    )
+
+
+def _sft_stage(model, steps, batch_size, lr, seed, **links):
+    stage = ml_collections.ConfigDict()
+    stage.kind = "sft"
+    stage.seed = seed
+    stage.model = model
+    stage.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    stage.optim = config_presets.optim(learning_rate=lr, total_steps=steps, warmup_steps=20)
+    stage.train = config_presets.train(
+        objective="sft",
+        steps=steps,
+        batch_size=batch_size,
+        seq_len=SEQ_LEN,
+        log_every=10,
+        checkpoint_every=steps,
+    )
+    stage.data = _data(seed)
+    for key, value in links.items():
+        stage[key] = value
+    return stage
+
+
+def _eval_stage(model_from, num_prompts, k):
+    return ml_collections.ConfigDict(
+        dict(
+            kind="eval",
+            model_from=model_from,
+            task=TASK,
+            task_options=dict(TASK_OPTIONS),
+            seed=12345,
+            path="",
+            num_prompts=num_prompts,
+            num_samples=k,
+            ks=(1, k),
+            temperature=0.6,
+            top_p=0.95,
+            max_new_tokens=MAX_NEW,
+            prompts_per_batch=64,
+            correctness_reward="accuracy",
+        )
+    )
+
+
+def _grpo_stage(model, steps, lr, num_prompts, group):
+    stage = ml_collections.ConfigDict()
+    stage.kind = "grpo"
+    stage.init_from = "pretrain"
+    stage.seed = 1
+    stage.model = model
+    stage.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    stage.optim = config_presets.optim(
+        learning_rate=lr, warmup_steps=0, total_steps=steps, weight_decay=0.0, schedule="constant"
+    )
+    stage.train = config_presets.train(
+        objective="grpo",
+        steps=steps,
+        log_every=1,
+        checkpoint_every=max(steps // 2, 1),
+        eval_every=0,
+    )
+    stage.data = _data(seed=1)
+    stage.grpo = ml_collections.ConfigDict(
+        dict(
+            num_prompts=num_prompts,
+            num_samples=group,
+            max_new_tokens=MAX_NEW,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            stop_strings=("</answer>",),
+            stop_at_eos=True,
+            dynamic_sampling=False,
+            max_sampling_rounds=4,
+            mask_truncated=False,
+            overlong_cache=0,
+            overlong_weight=1.0,
+            advantage_scale="group",
+            advantage_baseline="mean",
+            keep_sampler_logprobs=False,
+            beta=0.0,
+            eps_low=0.2,
+            eps_high=0.28,
+            aggregation="token_mean",
+            max_tokens=None,
+            importance="token",
+            entropy_coef=0.0,
+            tis_cap=None,
+            log_entropy=True,
+            mu=1,
+            ref_refresh_every=0,
+            accuracy_key="accuracy",
+            format_key="format",
+        )
+    )
+    stage.rewards = ml_collections.ConfigDict(
+        {"accuracy": {"weight": 1.0}, "format": {"weight": 0.2}}
+    )
+    stage.reward_pool = ml_collections.ConfigDict(dict(num_workers=2, item_timeout=10.0))
+    stage.eval = ml_collections.ConfigDict(
+        dict(num_prompts=8, num_samples=4, temperature=0.6, top_p=0.95, seed=1)
+    )
+    return stage
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    smoke = variant == "smoke"
+    scale = lambda full, small: small if smoke else full
+    config = ml_collections.ConfigDict()
+    config.run_dir = "runs/demo-smoke" if smoke else "runs/demo"
+    config.stages = ",".join(
+        [
+            "tokenizer",
+            "pretrain",
+            "eval_base",
+            "grpo",
+            "eval_grpo",
+            "rejection",
+            "student_pretrain",
+            "eval_student_base",
+            "distill",
+            "eval_student",
+        ]
+    )
+    config.tokenizer = ml_collections.ConfigDict(
+        dict(
+            kind="tokenizer",
+            task=TASK,
+            task_options=dict(TASK_OPTIONS),
+            seed=0,
+            num_examples=2000,
+            vocab_size=VOCAB,
+        )
+    )
+    teacher, student = _model(96, 2), _model(64, 1)
+    config.pretrain = _sft_stage(teacher, scale(300, 8), 32, 3e-3, seed=0)
+    k = scale(8, 2)
+    config.eval_base = _eval_stage("pretrain", scale(64, 4), k)
+    config.grpo = _grpo_stage(teacher, scale(60, 2), 1e-3, scale(8, 2), scale(8, 4))
+    config.eval_grpo = _eval_stage("grpo", scale(64, 4), k)
+    config.rejection = _eval_stage("grpo", scale(256, 4), scale(4, 2))
+    config.rejection.kind = "rejection_sample"
+    config.rejection.seed = 777  # prompts of the training distribution, not the eval seed
+    config.rejection.filters = ml_collections.ConfigDict(dict(max_per_prompt=2))
+    if smoke:  # a few SFT steps produce no correct answers: exercise the plumbing anyway
+        config.rejection.filters.update(
+            require_correct=False,
+            require_well_formed=False,
+            drop_truncated=False,
+            max_repetition=1.0,
+            min_language_consistency=0.0,
+        )
+    config.student_pretrain = _sft_stage(student, scale(100, 4), 32, 3e-3, seed=0)
+    config.eval_student_base = _eval_stage("student_pretrain", scale(64, 4), k)
+    config.distill = _sft_stage(
+        student,
+        scale(150, 4),
+        32,
+        2e-3,
+        seed=2,
+        init_from="student_pretrain",
+        data_from="rejection",
+    )
+    config.eval_student = _eval_stage("distill", scale(64, 4), k)
+    return config
