@@ -1,0 +1,265 @@
+"""One full GRPO iteration with r1jax and with TRL's ``GRPOTrainer`` on the identical tiny Qwen2.
+
+    python benchmarks/grpo_vs_trl.py                 # both; TRL is skipped if not installed
+    python benchmarks/grpo_vs_trl.py --steps 8 --warmup 2 --skip-trl
+
+An iteration: sample G=8 completions for each of 8 prompts (64 new tokens each, no early stop),
+score them with the same Python reward, compute group advantages, take one optimizer step
+(AdamW, beta = 0 so no reference model, token-mean "DAPO" loss in both). The model is a random
+Qwen2 (hidden 256, 4 layers, 4 query / 2 KV heads, vocab ~1000) saved once as a Hugging Face
+checkpoint and loaded by both, with a word-level tokenizer built here with ``tokenizers``
+(no downloads). Everything runs in fp32 on the CPU. Reported: steady-state seconds per iteration
+(median after warm-up; r1jax's compile happens in the warm-up) and the TRL / r1jax ratio.
+
+TRL is an optional dependency: ``pip install trl --no-deps accelerate datasets`` (``--no-deps``
+keeps the installed torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+VOCAB_WORDS = 996  # + 4 specials = a vocabulary of 1000
+SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
+
+
+def build_tokenizer(directory: Path):
+    """A word-level ``tokenizer.json`` (w0..w995 + specials); returns its transformers wrapper."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {t: i for i, t in enumerate(SPECIALS + [f"w{i}" for i in range(VOCAB_WORDS)])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    tok.save(str(directory / "tokenizer.json"))
+    return hf_tokenizer(directory)
+
+
+def hf_tokenizer(directory: Path):
+    """The transformers tokenizer of ``tokenizer.json``, built directly: ``AutoTokenizer`` next
+    to a Qwen2 config.json would rebuild it as a (BPE) Qwen2Tokenizer."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_file=str(directory / "tokenizer.json"),
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        padding_side="left",
+    )
+
+
+def build_model(directory: Path, vocab_size: int, seed: int = 0) -> None:
+    """A random Qwen2 (hidden 256, 4 layers, 4/2 heads) saved as safetensors + config.json."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(str(directory), safe_serialization=True)
+
+
+def make_prompts(num_prompts: int, length: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [
+        " ".join(f"w{i}" for i in rng.integers(0, VOCAB_WORDS, length)) for _ in range(num_prompts)
+    ]
+
+
+def reward_fn(prompts, completions, **kwargs) -> list[float]:
+    """Share of completion words whose index is even (cheap, and varies within a group)."""
+    out = []
+    for c in completions:
+        text = c if isinstance(c, str) else c[-1]["content"]
+        words = [w for w in text.split() if w.startswith("w") and w[1:].isdigit()]
+        out.append(sum(int(w[1:]) % 2 == 0 for w in words) / max(len(words), 1))
+    return out
+
+
+class InProcessReward:
+    """``evaluate`` around ``reward_fn``, scored in this process like TRL does."""
+
+    def evaluate(self, prompts, completions, **fields):
+        from r1jax.rewards.compose import RewardResult
+
+        scores = reward_fn(prompts, completions)
+        return RewardResult(scores, {"even": scores}, 0, 0, {})
+
+
+def bench_r1jax(directory: Path, prompts: list[str], args) -> list[float]:
+    """Seconds of each r1jax GRPO iteration (warm-up included)."""
+    import jax
+
+    from r1jax.data import HFTokenizer
+    from r1jax.model import hf
+    from r1jax.rewards import CompositeReward
+    from r1jax.sampling import Sampler
+    from r1jax.sharding import MeshConfig, make_mesh
+    from r1jax.train import objectives
+    from r1jax.train.grpo import GRPOParts, LoopOptions, grpo_iteration
+    from r1jax.train.optim import OptimConfig, make_optimizer
+    from r1jax.train.rollout import RolloutOptions
+    from r1jax.train.state import create_train_state
+    from r1jax.train.step import make_logprobs_fn, make_train_step
+
+    mesh = make_mesh(MeshConfig())
+    config, params = hf.load(str(directory), mesh=mesh)
+    tokenizer = HFTokenizer(str(directory / "tokenizer.json"))
+    ids = [tokenizer.encode(p) for p in prompts]
+    width = max(map(len, ids))
+    batch = {
+        "prompt_tokens": np.array([[0] * (width - len(i)) + i for i in ids], np.int32),
+        "prompt_mask": np.array([[0] * (width - len(i)) + [1] * len(i) for i in ids], np.int32),
+        "prompts": prompts,
+        "fields": {},
+    }
+    loss = objectives.GRPOOptions(beta=0.0, aggregation="token_mean", log_entropy=False)
+    optimizer = make_optimizer(OptimConfig(learning_rate=1e-6, schedule="constant"))
+    reward = (
+        CompositeReward.from_config({"format": {}}, num_workers=args.reward_workers)
+        if args.reward_workers
+        else InProcessReward()
+    )
+    parts = GRPOParts(
+        sampler=Sampler(config, mesh=mesh, pad_id=0),
+        reward=reward,
+        tokenizer=tokenizer,
+        step_fn=make_train_step(config, objectives.grpo(config, loss), optimizer, mesh),
+        logprobs_fn=make_logprobs_fn(config, mesh),
+        rollout=RolloutOptions(
+            num_samples=args.num_generations, max_new_tokens=args.max_new_tokens, stop_at_eos=False
+        ),
+        loss=loss,
+        loop=LoopOptions(num_prompts=len(prompts)),
+    )
+    state = create_train_state(config, optimizer, jax.random.key(0), mesh, params=params)
+    data = iter(lambda: dict(batch), None)
+    times = []
+    for step in range(args.warmup + args.steps):
+        start = time.perf_counter()
+        state, metrics = grpo_iteration(state, data, parts, step)
+        jax.block_until_ready(state.params)
+        times.append(time.perf_counter() - start)
+        assert metrics["response_length/mean"] == args.max_new_tokens
+    if args.reward_workers:
+        reward.close()
+    print(
+        "r1jax stages (last step): "
+        + ", ".join(f"{k[5:]}={metrics[k]:.3f}s" for k in metrics if k.startswith("time/"))
+    )
+    return times
+
+
+def bench_trl(directory: Path, prompts: list[str], args) -> list[float] | None:
+    """Seconds of each TRL ``GRPOTrainer`` step, or None when TRL is not installed."""
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        print("TRL is not installed: skipping it (pip install trl --no-deps accelerate datasets)")
+        return None
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    torch.set_num_threads(args.threads)
+    times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            times.append(time.perf_counter() - self.start)
+
+    steps = args.warmup + args.steps
+    config = GRPOConfig(
+        output_dir=str(directory / "trl_out"),
+        per_device_train_batch_size=len(prompts) * args.num_generations,
+        num_generations=args.num_generations,
+        max_completion_length=args.max_new_tokens,
+        generation_kwargs={"min_new_tokens": args.max_new_tokens},
+        learning_rate=1e-6,
+        beta=0.0,
+        loss_type="dapo",
+        max_steps=steps,
+        logging_steps=1000,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        shuffle_dataset=False,
+        seed=0,
+        disable_tqdm=True,
+    )
+    trainer = GRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32),
+        reward_funcs=reward_fn,
+        args=config,
+        train_dataset=Dataset.from_dict({"prompt": prompts * steps}),
+        processing_class=hf_tokenizer(directory),
+        callbacks=[Timer()],
+    )
+    trainer.train()
+    return times
+
+
+def summary(times: list[float] | None, warmup: int) -> float | None:
+    return None if not times else statistics.median(times[warmup:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-prompts", type=int, default=8)
+    parser.add_argument("--num-generations", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--prompt-length", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for TRL")
+    parser.add_argument(
+        "--reward-workers", type=int, default=0, help="r1jax: score in a pool of N (0 = inline)"
+    )
+    parser.add_argument("--skip-trl", action="store_true")
+    parser.add_argument("--skip-r1jax", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        tokenizer = build_tokenizer(directory)
+        build_model(directory, len(tokenizer))
+        prompts = make_prompts(args.num_prompts, args.prompt_length)
+        results = {}
+        if not args.skip_r1jax:
+            results["r1jax_s_per_step"] = summary(
+                bench_r1jax(directory, prompts, args), args.warmup
+            )
+        if not args.skip_trl:
+            results["trl_s_per_step"] = summary(bench_trl(directory, prompts, args), args.warmup)
+    r1, trl_s = results.get("r1jax_s_per_step"), results.get("trl_s_per_step")
+    if r1 and trl_s:
+        results["trl_over_r1jax"] = trl_s / r1
+    print(json.dumps({**vars(args), **results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
