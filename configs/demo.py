@@ -157,6 +157,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     scale = lambda full, small: small if smoke else full
     config = ml_collections.ConfigDict()
     config.run_dir = "runs/demo-smoke" if smoke else "runs/demo"
+    config.prng_impl = "rbg"  # fast to compile on CPU; "threefry2x32" is JAX's default
     config.stages = ",".join(
         [
             "tokenizer",
