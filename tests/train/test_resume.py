@@ -1,0 +1,118 @@
+"""Preemption: SIGTERM a ``r1jax train`` run mid-way, restart it, and get the same trajectory.
+
+The interrupted + resumed run must log bit-identical losses at every step and end with
+bit-identical params compared with an uninterrupted run (the data iterator resumes exactly).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import SingleDeviceSharding
+
+from r1jax.model import ModelConfig, abstract_params
+from r1jax.train import config_presets
+from r1jax.train.checkpoint import Checkpointer
+from r1jax.train.loop import make_tokenizer
+from r1jax.train.metrics import read_metrics
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS = 60
+MODEL = dict(hidden_size=32, head_dim=8, mlp_dim=64, num_layers=2)
+
+
+def _command(workdir, tokenizer):
+    overrides = {
+        "train.steps": STEPS,
+        "train.batch_size": 8,
+        "train.seq_len": 160,
+        "train.log_every": 1,
+        "train.checkpoint_every": 1000,
+        "data.tokenizer": tokenizer,
+        "optim.warmup_steps": 5,
+        "optim.total_steps": STEPS,
+        **{f"model.{k}": v for k, v in MODEL.items()},
+    }
+    flags = [f"--config.{k}={v}" for k, v in overrides.items()]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from r1jax.commands.train import main; sys.exit(main(sys.argv[1:]))",
+        "--config=configs/sft_tiny.py",
+        f"--workdir={workdir}",
+        *flags,
+    ]
+
+
+def _start(workdir, tokenizer):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen(
+        _command(workdir, tokenizer),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _logged_steps(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return len([line for line in path.read_text().splitlines() if line.strip()])
+
+
+def _final_params(workdir):
+    config = ModelConfig.from_mapping(config_presets.tiny_model(**MODEL))
+    sharding = SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+        abstract_params(config),
+    )
+    ckpt = Checkpointer(Path(workdir) / "checkpoints")
+    assert ckpt.latest_step() == STEPS
+    return jax.device_get(ckpt.restore_params(target))
+
+
+def _losses(workdir):
+    drop = ("tokens_per_s",)
+    records = read_metrics(Path(workdir) / "metrics.jsonl")
+    return [{k: v for k, v in r.items() if k not in drop} for r in records]
+
+
+@pytest.mark.slow  # three CLI subprocesses: ~1.5 min of CPU, several minutes on shared cores
+def test_sigterm_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    tokenizer = make_tokenizer(config_presets.task_data(tokenizer_examples=300), tmp_path)
+    tokenizer_path = str(tmp_path / "tokenizer.model")
+    del tokenizer
+    reference = _start(tmp_path / "reference", tokenizer_path)
+    interrupted = _start(tmp_path / "interrupted", tokenizer_path)
+    metrics_file = tmp_path / "interrupted" / "metrics.jsonl"
+    deadline = time.time() + 400
+    while _logged_steps(metrics_file) < 3 and interrupted.poll() is None:
+        assert time.time() < deadline, "the run did not start"
+        time.sleep(0.01)
+    interrupted.send_signal(signal.SIGTERM)
+    out, _ = interrupted.communicate(timeout=300)
+    assert interrupted.returncode == 0, out[-3000:]
+    stopped_at = _logged_steps(metrics_file)
+    assert "preempted: checkpoint saved at step" in out, out[-3000:]
+    assert 3 <= stopped_at < STEPS
+
+    resumed = _start(tmp_path / "interrupted", tokenizer_path)
+    out_resumed, _ = resumed.communicate(timeout=400)
+    assert resumed.returncode == 0, out_resumed[-3000:]
+    out_reference, _ = reference.communicate(timeout=400)
+    assert reference.returncode == 0, out_reference[-3000:]
+
+    expected, got = _losses(tmp_path / "reference"), _losses(tmp_path / "interrupted")
+    assert [r["step"] for r in got] == list(range(1, STEPS + 1))
+    assert got == expected
+    a, b = _final_params(tmp_path / "reference"), _final_params(tmp_path / "interrupted")
+    assert jax.tree.all(jax.tree.map(np.array_equal, a, b))
