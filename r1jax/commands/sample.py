@@ -3,9 +3,8 @@
 r1jax sample --checkpoint ckpt/ --prompt "What is 2+3?" --num-samples 4 --temperature 0.7
 r1jax sample --checkpoint ckpt/ --prompts-file prompts.jsonl --output out.jsonl --greedy
 
-The checkpoint is opened by the first loader in ``CHECKPOINT_LOADERS`` that recognises the
-directory (a Hugging Face directory: ``config.json`` + safetensors); the r1jax/orbax loader is
-added there by ``register_checkpoint_loader``. Each output JSONL line holds the prompt, the
+The checkpoint is opened by ``r1jax.checkpoints.load_model`` (an r1jax run directory or a
+Hugging Face directory, detected by content). Each output JSONL line holds the prompt, the
 completion text and ids, the per-token log-probs, length and finish reason.
 """
 
@@ -14,47 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
-from pathlib import Path
 
 import jax
 
+from r1jax import checkpoints
 from r1jax.data import format_r1_zero, load_tokenizer
 from r1jax.data.templates import encode_prompt
-from r1jax.model import ModelConfig, hf
 from r1jax.sampling import Sampler
 from r1jax.sharding import MeshConfig, make_mesh
-
-# name -> (recognises(path) -> bool, load(path, mesh, **overrides) -> (ModelConfig, params))
-Loader = Callable[..., tuple[ModelConfig, dict]]
-CHECKPOINT_LOADERS: dict[str, tuple[Callable[[Path], bool], Loader]] = {
-    "hf": (lambda p: (p / "config.json").exists(), hf.load),
-}
-
-
-def register_checkpoint_loader(name: str, recognises: Callable[[Path], bool], load: Loader):
-    """Adds a checkpoint format (tried before the built-in ones)."""
-    others = {k: v for k, v in CHECKPOINT_LOADERS.items() if k != name}
-    CHECKPOINT_LOADERS.clear()
-    CHECKPOINT_LOADERS.update({name: (recognises, load), **others})
-
-
-def load_checkpoint(path: str, mesh=None, fmt: str = "auto", **overrides):
-    """``(ModelConfig, params)`` from a checkpoint directory, by format or auto-detected."""
-    p = Path(path)
-    if not p.is_dir():
-        raise FileNotFoundError(f"--checkpoint {p}: not a directory")
-    if fmt != "auto":
-        if fmt not in CHECKPOINT_LOADERS:
-            raise ValueError(f"--format {fmt!r}: one of {['auto', *CHECKPOINT_LOADERS]}")
-        return CHECKPOINT_LOADERS[fmt][1](p, mesh=mesh, **overrides)
-    for recognises, load in CHECKPOINT_LOADERS.values():
-        if recognises(p):
-            return load(p, mesh=mesh, **overrides)
-    raise ValueError(
-        f"--checkpoint {p}: no loader recognises it (known formats: {list(CHECKPOINT_LOADERS)}; "
-        f"a Hugging Face directory needs config.json)"
-    )
 
 
 def read_prompts(prompts: list[str], prompts_file: str | None) -> list[str]:
@@ -102,8 +68,11 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     mesh = make_mesh(MeshConfig(*map(int, args.mesh.split(",")))) if args.mesh else None
     overrides = {"compute_dtype": args.dtype} if args.dtype else {}
-    config, params = load_checkpoint(args.checkpoint, mesh, args.format, **overrides)
-    tokenizer = load_tokenizer(args.tokenizer or args.checkpoint)
+    config, params = checkpoints.load_model(args.checkpoint, mesh, args.format, **overrides)
+    tokenizer_path = args.tokenizer or checkpoints.find_tokenizer(args.checkpoint)
+    if tokenizer_path is None:
+        raise FileNotFoundError(f"no tokenizer found next to {args.checkpoint}: pass --tokenizer")
+    tokenizer = load_tokenizer(str(tokenizer_path))
     texts = read_prompts(args.prompt, args.prompts_file)
     rendered = [format_r1_zero(t) if args.template == "r1_zero" else t for t in texts]
     prompts = [encode_prompt(tokenizer, t) for t in rendered]
