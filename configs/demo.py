@@ -212,4 +212,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         data_from="rejection",
     )
     config.eval_student = _eval_stage("distill", scale(64, 4), k)
+    if smoke:  # smaller batches and shorter completions: a plumbing check in about a minute
+        for name in ("pretrain", "student_pretrain", "distill"):
+            config[name].train.batch_size = 8
+        for name in ("eval_base", "eval_grpo", "rejection", "eval_student_base", "eval_student"):
+            config[name].max_new_tokens = 24
+        config.grpo.grpo.max_new_tokens = 24
     return config

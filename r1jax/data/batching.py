@@ -24,7 +24,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from r1jax.data.packing import DROPPED
+from r1jax.data.packing import DROPPED, check_drop_streak
 
 
 class PromptBatchIterDataset(grain.IterDataset):
@@ -74,16 +74,18 @@ class _PromptBatchIterator(grain.DatasetIterator):
         self.totals = dict(state["totals"])
 
     def __next__(self) -> dict[str, Any]:
-        elements, dropped = [], 0
+        elements, dropped, streak = [], 0, 0
         while len(elements) < self.B:
             try:
                 element = next(self._parent)
             except StopIteration:
                 break
             if DROPPED in element:
-                dropped += 1
+                dropped, streak = dropped + 1, streak + 1
+                check_drop_streak(streak, f"the largest bucket ({max(self.buckets)} tokens)")
             else:
                 elements.append(element)
+                streak = 0
         self.totals["dropped_too_long"] += dropped
         if not elements or (len(elements) < self.B and self.drop_remainder):
             raise StopIteration

@@ -33,6 +33,19 @@ from r1jax.data.errors import DataError
 DROPPED = "_dropped"
 """Key of a placeholder element for an example dropped upstream (counted, never packed)."""
 
+MAX_CONSECUTIVE_DROPS = 1000
+"""An infinite source whose every example is too long would otherwise loop forever."""
+
+
+def check_drop_streak(streak: int, limit: str) -> None:
+    """Raises once ``streak`` consecutive examples were dropped as too long."""
+    if streak >= MAX_CONSECUTIVE_DROPS:
+        raise DataError(
+            f"{streak} consecutive examples were dropped as longer than {limit}: nothing fits; "
+            "raise the length limit (e.g. config.train.seq_len) or shorten the examples"
+        )
+
+
 _STAT_KEYS = ("examples", "tokens", "loss_tokens", "dropped_too_long", "truncated", "batches")
 
 
@@ -102,6 +115,7 @@ class _PackIterator(grain.DatasetIterator):
         pending = self._carry
         self._carry = None
         exhausted = False
+        streak = 0
         while True:
             if pending is None:
                 state_before = self._parent.get_state()
@@ -112,7 +126,10 @@ class _PackIterator(grain.DatasetIterator):
                     break
                 if DROPPED in element:
                     stats["dropped_too_long"] += 1
+                    streak += 1
+                    check_drop_streak(streak, f"seq_len={self.T}")
                     continue
+                streak = 0
                 stats["truncated"] += int(element.get("_truncated", False))
                 pending = (element, 0)
             else:

@@ -126,3 +126,15 @@ def test_over_long_sft_example_raise_skip_truncate(tmp_path, sp_tokenizer):
     assert sum(b["stats"]["truncated"] for b in truncated) == 1
     assert sum(b["stats"]["examples"] for b in truncated) == 4
     assert all(b["tokens"].shape == (2, 160) for b in truncated)
+
+
+def test_an_endless_source_whose_examples_are_all_too_long_raises_instead_of_hanging(sp_tokenizer):
+    from r1jax.data import ArithmeticTask, make_rl_dataset, make_sft_dataset
+
+    task = ArithmeticTask()  # infinite: without a guard, skipping every example never ends
+    sft = make_sft_dataset(task, sp_tokenizer, batch_size=2, seq_len=8, on_too_long="skip")
+    with pytest.raises(DataError, match="consecutive examples were dropped"):
+        next(iter(sft))
+    rl = make_rl_dataset(task, sp_tokenizer, batch_size=2, buckets=(8,), on_too_long="skip")
+    with pytest.raises(DataError, match="consecutive examples were dropped"):
+        next(iter(rl))
