@@ -48,10 +48,7 @@ class Tokenizer(Protocol):
 
 
 class _TagIdsMixin:
-    """``special_ids`` and the R1 tag properties, derived from ``token_to_id``."""
-
-    def token_to_id(self, token: str) -> int | None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    """``special_ids`` and the R1 tag properties, derived from the class's ``token_to_id``."""
 
     @property
     def special_ids(self) -> dict[str, int]:
