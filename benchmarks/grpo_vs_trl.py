@@ -141,7 +141,7 @@ def bench_r1jax(directory: Path, prompts: list[str], args) -> list[float]:
         else InProcessReward()
     )
     parts = GRPOParts(
-        sampler=Sampler(config, mesh=mesh, pad_id=0),
+        sampler=Sampler(config, mesh=mesh, pad_id=0, buckets=(16, 32, 64, 128)),
         reward=reward,
         tokenizer=tokenizer,
         step_fn=make_train_step(config, objectives.grpo(config, loss), optimizer, mesh),

@@ -202,3 +202,18 @@ def test_tis_and_gspo_and_entropy_options_run():
     assert len(logprobs_spy.calls) == 1 and "sampler_logprobs" in batch
     assert metrics["train/tis_weight_mean"] == pytest.approx(1.0, abs=1e-3)
     assert np.isfinite(metrics["train/loss"])
+
+
+def test_sampler_reads_the_train_state_params_without_a_copy():
+    state, parts = make_parts()
+    seen = []
+    sample = parts.sampler
+
+    def spy(params, *args, **kwargs):
+        seen.append([x.unsafe_buffer_pointer() for x in jax.tree.leaves(params)])
+        return sample(params, *args, **kwargs)
+
+    parts.sampler = spy
+    pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state.params)]
+    grpo.grpo_iteration(state, prompt_batches(NUM_PROMPTS), parts, 0)
+    assert seen == [pointers]
