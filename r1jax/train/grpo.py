@@ -95,7 +95,8 @@ def sample_fn_for(state: TrainState, parts: GRPOParts, step: int):
     keyed by (state key, step, round) so a resumed run draws the same samples."""
     key = jax.random.fold_in(state.key(), step)
     opts = parts.rollout
-    stop_ids = (parts.tokenizer.eos_id,) if opts.stop_at_eos and parts.tokenizer.eos_id else ()
+    eos = parts.tokenizer.eos_id
+    stop_ids = (eos,) if opts.stop_at_eos and eos is not None else ()
 
     def fn(prompts, round_index):
         return parts.sampler(
