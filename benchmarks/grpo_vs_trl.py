@@ -9,7 +9,9 @@ score them with the same Python reward, compute group advantages, take one optim
 Qwen2 (hidden 256, 4 layers, 4 query / 2 KV heads, vocab ~1000) saved once as a Hugging Face
 checkpoint and loaded by both, with a word-level tokenizer built here with ``tokenizers``
 (no downloads). Everything runs in fp32 on the CPU. Reported: steady-state seconds per iteration
-(median after warm-up; r1jax's compile happens in the warm-up) and the TRL / r1jax ratio.
+(median after warm-up; r1jax's compile happens in the warm-up; r1jax is timed before and after
+TRL so that a drift in machine load biases neither) and the TRL / r1jax ratio. Rewards are
+scored in-process on both sides (as TRL does); ``r1jax train`` scores in the reward pool.
 
 TRL is an optional dependency: ``pip install trl --no-deps accelerate datasets`` (``--no-deps``
 keeps the installed torch).
@@ -106,13 +108,12 @@ class InProcessReward:
         return RewardResult(scores, {"even": scores}, 0, 0, {})
 
 
-def bench_r1jax(directory: Path, prompts: list[str], args) -> list[float]:
-    """Seconds of each r1jax GRPO iteration (warm-up included)."""
+def bench_r1jax(directory: Path, prompts: list[str], args):
+    """Builds the r1jax GRPO iteration; returns ``run_steps(n) -> seconds of each step``."""
     import jax
 
     from r1jax.data import HFTokenizer
     from r1jax.model import hf
-    from r1jax.rewards import CompositeReward
     from r1jax.sampling import Sampler
     from r1jax.sharding import MeshConfig, make_mesh
     from r1jax.train import objectives
@@ -135,11 +136,7 @@ def bench_r1jax(directory: Path, prompts: list[str], args) -> list[float]:
     }
     loss = objectives.GRPOOptions(beta=0.0, aggregation="token_mean", log_entropy=False)
     optimizer = make_optimizer(OptimConfig(learning_rate=1e-6, schedule="constant"))
-    reward = (
-        CompositeReward.from_config({"format": {}}, num_workers=args.reward_workers)
-        if args.reward_workers
-        else InProcessReward()
-    )
+    reward = InProcessReward()
     parts = GRPOParts(
         sampler=Sampler(config, mesh=mesh, pad_id=0, buckets=(16, 32, 64, 128)),
         reward=reward,
@@ -152,22 +149,24 @@ def bench_r1jax(directory: Path, prompts: list[str], args) -> list[float]:
         loss=loss,
         loop=LoopOptions(num_prompts=len(prompts)),
     )
-    state = create_train_state(config, optimizer, jax.random.key(0), mesh, params=params)
+    box = {"state": create_train_state(config, optimizer, jax.random.key(0), mesh, params=params)}
     data = iter(lambda: dict(batch), None)
-    times = []
-    for step in range(args.warmup + args.steps):
-        start = time.perf_counter()
-        state, metrics = grpo_iteration(state, data, parts, step)
-        jax.block_until_ready(state.params)
-        times.append(time.perf_counter() - start)
-        assert metrics["response_length/mean"] == args.max_new_tokens
-    if args.reward_workers:
-        reward.close()
-    print(
-        "r1jax stages (last step): "
-        + ", ".join(f"{k[5:]}={metrics[k]:.3f}s" for k in metrics if k.startswith("time/"))
-    )
-    return times
+
+    def run_steps(n: int) -> list[float]:
+        """Seconds of each of ``n`` more iterations (stage times of the last one printed)."""
+        times = []
+        for _ in range(n):
+            step = int(box["state"].step)
+            start = time.perf_counter()
+            box["state"], metrics = grpo_iteration(box["state"], data, parts, step)
+            jax.block_until_ready(box["state"].params)
+            times.append(time.perf_counter() - start)
+            assert metrics["response_length/mean"] == args.max_new_tokens
+        stages = {k[5:]: round(v, 3) for k, v in metrics.items() if k.startswith("time/")}
+        print(f"r1jax stages (last step, s): {stages}", flush=True)
+        return times
+
+    return run_steps
 
 
 def bench_trl(directory: Path, prompts: list[str], args) -> list[float] | None:
@@ -237,9 +236,6 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for TRL")
-    parser.add_argument(
-        "--reward-workers", type=int, default=0, help="r1jax: score in a pool of N (0 = inline)"
-    )
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--skip-r1jax", action="store_true")
     args = parser.parse_args()
@@ -249,12 +245,14 @@ def main() -> None:
         build_model(directory, len(tokenizer))
         prompts = make_prompts(args.num_prompts, args.prompt_length)
         results = {}
-        if not args.skip_r1jax:
-            results["r1jax_s_per_step"] = summary(
-                bench_r1jax(directory, prompts, args), args.warmup
-            )
+        # r1jax before and after TRL, so that a drift in machine load biases neither side.
+        run_r1jax = None if args.skip_r1jax else bench_r1jax(directory, prompts, args)
+        r1jax_times = run_r1jax(args.warmup + args.steps)[args.warmup :] if run_r1jax else []
         if not args.skip_trl:
             results["trl_s_per_step"] = summary(bench_trl(directory, prompts, args), args.warmup)
+        if run_r1jax:
+            r1jax_times += run_r1jax(args.steps)
+            results["r1jax_s_per_step"] = statistics.median(r1jax_times)
     r1, trl_s = results.get("r1jax_s_per_step"), results.get("trl_s_per_step")
     if r1 and trl_s:
         results["trl_over_r1jax"] = trl_s / r1
