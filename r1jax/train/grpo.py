@@ -210,8 +210,8 @@ def train(
     return state, history
 
 
-def run(config, workdir: str) -> dict[str, float]:
+def run(config, workdir: str, *, init_params=None) -> dict[str, float]:
     """``r1jax train`` for ``config.train.objective == "grpo"``; see ``r1jax.train.grpo_run``."""
     from r1jax.train import grpo_run  # the config -> objects wiring lives in its own module
 
-    return grpo_run.run(config, workdir)
+    return grpo_run.run(config, workdir, init_params=init_params)
