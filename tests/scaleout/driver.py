@@ -11,7 +11,8 @@ plainly with 8 fake devices for the single-process reference). Each process:
      reference policy is exercised) on synthetic deterministic rollouts: fixed prompts and
      completions, rewards from the seed, group advantages over the global batch and pi_old
      recomputed by the jitted multi-process log-prob function,
-  5. saves the train state with orbax (every process writes its shards to one directory),
+  5. saves the train state with ``r1jax.train.checkpoint.Checkpointer`` (orbax; every process
+     writes its shards to one directory),
   6. writes ``params_p<process>.npz`` (all-gathered params) and, on process 0, ``metrics.json``.
 
 ``--restore DIR``: single process; restores the checkpoint at DIR into an 8-device mesh and dumps
@@ -79,8 +80,12 @@ def grpo_rollout(step: int) -> dict:
     )
 
 
+def local_rows_slice(mesh) -> slice:
+    return distributed.data_shard(mesh).rows(GLOBAL_BATCH)
+
+
 def local_rows(batch: dict, mesh) -> dict:
-    rows = distributed.data_shard(mesh).rows(GLOBAL_BATCH)
+    rows = local_rows_slice(mesh)
     return {k: v[rows] for k, v in batch.items()}
 
 
@@ -102,9 +107,8 @@ def setup(mc):
 
 
 def train(args) -> None:
-    import orbax.checkpoint as ocp
-
     from r1jax.train import objectives
+    from r1jax.train.checkpoint import Checkpointer
     from r1jax.train.state import create_train_state, refresh_frozen
     from r1jax.train.step import make_logprobs_fn, make_train_step
 
@@ -129,10 +133,12 @@ def train(args) -> None:
         state, m = grpo_step(state, batch)
         metrics["grpo"].append(float(m["loss"]))
 
-    ckpt = os.path.join(os.path.abspath(args.out), "ckpt")
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(ckpt, state)
-        checkpointer.wait_until_finished()
+    # The project's multi-host Checkpointer: every process writes its shards (and its data
+    # iterator state, gathered) into one directory.
+    ckpt = Checkpointer(os.path.join(args.out, "ckpt"), save_every=1)
+    data_state = {"process": jax.process_index(), "rows": str(local_rows_slice(mesh))}
+    ckpt.save(state, data_state=data_state, config={"driver": True}, force=True)
+    ckpt.close()
     dump_params(state.params, os.path.join(args.out, f"params_p{jax.process_index()}.npz"))
     if distributed.is_main_process():
         metrics |= {"process_count": jax.process_count(), "device_count": jax.device_count()}
@@ -141,16 +147,17 @@ def train(args) -> None:
 
 
 def restore(args) -> None:
-    import orbax.checkpoint as ocp
-
+    from r1jax.train.checkpoint import Checkpointer
     from r1jax.train.state import abstract_train_state
 
     mc = model_config()
     mesh, optim = setup(mc)
     target = abstract_train_state(mc, optim, mesh, frozen_config=mc)
-    with ocp.StandardCheckpointer() as checkpointer:
-        state = checkpointer.restore(os.path.abspath(args.restore), target)
+    ckpt = Checkpointer(args.restore)
+    state, data_state, config = ckpt.restore(target)
+    ckpt.close()
     assert int(state.step) == args.sft_steps + args.grpo_steps, int(state.step)
+    assert data_state["process"] == 0 and config == {"driver": True}, (data_state, config)
     dump_params(state.params, os.path.join(args.out, "params_restored.npz"))
 
 
