@@ -348,3 +348,17 @@ def host_local_to_global(batch, mesh, logical_axes=None, rules=None):
     if logical_axes is None:
         return jax.tree.map(one, batch)
     return jax.tree.map(one, batch, logical_axes)  # axes tuples sit at the batch's leaves
+
+
+def process_local_rows(x: jax.Array) -> np.ndarray:
+    """This process's rows of a global array split on its leading dim, as one host array.
+
+    The inverse of ``host_local_to_global``: e.g. the sampled completions a process scores
+    itself (rewards are computed where the completions are). Replicas are read once; an array
+    not split on its leading dim comes back whole.
+    """
+    shards = {}
+    for shard in x.addressable_shards:
+        start = shard.index[0].start or 0  # None: the dim is not split
+        shards.setdefault(start, shard)
+    return np.concatenate([np.asarray(shards[k].data) for k in sorted(shards)], axis=0)

@@ -8,9 +8,10 @@ plainly with 8 fake devices for the single-process reference). Each process:
      rows (``data_shard(mesh).rows``) and assembles global arrays with
      ``host_local_to_global`` (``jax.make_array_from_process_local_data``),
   4. runs ``--sft_steps`` SFT steps, then ``--grpo_steps`` GRPO steps (beta > 0, so the frozen
-     reference policy is exercised) on synthetic deterministic rollouts: fixed prompts and
-     completions, rewards from the seed, group advantages over the global batch and pi_old
-     recomputed by the jitted multi-process log-prob function,
+     reference policy is exercised) through the real rollout stages: the jitted sampler over
+     the global prompt batch (each process feeds its prompts and reads back its rows), rewards
+     scored by each process on its own completions (a deterministic toy reward), group
+     advantages, pi_old recomputed by the jitted multi-process log-prob function,
   5. saves the train state with ``r1jax.train.checkpoint.Checkpointer`` (orbax; every process
      writes its shards to one directory),
   6. writes ``params_p<process>.npz`` (all-gathered params) and, on process 0, ``metrics.json``.
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import sys
+import types
 
 import jax
 import numpy as np
@@ -33,7 +35,7 @@ from r1jax import distributed
 
 GLOBAL_BATCH = 16
 SEQ = 16
-PROMPT, COMPLETION, GROUP = 8, 8, 4
+PROMPT, COMPLETION, GROUP = 8, 8, 2  # 8 prompts x 2 samples: one prompt per device
 
 
 def model_config():
@@ -55,28 +57,65 @@ def sft_batch(step: int) -> dict:
                 positions=pos.astype(np.int32)[None].repeat(GLOBAL_BATCH, 0))  # fmt: skip
 
 
-def grpo_rollout(step: int) -> dict:
-    """A synthetic rollout: GLOBAL_BATCH / GROUP prompts x GROUP completions, left-padded
-    prompts, variable completion lengths and per-sample rewards, all from the seed."""
+class ProcessLocalSampler:
+    """``r1jax.sampler.Sampler`` fed this process's prompts, returning this process's rows.
+
+    The sampler itself places whole host arrays (``jax.device_put``) and reads whole results
+    (``jax.device_get``), which multi-process JAX refuses for per-process data; this adapter
+    assembles the global prompt batch with ``host_local_to_global`` and reads back only the
+    local rows with ``process_local_rows``. (Every process must pick the same prompt bucket.)
+    """
+
+    def __new__(cls, model_config, mesh, **kwargs):
+        from r1jax.sampler import Sampler
+
+        class _Sampler(Sampler):
+            def _put(self, x, logical):
+                if logical[0] != "batch":  # replicated inputs are equal on every process
+                    return super()._put(x, logical)
+                return distributed.host_local_to_global(x, self.mesh, logical)
+
+            def _finish(self, state, *args):
+                local = {
+                    k: distributed.process_local_rows(getattr(state, k))
+                    for k in ("tokens_BN", "logprobs_BN", "lengths_B", "done_B")
+                }
+                local["step"] = np.asarray(state.step.addressable_data(0))
+                return super()._finish(types.SimpleNamespace(**local), *args)
+
+        return _Sampler(model_config, mesh=mesh, **kwargs)
+
+
+def prompts_for(step: int) -> list[list[int]]:
+    """The step's global prompts (variable lengths <= PROMPT), identical on every process."""
+    rng = np.random.default_rng(2000 + step)
+    lengths = rng.integers(3, PROMPT + 1, GLOBAL_BATCH // GROUP)
+    return [rng.integers(1, 128, n).tolist() for n in lengths]
+
+
+def toy_reward(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Deterministic stand-in for a task reward: the fraction of even completion tokens."""
+    even = ((tokens % 2 == 0) & (mask > 0)).sum(1)
+    return (even / np.maximum(mask.sum(1), 1)).astype(np.float32)
+
+
+def grpo_rollout(state, sampler, step: int, mesh) -> dict:
+    """Real rollout stages, per process: sample this process's prompts (one jitted program over
+    the global batch), score the local completions, group advantages (a process holds whole
+    groups), and return (local rewards, this process's rows of the GRPO batch)."""
     from r1jax.losses import group_advantages
 
-    rng = np.random.default_rng(2000 + step)
-    b = GLOBAL_BATCH
-    prompt_len = np.repeat(rng.integers(3, PROMPT + 1, b // GROUP), GROUP)
-    prompt_mask = (np.arange(PROMPT)[None] >= PROMPT - prompt_len[:, None]).astype(np.int32)
-    prompts = np.repeat(rng.integers(1, 128, (b // GROUP, PROMPT)), GROUP, axis=0)
-    completion_len = rng.integers(1, COMPLETION + 1, b)
-    completion_mask = (np.arange(COMPLETION)[None] < completion_len[:, None]).astype(np.int32)
-    rewards = rng.integers(0, 2, b).astype(np.float32)
-    adv = np.asarray(group_advantages(rewards, GROUP), np.float32)
-    return dict(
-        prompt_tokens=(prompts * prompt_mask).astype(np.int32),
-        prompt_mask=prompt_mask,
-        completion_tokens=(rng.integers(1, 128, (b, COMPLETION)) * completion_mask).astype(
-            np.int32
-        ),
-        completion_mask=completion_mask,
-        advantages=adv,
+    prompts = prompts_for(step)
+    local = prompts[distributed.data_shard(mesh).rows(len(prompts))]
+    key = jax.random.fold_in(jax.random.key(7), step)
+    out = sampler(state.params, local, rng=key, num_samples=GROUP, max_new_tokens=COMPLETION)
+    rewards = toy_reward(out.tokens, out.mask)
+    return rewards, dict(
+        prompt_tokens=out.prompt_tokens,
+        prompt_mask=out.prompt_mask,
+        completion_tokens=out.tokens,
+        completion_mask=out.mask,
+        advantages=np.asarray(group_advantages(rewards, GROUP), np.float32),
     )
 
 
@@ -107,6 +146,8 @@ def setup(mc):
 
 
 def train(args) -> None:
+    from jax.experimental import multihost_utils
+
     from r1jax.train import objectives
     from r1jax.train.checkpoint import Checkpointer
     from r1jax.train.state import create_train_state, refresh_frozen
@@ -115,7 +156,7 @@ def train(args) -> None:
     mc = model_config()
     mesh, optim = setup(mc)
     state = create_train_state(mc, optim, jax.random.key(args.seed), mesh)
-    metrics = {"sft": [], "grpo": []}
+    metrics = {"sft": [], "grpo": [], "reward": []}
 
     sft_step = make_train_step(mc, objectives.sft(mc), optim, mesh, num_microbatches=2)
     for i in range(args.sft_steps):
@@ -127,8 +168,11 @@ def train(args) -> None:
     options = objectives.GRPOOptions(beta=0.04)
     grpo_step = make_train_step(mc, objectives.grpo(mc, options), optim, mesh, frozen_config=mc)
     logprobs = make_logprobs_fn(mc, mesh)
+    sampler = ProcessLocalSampler(mc, mesh, buckets=(PROMPT,))
     for i in range(args.grpo_steps):
-        batch = distributed.host_local_to_global(local_rows(grpo_rollout(i), mesh), mesh)
+        rewards, local = grpo_rollout(state, sampler, i, mesh)
+        batch = distributed.host_local_to_global(local, mesh)
+        metrics["reward"].append(float(multihost_utils.process_allgather(rewards).mean()))
         batch["old_logprobs"] = logprobs(state.params, batch)  # pi_old: this policy, on-policy
         state, m = grpo_step(state, batch)
         metrics["grpo"].append(float(m["loss"]))

@@ -2,9 +2,12 @@
 
 ``launch/local.sh -n 2 -d 4`` runs ``driver.py`` (3 SFT + 3 GRPO steps on a tiny model, global
 mesh data=4 x fsdp=2 spanning both processes, per-process batch shards assembled with
-``jax.make_array_from_process_local_data``, orbax checkpoint); the same driver runs alone on 8
-fake devices as the reference. Marked slow: XLA:CPU compiles three programs per process; on
-2 shared cores this takes ~1-2 min (see the timings in the report / CI log).
+``jax.make_array_from_process_local_data``, GRPO rollouts sampled by the jitted sampler over
+the global batch and scored by each process on its own rows, orbax checkpoint through
+``r1jax.train.checkpoint``); the same driver runs alone on 8 fake devices as the reference.
+
+Marked slow: XLA:CPU compiles five programs per process (SFT and GRPO steps, log-probs,
+sampler prefill and decode); ~2.5 CPU-minutes in all, 3-4 min wall on 2 busy shared cores.
 """
 
 import json
@@ -86,6 +89,8 @@ def test_two_processes_match_one_process_and_checkpoint_restores(tmp_path):
     single_meta = json.loads((single / "metrics.json").read_text())
     losses, ref_losses = meta["sft"] + meta["grpo"], single_meta["sft"] + single_meta["grpo"]
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5, atol=1e-6)
+    # the rollouts (sampled over both processes, scored where they were sampled) are the same
+    assert meta["reward"] == single_meta["reward"] and len(meta["reward"]) == 3
 
     restore = subprocess.run(  # noqa: S603
         [sys.executable, str(DRIVER), "--restore", str(multi / "ckpt"), "--out", str(restored)],
