@@ -8,8 +8,10 @@ Dispatches on ``config.train.objective``: "sft" and "distill" run ``r1jax.train.
 
 from __future__ import annotations
 
+import jax
 from absl import flags
 
+from r1jax import distributed
 from r1jax.config_flags import parse_config
 
 OBJECTIVES = ("sft", "distill", "grpo")
@@ -26,7 +28,14 @@ def main(argv: list[str]) -> int:
     objective = config.train.objective
     if objective not in OBJECTIVES:
         raise ValueError(f"config.train.objective={objective!r}; one of {OBJECTIVES}")
+    # Multi-process (TPU VM pod, SLURM, GKE, launch/local.sh): a no-op for a single process.
+    distributed.initialize(config)
     if objective == "grpo":
+        if jax.process_count() > 1:
+            raise ValueError(
+                "GRPO under r1jax train runs single-process for now (the sampler takes "
+                "process-local prompts); see tests/scaleout/driver.py for the multi-process path"
+            )
         from r1jax.train import grpo
 
         grpo.run(config, fv.workdir)
@@ -34,6 +43,6 @@ def main(argv: list[str]) -> int:
     from r1jax.train import loop
 
     metrics = loop.run(config, fv.workdir)
-    if metrics:
+    if metrics and distributed.is_main_process():
         print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
     return 0
