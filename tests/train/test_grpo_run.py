@@ -23,7 +23,6 @@ def tiny_config(steps: int):
             "--config.grpo.num_samples=4",
             "--config.grpo.max_new_tokens=8",
             "--config.model.num_layers=1",
-            "--config.model.vocab_size=320",
             "--config.reward_pool.num_workers=1",
             "--config.eval.num_prompts=2",
             "--config.eval.num_samples=2",
