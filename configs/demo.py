@@ -16,7 +16,7 @@ Stages (re-running resumes; finished stages are skipped):
   eval_student_base
   distill             the student fine-tuned on the GRPO model's rejection-sampled traces
   eval_student
-The task: multi-step single-digit arithmetic ("Compute 7 + 5 - 3") with a gold chain of thought.
+The task: single-digit arithmetic ("Compute 7 + 5", "Compute 3 - 8") with a gold chain of thought.
 """
 
 import ml_collections
@@ -24,7 +24,7 @@ import ml_collections
 from r1jax.train import config_presets
 
 TASK = "arithmetic"
-TASK_OPTIONS = dict(min_operands=2, max_operands=3, max_digits=1, ops="+-")
+TASK_OPTIONS = dict(min_operands=2, max_operands=2, max_digits=1, ops="+-")
 VOCAB = 400
 SEQ_LEN = 192
 MAX_NEW = 40
@@ -109,41 +109,18 @@ def _grpo_stage(model, steps, lr, num_prompts, group):
         eval_every=0,
     )
     stage.data = _data(seed=1)
-    stage.grpo = ml_collections.ConfigDict(
-        dict(
-            num_prompts=num_prompts,
-            num_samples=group,
-            max_new_tokens=MAX_NEW,
-            temperature=1.0,
-            top_k=0,
-            top_p=1.0,
-            stop_strings=("</answer>",),
-            stop_at_eos=True,
-            dynamic_sampling=False,
-            max_sampling_rounds=4,
-            mask_truncated=False,
-            overlong_cache=0,
-            overlong_weight=1.0,
-            advantage_scale="group",
-            advantage_baseline="mean",
-            keep_sampler_logprobs=False,
-            beta=0.0,
-            eps_low=0.2,
-            eps_high=0.28,
-            aggregation="token_mean",
-            max_tokens=None,
-            importance="token",
-            entropy_coef=0.0,
-            tis_cap=None,
-            log_entropy=True,
-            mu=1,
-            ref_refresh_every=0,
-            accuracy_key="accuracy",
-            format_key="format",
-        )
+    stage.grpo = config_presets.grpo(
+        num_prompts=num_prompts,
+        num_samples=group,
+        max_new_tokens=MAX_NEW,
+        dynamic_sampling=True,  # DAPO: drop all-equal groups, refill from more prompts
+        max_sampling_rounds=3,
+        beta=0.0,
+        eps_high=0.28,
+        aggregation="token_mean",
     )
     stage.rewards = ml_collections.ConfigDict(
-        {"accuracy": {"weight": 1.0}, "format": {"weight": 0.2}}
+        {"accuracy": {"weight": 1.0}, "format": {"weight": 0.1}}
     )
     stage.reward_pool = ml_collections.ConfigDict(dict(num_workers=2, item_timeout=10.0))
     stage.eval = ml_collections.ConfigDict(
@@ -186,7 +163,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.pretrain = _sft_stage(teacher, scale(300, 8), 32, 3e-3, seed=0)
     k = scale(8, 2)
     config.eval_base = _eval_stage("pretrain", scale(64, 4), k)
-    config.grpo = _grpo_stage(teacher, scale(60, 2), 1e-3, scale(8, 2), scale(8, 4))
+    config.grpo = _grpo_stage(teacher, scale(40, 2), 3e-4, scale(8, 2), scale(8, 4))
     config.eval_grpo = _eval_stage("grpo", scale(64, 4), k)
     config.rejection = _eval_stage("grpo", scale(256, 4), scale(4, 2))
     config.rejection.kind = "rejection_sample"

@@ -32,42 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
         objective="grpo", steps=20, log_every=1, checkpoint_every=10, eval_every=10
     )
     config.data = config_presets.task_data("arithmetic", task_options={"max_operands": 2})
-    config.grpo = ml_collections.ConfigDict(
-        dict(
-            # rollout
-            num_prompts=4,  # groups per update; the batch has num_prompts * num_samples rows
-            num_samples=8,  # G
-            max_new_tokens=48,
-            temperature=1.0,
-            top_k=0,
-            top_p=1.0,
-            stop_strings=("</answer>",),
-            stop_at_eos=True,
-            dynamic_sampling=False,
-            max_sampling_rounds=4,
-            mask_truncated=False,
-            overlong_cache=0,
-            overlong_weight=1.0,
-            advantage_scale="group",  # "group" | "batch" | "none" (Dr. GRPO)
-            advantage_baseline="mean",  # "mean" | "leave_one_out"
-            keep_sampler_logprobs=False,
-            # loss
-            beta=0.001,  # R1's KL weight; 0 keeps no reference params
-            eps_low=0.2,
-            eps_high=None,  # DAPO clip-higher: 0.28
-            aggregation="seq_mean",  # "seq_mean" | "token_mean" (DAPO) | "constant" (Dr. GRPO)
-            max_tokens=None,
-            importance="token",  # "token" | "sequence" (GSPO)
-            entropy_coef=0.0,
-            tis_cap=None,  # truncated importance sampling (sampler vs trainer log-probs)
-            log_entropy=True,
-            # loop
-            mu=1,  # inner updates per batch of rollouts
-            ref_refresh_every=0,
-            accuracy_key="accuracy",
-            format_key="format",
-        )
-    )
+    config.grpo = config_presets.grpo()
     config.rewards = ml_collections.ConfigDict(
         {"accuracy": {"weight": 1.0}, "format": {"weight": 0.5}}
     )

@@ -79,3 +79,46 @@ def task_data(task: str = "arithmetic", **overrides) -> ml_collections.ConfigDic
         seed=0,
     )
     return ml_collections.ConfigDict(fields | overrides)
+
+
+def grpo(**overrides) -> ml_collections.ConfigDict:
+    """The flat ``config.grpo`` section (``r1jax.train.grpo_run.split_grpo_config``): rollout,
+    loss and loop options, with R1's defaults (beta 0.001, T 1.0, G 8)."""
+    fields = dict(
+        # rollout
+        num_prompts=4,  # groups per update; the batch has num_prompts * num_samples rows
+        num_samples=8,  # G
+        max_new_tokens=48,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        stop_strings=("</answer>",),
+        stop_at_eos=True,
+        dynamic_sampling=False,
+        max_sampling_rounds=4,
+        mask_truncated=False,
+        overlong_cache=0,
+        overlong_weight=1.0,
+        advantage_scale="group",  # "group" | "batch" | "none" (Dr. GRPO)
+        advantage_baseline="mean",  # "mean" | "leave_one_out"
+        keep_sampler_logprobs=False,
+        # loss
+        beta=0.001,  # R1's KL weight; 0 keeps no reference params
+        eps_low=0.2,
+        eps_high=None,  # DAPO clip-higher: 0.28
+        aggregation="seq_mean",  # "seq_mean" | "token_mean" (DAPO) | "constant" (Dr. GRPO)
+        max_tokens=None,
+        importance="token",  # "token" | "sequence" (GSPO)
+        entropy_coef=0.0,
+        tis_cap=None,  # truncated importance sampling (sampler vs trainer log-probs)
+        log_entropy=True,
+        # loop
+        mu=1,  # inner updates per batch of rollouts
+        ref_refresh_every=0,
+        accuracy_key="accuracy",
+        format_key="format",
+    )
+    unknown = set(overrides) - set(fields)
+    if unknown:
+        raise ValueError(f"config_presets.grpo: unknown fields {sorted(unknown)}")
+    return ml_collections.ConfigDict(fields | overrides)
