@@ -57,7 +57,7 @@ def test_sample_command_writes_g_completions_per_prompt(checkpoint, tmp_path):
 def test_sample_command_rejects_bad_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a directory"):
         sample.main(["--checkpoint", str(tmp_path / "nope"), "--prompt", "x"])
-    with pytest.raises(ValueError, match="no loader recognises"):
+    with pytest.raises(ValueError, match="not recognised"):
         sample.main(["--checkpoint", str(tmp_path), "--prompt", "x"])
     bad = tmp_path / "p.jsonl"
     bad.write_text('{"text": "no prompt field"}\n')
