@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import QWEN_LIKE_CHAT_TEMPLATE
+from data_common import QWEN_LIKE_CHAT_TEMPLATE
 
 from r1jax.data import (
     R1_ZERO_TEMPLATE,

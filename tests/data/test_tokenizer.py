@@ -6,7 +6,7 @@ import json
 import pickle
 
 import pytest
-from conftest import EXTRA_TEXT, corpus_texts
+from data_common import EXTRA_TEXT, corpus_texts
 
 from r1jax.data import (
     R1_TAGS,

@@ -4,7 +4,7 @@ forward recompute, stop tokens/strings, B prompts -> B*G rows, no recompile per 
 import jax
 import numpy as np
 import pytest
-from conftest import (
+from sampler_common import (
     BUCKETS,
     CONFIG,
     MAX_NEW,

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 import pytest
-from conftest import BUCKETS, CONFIG
+from sampler_common import BUCKETS, CONFIG
 
 from r1jax.model import param_shardings
 from r1jax.sampling import Categorical, Sampler
