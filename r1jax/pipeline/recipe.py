@@ -61,7 +61,8 @@ def _stage_config(section, run_dir: Path) -> ml_collections.ConfigDict:
     return cfg
 
 
-def _init_params(section, run_dir: Path, mesh_config=None):
+def _init_params(section, run_dir: Path):
+    """The final params of the stage named by ``init_from`` (None without one)."""
     name = section.get("init_from")
     if not name:
         return None
