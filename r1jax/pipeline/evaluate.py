@@ -20,7 +20,7 @@ from r1jax.data import PromptFormatter, encode_prompt
 from r1jax.evaluation import QuestionResult, summarize
 from r1jax.model import ModelConfig
 from r1jax.rewards import CompositeReward, RewardSpec, extract_answer
-from r1jax.sampling import Sampler
+from r1jax.sampling import Sampler, get_sampler
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +85,8 @@ def sample_and_judge(
       ``(samples, timing)``; ``timing`` has ``tokens_per_second`` and
       ``seconds_per_completion`` (generation only) and reward incident counts.
     """
-    sampler = sampler or Sampler(model_config, pad_id=tokenizer.pad_id)
+    # The shared sampler: stages evaluating same-shaped models reuse its compiled programs.
+    sampler = sampler or get_sampler(model_config, pad_id=tokenizer.pad_id)
     own_rewards = rewards is None
     if own_rewards:
         rewards = CompositeReward(
