@@ -9,45 +9,25 @@ The tiny branch (``get_config("tiny")``) keeps the family's features with toy si
 
 import ml_collections
 
+from r1jax.train import config_presets
+
+SHAPE = dict(
+    vocab_size=152064,
+    hidden_size=3584,
+    num_layers=28,
+    num_heads=28,
+    num_kv_heads=4,
+    head_dim=128,
+    mlp_dim=18944,
+    rope_theta=1000000.0,
+    rms_norm_eps=1e-06,
+    qkv_bias=True,
+    tie_embeddings=False,
+    max_position_embeddings=131072,
+)
+ROPE_SCALING = None
+MESH = dict(data=1, fsdp=-1, tensor=1)
+
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.seed = 0
-    config.model = ml_collections.ConfigDict(
-        dict(
-            vocab_size=152064,
-            hidden_size=3584,
-            num_layers=28,
-            num_heads=28,
-            num_kv_heads=4,
-            head_dim=128,
-            mlp_dim=18944,
-            rope_theta=1000000.0,
-            rms_norm_eps=1e-06,
-            qkv_bias=True,
-            tie_embeddings=False,
-            max_position_embeddings=131072,
-            rope_scaling=None,
-            sliding_window=None,
-            param_dtype="float32",
-            compute_dtype="bfloat16",
-            remat_policy="dots_no_batch",
-            init_std=0.02,
-        )
-    )
-    config.model.rope_scaling = None
-    config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
-    if variant == "tiny":
-        config.model.update(
-            vocab_size=512,
-            hidden_size=64,
-            num_layers=2,
-            mlp_dim=128,
-            num_heads=4,
-            num_kv_heads=2,
-            head_dim=16,
-            compute_dtype="float32",
-            remat_policy="none",
-        )
-        config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-    return config
+    return config_presets.pretrained_family(SHAPE, MESH, variant, rope_scaling=ROPE_SCALING)

@@ -122,3 +122,39 @@ def grpo(**overrides) -> ml_collections.ConfigDict:
     if unknown:
         raise ValueError(f"config_presets.grpo: unknown fields {sorted(unknown)}")
     return ml_collections.ConfigDict(fields | overrides)
+
+
+def pretrained_family(
+    shape: dict, mesh: dict, variant: str = "", rope_scaling: dict | None = None
+) -> ml_collections.ConfigDict:
+    """A config for a real checkpoint's ``shape`` (HF config.json fields in r1jax names): bf16
+    compute, fp32 master params, remat of non-batch dots. ``variant="tiny"`` keeps the family's
+    features (QKV bias, tying, RoPE scaling) at toy sizes on every local device."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.model = ml_collections.ConfigDict(
+        dict(
+            shape,
+            sliding_window=None,
+            param_dtype="float32",
+            compute_dtype="bfloat16",
+            remat_policy="dots_no_batch",
+            init_std=0.02,
+        )
+    )
+    config.model.rope_scaling = None if rope_scaling is None else dict(rope_scaling)
+    config.mesh = ml_collections.ConfigDict(mesh)
+    if variant == "tiny":
+        config.model.update(
+            vocab_size=512,
+            hidden_size=64,
+            num_layers=2,
+            mlp_dim=128,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=16,
+            compute_dtype="float32",
+            remat_policy="none",
+        )
+        config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    return config
