@@ -9,11 +9,11 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from train_common import TINY, mesh_of
 
 from r1jax.train.checkpoint import Checkpointer, PreemptionGuard
 from r1jax.train.optim import OptimConfig, make_optimizer
 from r1jax.train.state import abstract_train_state, create_train_state, refresh_frozen
-from tests.train.conftest import TINY, mesh_of
 
 OPTIMIZER = make_optimizer(OptimConfig(learning_rate=1e-3, weight_decay=0.1))
 REPO = Path(__file__).resolve().parents[2]
@@ -48,7 +48,7 @@ from r1jax.model import ModelConfig
 from r1jax.train.checkpoint import Checkpointer
 from r1jax.train.optim import OptimConfig, make_optimizer
 from r1jax.train.state import create_train_state
-from tests.train.conftest import mesh_of
+from train_common import mesh_of
 
 # Large enough (~60M floats with Adam moments) that the save takes a while.
 config = ModelConfig(vocab_size=64, hidden_size=512, num_layers=12, num_heads=8,

@@ -1,13 +1,13 @@
 """The step learns: a tiny model overfits a fixed SFT batch; distillation drives the KL to ~0."""
 
 import jax
+from train_common import TINY, mesh_of, sft_batch
 
 from r1jax.model import init_params
 from r1jax.train import objectives
 from r1jax.train.optim import OptimConfig, make_optimizer
 from r1jax.train.state import create_train_state
 from r1jax.train.step import make_train_step
-from tests.train.conftest import TINY, mesh_of, sft_batch
 
 OPTIMIZER = make_optimizer(OptimConfig(learning_rate=1e-2, schedule="constant"))
 

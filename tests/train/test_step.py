@@ -6,12 +6,12 @@ Compiles are the cost on CPU, so each test reuses the module's optimizer and com
 import jax
 import numpy as np
 import pytest
+from train_common import TINY, grpo_batch, mesh_of, sft_batch
 
 from r1jax.train import objectives
 from r1jax.train.optim import OptimConfig, make_optimizer
 from r1jax.train.state import create_train_state, refresh_frozen
 from r1jax.train.step import make_logprobs_fn, make_train_step
-from tests.train.conftest import TINY, grpo_batch, mesh_of, sft_batch
 
 OPTIMIZER = make_optimizer(OptimConfig(learning_rate=1e-2, schedule="constant", weight_decay=0.1))
 SFT_BATCHES = [sft_batch(i, 8, 16) for i in range(3)]

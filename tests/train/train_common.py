@@ -1,8 +1,11 @@
-"""Shared fixtures for the training tests: a very small model, meshes, synthetic batches."""
+"""Shared helpers for the training tests: a very small model, meshes, synthetic batches.
+
+Imported as ``from train_common import ...`` (pytest puts this directory on sys.path); not a
+conftest, so that no test imports a conftest module by package path.
+"""
 
 import jax
 import numpy as np
-import pytest
 
 from r1jax import sharding
 from r1jax.model import ModelConfig
@@ -17,11 +20,6 @@ TINY = ModelConfig(
     mlp_dim=64,
     max_position_embeddings=128,
 )
-
-
-@pytest.fixture(scope="session")
-def tiny_config() -> ModelConfig:
-    return TINY
 
 
 def mesh_of(shape=None, n=None):
