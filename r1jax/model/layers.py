@@ -18,6 +18,24 @@ from r1jax.sharding import constrain
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
+def dense(x: jax.Array, w: jax.Array, *, in_dims: int = 1, preferred_element_type=None):
+    """Contracts the last ``in_dims`` dims of ``x`` with the first ``in_dims`` of ``w``.
+
+    ``x [..., *w.shape[:in_dims]]`` -> ``[..., *w.shape[in_dims:]]``, computed as ONE 2-D matmul
+    (leading dims folded into rows, trailing weight dims into columns). Same math as the
+    equivalent ``einsum``; XLA:CPU runs the folded 2-D form markedly faster (its 3-D dot
+    lowering costs ~30% in the forward and backward of a train step), other backends alike.
+    """
+    lead, contract = x.shape[: x.ndim - in_dims], w.shape[:in_dims]
+    if x.shape[x.ndim - in_dims :] != contract:
+        raise ValueError(f"dense: x {x.shape} does not end with w's input dims {contract}")
+    rows = x.reshape(-1, math.prod(contract))
+    y = jnp.matmul(
+        rows, w.reshape(math.prod(contract), -1), preferred_element_type=preferred_element_type
+    )
+    return y.reshape(*lead, *w.shape[in_dims:])
+
+
 def rms_norm(x_BTD: jax.Array, weight_D: jax.Array, eps: float) -> jax.Array:
     """RMSNorm computed in fp32, returned in ``x``'s dtype (as Hugging Face Llama/Qwen2)."""
     x = x_BTD.astype(jnp.float32)
@@ -91,17 +109,14 @@ def attention(
 
 
 def swiglu(x_BTD: jax.Array, gate_DF, up_DF, down_FD) -> jax.Array:
-    gate = jnp.einsum("btd,df->btf", x_BTD, gate_DF)
-    up = jnp.einsum("btd,df->btf", x_BTD, up_DF)
+    gate, up = dense(x_BTD, gate_DF), dense(x_BTD, up_DF)
     hidden = constrain(jax.nn.silu(gate) * up, ("batch", "seq", "act_mlp"))
-    return jnp.einsum("btf,fd->btd", hidden, down_FD)
+    return dense(hidden, down_FD)
 
 
 def qkv_projection(x_BTD: jax.Array, p: dict, config: ModelConfig):
     """Returns ``q [B,T,N,H]``, ``k, v [B,T,K,H]`` (with the optional Qwen2 biases)."""
-    q = jnp.einsum("btd,dnh->btnh", x_BTD, p["q"])
-    k = jnp.einsum("btd,dkh->btkh", x_BTD, p["k"])
-    v = jnp.einsum("btd,dkh->btkh", x_BTD, p["v"])
+    q, k, v = dense(x_BTD, p["q"]), dense(x_BTD, p["k"]), dense(x_BTD, p["v"])
     if config.qkv_bias:
         q, k, v = q + p["q_bias"], k + p["k_bias"], v + p["v_bias"]
     q = constrain(q, ("batch", "seq", "act_heads", "head_dim"))

@@ -32,7 +32,7 @@ def _block(x_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn):
     keys, values, k_pos, k_seg, extra = kv_fn(k, v)
     mask = layers.attention_mask(q_pos, q_seg, k_pos, k_seg, config.sliding_window)
     attn = layers.attention(q, keys, values, mask)
-    x_BTD = x_BTD + jnp.einsum("btnh,nhd->btd", attn, p["o"])
+    x_BTD = x_BTD + layers.dense(attn, p["o"], in_dims=2)
     x_BTD = constrain(x_BTD, ("batch", "seq", "act_embed"))
     h = layers.rms_norm(x_BTD, p["mlp_norm"], config.rms_norm_eps)
     x_BTD = x_BTD + layers.swiglu(h, p["gate"], p["up"], p["down"])
@@ -116,7 +116,7 @@ def logits_from_hidden(params: dict, hidden_BTD: jax.Array, config: ModelConfig)
         w_DV = params["embed"].astype(config.dtype).T
     else:
         w_DV = params["lm_head"].astype(config.dtype)
-    logits = jnp.einsum("btd,dv->btv", hidden_BTD, w_DV, preferred_element_type=jnp.float32)
+    logits = layers.dense(hidden_BTD, w_DV, preferred_element_type=jnp.float32)
     return constrain(logits, ("batch", "seq", "act_vocab"))
 
 
