@@ -105,6 +105,28 @@ def test_arithmetic_knobs():
         ArithmeticTask(ops="/")
 
 
+def test_arithmetic_hasty_examples_have_no_working_and_a_guess_that_ignores_the_question():
+    clean, mixed = ArithmeticTask(), ArithmeticTask(hasty_rate=0.4)  # max_digits 2
+    hasty, guesses, right = 0, set(), 0
+    for i in range(N):
+        ex, gold = mixed.example(i), clean.example(i)
+        assert ex["prompt"] == gold["prompt"]  # same questions as the clean stream
+        if ex["hasty"]:
+            hasty += 1
+            assert ex["gold_cot"] == ""
+            guesses.add(int(ex["answer"]))
+            right += int(ex["answer"]) == eval_int_expression(ex["expression"])
+        else:
+            assert ex["answer"] == gold["answer"] and ex["gold_cot"] == gold["gold_cot"]
+    assert 0.25 * N < hasty < 0.55 * N
+    assert min(guesses) >= -100 and max(guesses) <= 200 and len(guesses) > 0.5 * hasty
+    assert right < 0.1 * hasty
+    assert "hasty" not in clean.example(0)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="hasty_rate"):
+            ArithmeticTask(hasty_rate=bad)
+
+
 @pytest.mark.parametrize("num_numbers", [3, 4])
 def test_countdown_gold_answers_are_verified_by_search(num_numbers):
     task = CountdownTask(num_numbers=num_numbers)

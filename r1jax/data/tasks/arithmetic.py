@@ -8,6 +8,14 @@ Example (defaults)::
 
 The CoT does every multiplication first (left to right), then additions and subtractions left to
 right: one binary operation per step, so a tiny model can learn it.
+
+``hasty_rate`` writes a corpus of mixed quality: that fraction of the examples is a hasty
+answer, with no working (an empty think block) and a guess that ignores the question (uniform
+over ``[-10**max_digits, 2 * 10**max_digits]``), as opposed to the worked, always correct,
+solutions. A model trained on it answers hastily at that rate; reinforcement against the true
+answer then has to discover that working it out pays (the demo's R1-Zero stage). Such examples
+are for pretraining corpora: they are marked ``"hasty": True`` and their ``answer`` is the
+guess, so a stage that scores answers must use ``hasty_rate=0``.
 """
 
 from __future__ import annotations
@@ -21,12 +29,14 @@ from r1jax.data.tasks.base import register_task, task_rng
 @register_task
 @dataclasses.dataclass(frozen=True)
 class ArithmeticTask:
-    """Difficulty knobs: operand count range, digits per operand, allowed operators."""
+    """Difficulty knobs: operand count range, digits per operand, allowed operators; and the
+    share of hasty, unworked solutions (see the module docstring)."""
 
     min_operands: int = 2
     max_operands: int = 4
     max_digits: int = 2
     ops: str = "+-*"
+    hasty_rate: float = 0.0
 
     name: ClassVar[str] = "arithmetic"
     rewards: ClassVar[tuple[str, ...]] = ("accuracy", "format")
@@ -36,6 +46,8 @@ class ArithmeticTask:
             raise ValueError(f"need 2 <= min_operands <= max_operands, got {self}")
         if self.max_digits < 1 or not self.ops or set(self.ops) - set("+-*"):
             raise ValueError(f"max_digits >= 1 and ops drawn from '+-*' required, got {self}")
+        if not 0.0 <= self.hasty_rate < 1.0:
+            raise ValueError(f"hasty_rate must be in [0, 1), got {self.hasty_rate}")
 
     def example(self, index: int, *, seed: int = 0) -> dict[str, Any]:
         rng = task_rng(self.name, seed, index)
@@ -46,13 +58,20 @@ class ArithmeticTask:
             [str(nums[0])] + [f"{o} {x}" for o, x in zip(ops, nums[1:], strict=True)]
         )
         steps, value = _solve_steps(nums, ops)
-        return {
+        example = {
             "prompt": f"Compute {expression}",
             "answer": str(value),
             "gold_cot": " ".join(steps),
             "task": self.name,
             "expression": expression,
         }
+        if self.hasty_rate > 0:  # drawn last: the questions are those of the clean stream
+            hasty = rng.random() < self.hasty_rate
+            if hasty:
+                scale = 10**self.max_digits
+                example |= {"answer": str(rng.randint(-scale, 2 * scale)), "gold_cot": ""}
+            example["hasty"] = hasty
+        return example
 
 
 def _solve_steps(nums: list[int], ops: list[str]) -> tuple[list[str], int]:
