@@ -23,8 +23,8 @@ def dense(x: jax.Array, w: jax.Array, *, in_dims: int = 1, preferred_element_typ
 
     ``x [..., *w.shape[:in_dims]]`` -> ``[..., *w.shape[in_dims:]]``, computed as ONE 2-D matmul
     (leading dims folded into rows, trailing weight dims into columns). Same math as the
-    equivalent ``einsum``; XLA:CPU runs the folded 2-D form markedly faster (its 3-D dot
-    lowering costs ~30% in the forward and backward of a train step), other backends alike.
+    equivalent ``einsum``; XLA:CPU runs the folded 2-D form faster (SwiGLU forward + backward
+    on 64 x 80 tokens, hidden 256, 2 cores: 278 -> 218 ms); TPU/GPU compile both alike.
     """
     lead, contract = x.shape[: x.ndim - in_dims], w.shape[:in_dims]
     if x.shape[x.ndim - in_dims :] != contract:
