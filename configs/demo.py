@@ -7,7 +7,8 @@ Run:
 
 Stages (re-running resumes; finished stages are skipped):
   tokenizer           sentencepiece on the task's text, R1 tags as single tokens
-  pretrain            "base model": SFT on gold chains of thought to partial accuracy
+  pretrain            "base model": SFT on a corpus of mixed quality: worked solutions, and
+                      HASTY_RATE of hasty guesses with no working (rarely right)
   eval_base           pass@1 over k samples (T=0.6, top-p 0.95), pass@k, maj@k
   grpo                R1-Zero: GRPO from the base model with accuracy + format rewards
   eval_grpo
@@ -16,7 +17,11 @@ Stages (re-running resumes; finished stages are skipped):
   eval_student_base
   distill             the student fine-tuned on the GRPO model's rejection-sampled traces
   eval_student
-The task: single-digit arithmetic ("Compute 7 + 5", "Compute 3 - 8") with a gold chain of thought.
+The task: single-digit arithmetic ("Compute 7 + 5", "Compute 3 - 8") with a chain of thought.
+The base model imitates both styles; GRPO, rewarded against the true answer, has to discover
+that working it out pays (R1-Zero's point: reinforcement against a verifier, not imitation, makes
+the model reason; watch the response length grow). Evaluations, GRPO and rejection sampling use
+the true answers.
 """
 
 import ml_collections
@@ -26,8 +31,9 @@ from r1jax.train import config_presets
 TASK = "arithmetic"
 TASK_OPTIONS = dict(min_operands=2, max_operands=2, max_digits=1, ops="+-")
 VOCAB = 400
-SEQ_LEN = 192
+SEQ_LEN = 160  # the R1-Zero template is ~128 tokens, a worked solution ~16
 MAX_NEW = 40
+HASTY_RATE = 0.5  # share of hasty, unworked answers in the pretraining corpus
 
 
 def _model(hidden, layers):
@@ -43,13 +49,12 @@ def _model(hidden, layers):
     )
 
 
-def _data(seed):
-    return config_presets.task_data(
-        TASK, task_options=dict(TASK_OPTIONS), seed=seed, vocab_size=VOCAB
-    )
+def _data(seed, hasty_rate=0.0):
+    options = dict(TASK_OPTIONS, hasty_rate=hasty_rate) if hasty_rate else dict(TASK_OPTIONS)
+    return config_presets.task_data(TASK, task_options=options, seed=seed, vocab_size=VOCAB)
 
 
-def _sft_stage(model, steps, batch_size, lr, seed, **links):
+def _sft_stage(model, steps, batch_size, lr, seed, hasty_rate=0.0, **links):
     stage = ml_collections.ConfigDict()
     stage.kind = "sft"
     stage.seed = seed
@@ -64,7 +69,7 @@ def _sft_stage(model, steps, batch_size, lr, seed, **links):
         log_every=10,
         checkpoint_every=steps,
     )
-    stage.data = _data(seed)
+    stage.data = _data(seed, hasty_rate)
     for key, value in links.items():
         stage[key] = value
     return stage
@@ -113,6 +118,7 @@ def _grpo_stage(model, steps, lr, num_prompts, group):
         num_prompts=num_prompts,
         num_samples=group,
         max_new_tokens=MAX_NEW,
+        temperature=0.6,  # = the evaluation temperature (R1 samples rollouts at 1.0)
         dynamic_sampling=True,  # DAPO: drop all-equal groups, refill from more prompts
         max_sampling_rounds=3,
         beta=0.0,
@@ -159,13 +165,14 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
             vocab_size=VOCAB,
         )
     )
-    teacher, student = _model(96, 2), _model(64, 1)
-    config.pretrain = _sft_stage(teacher, scale(450, 8), 32, 3e-3, seed=0)
+    teacher, student = _model(96, 2), _model(64, 2)
+    config.pretrain = _sft_stage(teacher, scale(600, 8), 32, 3e-3, seed=0, hasty_rate=HASTY_RATE)
     k = scale(8, 2)
     config.eval_base = _eval_stage("pretrain", scale(64, 4), k)
-    # GRPO learning rate: 3e-4 and above destroyed the SFT policy in our runs (Adam's sign-like
-    # steps on noisy advantages); 5e-5 keeps it and gains little in 40 steps (see the notes).
-    config.grpo = _grpo_stage(teacher, scale(40, 2), 5e-5, scale(8, 2), scale(8, 4))
+    # GRPO: lr 1e-4 and rollouts at the evaluation temperature (0.6). In our runs from the same
+    # base (pass@1 0.37): T 0.6 / lr 1e-4 -> 0.56; T 1.0 / lr 1e-4 -> 0.45; T 1.0 / lr 5e-5 ->
+    # 0.48; T 1.0 / lr 3e-4 -> 0.19 (the policy learnt to work every answer out but lost accuracy).
+    config.grpo = _grpo_stage(teacher, scale(40, 2), 1e-4, scale(8, 2), scale(8, 4))
     config.eval_grpo = _eval_stage("grpo", scale(64, 4), k)
     config.rejection = _eval_stage("grpo", scale(256, 4), scale(4, 2))
     config.rejection.kind = "rejection_sample"
@@ -179,7 +186,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
             max_repetition=1.0,
             min_language_consistency=0.0,
         )
-    config.student_pretrain = _sft_stage(student, scale(100, 4), 32, 3e-3, seed=0)
+    config.student_pretrain = _sft_stage(
+        student, scale(300, 4), 32, 3e-3, seed=0, hasty_rate=HASTY_RATE
+    )
     config.eval_student_base = _eval_stage("student_pretrain", scale(64, 4), k)
     config.distill = _sft_stage(
         student,
