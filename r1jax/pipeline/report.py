@@ -86,7 +86,8 @@ def markdown_table(table: Mapping[str, Mapping[str, float]], metrics: Sequence[s
         cells = []
         for m in metrics:
             v = row.get(m)
-            cells.append("–" if v is None else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}")
+            counts = "length" in m or abs(v or 0) >= 10  # token counts, not rates
+            cells.append("–" if v is None else f"{v:.1f}" if counts else f"{v:.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
