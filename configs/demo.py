@@ -33,7 +33,8 @@ TASK_OPTIONS = dict(min_operands=2, max_operands=2, max_digits=1, ops="+-")
 VOCAB = 400
 SEQ_LEN = 160  # the R1-Zero template is ~128 tokens, a worked solution ~16
 MAX_NEW = 40
-HASTY_RATE = 0.5  # share of hasty, unworked answers in the pretraining corpus
+HASTY_RATE = 0.6  # share of hasty, unworked answers in the pretraining corpus (0.5 gave
+# +15..+19 points after GRPO depending on float rounding; 0.6 leaves the base more to gain)
 
 
 def _model(hidden, layers):
@@ -169,9 +170,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.pretrain = _sft_stage(teacher, scale(600, 8), 32, 3e-3, seed=0, hasty_rate=HASTY_RATE)
     k = scale(8, 2)
     config.eval_base = _eval_stage("pretrain", scale(64, 4), k)
-    # GRPO: lr 1e-4 and rollouts at the evaluation temperature (0.6). In our runs from the same
-    # base (pass@1 0.37): T 0.6 / lr 1e-4 -> 0.56; T 1.0 / lr 1e-4 -> 0.45; T 1.0 / lr 5e-5 ->
-    # 0.48; T 1.0 / lr 3e-4 -> 0.19 (the policy learnt to work every answer out but lost accuracy).
+    # GRPO: lr 1e-4 and rollouts at the evaluation temperature (0.6). In our runs from one base
+    # (HASTY_RATE 0.5, pass@1 0.37): T 0.6 / lr 1e-4 -> 0.56; T 1.0 / lr 1e-4 -> 0.45;
+    # T 1.0 / lr 5e-5 -> 0.48; T 1.0 / lr 3e-4 -> 0.19 (it learnt to work every answer out but
+    # lost accuracy).
     config.grpo = _grpo_stage(teacher, scale(40, 2), 1e-4, scale(8, 2), scale(8, 4))
     config.eval_grpo = _eval_stage("grpo", scale(64, 4), k)
     config.rejection = _eval_stage("grpo", scale(256, 4), scale(4, 2))
