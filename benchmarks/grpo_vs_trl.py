@@ -13,6 +13,9 @@ checkpoint and loaded by both, with a word-level tokenizer built here with ``tok
 TRL so that a drift in machine load biases neither) and the TRL / r1jax ratio. Rewards are
 scored in-process on both sides (as TRL does); ``r1jax train`` scores in the reward pool.
 
+Both run in one process under the same host allocator: glibc malloc on transparent huge pages
+(``r1jax.host_malloc``; ``R1JAX_HOST_MALLOC=0`` for plain malloc).
+
 TRL is an optional dependency: ``pip install trl --no-deps accelerate datasets`` (``--no-deps``
 keeps the installed torch).
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -256,8 +260,12 @@ def main() -> None:
     r1, trl_s = results.get("r1jax_s_per_step"), results.get("trl_s_per_step")
     if r1 and trl_s:
         results["trl_over_r1jax"] = trl_s / r1
+    results["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES")  # see r1jax/host_malloc.py
     print(json.dumps({**vars(args), **results}, indent=1))
 
 
 if __name__ == "__main__":
+    from r1jax import host_malloc
+
+    host_malloc.ensure()  # huge-page malloc for XLA:CPU (R1JAX_HOST_MALLOC=0: off)
     main()

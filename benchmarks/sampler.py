@@ -166,4 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    from r1jax import host_malloc
+
+    host_malloc.ensure()  # huge-page malloc for XLA:CPU (R1JAX_HOST_MALLOC=0: off)
     main()

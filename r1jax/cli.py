@@ -45,6 +45,10 @@ def _usage(commands) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the console command (not a call from Python): tune host malloc first
+        from r1jax import host_malloc
+
+        host_malloc.ensure()
     argv = sys.argv[1:] if argv is None else list(argv)
     commands = _available()
     if not argv or argv[0] in ("-h", "--help", "help"):
