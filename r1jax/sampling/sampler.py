@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from r1jax import distributed
 from r1jax.model import ModelConfig
 from r1jax.sampling import loop
 from r1jax.sampling.sampling import SamplingMethod, make_method
@@ -79,7 +80,9 @@ class Sampler:
 
     With a ``mesh``, rows are split over the data axes and heads over ``tensor`` (params must
     already carry their shardings, e.g. from ``init_params(..., mesh=mesh)``); the samples equal
-    the unsharded run's for the same key.
+    the unsharded run's for the same key. On a mesh spanning several processes (a pod), every
+    process calls the sampler in step with the same ``rng`` and ITS prompts (the same number on
+    each), and gets back the rows of its prompts.
     """
 
     def __init__(
@@ -107,16 +110,36 @@ class Sampler:
         """How many programs the prefill and the decode loop have compiled so far."""
         return self._prefill._cache_size(), self._decode._cache_size()
 
+    @functools.cached_property
+    def multi_process(self) -> bool:
+        """True when the mesh spans several processes: each passes its own prompts (its rows of
+        the global batch, ``r1jax.distributed.data_shard(mesh).rows``) and gets its own rows."""
+        if self.mesh is None:
+            return False
+        return any(d.process_index != jax.process_index() for d in self.mesh.devices.flat)
+
     def _put(self, x: np.ndarray, logical):
         if self.mesh is None:
             return jnp.asarray(x)
+        if self.multi_process and logical[0] == "batch":
+            return distributed.host_local_to_global(x, self.mesh, logical)
         return jax.device_put(x, named_sharding(self.mesh, logical, x.shape))
+
+    def _bucket(self, prompts) -> int:
+        """The prompt bucket; across processes the one of the longest prompt anywhere (every
+        process must run the same program)."""
+        longest = max(len(p) for p in prompts)
+        if self.multi_process:
+            from jax.experimental import multihost_utils
+
+            longest = int(np.max(multihost_utils.process_allgather(np.int32(longest))))
+        return bucket_for(longest, self.buckets)
 
     def prefill(self, params, prompts, *, rng, method, num_samples, max_new_tokens, table):
         """Pads/buckets ``prompts`` and runs the prefill; returns ``(state, tokens, mask)``."""
         if not len(prompts) or any(len(p) == 0 for p in prompts):
             raise ValueError("prompts: need at least one prompt and no empty prompt")
-        length = bucket_for(max(len(p) for p in prompts), self.buckets)
+        length = self._bucket(prompts)
         tokens_PT, mask_PT = left_pad(prompts, length, self.pad_id)
         args = (self._put(tokens_PT, ("batch", None)), self._put(mask_PT, ("batch", None)))
         with jax.set_mesh(self.mesh) if self.mesh is not None else _nullcontext():
@@ -173,9 +196,12 @@ class Sampler:
         return self._finish(state, tokens_PT, mask_PT, num_samples, stop_strings, tokenizer)
 
     def _finish(self, state, tokens_PT, mask_PT, num_samples, stop_strings, tokenizer):
-        tokens, logprobs, lengths, done, steps = jax.device_get(
-            (state.tokens_BN, state.logprobs_BN, state.lengths_B, state.done_B, state.step)
-        )
+        fields = (state.tokens_BN, state.logprobs_BN, state.lengths_B, state.done_B)
+        if self.multi_process:  # this process's rows only (the rest live on other hosts)
+            tokens, logprobs, lengths, done = map(distributed.process_local_rows, fields)
+            steps = np.asarray(state.step.addressable_data(0))
+        else:
+            tokens, logprobs, lengths, done, steps = jax.device_get((*fields, state.step))
         lengths, done = lengths.astype(np.int32), done.copy()
         if stop_strings:
             cut = truncate_at_stop_strings(tokens, lengths, stop_strings, tokenizer)

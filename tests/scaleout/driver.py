@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import sys
-import types
 
 import jax
 import numpy as np
@@ -57,39 +56,13 @@ def sft_batch(step: int) -> dict:
                 positions=pos.astype(np.int32)[None].repeat(GLOBAL_BATCH, 0))  # fmt: skip
 
 
-class ProcessLocalSampler:
-    """``r1jax.sampler.Sampler`` fed this process's prompts, returning this process's rows.
-
-    The sampler itself places whole host arrays (``jax.device_put``) and reads whole results
-    (``jax.device_get``), which multi-process JAX refuses for per-process data; this adapter
-    assembles the global prompt batch with ``host_local_to_global`` and reads back only the
-    local rows with ``process_local_rows``. (Every process must pick the same prompt bucket.)
-    """
-
-    def __new__(cls, model_config, mesh, **kwargs):
-        from r1jax.sampler import Sampler
-
-        class _Sampler(Sampler):
-            def _put(self, x, logical):
-                if logical[0] != "batch":  # replicated inputs are equal on every process
-                    return super()._put(x, logical)
-                return distributed.host_local_to_global(x, self.mesh, logical)
-
-            def _finish(self, state, *args):
-                local = {
-                    k: distributed.process_local_rows(getattr(state, k))
-                    for k in ("tokens_BN", "logprobs_BN", "lengths_B", "done_B")
-                }
-                local["step"] = np.asarray(state.step.addressable_data(0))
-                return super()._finish(types.SimpleNamespace(**local), *args)
-
-        return _Sampler(model_config, mesh=mesh, **kwargs)
-
-
 def prompts_for(step: int) -> list[list[int]]:
-    """The step's global prompts (variable lengths <= PROMPT), identical on every process."""
+    """The step's global prompts, identical on every process: the first half 3-4 tokens long,
+    the second 5-8, so that on 2 processes one holds only prompts of the short bucket and the
+    sampler must agree on the long one across processes."""
     rng = np.random.default_rng(2000 + step)
-    lengths = rng.integers(3, PROMPT + 1, GLOBAL_BATCH // GROUP)
+    half = GLOBAL_BATCH // GROUP // 2
+    lengths = np.concatenate([rng.integers(3, 5, half), rng.integers(5, PROMPT + 1, half)])
     return [rng.integers(1, 128, n).tolist() for n in lengths]
 
 
@@ -148,6 +121,7 @@ def setup(mc):
 def train(args) -> None:
     from jax.experimental import multihost_utils
 
+    from r1jax.sampler import Sampler
     from r1jax.train import objectives
     from r1jax.train.checkpoint import Checkpointer
     from r1jax.train.state import create_train_state, refresh_frozen
@@ -168,7 +142,8 @@ def train(args) -> None:
     options = objectives.GRPOOptions(beta=0.04)
     grpo_step = make_train_step(mc, objectives.grpo(mc, options), optim, mesh, frozen_config=mc)
     logprobs = make_logprobs_fn(mc, mesh)
-    sampler = ProcessLocalSampler(mc, mesh, buckets=(PROMPT,))
+    # Multi-process: each process passes its prompts and gets its rows; buckets agreed globally.
+    sampler = Sampler(mc, mesh=mesh, buckets=(PROMPT // 2, PROMPT))
     for i in range(args.grpo_steps):
         rewards, local = grpo_rollout(state, sampler, i, mesh)
         batch = distributed.host_local_to_global(local, mesh)
