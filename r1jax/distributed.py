@@ -267,6 +267,23 @@ def is_main_process() -> bool:
     return jax.process_index() == 0
 
 
+def gather_rows(x) -> np.ndarray:
+    """Every process's host array ``[n, ...]`` (same shape everywhere) concatenated in process
+    order: ``[count * n, ...]`` on every process; ``x`` itself with one process. For small
+    host-side values (rewards, lengths, counters), not for model data."""
+    x = np.asarray(x)
+    if jax.process_count() == 1:
+        return x
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def all_processes(flag: bool) -> bool:
+    """True when ``flag`` is true on every process (a collective: all processes must call)."""
+    return bool(np.all(gather_rows(np.asarray([flag], np.int32))))
+
+
 # ------------------------------------------------------------------------ per-process data
 
 
@@ -337,11 +354,18 @@ def host_local_to_global(batch, mesh, logical_axes=None, rules=None):
     from r1jax.sharding import named_sharding
 
     shard = data_shard(mesh, rules)
+    splits = math.prod(mesh.shape[a] for a in _batch_axes(mesh, rules))
 
     def one(x, axes=None):
         x = np.asarray(x)
         axes = axes or ("batch",) + (None,) * (x.ndim - 1)
         shape = (x.shape[0] * shard.count, *x.shape[1:])
+        if shard.count > 1 and shape[0] % splits:
+            raise ValueError(
+                f"{shape[0]} rows ({x.shape[0]} per process) do not split over the mesh's "
+                f"{splits} batch shards: use a global batch (e.g. prompts per step) divisible "
+                f"by {splits}"
+            )
         sharding = named_sharding(mesh, axes, shape, rules)
         return jax.make_array_from_process_local_data(sharding, x, shape)
 

@@ -8,7 +8,6 @@ Dispatches on ``config.train.objective``: "sft" and "distill" run ``r1jax.train.
 
 from __future__ import annotations
 
-import jax
 from absl import flags
 
 from r1jax import distributed
@@ -31,11 +30,6 @@ def main(argv: list[str]) -> int:
     # Multi-process (TPU VM pod, SLURM, GKE, launch/local.sh): a no-op for a single process.
     distributed.initialize(config)
     if objective == "grpo":
-        if jax.process_count() > 1:
-            raise ValueError(
-                "GRPO under r1jax train runs single-process for now (the sampler takes "
-                "process-local prompts); see tests/scaleout/driver.py for the multi-process path"
-            )
         from r1jax.train import grpo
 
         grpo.run(config, fv.workdir)

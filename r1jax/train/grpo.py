@@ -24,7 +24,9 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
+import numpy as np
 
+from r1jax import distributed
 from r1jax.train import rl_metrics
 from r1jax.train import rollout as rollout_lib
 from r1jax.train.objectives import GRPOOptions
@@ -57,6 +59,8 @@ class GRPOParts:
     reward: anything with ``evaluate(prompts, completions, **fields) -> RewardResult``, normally
       one ``CompositeReward`` kept alive for the whole run (its pool is reused).
     step_fn / logprobs_fn: ``make_train_step(...)`` and ``make_logprobs_fn(...)``.
+    mesh: the training mesh; with several processes each one samples and scores its share of
+    the prompts (``loop.num_prompts`` is the global count) and the batch is assembled on it.
     """
 
     sampler: Any
@@ -68,6 +72,7 @@ class GRPOParts:
     loss: GRPOOptions
     loop: LoopOptions
     pad_id: int = 0
+    mesh: Any = None
 
 
 def recomputes_old_logprobs(parts: GRPOParts) -> bool:
@@ -147,15 +152,19 @@ def grpo_iteration(
         reward,
         parts.tokenizer,
         parts.rollout,
-        num_prompts=parts.loop.num_prompts,
+        num_prompts=local_num_prompts(parts),
         pad_id=parts.pad_id,
+        all_done=distributed.all_processes,
     )
-    advantages = rollout_lib.compute_advantages(rollout.rewards, parts.rollout)  # 2. batch
+    advantages = local_advantages(rollout.rewards, parts.rollout)  # 2. batch
     batch = rollout_lib.build_grpo_batch(rollout, advantages, parts.rollout)
+    if jax.process_count() > 1:  # this process's rows -> global arrays on the mesh
+        batch = distributed.host_local_to_global(batch, parts.mesh)
     update_start = time.perf_counter()
     state = maybe_refresh_reference(state, parts, step)
     state, step_metrics = update(state, batch, parts)  # 3. update (jit)
     end = time.perf_counter()
+    info = dynamic_counts(info)
     metrics = rollout_metrics(rollout, parts) | info | rl_metrics.loss_metrics(step_metrics)
     metrics |= {
         "time/sample": sample_fn.seconds,
@@ -174,18 +183,51 @@ def maybe_refresh_reference(state: TrainState, parts: GRPOParts, step: int) -> T
     return state
 
 
+def dynamic_counts(info: dict[str, float]) -> dict[str, float]:
+    """``collect``'s group counts summed over processes (the rounds are the same on all)."""
+    totals = distributed.gather_rows(np.asarray([list(info.values())], np.float64)).sum(0)
+    return dict(zip(info, map(float, totals), strict=True)) | {
+        "dynamic/rounds": info["dynamic/rounds"]
+    }
+
+
+def local_num_prompts(parts: GRPOParts) -> int:
+    """Groups this process samples per iteration (``loop.num_prompts`` over all processes)."""
+    count = jax.process_count()
+    if parts.loop.num_prompts % count:
+        raise ValueError(
+            f"grpo.num_prompts={parts.loop.num_prompts} must divide by {count} processes"
+        )
+    return parts.loop.num_prompts // count
+
+
+def local_advantages(rewards_R: np.ndarray, options: RolloutOptions) -> np.ndarray:
+    """Advantages of this process's rows, computed over the global batch (the same as one
+    process holding every row; it matters for ``advantage_scale="batch"``)."""
+    rewards_R = np.asarray(rewards_R, np.float32)
+    advantages = rollout_lib.compute_advantages(distributed.gather_rows(rewards_R), options)
+    if jax.process_count() == 1:
+        return advantages
+    n = len(rewards_R)
+    return advantages[jax.process_index() * n : (jax.process_index() + 1) * n]
+
+
 def rollout_metrics(rollout: rollout_lib.Rollout, parts: GRPOParts) -> dict[str, float]:
-    """Reward per component, accuracy, format rate, lengths, truncation, reflection words."""
+    """Reward per component, accuracy, format rate, lengths, truncation, reflection words; over
+    every process's rows (gathered: each process scored its own)."""
+    gather = distributed.gather_rows
+    rewards = gather(rollout.rewards)
+    truncated = gather((np.asarray(rollout.finish_reason) == "length").astype(np.int32)) > 0
     return (
         rl_metrics.reward_metrics(
-            rollout.rewards,
-            rollout.components,
+            rewards,
+            {k: gather(v) for k, v in sorted(rollout.components.items())},
             accuracy_key=parts.loop.accuracy_key,
             format_key=parts.loop.format_key,
         )
-        | rl_metrics.length_metrics(rollout.lengths, rollout.finish_reason)
-        | rl_metrics.reflection_metrics(rollout.completions)
-        | rl_metrics.group_metrics(rollout.rewards, parts.rollout.num_samples)
+        | rl_metrics.length_metrics(gather(rollout.lengths), np.where(truncated, "length", "stop"))
+        | rl_metrics.reflection_stats(gather(rl_metrics.reflection_counts(rollout.completions)))
+        | rl_metrics.group_metrics(rewards, parts.rollout.num_samples)
     )
 
 

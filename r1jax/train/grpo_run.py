@@ -9,7 +9,10 @@ reference params, data-iterator position) or starts fresh; then runs the loop wi
 (JSONL + TensorBoard), a progress bar, checkpoints every N steps and on SIGTERM, and an evaluation
 hook (pass@1 over k samples at temperature 0.6 / top-p 0.95 on held-out prompts).
 
-Single-process for now: the sampler takes this process's prompts as host lists.
+Multi-process (a pod, ``launch/local.sh``): every process reads its own shard of the prompts
+(``grpo.num_prompts`` / processes per iteration), samples them with the sampler running over
+the global mesh, scores its completions in its own reward pool, and the rows are assembled into
+one global batch for the update; advantages and metrics are computed over all processes' rows.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from r1jax import distributed
 from r1jax.model import ModelConfig
 from r1jax.rewards import CompositeReward
 from r1jax.sampling import Sampler
@@ -87,10 +91,12 @@ def make_eval_fn(config, parts: GRPOParts, tokenizer):
 
     ev = config.get("eval") or {}
     num_prompts, k = int(ev.get("num_prompts", 16)), int(ev.get("num_samples", 4))
+    if num_prompts % jax.process_count():
+        raise ValueError(f"eval.num_prompts={num_prompts} must divide by the process count")
     dataset = make_rl_dataset(
         loop_lib.make_source(config.data),
         tokenizer,
-        batch_size=num_prompts,
+        batch_size=num_prompts // jax.process_count(),
         seed=int(ev.get("seed", config.data.seed + 1)),
     )
     prompts = next(iter(dataset))
@@ -106,11 +112,12 @@ def make_eval_fn(config, parts: GRPOParts, tokenizer):
     def eval_fn(state, step):
         sample_fn = sample_fn_for(state, eval_parts, 1_000_000 + step)
         ro = sample_and_score(prompts, lambda p: sample_fn(p, 0), parts.reward, tokenizer, opts)
-        out = {f"reward/{n}": float(np.mean(v)) for n, v in ro.components.items()}
-        out["reward/total"] = float(np.mean(ro.rewards))
-        out["response_length/mean"] = float(np.mean(ro.lengths))
+        mean = lambda x: float(np.mean(distributed.gather_rows(x)))  # over all processes
+        out = {f"reward/{n}": mean(v) for n, v in sorted(ro.components.items())}
+        out["reward/total"] = mean(ro.rewards)
+        out["response_length/mean"] = mean(ro.lengths)
         if parts.loop.accuracy_key in ro.components:
-            out["pass@1"] = float(np.mean(ro.components[parts.loop.accuracy_key] > 0.5))
+            out["pass@1"] = mean(ro.components[parts.loop.accuracy_key] > 0.5)
         return out
 
     return eval_fn
@@ -130,10 +137,15 @@ def build(config, workdir: Path):
             f"tokenizer vocab {tokenizer.vocab_size} > config.model.vocab_size "
             f"{model_config.vocab_size}"
         )
+    if loop.num_prompts % jax.process_count():
+        raise ValueError(
+            f"config.grpo.num_prompts={loop.num_prompts} must divide by "
+            f"{jax.process_count()} processes"
+        )
     dataset = make_rl_dataset(
         loop_lib.make_source(config.data),
         tokenizer,
-        batch_size=loop.num_prompts,
+        batch_size=loop.num_prompts // jax.process_count(),  # this process's share
         seed=config.data.seed,
         buckets=tuple(config.data.get("buckets", (64, 128, 256, 512))),
     )
@@ -156,6 +168,7 @@ def build(config, workdir: Path):
         loss=loss,
         loop=loop,
         pad_id=tokenizer.pad_id,
+        mesh=setup.mesh,
     )
     return setup, parts, tokenizer, dataset
 

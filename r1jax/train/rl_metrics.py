@@ -33,7 +33,12 @@ def reflection_counts(completions: Sequence[str]) -> np.ndarray:
 
 def reflection_metrics(completions: Sequence[str]) -> dict[str, float]:
     """``reflection/per_completion`` (mean count) and ``reflection/rate`` (share with >= 1)."""
-    counts = reflection_counts(completions)
+    return reflection_stats(reflection_counts(completions))
+
+
+def reflection_stats(counts: np.ndarray) -> dict[str, float]:
+    """``reflection_metrics`` from per-completion counts (e.g. gathered from all processes)."""
+    counts = np.asarray(counts)
     if counts.size == 0:
         return {"reflection/per_completion": 0.0, "reflection/rate": 0.0}
     return {

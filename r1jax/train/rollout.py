@@ -277,6 +277,7 @@ def collect(
     *,
     num_prompts: int,
     pad_id: int = 0,
+    all_done: Callable[[bool], bool] = bool,
 ) -> tuple[Rollout, dict[str, float]]:
     """Rounds of ``sample_and_score`` until ``num_prompts`` groups are gathered.
 
@@ -285,6 +286,10 @@ def collect(
     degenerate groups are dropped until ``num_prompts`` remain or ``max_sampling_rounds`` are
     done; a short batch is then filled with dropped groups. Returns the ``Rollout`` of exactly
     ``num_prompts * G`` rows and counts (rounds, groups sampled/dropped/filled).
+
+    ``all_done(enough) -> bool`` decides whether sampling stops after a dynamic-sampling round;
+    with several processes it is ``r1jax.distributed.all_processes``: sampling is a collective,
+    so every process keeps taking rounds until all of them have enough groups.
     """
     g = options.num_samples
     kept, dropped, sampled, rounds = [], [], 0, 0
@@ -298,7 +303,9 @@ def collect(
         bad = degenerate_groups(part.rewards, g) if options.dynamic_sampling else np.zeros(groups)
         kept.append(take_groups(part, np.flatnonzero(~bad.astype(bool)), g))
         dropped.append(take_groups(part, np.flatnonzero(bad), g))
-        if sum(k.num_rows for k in kept) >= num_prompts * g or not options.dynamic_sampling:
+        if not options.dynamic_sampling:
+            break
+        if all_done(sum(k.num_rows for k in kept) >= num_prompts * g):
             break
     have = sum(k.num_rows for k in kept) // g
     filled = max(num_prompts - have, 0)

@@ -167,6 +167,34 @@ def test_dynamic_sampling_fills_with_dropped_groups_after_max_rounds():
     assert info["dynamic/rounds"] == 2 and info["dynamic/groups_filled"] == 4
 
 
+def test_dynamic_sampling_keeps_sampling_until_every_process_has_enough():
+    """Sampling is a collective on several processes: one that already has its groups takes
+    another round while another process has not (``all_done`` says so), and still returns
+    exactly ``num_prompts`` groups."""
+    opts = R.RolloutOptions(num_samples=G, dynamic_sampling=True, max_sampling_rounds=5)
+    data = batches(range(100), 4)
+    sampler, votes = fake_sampler(varied), []
+    others_done = iter([False, False, True])  # the other process needs 3 rounds
+
+    def all_done(enough):
+        votes.append(enough)
+        return enough and next(others_done)
+
+    rollout, info = R.collect(
+        lambda r: next(data),
+        sampler,
+        ScriptedReward(),
+        Tok(),
+        opts,
+        num_prompts=4,
+        all_done=all_done,
+    )
+    assert votes == [True, True, True] and [r for _, r in sampler.calls] == [0, 1, 2]
+    assert info["dynamic/rounds"] == 3 and info["dynamic/groups_sampled"] == 12
+    assert rollout.num_rows == 4 * G  # the first round's groups, in order
+    np.testing.assert_array_equal(rollout.rewards[::G], [1, 2, 3, 4])
+
+
 def test_without_dynamic_sampling_degenerate_groups_are_kept():
     opts = R.RolloutOptions(num_samples=G)
     data = batches(range(100), 4)
