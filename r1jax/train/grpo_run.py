@@ -117,7 +117,7 @@ def make_eval_fn(config, parts: GRPOParts, tokenizer):
         out["reward/total"] = mean(ro.rewards)
         out["response_length/mean"] = mean(ro.lengths)
         if parts.loop.accuracy_key in ro.components:
-            out["pass@1"] = mean(ro.components[parts.loop.accuracy_key] > 0.5)
+            out["pass@1"] = mean((ro.components[parts.loop.accuracy_key] > 0.5).astype(np.float32))
         return out
 
     return eval_fn
