@@ -65,7 +65,10 @@ def hidden_states(
     if segment_ids is None:
         segment_ids = jnp.ones((b, t), jnp.int32)
     dtype = config.dtype
-    x = jnp.take(params["embed"], tokens_BT, axis=0).astype(dtype)
+    # The table's hidden dim is FSDP-sharded like every weight; gathered before the lookup
+    # (the FSDP all-gather), or XLA cannot map it onto batch-sharded rows and replicates all.
+    table_VD = constrain(params["embed"], ("vocab", None))
+    x = jnp.take(table_VD, tokens_BT, axis=0).astype(dtype)
     x = constrain(x, ("batch", "seq", "act_embed"))
     freqs = layers.rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)
     cast = lambda tree: jax.tree.map(lambda a: a.astype(dtype), tree)

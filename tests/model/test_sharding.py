@@ -101,3 +101,33 @@ def test_rules_reject_a_mesh_axis_used_twice():
 def test_constrain_is_a_no_op_without_a_mesh():
     x = jnp.ones((4, 4))
     assert sharding.constrain(x, ("batch", "act_embed")) is x
+
+
+def test_fsdp_and_tensor_mesh_compiles_without_involuntary_rematerialisation():
+    """The embedding lookup on a data x fsdp x tensor mesh: XLA warns (stderr) when it cannot
+    move the FSDP-sharded table onto batch-sharded rows and replicates everything instead."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import jax, jax.numpy as jnp
+from r1jax import sharding
+from r1jax.model import ModelConfig, forward, init_params
+cfg = ModelConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                  head_dim=16, mlp_dim=128)
+mesh = sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=2, tensor=2))
+params = init_params(cfg, jax.random.key(0), mesh=mesh)
+tokens = jax.device_put(jnp.ones((8, 16), jnp.int32),
+                        sharding.named_sharding(mesh, ("batch", None), (8, 16)))
+with jax.set_mesh(mesh):
+    loss = lambda p, t: forward(p, t, cfg)[0].mean()
+    jax.block_until_ready(jax.jit(jax.value_and_grad(loss))(params, tokens))
+print("compiled")
+"""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr[-2000:]
+    assert "Involuntary full rematerialization" not in proc.stderr, proc.stderr[-2000:]
