@@ -130,9 +130,7 @@ class Sampler:
         process must run the same program)."""
         longest = max(len(p) for p in prompts)
         if self.multi_process:
-            from jax.experimental import multihost_utils
-
-            longest = int(np.max(multihost_utils.process_allgather(np.int32(longest))))
+            longest = int(distributed.gather_rows(np.asarray([longest], np.int32)).max())
         return bucket_for(longest, self.buckets)
 
     def prefill(self, params, prompts, *, rng, method, num_samples, max_new_tokens, table):
