@@ -47,7 +47,7 @@ def load_r1jax(path, mesh=None, step: int | None = None, **overrides):
         if mesh is not None:
             shardings = param_shardings(model_config, mesh)
         else:
-            device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
             shardings = jax.tree.map(lambda _: device, abstract_params(model_config))
         target = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import logging
 import math
 import os
@@ -284,6 +285,34 @@ def all_processes(flag: bool) -> bool:
     return bool(np.all(gather_rows(np.asarray([flag], np.int32))))
 
 
+def _to_json(obj):
+    """JSON fallback for NumPy values (Parquet columns) and anything else (as text)."""
+    return obj.tolist() if hasattr(obj, "tolist") else str(obj)
+
+
+def gather_objects(obj) -> list:
+    """Every process's JSON-serialisable ``obj``, in process order, on every process (``[obj]``
+    with one process). A collective: all processes must call. For host-side records (judged
+    samples, per-question results), sent as UTF-8 JSON through two ``gather_rows``."""
+    if jax.process_count() == 1:
+        return [obj]
+    payload = np.frombuffer(json.dumps(obj, default=_to_json).encode(), np.uint8)
+    sizes = gather_rows(np.asarray([payload.size], np.int64))
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: payload.size] = payload
+    blocks = gather_rows(padded[None]).reshape(len(sizes), -1)
+    return [json.loads(bytes(b[:n]).decode()) for b, n in zip(blocks, sizes, strict=True)]
+
+
+def barrier(name: str) -> None:
+    """Waits until every process has reached the barrier ``name`` (no-op with one process):
+    e.g. before other processes read a file process 0 has just written."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 # ------------------------------------------------------------------------ per-process data
 
 
@@ -307,6 +336,11 @@ def _batch_axes(mesh, rules) -> tuple[str, ...]:
     from r1jax.sharding import ShardingRules
 
     return tuple(a for a in (rules or ShardingRules()).mesh_axes("batch") if mesh.shape[a] > 1)
+
+
+def batch_splits(mesh, rules=None) -> int:
+    """Into how many shards the mesh splits a batch (the product of the "batch" rule's axes)."""
+    return math.prod(mesh.shape[a] for a in _batch_axes(mesh, rules))
 
 
 def data_shard(mesh, rules=None, process_index: int | None = None) -> DataShard:
@@ -354,7 +388,7 @@ def host_local_to_global(batch, mesh, logical_axes=None, rules=None):
     from r1jax.sharding import named_sharding
 
     shard = data_shard(mesh, rules)
-    splits = math.prod(mesh.shape[a] for a in _batch_axes(mesh, rules))
+    splits = batch_splits(mesh, rules)
 
     def one(x, axes=None):
         x = np.asarray(x)

@@ -12,6 +12,7 @@ from pathlib import Path
 import jax
 from absl import flags
 
+from r1jax import distributed
 from r1jax.config_flags import parse_config
 from r1jax.pipeline import recipe
 from r1jax.pipeline.report import plot_bars, plot_curves, read_metrics, write_report
@@ -90,17 +91,26 @@ def make_report(config, run_dir: Path, results: dict) -> Path:
 
 def main(argv: list[str]) -> int:
     config, fv = parse_config(argv, default_config="configs/demo.py", define_flags=_define)
+    # Several processes (launch/local.sh, a pod): every one runs the recipe, process 0 reports.
+    distributed.initialize(config)
+    main_process = distributed.is_main_process()
     if config.get("prng_impl"):
         # XLA:CPU compiles the default threefry generator slowly (seconds per random tensor);
         # the demo's config picks "rbg", which compiles ~10x faster.
         jax.config.update("jax_default_prng_impl", config.prng_impl)
     run_dir = Path(fv.run_dir or config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
-    print(f"r1jax demo -> {run_dir} (stages: {config.stages})", flush=True)
+    if main_process:
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
+        print(f"r1jax demo -> {run_dir} (stages: {config.stages})", flush=True)
     results = recipe.run_recipe(
-        config, run_dir, only=fv.only, on_stage=_on_stage(time.perf_counter())
+        config,
+        run_dir,
+        only=fv.only,
+        on_stage=_on_stage(time.perf_counter()) if main_process else None,
     )
+    if not main_process:
+        return 0
     report = make_report(config, run_dir, results)
     print(f"report: {report}")
     for row, stage in EVALS.items():

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from r1jax import checkpoints
+import jax
+
+from r1jax import checkpoints, distributed
 from r1jax.data import RecordSource, get_task, load_tokenizer
 from r1jax.pipeline.evaluate import EvalSettings, evaluate
 from r1jax.sharding import MeshConfig, make_mesh
@@ -30,7 +33,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=12345, help="task seed / sampling seed")
     p.add_argument("--num-prompts", type=int, default=None, help="default: all (data) or 64")
     p.add_argument("-k", "--num-samples", type=int, default=8)
-    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--temperature", type=float, default=0.6, help="0: greedy")
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=512)
@@ -41,7 +44,12 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         help="reward deciding correctness (default: accuracy; countdown for Countdown)",
     )
     p.add_argument("--prompts-per-batch", type=int, default=32)
-    p.add_argument("--mesh", default=None, help="data,fsdp,tensor sizes, e.g. -1,1,1")
+    p.add_argument(
+        "--mesh",
+        default=None,
+        help="data,fsdp,tensor sizes, e.g. -1,1,1 (default: one device; all devices as data "
+        "when several processes run, e.g. launch/local.sh or a pod)",
+    )
 
 
 def load_examples(args) -> list[dict]:
@@ -54,8 +62,14 @@ def load_examples(args) -> list[dict]:
 
 
 def load_everything(args):
-    """(model_config, params, tokenizer, examples, settings) from the common flags."""
-    mesh = make_mesh(MeshConfig(*(int(x) for x in args.mesh.split(",")))) if args.mesh else None
+    """(model_config, params, tokenizer, examples, settings, mesh) from the common flags.
+
+    Under several processes (``jax.distributed`` found from the environment, as for ``r1jax
+    train``) the mesh spans all of them and each process samples its share of the questions.
+    """
+    distributed.initialize()
+    sizes = args.mesh or ("-1,1,1" if jax.process_count() > 1 else None)
+    mesh = make_mesh(MeshConfig(*(int(x) for x in sizes.split(",")))) if sizes else None
     model_config, params = checkpoints.load_model(args.checkpoint, mesh=mesh)
     tokenizer_path = args.tokenizer or checkpoints.find_tokenizer(args.checkpoint)
     if tokenizer_path is None:
@@ -73,7 +87,16 @@ def load_everything(args):
         seed=args.seed,
         correctness_reward=args.correctness_reward or default_reward,
     )
-    return model_config, params, load_tokenizer(str(tokenizer_path)), examples, settings
+    tokenizer = load_tokenizer(str(tokenizer_path))
+    if distributed.is_main_process():
+        devices = mesh.devices.size if mesh is not None else 1
+        print(
+            f"{len(examples)} questions x {settings.num_samples} samples on {devices} device(s) "
+            f"in {jax.process_count()} process(es)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return model_config, params, tokenizer, examples, settings, mesh
 
 
 def main(argv: list[str]) -> int:
@@ -82,7 +105,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--ks", default="", help="extra k values for pass@k/maj@k, e.g. 1,4")
     p.add_argument("--output", default=None, help="directory for samples.jsonl + summary.json")
     args = p.parse_args(argv)
-    model_config, params, tokenizer, examples, settings = load_everything(args)
+    model_config, params, tokenizer, examples, settings, mesh = load_everything(args)
     if args.ks:
         ks = tuple(int(k) for k in args.ks.split(","))
         settings = EvalSettings(**{**settings.__dict__, "ks": ks})
@@ -93,7 +116,10 @@ def main(argv: list[str]) -> int:
         examples,
         settings,
         output_dir=Path(args.output) if args.output else None,
+        mesh=mesh,
     )
+    if not distributed.is_main_process():
+        return 0
     for key, value in summary.items():
         print(f"{key:>24}: {value:.4f}" if isinstance(value, float) else f"{key:>24}: {value}")
     return 0

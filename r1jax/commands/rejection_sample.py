@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from r1jax import distributed
 from r1jax.commands.evaluate import add_common_arguments, load_everything
 from r1jax.pipeline.rejection import RejectionSettings, rejection_sample
 
@@ -25,7 +26,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max-repetition", type=float, default=0.5)
     p.add_argument("--keep-truncated", action="store_true")
     args = p.parse_args(argv)
-    model_config, params, tokenizer, examples, settings = load_everything(args)
+    model_config, params, tokenizer, examples, settings, mesh = load_everything(args)
     filters = RejectionSettings(
         max_per_prompt=args.max_per_prompt,
         language=args.language,
@@ -34,8 +35,10 @@ def main(argv: list[str]) -> int:
         drop_truncated=not args.keep_truncated,
     )
     stats = rejection_sample(
-        params, model_config, tokenizer, examples, settings, filters, args.output
+        params, model_config, tokenizer, examples, settings, filters, args.output, mesh=mesh
     )
+    if not distributed.is_main_process():
+        return 0
     for key, value in stats.items():
         print(f"{key:>32}: {value:.4f}" if isinstance(value, float) else f"{key:>32}: {value}")
     return 0

@@ -221,7 +221,7 @@ def load(
     tensors = _TensorIndex(path)
     shapes = abstract_params(config)
     if mesh is None:
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         shardings = jax.tree.map(lambda _: device, shapes)
     else:
         shardings = param_shardings(config, mesh, rules)

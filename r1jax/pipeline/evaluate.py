@@ -16,6 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from r1jax import distributed
 from r1jax.data import PromptFormatter, encode_prompt
 from r1jax.evaluation import QuestionResult, summarize
 from r1jax.model import ModelConfig
@@ -28,7 +29,7 @@ class EvalSettings:
     """How to sample and judge. Defaults follow the R1 paper (T = 0.6, top-p = 0.95)."""
 
     num_samples: int = 8
-    temperature: float = 0.6
+    temperature: float = 0.6  # 0: greedy decoding
     top_p: float = 0.95
     top_k: int = 0
     max_new_tokens: int = 256
@@ -66,6 +67,44 @@ def _judge(examples, completions, num_samples, settings, rewards):
     return result.components["correct"], result.components["format"], result
 
 
+def sampling_plan(
+    num_examples: int, prompts_per_batch: int, shard=None, splits: int = 1
+) -> list[list[int]]:
+    """The question indices this process samples in each sampler call.
+
+    One process (``shard`` None): consecutive chunks of ``prompts_per_batch``. On a mesh that
+    spans processes every process must make the same calls with the same number of prompts, and
+    each global call must split over the mesh's ``splits`` batch shards: the questions are padded
+    to a multiple of ``splits`` with indices ``>= num_examples`` (repeats of earlier questions,
+    sampled and then dropped), cut into global chunks of ``prompts_per_batch`` rounded up to a
+    multiple of ``splits``, and each process takes its rows (``shard.rows``) of every chunk.
+    """
+    if shard is None:
+        return [
+            list(range(start, min(start + prompts_per_batch, num_examples)))
+            for start in range(0, num_examples, prompts_per_batch)
+        ]
+    padded = -(-num_examples // splits) * splits
+    chunk = -(-prompts_per_batch // splits) * splits
+    plan = []
+    for start in range(0, padded, chunk):
+        rows = list(range(start, min(start + chunk, padded)))
+        plan.append(rows[shard.rows(len(rows))])
+    return plan
+
+
+def _merge_processes(gathered: list[dict], num_examples: int) -> list[JudgedSample]:
+    """All processes' judged samples in (question, sample) order: one copy of each data shard
+    (processes that share a shard sampled the same rows) and no padding questions."""
+    seen, samples = set(), []
+    for part in gathered:
+        if part["shard"] in seen:
+            continue
+        seen.add(part["shard"])
+        samples += [JudgedSample(**s) for s in part["samples"] if s["question"] < num_examples]
+    return sorted(samples, key=lambda s: (s.question, s.sample))
+
+
 def sample_and_judge(
     params,
     model_config: ModelConfig,
@@ -75,18 +114,28 @@ def sample_and_judge(
     *,
     sampler: Sampler | None = None,
     rewards: CompositeReward | None = None,
+    mesh=None,
 ) -> tuple[list[JudgedSample], dict[str, float]]:
     """Samples ``settings.num_samples`` completions per example and judges each one.
 
     Args:
       examples: records with ``prompt`` (untemplated), ``answer`` and any fields the
         correctness reward reads (``numbers``/``target`` for Countdown).
+      sampler: default: the shared sampler of ``model_config`` on ``mesh``.
+      mesh: rows are split over its batch axes (``params`` must already be on it). A mesh that
+        spans several processes (a pod): every process calls this with the same ``examples``,
+        samples and judges its share of the questions, and gets back all of them.
     Returns:
-      ``(samples, timing)``; ``timing`` has ``tokens_per_second`` and
-      ``seconds_per_completion`` (generation only) and reward incident counts.
+      ``(samples, timing)``, samples in question order; ``timing`` has ``tokens_per_second``
+      and ``seconds_per_completion`` (generation only) and reward incident counts.
     """
     # The shared sampler: stages evaluating same-shaped models reuse its compiled programs.
-    sampler = sampler or get_sampler(model_config, pad_id=tokenizer.pad_id)
+    sampler = sampler or get_sampler(model_config, mesh=mesh, pad_id=tokenizer.pad_id)
+    shard = splits = None
+    if sampler.multi_process:
+        shard = distributed.data_shard(sampler.mesh)
+        splits = distributed.batch_splits(sampler.mesh)
+    plan = sampling_plan(len(examples), settings.prompts_per_batch, shard, splits or 1)
     own_rewards = rewards is None
     if own_rewards:
         rewards = CompositeReward(
@@ -101,10 +150,10 @@ def sample_and_judge(
     rng = jax.random.key(settings.seed)
     k = settings.num_samples
     samples: list[JudgedSample] = []
-    gen_seconds, gen_tokens, timeouts = 0.0, 0, 0
+    gen_seconds, timeouts = 0.0, 0
     try:
-        for start in range(0, len(examples), settings.prompts_per_batch):
-            chunk = list(examples[start : start + settings.prompts_per_batch])
+        for questions in plan:
+            chunk = [examples[q % len(examples)] for q in questions]
             prompts = [encode_prompt(tokenizer, formatter(e)) for e in chunk]
             rng, key = jax.random.split(rng)
             t0 = time.perf_counter()
@@ -114,13 +163,13 @@ def sample_and_judge(
                 rng=key,
                 num_samples=k,
                 max_new_tokens=settings.max_new_tokens,
-                temperature=settings.temperature,
+                greedy=settings.temperature <= 0,
+                temperature=settings.temperature if settings.temperature > 0 else 1.0,
                 top_k=settings.top_k,
                 top_p=settings.top_p,
                 stop_token_ids=stops,
             )
             gen_seconds += time.perf_counter() - t0
-            gen_tokens += int(out.lengths.sum())
             texts = [tokenizer.decode(ids) for ids in out.completions()]
             correct, formatted, result = _judge(chunk, texts, k, settings, rewards)
             timeouts += result.timeouts
@@ -128,13 +177,13 @@ def sample_and_judge(
                 q = row // k
                 samples.append(
                     JudgedSample(
-                        question=start + q,
+                        question=questions[q],
                         sample=row % k,
                         prompt=chunk[q]["prompt"],
                         completion=text,
                         extracted=extract_answer(text),
-                        correct=correct[row] >= 1.0,
-                        well_formed=formatted[row] >= 1.0,
+                        correct=bool(correct[row] >= 1.0),
+                        well_formed=bool(formatted[row] >= 1.0),
                         length=int(out.lengths[row]),
                         finish_reason=str(out.finish_reason[row]),
                         fields={f: v for f, v in chunk[q].items() if f != "prompt"},
@@ -143,6 +192,13 @@ def sample_and_judge(
     finally:
         if own_rewards:
             rewards.close()
+    if shard is not None:  # every process gets every process's samples
+        part = {"shard": shard.index, "timeouts": timeouts}
+        part["samples"] = [dataclasses.asdict(s) for s in samples]
+        gathered = distributed.gather_objects(part)
+        samples = _merge_processes(gathered, len(examples))
+        timeouts = sum({p["shard"]: p["timeouts"] for p in gathered}.values())
+    gen_tokens = sum(s.length for s in samples)
     timing = {
         "generation_seconds": gen_seconds,
         "tokens_per_second": gen_tokens / max(gen_seconds, 1e-9),
@@ -177,15 +233,17 @@ def evaluate(
     *,
     output_dir: str | Path | None = None,
     sampler: Sampler | None = None,
+    mesh=None,
 ) -> dict[str, float]:
-    """``sample_and_judge`` + ``summarize``; writes ``samples.jsonl`` and ``summary.json``."""
+    """``sample_and_judge`` + ``summarize``; writes ``samples.jsonl`` and ``summary.json``
+    (process 0 only, when the mesh spans processes; every process returns the summary)."""
     samples, timing = sample_and_judge(
-        params, model_config, tokenizer, examples, settings, sampler=sampler
+        params, model_config, tokenizer, examples, settings, sampler=sampler, mesh=mesh
     )
     summary = summarize(question_results(samples, settings.num_samples), ks=settings.all_ks)
     summary.update(timing)
     summary["truncation_rate"] = float(np.mean([s.finish_reason == "length" for s in samples]))
-    if output_dir is not None:
+    if output_dir is not None and distributed.is_main_process():
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         with open(output_dir / "samples.jsonl", "w") as f:

@@ -15,6 +15,12 @@ stage trains on the JSONL a rejection-sampling stage wrote). Each finished stage
 ``<run>/<stage>/done.json`` with its results; re-running the recipe skips finished stages and
 resumes an interrupted one from its checkpoints. ``only=`` runs one stage alone (its inputs must
 exist).
+
+Under several processes (``jax.distributed``; the run directory on storage every host sees) the
+same recipe runs on every process: training stages as in ``r1jax train``, evaluation and
+rejection sampling over a mesh spanning the processes (``<stage>.mesh``, default all devices as
+data), each process sampling its share of the questions; process 0 writes the stage files and
+every process waits at the end of each stage until they are written.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import jax
 import ml_collections
 
-from r1jax import checkpoints
+from r1jax import checkpoints, distributed
 
 STAGE_KINDS = ("tokenizer", "sft", "distill", "grpo", "eval", "rejection_sample")
 
@@ -62,11 +69,15 @@ def _stage_config(section, run_dir: Path) -> ml_collections.ConfigDict:
 
 
 def _init_params(section, run_dir: Path):
-    """The final params of the stage named by ``init_from`` (None without one)."""
+    """The final params of the stage named by ``init_from`` (None without one), restored onto
+    the mesh the stage trains on (under several processes each holds only its shards)."""
+    from r1jax.sharding import MeshConfig, make_mesh
+
     name = section.get("init_from")
     if not name:
         return None
-    _, params = checkpoints.load_model(run_dir / name)
+    mesh = make_mesh(MeshConfig.from_mapping(section.get("mesh") or {}))
+    _, params = checkpoints.load_model(run_dir / name, mesh=mesh)
     return params
 
 
@@ -78,8 +89,10 @@ def _run_tokenizer(section, stage_dir: Path, run_dir: Path) -> dict:
     for i in range(section.num_examples):
         ex = task.example(i, seed=section.seed)
         lines.append(format_r1_zero(ex["prompt"]) + format_completion(ex["gold_cot"], ex["answer"]))
-    model = train_sentencepiece(lines, stage_dir / "tokenizer", section.vocab_size)
-    return {"tokenizer": str(model)}
+    prefix = stage_dir / "tokenizer"
+    if distributed.is_main_process():  # one writer; the stage's barrier publishes it
+        train_sentencepiece(lines, prefix, section.vocab_size)
+    return {"tokenizer": f"{prefix}.model"}
 
 
 def _run_training(section, stage_dir: Path, run_dir: Path) -> dict:
@@ -112,19 +125,31 @@ def _settings(section):
     return EvalSettings(**fields)
 
 
+def _sampling_mesh(section):
+    """The section's ``mesh`` (data/fsdp/tensor sizes); without one, no mesh for a single
+    process and all devices as data across processes (each process samples its share)."""
+    from r1jax.sharding import MeshConfig, make_mesh
+
+    if section.get("mesh"):
+        return make_mesh(MeshConfig.from_mapping(section.mesh))
+    return make_mesh(MeshConfig(-1, 1, 1)) if jax.process_count() > 1 else None
+
+
 def _model_and_tokenizer(section, run_dir: Path):
+    """(model_config, params on the stage's mesh, tokenizer, mesh) of ``model_from``."""
     from r1jax.data import load_tokenizer
 
     source = run_dir / section.model_from
-    model_config, params = checkpoints.load_model(source)
+    mesh = _sampling_mesh(section)
+    model_config, params = checkpoints.load_model(source, mesh=mesh)
     tokenizer = checkpoints.find_tokenizer(source) or _tokenizer_path(run_dir)
-    return model_config, params, load_tokenizer(str(tokenizer))
+    return model_config, params, load_tokenizer(str(tokenizer)), mesh
 
 
 def _run_eval(section, stage_dir: Path, run_dir: Path) -> dict:
     from r1jax.pipeline.evaluate import evaluate
 
-    model_config, params, tokenizer = _model_and_tokenizer(section, run_dir)
+    model_config, params, tokenizer, mesh = _model_and_tokenizer(section, run_dir)
     return evaluate(
         params,
         model_config,
@@ -132,13 +157,14 @@ def _run_eval(section, stage_dir: Path, run_dir: Path) -> dict:
         eval_examples(section),
         _settings(section),
         output_dir=stage_dir,
+        mesh=mesh,
     )
 
 
 def _run_rejection(section, stage_dir: Path, run_dir: Path) -> dict:
     from r1jax.pipeline.rejection import RejectionSettings, rejection_sample
 
-    model_config, params, tokenizer = _model_and_tokenizer(section, run_dir)
+    model_config, params, tokenizer, mesh = _model_and_tokenizer(section, run_dir)
     filters = RejectionSettings(**dict(section.get("filters") or {}))
     return rejection_sample(
         params,
@@ -148,6 +174,7 @@ def _run_rejection(section, stage_dir: Path, run_dir: Path) -> dict:
         _settings(section),
         filters,
         stage_dir / "traces.jsonl",
+        mesh=mesh,
     )
 
 
@@ -187,7 +214,11 @@ def run_recipe(
         start = time.perf_counter()
         result = dict(RUNNERS[section.kind](section, stage_dir, run_dir) or {})
         result["seconds"] = time.perf_counter() - start
-        done.write_text(json.dumps(result, indent=2, default=float))
+        if distributed.is_main_process():
+            done.write_text(json.dumps(result, indent=2, default=float))
+        # The next stage reads what this one wrote (on process 0 alone for files that are not
+        # orbax checkpoints): no process goes on before it is there.
+        distributed.barrier(f"recipe:{name}:done")
         results[name] = result
         if on_stage is not None:
             on_stage(name, result)

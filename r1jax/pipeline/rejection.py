@@ -9,10 +9,12 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from r1jax import distributed
 from r1jax.pipeline.evaluate import EvalSettings, JudgedSample, sample_and_judge
 from r1jax.rewards import language_consistency, thinking_region
 from r1jax.rewards.language import script_word_counts
 from r1jax.rewards.shaping import repetition_fraction
+from r1jax.sampling import get_sampler
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,20 +91,18 @@ def rejection_sample(
     output_path: str | Path,
     *,
     sampler=None,
+    mesh=None,
 ) -> dict[str, float]:
     """Samples, filters and writes ``{"prompt", "answer", "completion", ...}`` JSONL rows (the
     ``prompt_answer`` SFT format of ``r1jax.data``). Returns statistics (also written next to the
-    output as ``<name>.stats.json``)."""
+    output as ``<name>.stats.json``). On a mesh spanning processes every process samples its
+    share (see ``sample_and_judge``), process 0 writes, and all return once the file is there."""
+    sampler = sampler or get_sampler(model_config, mesh=mesh, pad_id=tokenizer.pad_id)
     samples, timing = sample_and_judge(
         params, model_config, tokenizer, examples, eval_settings, sampler=sampler
     )
     kept, rejected = select(samples, settings)
     output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(output_path, "w") as f:
-        for s in kept:
-            row = {"prompt": s.prompt, "completion": s.completion.strip(), **s.fields}
-            f.write(json.dumps(row, default=str) + "\n")
     questions = len(examples)
     covered = len({s.question for s in kept})
     stats = {
@@ -114,5 +114,13 @@ def rejection_sample(
         **{f"rejected/{k}": v for k, v in sorted(rejected.items())},
         **timing,
     }
-    output_path.with_suffix(".stats.json").write_text(json.dumps(stats, indent=2))
+    if distributed.is_main_process():
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(output_path, "w") as f:
+            for s in kept:
+                row = {"prompt": s.prompt, "completion": s.completion.strip(), **s.fields}
+                f.write(json.dumps(row, default=str) + "\n")
+        output_path.with_suffix(".stats.json").write_text(json.dumps(stats, indent=2))
+    if sampler.multi_process:
+        distributed.barrier("rejection_sample:written")
     return stats

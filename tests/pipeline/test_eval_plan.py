@@ -1,0 +1,66 @@
+"""How evaluation splits questions over processes and merges the judged samples back.
+
+The multi-process run itself is tests/scaleout/test_eval_multiprocess.py (slow); here the pure
+parts: the sampling plan every process follows and the merge of what they gathered.
+"""
+
+import dataclasses
+
+import pytest
+
+from r1jax import distributed
+from r1jax.distributed import DataShard
+from r1jax.pipeline.evaluate import JudgedSample, _merge_processes, sampling_plan
+
+
+def test_single_process_plan_is_consecutive_chunks():
+    assert sampling_plan(7, 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert sampling_plan(0, 3) == []
+
+
+@pytest.mark.parametrize("num_examples", [1, 7, 16, 20, 33])
+@pytest.mark.parametrize("prompts_per_batch", [1, 5, 8, 12])
+@pytest.mark.parametrize(("count", "splits"), [(2, 8), (4, 4), (2, 2), (3, 6)])
+def test_process_plans_cover_every_question_once_in_equal_calls(
+    num_examples, prompts_per_batch, count, splits
+):
+    plans = [
+        sampling_plan(num_examples, prompts_per_batch, DataShard(i, count), splits)
+        for i in range(count)
+    ]
+    # the same number of sampler calls everywhere, each with the same number of prompts
+    assert len({len(p) for p in plans}) == 1
+    for calls in zip(*plans, strict=True):
+        assert len({len(c) for c in calls}) == 1
+        assert sum(len(c) for c in calls) % splits == 0  # the global call splits over the mesh
+        assert sum(len(c) for c in calls) <= max(prompts_per_batch, splits) + splits - 1
+    questions = sorted(q for p in plans for call in p for q in call)
+    real = [q for q in questions if q < num_examples]
+    assert real == list(range(num_examples))  # each question exactly once
+    assert len(questions) - len(real) < splits  # padding only to the next multiple of splits
+
+
+def _sample(question: int, sample: int, text: str = "") -> dict:
+    fields = dict(prompt="p", extracted=None, correct=False, well_formed=True, length=3)
+    fields |= dict(finish_reason="stop", fields={})
+    return dataclasses.asdict(
+        JudgedSample(question=question, sample=sample, completion=text or f"{question}", **fields)
+    )
+
+
+def test_merge_keeps_one_copy_per_shard_drops_padding_and_orders():
+    gathered = [
+        {"shard": 0, "samples": [_sample(0, 0), _sample(0, 1), _sample(2, 0), _sample(2, 1)]},
+        {"shard": 0, "samples": [_sample(0, 0, "replica")]},  # same shard: tensor across hosts
+        {"shard": 1, "samples": [_sample(1, 0), _sample(1, 1), _sample(3, 0), _sample(3, 1)]},
+    ]
+    merged = _merge_processes(gathered, num_examples=3)
+    assert [(s.question, s.sample) for s in merged] == [(q, i) for q in range(3) for i in (0, 1)]
+    assert all(s.completion != "replica" for s in merged)
+    assert isinstance(merged[0], JudgedSample)
+
+
+def test_collectives_are_identities_on_one_process():
+    obj = {"a": [1, 2], "b": "x"}
+    assert distributed.gather_objects(obj) == [obj]
+    distributed.barrier("nothing to wait for")
