@@ -93,25 +93,24 @@ def attention_mask(
 
 
 def attention(
-    q_BTNH: jax.Array, k_BSKH: jax.Array, v_BSKH: jax.Array, mask_BTS: jax.Array
+    q_BTNH: jax.Array, k_BKHS: jax.Array, v_BKSH: jax.Array, mask_BTS: jax.Array
 ) -> jax.Array:
     """Grouped-query softmax attention; scores and softmax in fp32. Returns ``[B, T, N, H]``.
 
-    Heads are moved in front explicitly (``[B, K, G*T, H]`` queries against ``[B, K, H, S]``
-    keys) so both products are plain batched matmuls: the same math as the ``einsum`` form,
-    which XLA:CPU lowered with extra transposes (alone, 64 rows x 80 tokens, 4/2 heads of 64:
-    forward 23 -> 16 ms, gradient 73 -> 45 ms on 2 cores; in a whole GRPO train step the gain
-    vanishes, in the sampler's decode loop it is 21 -> 17 ms per step).
+    Keys come heads-first and transposed (``[B, K, H, S]``), values heads-first (``[B, K, S,
+    H]``): the KV cache's layouts. Queries are grouped per kv head (``[B, K, G*T, H]``), so both
+    products are plain batched matmuls with the batch dims leading and nothing to transpose:
+    the same math as the ``einsum`` form, which XLA:CPU lowered with extra transposes (alone,
+    64 rows x 80 tokens, 4/2 heads of 64: forward 23 -> 16 ms, gradient 73 -> 45 ms on 2 cores;
+    scores against ``[B, K, S, H]`` keys cost 4x the plain product at decode shapes).
     """
     b, t, n, h = q_BTNH.shape
-    k, s = k_BSKH.shape[2], k_BSKH.shape[1]
+    k, s = k_BKHS.shape[1], k_BKHS.shape[3]
     g = n // k
     q_BKQH = q_BTNH.reshape(b, t, k, g, h).transpose(0, 2, 3, 1, 4).reshape(b, k, g * t, h)
-    k_BKHS = k_BSKH.transpose(0, 2, 3, 1)
-    v_BKSH = v_BSKH.transpose(0, 2, 1, 3)
     scores = jnp.matmul(q_BKQH, k_BKHS, preferred_element_type=jnp.float32) * (h**-0.5)
     scores_BKGTS = jnp.where(mask_BTS[:, None, None], scores.reshape(b, k, g, t, s), _MASK_VALUE)
-    probs = jax.nn.softmax(scores_BKGTS, axis=-1).astype(v_BSKH.dtype)
+    probs = jax.nn.softmax(scores_BKGTS, axis=-1).astype(v_BKSH.dtype)
     out_BKQH = jnp.matmul(probs.reshape(b, k, g * t, s), v_BKSH)
     return out_BKQH.reshape(b, k, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
 

@@ -24,12 +24,13 @@ _REMAT_POLICIES = {
 
 def _block(x_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn):
     """One pre-norm transformer block. ``kv_fn(k, v) -> (keys, values, k_pos, k_seg, extra)``
-    decides which keys are attended (this call's, or the whole cache)."""
+    decides which keys are attended (this call's, or the whole cache), in the layouts of
+    ``layers.attention``: keys ``[B, K, H, T or S]``, values ``[B, K, T or S, H]``."""
     h = layers.rms_norm(x_BTD, p["attn_norm"], config.rms_norm_eps)
     q, k, v = layers.qkv_projection(h, p, config)
     q = layers.apply_rope(q, q_pos, rope_freqs)
     k = layers.apply_rope(k, q_pos, rope_freqs)
-    keys, values, k_pos, k_seg, extra = kv_fn(k, v)
+    keys, values, k_pos, k_seg, extra = kv_fn(k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3))
     mask = layers.attention_mask(q_pos, q_seg, k_pos, k_seg, config.sliding_window)
     attn = layers.attention(q, keys, values, mask)
     x_BTD = x_BTD + layers.dense(attn, p["o"], in_dims=2)
@@ -91,10 +92,10 @@ def hidden_states(
 
             def cached_keys(k, v):
                 k_all = jax.lax.dynamic_update_slice(
-                    k_cache, k.astype(k_cache.dtype)[None], (index, 0, slot, 0, 0)
+                    k_cache, k.astype(k_cache.dtype)[None], (index, 0, 0, 0, slot)
                 )
                 v_all = jax.lax.dynamic_update_slice(
-                    v_cache, v.astype(v_cache.dtype)[None], (index, 0, slot, 0, 0)
+                    v_cache, v.astype(v_cache.dtype)[None], (index, 0, 0, slot, 0)
                 )
                 keys, values = k_all[index].astype(dtype), v_all[index].astype(dtype)
                 return keys, values, cache.positions, cache.segment_ids, (k_all, v_all)

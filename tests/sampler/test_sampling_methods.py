@@ -97,3 +97,36 @@ def test_bad_flags_are_rejected():
     with pytest.raises(ValueError, match="top_k"):
         Categorical(top_k=-1)
     assert make_method(greedy=True, temperature=0.3) == Greedy()
+
+
+def _numpy_nucleus_keep(z, top_p):
+    """Keep-mask of top-p by sorting (float64), and the margin of its decision."""
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    order = np.argsort(-z, kind="stable")
+    before = np.cumsum(p[order]) - p[order]
+    count = int(np.sum(before < top_p))
+    cut = z[order][count - 1]
+    return z >= cut, np.min(np.abs(before - top_p))
+
+
+@pytest.mark.parametrize("top_p", [0.05, 0.5, 0.9, 0.95, 0.999])
+def test_nucleus_threshold_keeps_what_a_sort_keeps(top_p):
+    """The bisection's cut equals the sort-and-cumsum cut on rows of many shapes: wide and
+    narrow spreads, ties, negative zero, -inf entries (already-masked tokens)."""
+    rng = np.random.default_rng(int(top_p * 1000))
+    rows = [rng.normal(size=300) * scale for scale in (0.1, 1.0, 4.0, 30.0) for _ in range(20)]
+    rows.append(np.repeat(rng.normal(size=30), 10))  # ties
+    rows.append(np.concatenate([[-0.0, 0.0, 0.0], rng.normal(size=297)]))
+    rows.append(np.where(rng.random(300) < 0.5, -np.inf, rng.normal(size=300) * 3))
+    logits = np.stack(rows).astype(np.float32)
+    masked = np.asarray(jax.jit(Categorical(top_p=top_p).truncated_logits)(logits))
+    checked = 0
+    for z, out in zip(logits, masked, strict=True):
+        keep, margin = _numpy_nucleus_keep(z.astype(np.float64), top_p)
+        if margin < 1e-6:  # float32 sums may decide a boundary token either way
+            continue
+        np.testing.assert_array_equal(np.isfinite(out), keep & np.isfinite(z))
+        np.testing.assert_array_equal(out[keep], z[keep])
+        checked += 1
+    assert checked >= 0.75 * len(rows)

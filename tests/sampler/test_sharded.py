@@ -40,7 +40,7 @@ def test_sharded_sampling_equals_unsharded(params, unsharded, shape):
     rows_axes = _spec(state.tokens_BN)[0]
     rows_axes = (rows_axes,) if isinstance(rows_axes, str) else tuple(rows_axes)
     assert rows_axes == tuple(a for a in ("data", "fsdp") if mesh.shape[a] > 1)
-    assert _spec(state.cache.k)[3] == ("tensor" if shape[2] > 1 else None)
+    assert _spec(state.cache.k)[2] == ("tensor" if shape[2] > 1 else None)
 
 
 def _spec(x):
