@@ -375,6 +375,41 @@ def data_shard(mesh, rules=None, process_index: int | None = None) -> DataShard:
     return DataShard(mine[0] // per, total // per)
 
 
+def batch_feed(mesh, global_rows: int, what: str, rules=None) -> DataShard:
+    """This process's data shard for a global batch of ``global_rows``, checked to split.
+
+    Processes that hold the same batch shard (the tensor or fsdp axis spanning hosts) get the
+    same shard and must read the same records: data pipelines shard by it, not by process.
+    """
+    shard = data_shard(mesh, rules)
+    if global_rows % shard.count:
+        raise ValueError(
+            f"{what}={global_rows} must divide by the {shard.count} data shards of the mesh's "
+            f"processes"
+        )
+    return shard
+
+
+def shard_owners(mesh, rules=None) -> list[int]:
+    """The first process holding each batch shard, in shard order: whose rows of a
+    ``gather_rows`` to keep so that each shard counts once (``gather_shards``)."""
+    owners: dict[int, int] = {}
+    for p in range(1 + max(d.process_index for d in mesh.devices.flat)):
+        owners.setdefault(data_shard(mesh, rules, process_index=p).index, p)
+    return [owners[i] for i in sorted(owners)]
+
+
+def gather_shards(x, mesh, rules=None) -> np.ndarray:
+    """``gather_rows`` with one copy of each batch shard, in shard order: every process's host
+    rows ``[n, ...]`` -> ``[shards * n, ...]`` (the global batch's rows, each once, even when
+    several processes hold the same shard). A collective: all processes must call."""
+    x = np.asarray(x)
+    if jax.process_count() == 1:
+        return x
+    blocks = gather_rows(x[None])  # [processes, n, ...]
+    return np.concatenate([blocks[p] for p in shard_owners(mesh, rules)], axis=0)
+
+
 def host_local_to_global(batch, mesh, logical_axes=None, rules=None):
     """Assembles each process's rows into global ``jax.Array``s (no cross-host copy).
 

@@ -156,7 +156,7 @@ def grpo_iteration(
         pad_id=parts.pad_id,
         all_done=distributed.all_processes,
     )
-    advantages = local_advantages(rollout.rewards, parts.rollout)  # 2. batch
+    advantages = local_advantages(rollout.rewards, parts.rollout, parts.mesh)  # 2. batch
     batch = rollout_lib.build_grpo_batch(rollout, advantages, parts.rollout)
     if jax.process_count() > 1:  # this process's rows -> global arrays on the mesh
         batch = distributed.host_local_to_global(batch, parts.mesh)
@@ -164,7 +164,7 @@ def grpo_iteration(
     state = maybe_refresh_reference(state, parts, step)
     state, step_metrics = update(state, batch, parts)  # 3. update (jit)
     end = time.perf_counter()
-    info = dynamic_counts(info)
+    info = dynamic_counts(info, parts.mesh)
     metrics = rollout_metrics(rollout, parts) | info | rl_metrics.loss_metrics(step_metrics)
     metrics |= {
         "time/sample": sample_fn.seconds,
@@ -183,39 +183,42 @@ def maybe_refresh_reference(state: TrainState, parts: GRPOParts, step: int) -> T
     return state
 
 
-def dynamic_counts(info: dict[str, float]) -> dict[str, float]:
-    """``collect``'s group counts summed over processes (the rounds are the same on all)."""
-    totals = distributed.gather_rows(np.asarray([list(info.values())], np.float64)).sum(0)
+def dynamic_counts(info: dict[str, float], mesh=None) -> dict[str, float]:
+    """``collect``'s group counts summed over data shards (the rounds are the same on all)."""
+    counts = np.asarray([list(info.values())], np.float64)
+    totals = (counts if mesh is None else distributed.gather_shards(counts, mesh)).sum(0)
     return dict(zip(info, map(float, totals), strict=True)) | {
         "dynamic/rounds": info["dynamic/rounds"]
     }
 
 
 def local_num_prompts(parts: GRPOParts) -> int:
-    """Groups this process samples per iteration (``loop.num_prompts`` over all processes)."""
-    count = jax.process_count()
-    if parts.loop.num_prompts % count:
-        raise ValueError(
-            f"grpo.num_prompts={parts.loop.num_prompts} must divide by {count} processes"
-        )
-    return parts.loop.num_prompts // count
+    """Groups this process samples per iteration: its data shard's share of
+    ``loop.num_prompts`` (all of them with one process or without a mesh)."""
+    if parts.mesh is None or jax.process_count() == 1:
+        return parts.loop.num_prompts
+    shard = distributed.batch_feed(parts.mesh, parts.loop.num_prompts, "grpo.num_prompts")
+    return parts.loop.num_prompts // shard.count
 
 
-def local_advantages(rewards_R: np.ndarray, options: RolloutOptions) -> np.ndarray:
+def local_advantages(rewards_R: np.ndarray, options: RolloutOptions, mesh=None) -> np.ndarray:
     """Advantages of this process's rows, computed over the global batch (the same as one
-    process holding every row; it matters for ``advantage_scale="batch"``)."""
+    process holding every row; it matters for ``advantage_scale="batch"``).
+
+    Taken from the global rewards as the first process of each data shard scored them, so that
+    processes sharing a shard feed identical rows even if a reward differed between them (a
+    sandbox timeout)."""
     rewards_R = np.asarray(rewards_R, np.float32)
-    advantages = rollout_lib.compute_advantages(distributed.gather_rows(rewards_R), options)
-    if jax.process_count() == 1:
-        return advantages
-    n = len(rewards_R)
-    return advantages[jax.process_index() * n : (jax.process_index() + 1) * n]
+    if mesh is None or jax.process_count() == 1:
+        return rollout_lib.compute_advantages(rewards_R, options)
+    advantages = rollout_lib.compute_advantages(distributed.gather_shards(rewards_R, mesh), options)
+    return advantages[distributed.data_shard(mesh).rows(len(advantages))]
 
 
 def rollout_metrics(rollout: rollout_lib.Rollout, parts: GRPOParts) -> dict[str, float]:
     """Reward per component, accuracy, format rate, lengths, truncation, reflection words; over
     every process's rows (gathered: each process scored its own)."""
-    gather = distributed.gather_rows
+    gather = lambda x: distributed.gather_shards(x, parts.mesh) if parts.mesh else np.asarray(x)
     rewards = gather(rollout.rewards)
     truncated = gather((np.asarray(rollout.finish_reason) == "length").astype(np.int32)) > 0
     return (

@@ -91,13 +91,14 @@ def make_eval_fn(config, parts: GRPOParts, tokenizer):
 
     ev = config.get("eval") or {}
     num_prompts, k = int(ev.get("num_prompts", 16)), int(ev.get("num_samples", 4))
-    if num_prompts % jax.process_count():
-        raise ValueError(f"eval.num_prompts={num_prompts} must divide by the process count")
+    shard = distributed.batch_feed(parts.mesh, num_prompts, "config.eval.num_prompts")
     dataset = make_rl_dataset(
         loop_lib.make_source(config.data),
         tokenizer,
-        batch_size=num_prompts // jax.process_count(),
+        batch_size=num_prompts // shard.count,
         seed=int(ev.get("seed", config.data.seed + 1)),
+        process_index=shard.index,
+        process_count=shard.count,
     )
     prompts = next(iter(dataset))
     opts = dataclasses.replace(
@@ -112,7 +113,7 @@ def make_eval_fn(config, parts: GRPOParts, tokenizer):
     def eval_fn(state, step):
         sample_fn = sample_fn_for(state, eval_parts, 1_000_000 + step)
         ro = sample_and_score(prompts, lambda p: sample_fn(p, 0), parts.reward, tokenizer, opts)
-        mean = lambda x: float(np.mean(distributed.gather_rows(x)))  # over all processes
+        mean = lambda x: float(np.mean(distributed.gather_shards(x, parts.mesh)))  # all rows
         out = {f"reward/{n}": mean(v) for n, v in sorted(ro.components.items())}
         out["reward/total"] = mean(ro.rewards)
         out["response_length/mean"] = mean(ro.lengths)
@@ -137,17 +138,16 @@ def build(config, workdir: Path):
             f"tokenizer vocab {tokenizer.vocab_size} > config.model.vocab_size "
             f"{model_config.vocab_size}"
         )
-    if loop.num_prompts % jax.process_count():
-        raise ValueError(
-            f"config.grpo.num_prompts={loop.num_prompts} must divide by "
-            f"{jax.process_count()} processes"
-        )
+    # This process's share of the prompts: its data shard's (shared shards read the same).
+    shard = distributed.batch_feed(setup.mesh, loop.num_prompts, "config.grpo.num_prompts")
     dataset = make_rl_dataset(
         loop_lib.make_source(config.data),
         tokenizer,
-        batch_size=loop.num_prompts // jax.process_count(),  # this process's share
+        batch_size=loop.num_prompts // shard.count,
         seed=config.data.seed,
         buckets=tuple(config.data.get("buckets", (64, 128, 256, 512))),
+        process_index=shard.index,
+        process_count=shard.count,
     )
     step_fn = make_train_step(
         model_config,

@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from r1jax import sharding
+from r1jax import distributed, sharding
 from r1jax.model import ModelConfig, abstract_params, hf, init_params
 from r1jax.train import objectives
 from r1jax.train.checkpoint import Checkpointer, PreemptionGuard
@@ -159,11 +159,15 @@ def restore_or_create(
     return state, None
 
 
-def global_batch(local: Mapping[str, np.ndarray], batch_sh) -> dict[str, jax.Array]:
-    """This process's rows -> global arrays split over the batch axes (explicit transfers)."""
-    return {
-        k: jax.make_array_from_process_local_data(batch_sh, np.asarray(v)) for k, v in local.items()
-    }
+def global_batch(
+    local: Mapping[str, np.ndarray], batch_sh, global_rows: int
+) -> dict[str, jax.Array]:
+    """This process's rows -> global arrays of ``global_rows`` split over the batch axes
+    (explicit transfers; processes sharing a batch shard pass the same rows)."""
+    make = lambda v: jax.make_array_from_process_local_data(
+        batch_sh, v, (global_rows, *v.shape[1:])
+    )
+    return {k: make(np.asarray(v)) for k, v in local.items()}
 
 
 def make_tokenizer(data_config, workdir: str | Path):
@@ -211,8 +215,8 @@ def run(
     workdir = Path(workdir)
     setup = build_setup(config)
     loop = setup.loop
-    if loop.batch_size % jax.process_count():
-        raise ValueError(f"config.train.batch_size={loop.batch_size} must divide by processes")
+    # This process's share: its data shard's (processes sharing a shard read the same rows).
+    shard = distributed.batch_feed(setup.mesh, loop.batch_size, "config.train.batch_size")
     tokenizer = make_tokenizer(config.data, workdir)
     if tokenizer.vocab_size > setup.model_config.vocab_size:
         raise ValueError(
@@ -222,9 +226,11 @@ def run(
     dataset = make_sft_dataset(
         make_source(config.data),
         tokenizer,
-        batch_size=loop.batch_size // jax.process_count(),
+        batch_size=loop.batch_size // shard.count,
         seq_len=loop.seq_len,
         seed=config.data.seed,
+        process_index=shard.index,
+        process_count=shard.count,
     )
     frozen = load_teacher(config, setup) if setup.frozen_config is not None else None
     ckpt = Checkpointer(
@@ -273,7 +279,7 @@ def train_loop(state, step_fn, data_iter, setup: TrainSetup, workdir, save, eval
         while step < loop.steps:
             local = next(data_iter)
             stats = local.pop("stats")
-            batch = global_batch(local, batch_sh)
+            batch = global_batch(local, batch_sh, loop.batch_size)
             with jax.transfer_guard(loop.transfer_guard):
                 state, metrics = step_fn(state, batch)
             step += 1

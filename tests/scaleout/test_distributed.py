@@ -150,6 +150,26 @@ def test_data_shard_tensor_axis_across_hosts_shares_rows():
     assert shards == [dist.DataShard(0, 2)] * 2 + [dist.DataShard(1, 2)] * 2
 
 
+def test_shard_owners_keep_one_process_per_shared_shard():
+    # tensor=2 spans processes 0/1 and 2/3: shards 0, 0, 1, 1 -> keep processes 0 and 2
+    mesh = fake_mesh((2, 1, 2), ("data", "fsdp", "tensor"), [0, 1, 2, 3])
+    assert dist.shard_owners(mesh) == [0, 2]
+    mesh = fake_mesh((4, 2, 1), ("data", "fsdp", "tensor"), [0] * 4 + [1] * 4)
+    assert dist.shard_owners(mesh) == [0, 1]
+    mesh = fake_mesh((1, 1, 8), ("data", "fsdp", "tensor"), [0] * 4 + [1] * 4)
+    assert dist.shard_owners(mesh) == [0]  # one shard, held by both
+
+
+def test_batch_feed_splits_by_data_shard_and_names_the_field():
+    mesh = fake_mesh((2, 1, 2), ("data", "fsdp", "tensor"), [0, 1, 2, 3])
+    assert dist.batch_feed(mesh, 8, "config.train.batch_size") in (
+        dist.DataShard(0, 2),
+        dist.DataShard(1, 2),
+    )
+    with pytest.raises(ValueError, match="config.train.batch_size=7 must divide by the 2"):
+        dist.batch_feed(mesh, 7, "config.train.batch_size")
+
+
 def test_data_shard_rejects_interleaved_devices():
     mesh = fake_mesh((4, 1, 1), ("data", "fsdp", "tensor"), [0, 1, 0, 1])
     with pytest.raises(ValueError, match="contiguous"):
