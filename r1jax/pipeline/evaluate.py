@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from r1jax import distributed
+from r1jax import distributed, multihost
 from r1jax.data import PromptFormatter, encode_prompt
 from r1jax.evaluation import QuestionResult, summarize
 from r1jax.model import ModelConfig
@@ -133,8 +133,8 @@ def sample_and_judge(
     sampler = sampler or get_sampler(model_config, mesh=mesh, pad_id=tokenizer.pad_id)
     shard = splits = None
     if sampler.multi_process:
-        shard = distributed.data_shard(sampler.mesh)
-        splits = distributed.batch_splits(sampler.mesh)
+        shard = multihost.data_shard(sampler.mesh)
+        splits = multihost.batch_splits(sampler.mesh)
     plan = sampling_plan(len(examples), settings.prompts_per_batch, shard, splits or 1)
     own_rewards = rewards is None
     if own_rewards:
@@ -195,7 +195,7 @@ def sample_and_judge(
     if shard is not None:  # every process gets every process's samples
         part = {"shard": shard.index, "timeouts": timeouts}
         part["samples"] = [dataclasses.asdict(s) for s in samples]
-        gathered = distributed.gather_objects(part)
+        gathered = multihost.gather_objects(part)
         samples = _merge_processes(gathered, len(examples))
         timeouts = sum({p["shard"]: p["timeouts"] for p in gathered}.values())
     gen_tokens = sum(s.length for s in samples)

@@ -33,7 +33,7 @@ from pathlib import Path
 import jax
 import ml_collections
 
-from r1jax import checkpoints, distributed
+from r1jax import checkpoints, distributed, multihost
 
 STAGE_KINDS = ("tokenizer", "sft", "distill", "grpo", "eval", "rejection_sample")
 
@@ -218,7 +218,7 @@ def run_recipe(
             done.write_text(json.dumps(result, indent=2, default=float))
         # The next stage reads what this one wrote (on process 0 alone for files that are not
         # orbax checkpoints): no process goes on before it is there.
-        distributed.barrier(f"recipe:{name}:done")
+        multihost.barrier(f"recipe:{name}:done")
         results[name] = result
         if on_stage is not None:
             on_stage(name, result)

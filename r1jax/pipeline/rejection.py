@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from r1jax import distributed
+from r1jax import distributed, multihost
 from r1jax.pipeline.evaluate import EvalSettings, JudgedSample, sample_and_judge
 from r1jax.rewards import language_consistency, thinking_region
 from r1jax.rewards.language import script_word_counts
@@ -122,5 +122,5 @@ def rejection_sample(
                 f.write(json.dumps(row, default=str) + "\n")
         output_path.with_suffix(".stats.json").write_text(json.dumps(stats, indent=2))
     if sampler.multi_process:
-        distributed.barrier("rejection_sample:written")
+        multihost.barrier("rejection_sample:written")
     return stats

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import distributed
+from r1jax import multihost
 from r1jax.model import ModelConfig
 from r1jax.sampling import loop
 from r1jax.sampling.sampling import SamplingMethod, make_method
@@ -113,7 +113,7 @@ class Sampler:
     @functools.cached_property
     def multi_process(self) -> bool:
         """True when the mesh spans several processes: each passes its own prompts (its rows of
-        the global batch, ``r1jax.distributed.data_shard(mesh).rows``) and gets its own rows."""
+        the global batch, ``r1jax.multihost.data_shard(mesh).rows``) and gets its own rows."""
         if self.mesh is None:
             return False
         return any(d.process_index != jax.process_index() for d in self.mesh.devices.flat)
@@ -122,7 +122,7 @@ class Sampler:
         if self.mesh is None:
             return jnp.asarray(x)
         if self.multi_process and logical[0] == "batch":
-            return distributed.host_local_to_global(x, self.mesh, logical)
+            return multihost.host_local_to_global(x, self.mesh, logical)
         return jax.device_put(x, named_sharding(self.mesh, logical, x.shape))
 
     def _bucket(self, prompts) -> int:
@@ -130,7 +130,7 @@ class Sampler:
         process must run the same program)."""
         longest = max(len(p) for p in prompts)
         if self.multi_process:
-            longest = int(distributed.gather_rows(np.asarray([longest], np.int32)).max())
+            longest = int(multihost.gather_rows(np.asarray([longest], np.int32)).max())
         return bucket_for(longest, self.buckets)
 
     def prefill(self, params, prompts, *, rng, method, num_samples, max_new_tokens, table):
@@ -196,7 +196,7 @@ class Sampler:
     def _finish(self, state, tokens_PT, mask_PT, num_samples, stop_strings, tokenizer):
         fields = (state.tokens_BN, state.logprobs_BN, state.lengths_B, state.done_B)
         if self.multi_process:  # this process's rows only (the rest live on other hosts)
-            tokens, logprobs, lengths, done = map(distributed.process_local_rows, fields)
+            tokens, logprobs, lengths, done = map(multihost.process_local_rows, fields)
             steps = np.asarray(state.step.addressable_data(0))
         else:
             tokens, logprobs, lengths, done, steps = jax.device_get((*fields, state.step))

@@ -26,7 +26,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from r1jax import distributed
+from r1jax import multihost
 from r1jax.train import rl_metrics
 from r1jax.train import rollout as rollout_lib
 from r1jax.train.objectives import GRPOOptions
@@ -154,12 +154,12 @@ def grpo_iteration(
         parts.rollout,
         num_prompts=local_num_prompts(parts),
         pad_id=parts.pad_id,
-        all_done=distributed.all_processes,
+        all_done=multihost.all_processes,
     )
     advantages = local_advantages(rollout.rewards, parts.rollout, parts.mesh)  # 2. batch
     batch = rollout_lib.build_grpo_batch(rollout, advantages, parts.rollout)
     if jax.process_count() > 1:  # this process's rows -> global arrays on the mesh
-        batch = distributed.host_local_to_global(batch, parts.mesh)
+        batch = multihost.host_local_to_global(batch, parts.mesh)
     update_start = time.perf_counter()
     state = maybe_refresh_reference(state, parts, step)
     state, step_metrics = update(state, batch, parts)  # 3. update (jit)
@@ -186,7 +186,7 @@ def maybe_refresh_reference(state: TrainState, parts: GRPOParts, step: int) -> T
 def dynamic_counts(info: dict[str, float], mesh=None) -> dict[str, float]:
     """``collect``'s group counts summed over data shards (the rounds are the same on all)."""
     counts = np.asarray([list(info.values())], np.float64)
-    totals = (counts if mesh is None else distributed.gather_shards(counts, mesh)).sum(0)
+    totals = (counts if mesh is None else multihost.gather_shards(counts, mesh)).sum(0)
     return dict(zip(info, map(float, totals), strict=True)) | {
         "dynamic/rounds": info["dynamic/rounds"]
     }
@@ -197,7 +197,7 @@ def local_num_prompts(parts: GRPOParts) -> int:
     ``loop.num_prompts`` (all of them with one process or without a mesh)."""
     if parts.mesh is None or jax.process_count() == 1:
         return parts.loop.num_prompts
-    shard = distributed.batch_feed(parts.mesh, parts.loop.num_prompts, "grpo.num_prompts")
+    shard = multihost.batch_feed(parts.mesh, parts.loop.num_prompts, "grpo.num_prompts")
     return parts.loop.num_prompts // shard.count
 
 
@@ -211,14 +211,14 @@ def local_advantages(rewards_R: np.ndarray, options: RolloutOptions, mesh=None) 
     rewards_R = np.asarray(rewards_R, np.float32)
     if mesh is None or jax.process_count() == 1:
         return rollout_lib.compute_advantages(rewards_R, options)
-    advantages = rollout_lib.compute_advantages(distributed.gather_shards(rewards_R, mesh), options)
-    return advantages[distributed.data_shard(mesh).rows(len(advantages))]
+    advantages = rollout_lib.compute_advantages(multihost.gather_shards(rewards_R, mesh), options)
+    return advantages[multihost.data_shard(mesh).rows(len(advantages))]
 
 
 def rollout_metrics(rollout: rollout_lib.Rollout, parts: GRPOParts) -> dict[str, float]:
     """Reward per component, accuracy, format rate, lengths, truncation, reflection words; over
     every process's rows (gathered: each process scored its own)."""
-    gather = lambda x: distributed.gather_shards(x, parts.mesh) if parts.mesh else np.asarray(x)
+    gather = lambda x: multihost.gather_shards(x, parts.mesh) if parts.mesh else np.asarray(x)
     rewards = gather(rollout.rewards)
     truncated = gather((np.asarray(rollout.finish_reason) == "length").astype(np.int32)) > 0
     return (

@@ -24,7 +24,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from r1jax import distributed
+from r1jax import multihost
 from r1jax.model import ModelConfig
 from r1jax.rewards import CompositeReward
 from r1jax.sampling import Sampler
@@ -91,7 +91,7 @@ def make_eval_fn(config, parts: GRPOParts, tokenizer):
 
     ev = config.get("eval") or {}
     num_prompts, k = int(ev.get("num_prompts", 16)), int(ev.get("num_samples", 4))
-    shard = distributed.batch_feed(parts.mesh, num_prompts, "config.eval.num_prompts")
+    shard = multihost.batch_feed(parts.mesh, num_prompts, "config.eval.num_prompts")
     dataset = make_rl_dataset(
         loop_lib.make_source(config.data),
         tokenizer,
@@ -113,7 +113,7 @@ def make_eval_fn(config, parts: GRPOParts, tokenizer):
     def eval_fn(state, step):
         sample_fn = sample_fn_for(state, eval_parts, 1_000_000 + step)
         ro = sample_and_score(prompts, lambda p: sample_fn(p, 0), parts.reward, tokenizer, opts)
-        mean = lambda x: float(np.mean(distributed.gather_shards(x, parts.mesh)))  # all rows
+        mean = lambda x: float(np.mean(multihost.gather_shards(x, parts.mesh)))  # all rows
         out = {f"reward/{n}": mean(v) for n, v in sorted(ro.components.items())}
         out["reward/total"] = mean(ro.rewards)
         out["response_length/mean"] = mean(ro.lengths)
@@ -139,7 +139,7 @@ def build(config, workdir: Path):
             f"{model_config.vocab_size}"
         )
     # This process's share of the prompts: its data shard's (shared shards read the same).
-    shard = distributed.batch_feed(setup.mesh, loop.num_prompts, "config.grpo.num_prompts")
+    shard = multihost.batch_feed(setup.mesh, loop.num_prompts, "config.grpo.num_prompts")
     dataset = make_rl_dataset(
         loop_lib.make_source(config.data),
         tokenizer,

@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from r1jax import distributed, sharding
+from r1jax import multihost, sharding
 from r1jax.model import ModelConfig, abstract_params, hf, init_params
 from r1jax.train import objectives
 from r1jax.train.checkpoint import Checkpointer, PreemptionGuard
@@ -216,7 +216,7 @@ def run(
     setup = build_setup(config)
     loop = setup.loop
     # This process's share: its data shard's (processes sharing a shard read the same rows).
-    shard = distributed.batch_feed(setup.mesh, loop.batch_size, "config.train.batch_size")
+    shard = multihost.batch_feed(setup.mesh, loop.batch_size, "config.train.batch_size")
     tokenizer = make_tokenizer(config.data, workdir)
     if tokenizer.vocab_size > setup.model_config.vocab_size:
         raise ValueError(

@@ -288,7 +288,7 @@ def collect(
     ``num_prompts * G`` rows and counts (rounds, groups sampled/dropped/filled).
 
     ``all_done(enough) -> bool`` decides whether sampling stops after a dynamic-sampling round;
-    with several processes it is ``r1jax.distributed.all_processes``: sampling is a collective,
+    with several processes it is ``r1jax.multihost.all_processes``: sampling is a collective,
     so every process keeps taking rounds until all of them have enough groups.
     """
     g = options.num_samples

@@ -8,8 +8,8 @@ import dataclasses
 
 import pytest
 
-from r1jax import distributed
-from r1jax.distributed import DataShard
+from r1jax import multihost
+from r1jax.multihost import DataShard
 from r1jax.pipeline.evaluate import JudgedSample, _merge_processes, sampling_plan
 
 
@@ -62,5 +62,5 @@ def test_merge_keeps_one_copy_per_shard_drops_padding_and_orders():
 
 def test_collectives_are_identities_on_one_process():
     obj = {"a": [1, 2], "b": "x"}
-    assert distributed.gather_objects(obj) == [obj]
-    distributed.barrier("nothing to wait for")
+    assert multihost.gather_objects(obj) == [obj]
+    multihost.barrier("nothing to wait for")

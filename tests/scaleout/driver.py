@@ -30,7 +30,7 @@ import sys
 import jax
 import numpy as np
 
-from r1jax import distributed
+from r1jax import distributed, multihost
 
 GLOBAL_BATCH = 16
 SEQ = 16
@@ -79,7 +79,7 @@ def grpo_rollout(state, sampler, step: int, mesh) -> dict:
     from r1jax.losses import group_advantages
 
     prompts = prompts_for(step)
-    local = prompts[distributed.data_shard(mesh).rows(len(prompts))]
+    local = prompts[multihost.data_shard(mesh).rows(len(prompts))]
     key = jax.random.fold_in(jax.random.key(7), step)
     out = sampler(state.params, local, rng=key, num_samples=GROUP, max_new_tokens=COMPLETION)
     rewards = toy_reward(out.tokens, out.mask)
@@ -93,7 +93,7 @@ def grpo_rollout(state, sampler, step: int, mesh) -> dict:
 
 
 def local_rows_slice(mesh) -> slice:
-    return distributed.data_shard(mesh).rows(GLOBAL_BATCH)
+    return multihost.data_shard(mesh).rows(GLOBAL_BATCH)
 
 
 def local_rows(batch: dict, mesh) -> dict:
@@ -134,7 +134,7 @@ def train(args) -> None:
 
     sft_step = make_train_step(mc, objectives.sft(mc), optim, mesh, num_microbatches=2)
     for i in range(args.sft_steps):
-        batch = distributed.host_local_to_global(local_rows(sft_batch(i), mesh), mesh)
+        batch = multihost.host_local_to_global(local_rows(sft_batch(i), mesh), mesh)
         state, m = sft_step(state, batch)
         metrics["sft"].append(float(m["loss"]))
 
@@ -146,7 +146,7 @@ def train(args) -> None:
     sampler = Sampler(mc, mesh=mesh, buckets=(PROMPT // 2, PROMPT))
     for i in range(args.grpo_steps):
         rewards, local = grpo_rollout(state, sampler, i, mesh)
-        batch = distributed.host_local_to_global(local, mesh)
+        batch = multihost.host_local_to_global(local, mesh)
         metrics["reward"].append(float(multihost_utils.process_allgather(rewards).mean()))
         batch["old_logprobs"] = logprobs(state.params, batch)  # pi_old: this policy, on-policy
         state, m = grpo_step(state, batch)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from r1jax import distributed as dist
+from r1jax import multihost as mh
 
 SLURM = {
     "SLURM_JOB_ID": "4242",
@@ -138,42 +139,42 @@ def fake_mesh(shape, names, procs_per_device):
 
 def test_data_shard_two_processes_split_the_batch():
     mesh = fake_mesh((4, 2, 1), ("data", "fsdp", "tensor"), [0] * 4 + [1] * 4)
-    assert dist.data_shard(mesh, process_index=0) == dist.DataShard(0, 2)
-    assert dist.data_shard(mesh, process_index=1) == dist.DataShard(1, 2)
-    assert dist.data_shard(mesh, process_index=1).rows(16) == slice(8, 16)
+    assert mh.data_shard(mesh, process_index=0) == mh.DataShard(0, 2)
+    assert mh.data_shard(mesh, process_index=1) == mh.DataShard(1, 2)
+    assert mh.data_shard(mesh, process_index=1).rows(16) == slice(8, 16)
 
 
 def test_data_shard_tensor_axis_across_hosts_shares_rows():
     # data=2 over hosts pairs, tensor=2 spans processes 0/1 and 2/3.
     mesh = fake_mesh((2, 1, 2), ("data", "fsdp", "tensor"), [0, 1, 2, 3])
-    shards = [dist.data_shard(mesh, process_index=p) for p in range(4)]
-    assert shards == [dist.DataShard(0, 2)] * 2 + [dist.DataShard(1, 2)] * 2
+    shards = [mh.data_shard(mesh, process_index=p) for p in range(4)]
+    assert shards == [mh.DataShard(0, 2)] * 2 + [mh.DataShard(1, 2)] * 2
 
 
 def test_shard_owners_keep_one_process_per_shared_shard():
     # tensor=2 spans processes 0/1 and 2/3: shards 0, 0, 1, 1 -> keep processes 0 and 2
     mesh = fake_mesh((2, 1, 2), ("data", "fsdp", "tensor"), [0, 1, 2, 3])
-    assert dist.shard_owners(mesh) == [0, 2]
+    assert mh.shard_owners(mesh) == [0, 2]
     mesh = fake_mesh((4, 2, 1), ("data", "fsdp", "tensor"), [0] * 4 + [1] * 4)
-    assert dist.shard_owners(mesh) == [0, 1]
+    assert mh.shard_owners(mesh) == [0, 1]
     mesh = fake_mesh((1, 1, 8), ("data", "fsdp", "tensor"), [0] * 4 + [1] * 4)
-    assert dist.shard_owners(mesh) == [0]  # one shard, held by both
+    assert mh.shard_owners(mesh) == [0]  # one shard, held by both
 
 
 def test_batch_feed_splits_by_data_shard_and_names_the_field():
     mesh = fake_mesh((2, 1, 2), ("data", "fsdp", "tensor"), [0, 1, 2, 3])
-    assert dist.batch_feed(mesh, 8, "config.train.batch_size") in (
-        dist.DataShard(0, 2),
-        dist.DataShard(1, 2),
+    assert mh.batch_feed(mesh, 8, "config.train.batch_size") in (
+        mh.DataShard(0, 2),
+        mh.DataShard(1, 2),
     )
     with pytest.raises(ValueError, match="config.train.batch_size=7 must divide by the 2"):
-        dist.batch_feed(mesh, 7, "config.train.batch_size")
+        mh.batch_feed(mesh, 7, "config.train.batch_size")
 
 
 def test_data_shard_rejects_interleaved_devices():
     mesh = fake_mesh((4, 1, 1), ("data", "fsdp", "tensor"), [0, 1, 0, 1])
     with pytest.raises(ValueError, match="contiguous"):
-        dist.data_shard(mesh, process_index=0)
+        mh.data_shard(mesh, process_index=0)
 
 
 def test_host_local_to_global_single_process_is_the_batch():
@@ -183,7 +184,7 @@ def test_host_local_to_global_single_process_is_the_batch():
 
     mesh = make_mesh({"data": -1})
     batch = {"tokens": np.arange(32).reshape(8, 4)}
-    out = dist.host_local_to_global(batch, mesh)
+    out = mh.host_local_to_global(batch, mesh)
     assert out["tokens"].shape == (8, 4)
     assert len(out["tokens"].sharding.device_set) == len(jax.devices())
     np.testing.assert_array_equal(np.asarray(out["tokens"]), batch["tokens"])
@@ -194,5 +195,5 @@ def test_process_local_rows_inverts_host_local_to_global():
 
     mesh = make_mesh({"data": -1, "fsdp": 2})
     x = np.arange(48, dtype=np.float32).reshape(16, 3)
-    back = dist.process_local_rows(dist.host_local_to_global(x, mesh))
+    back = mh.process_local_rows(mh.host_local_to_global(x, mesh))
     np.testing.assert_array_equal(back, x)  # one process holds every row, each once

@@ -81,11 +81,11 @@ def test_dry_run_prints_the_plan_and_runs_nothing_remote(args, expected, tmp_pat
 PROBE = textwrap.dedent(
     """
     import jax, numpy as np
-    from r1jax import distributed
+    from r1jax import distributed, multihost
     plan = distributed.initialize()
     from r1jax.sharding import make_mesh
     mesh = make_mesh({"data": -1})
-    x = distributed.host_local_to_global(
+    x = multihost.host_local_to_global(
         {"x": np.full((2, 3), jax.process_index() + 1.0, np.float32)}, mesh)["x"]
     total = jax.jit(lambda a: a.sum())(x)
     print("probe", plan.source, jax.process_index(), jax.process_count(), jax.device_count(),
