@@ -11,41 +11,13 @@ Marked slow: three launches, each compiling the sampler (and the recipe its trai
 """
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import pytest
+from launching import r1jax_on_one_process, r1jax_on_two_processes
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-TIMEOUT = 600
 TIMING = {"generation_seconds", "tokens_per_second", "seconds_per_completion"}
-
-
-def _env(devices: int | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("R1JAX_", "XLA_"))}
-    env |= {"JAX_PLATFORMS": "cpu", "JAX_DEFAULT_PRNG_IMPL": "rbg", "PYTHONPATH": str(ROOT)}
-    if devices:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    return env
-
-
-def _run(command: list[str], env: dict) -> str:
-    proc = subprocess.run(  # noqa: S603
-        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, timeout=TIMEOUT,
-    )  # fmt: skip
-    if proc.returncode:
-        tail = "\n".join(l for l in proc.stdout.splitlines() if "Involuntary" not in l)[-4000:]
-        pytest.fail(f"{' '.join(command[:8])} ... exited {proc.returncode}:\n{tail}")
-    return proc.stdout
-
-
-def _two_processes(*args: str) -> str:
-    local = [str(ROOT / "launch" / "local.sh"), "-n", "2", "-d", "4", "--"]
-    return _run([*local, sys.executable, "-m", "r1jax", *args], _env())
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +49,8 @@ def test_eval_on_two_processes_equals_one_process(checkpoint, tmp_path):
         "--temperature=0", "--max-new-tokens=12", "--prompts-per-batch=12", "--mesh=-1,1,1",
     ]  # fmt: skip
     one, two = tmp_path / "one", tmp_path / "two"
-    _run([sys.executable, "-m", "r1jax", *common, f"--output={one}"], _env(devices=8))
-    out = _two_processes(*common, f"--output={two}")
+    r1jax_on_one_process(*common, f"--output={one}")
+    out = r1jax_on_two_processes(*common, f"--output={two}")
     assert "[p0] 20 questions x 2 samples on 8 device(s) in 2 process(es)" in out
     assert "[p0]" in out and "pass@1" in out and "[p1]   " not in out  # process 0 reports
 
@@ -99,7 +71,7 @@ def test_eval_on_two_processes_equals_one_process(checkpoint, tmp_path):
 @pytest.mark.slow
 def test_recipe_stages_on_two_processes(tmp_path):
     run = tmp_path / "run"
-    out = _two_processes(
+    out = r1jax_on_two_processes(
         "demo", "--config=configs/demo.py:smoke", f"--run_dir={run}",
         "--config.grpo.grpo.num_prompts=8",  # 4 per process, split over the 8 data shards
     )  # fmt: skip

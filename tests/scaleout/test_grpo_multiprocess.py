@@ -11,16 +11,11 @@ Marked slow: two launches of two processes, each compiling the sampler and the t
 """
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-TIMEOUT = 600
+from launching import ROOT, r1jax_on_two_processes
 
 CONFIG = """
 import importlib.util
@@ -52,20 +47,9 @@ def get_config():
 
 
 def _launch(config: pathlib.Path, workdir: pathlib.Path, steps: int) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("R1JAX_", "XLA_"))}
-    env |= {"JAX_PLATFORMS": "cpu", "JAX_DEFAULT_PRNG_IMPL": "rbg", "PYTHONPATH": str(ROOT)}
-    command = [
-        str(ROOT / "launch" / "local.sh"), "-n", "2", "-d", "4", "--",
-        sys.executable, "-m", "r1jax", "train", f"--config={config}", f"--workdir={workdir}",
-        f"--config.train.steps={steps}",
-    ]  # fmt: skip
-    proc = subprocess.run(  # noqa: S603
-        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, timeout=TIMEOUT,
-    )  # fmt: skip
-    if proc.returncode:
-        tail = "\n".join(l for l in proc.stdout.splitlines() if "Involuntary" not in l)[-4000:]
-        pytest.fail(f"launch/local.sh -n 2 -d 4 r1jax train exited {proc.returncode}:\n{tail}")
+    r1jax_on_two_processes(
+        "train", f"--config={config}", f"--workdir={workdir}", f"--config.train.steps={steps}"
+    )
 
 
 def _metrics(workdir: pathlib.Path) -> list[dict]:

@@ -10,35 +10,18 @@ Marked slow: four launches, each compiling the train step (and GRPO the sampler)
 """
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from launching import r1jax_on_one_process, r1jax_on_two_processes
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-TIMEOUT = 600
 MESH = ["--config.mesh.data=1", "--config.mesh.tensor=8"]
 SFT = ["--config=configs/sft_tiny.py", "--config.train.steps=3", "--config.train.log_every=1"]
 GRPO = [
     "--config=configs/grpo_tiny.py", "--config.train.steps=2", "--config.grpo.num_prompts=4",
     "--config.grpo.max_new_tokens=12", "--config.train.eval_every=2", "--config.eval.num_prompts=4",
 ]  # fmt: skip
-
-
-def _run(command: list[str], devices: int) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("R1JAX_", "XLA_"))}
-    env |= {"JAX_PLATFORMS": "cpu", "JAX_DEFAULT_PRNG_IMPL": "rbg", "PYTHONPATH": str(ROOT)}
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    proc = subprocess.run(  # noqa: S603
-        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, timeout=TIMEOUT,
-    )  # fmt: skip
-    if proc.returncode:
-        tail = "\n".join(l for l in proc.stdout.splitlines() if "Involuntary" not in l)[-4000:]
-        pytest.fail(f"{' '.join(command[:6])} ... exited {proc.returncode}:\n{tail}")
 
 
 def _metrics(workdir: pathlib.Path, key: str) -> list[float]:
@@ -48,10 +31,8 @@ def _metrics(workdir: pathlib.Path, key: str) -> list[float]:
 
 def _one_and_two_processes(tmp_path, args: list[str]) -> tuple[pathlib.Path, pathlib.Path]:
     one, two = tmp_path / "one", tmp_path / "two"
-    command = [sys.executable, "-m", "r1jax", "train", *args, *MESH]
-    _run([*command, f"--workdir={one}"], devices=8)
-    local = [str(ROOT / "launch" / "local.sh"), "-n", "2", "-d", "4", "--"]
-    _run([*local, *command, f"--workdir={two}"], devices=4)
+    r1jax_on_one_process("train", *args, *MESH, f"--workdir={one}")
+    r1jax_on_two_processes("train", *args, *MESH, f"--workdir={two}")
     return one, two
 
 
