@@ -93,15 +93,14 @@ def sampling_plan(
     return plan
 
 
-def _merge_processes(gathered: list[dict], num_examples: int) -> list[JudgedSample]:
-    """All processes' judged samples in (question, sample) order: one copy of each data shard
-    (processes that share a shard sampled the same rows) and no padding questions."""
-    seen, samples = set(), []
-    for part in gathered:
-        if part["shard"] in seen:
-            continue
-        seen.add(part["shard"])
-        samples += [JudgedSample(**s) for s in part["samples"] if s["question"] < num_examples]
+def _merge_processes(
+    gathered: list[list[dict]], owners: list[int], num_examples: int
+) -> list[JudgedSample]:
+    """All processes' judged samples in (question, sample) order: those of each data shard's
+    first process (``multihost.shard_owners``; processes that share a shard sampled the same
+    rows) without the padding questions."""
+    rows = [s for p in owners for s in gathered[p] if s["question"] < num_examples]
+    samples = [JudgedSample(**s) for s in rows]
     return sorted(samples, key=lambda s: (s.question, s.sample))
 
 
@@ -193,11 +192,10 @@ def sample_and_judge(
         if own_rewards:
             rewards.close()
     if shard is not None:  # every process gets every process's samples
-        part = {"shard": shard.index, "timeouts": timeouts}
-        part["samples"] = [dataclasses.asdict(s) for s in samples]
-        gathered = multihost.gather_objects(part)
-        samples = _merge_processes(gathered, len(examples))
-        timeouts = sum({p["shard"]: p["timeouts"] for p in gathered}.values())
+        owners = multihost.shard_owners(sampler.mesh)
+        gathered = multihost.gather_objects([dataclasses.asdict(s) for s in samples])
+        samples = _merge_processes(gathered, owners, len(examples))
+        timeouts = int(multihost.gather_shards([timeouts], sampler.mesh).sum())
     gen_tokens = sum(s.length for s in samples)
     timing = {
         "generation_seconds": gen_seconds,

@@ -187,10 +187,7 @@ def make_tokenizer(data_config, workdir: str | Path):
             for _, ex in zip(range(data_config.tokenizer_examples), examples, strict=False):
                 lines += [format_r1_zero(ex["prompt"]), ex["gold_cot"], str(ex["answer"])]
             train_sentencepiece(lines, prefix, data_config.vocab_size)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices("tokenizer")
+        multihost.barrier("tokenizer")  # the others wait for process 0's file
     return load_tokenizer(str(model))
 
 

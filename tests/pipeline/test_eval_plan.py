@@ -49,12 +49,12 @@ def _sample(question: int, sample: int, text: str = "") -> dict:
 
 
 def test_merge_keeps_one_copy_per_shard_drops_padding_and_orders():
-    gathered = [
-        {"shard": 0, "samples": [_sample(0, 0), _sample(0, 1), _sample(2, 0), _sample(2, 1)]},
-        {"shard": 0, "samples": [_sample(0, 0, "replica")]},  # same shard: tensor across hosts
-        {"shard": 1, "samples": [_sample(1, 0), _sample(1, 1), _sample(3, 0), _sample(3, 1)]},
+    gathered = [  # per process; process 1 holds shard 0 too (tensor across hosts)
+        [_sample(0, 0), _sample(0, 1), _sample(2, 0), _sample(2, 1)],
+        [_sample(0, 0, "replica")],
+        [_sample(1, 0), _sample(1, 1), _sample(3, 0), _sample(3, 1)],
     ]
-    merged = _merge_processes(gathered, num_examples=3)
+    merged = _merge_processes(gathered, owners=[0, 2], num_examples=3)
     assert [(s.question, s.sample) for s in merged] == [(q, i) for q in range(3) for i in (0, 1)]
     assert all(s.completion != "replica" for s in merged)
     assert isinstance(merged[0], JudgedSample)
