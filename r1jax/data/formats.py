@@ -18,6 +18,7 @@ Formats: ``gsm8k`` (``question``, ``answer`` ending ``#### N``), ``math`` (``pro
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -57,6 +58,8 @@ def _get(record: Mapping, key: str, origin: str, *, kind=str, required=True) -> 
         raise DataError(f"missing (record has {sorted(record)})", origin=origin, field=key)
     value = record[key]
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):  # JSON NaN / Infinity, a Parquet float column's NaN
+            raise DataError(f"non-finite number {value!r}", origin=origin, field=key)
         return str(value)  # numeric answers in JSON are fine
     if not isinstance(value, kind):
         raise DataError(
@@ -193,5 +196,30 @@ def normalize_record(
     if name not in _NORMALIZERS:
         raise ValueError(f"unknown format {fmt!r}; known: {FORMATS}")
     out = _NORMALIZERS[name](record, origin, purpose)
+    if purpose == "rl" and out.get("answer") is not None and is_blank_answer(out["answer"]):
+        raise DataError(
+            f"empty gold answer {out['answer']!r}: no completion could ever earn its reward",
+            origin=origin,
+            field=field_map_inverse(field_map, "answer"),
+        )
     out["_origin"] = origin
     return out
+
+
+_WRAPPER_RE = re.compile(r"^\\(?:boxed|fbox|text|textbf|mathrm)\s*\{(.*)\}$", re.DOTALL)
+
+
+def is_blank_answer(answer: str) -> bool:
+    """True for an answer with nothing in it: blank, ``$ $``, ``\\boxed{}``, ``\\text{ }``."""
+    text = answer.strip().strip("$").strip()
+    while (m := _WRAPPER_RE.match(text)) is not None:
+        text = m.group(1).strip().strip("$").strip()
+    return not text
+
+
+def field_map_inverse(field_map: Mapping[str, str] | None, field: str) -> str:
+    """The user's own name of a normalised ``field`` (``field_map`` renamed it), for errors."""
+    for theirs, ours in (field_map or {}).items():
+        if ours == field:
+            return theirs
+    return field

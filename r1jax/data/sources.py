@@ -10,6 +10,7 @@ offsets in memory and re-reads a row on access; Parquet keeps the rows of the fi
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -25,8 +26,46 @@ from r1jax.data.formats import FORMATS, Purpose, normalize_record
 _MAX_REPORTED = 20
 
 
+SUFFIXES = (".jsonl", ".json", ".parquet")
+"""Data files a directory or glob contributes (JSON files hold one JSON object per line)."""
+
+
+def expand_paths(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """Files, directories (every data file below, recursively) and globs -> sorted file paths.
+
+    Each directory or glob contributes its data files (``SUFFIXES``; hidden files and
+    directories skipped) in sorted order, so the record order is the same on every machine.
+    A directory or glob with no data file, or a missing path, raises naming it.
+    """
+    files: list[str] = []
+    for entry in map(str, paths):
+        path = Path(entry)
+        if path.is_dir():
+            found = [
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix in SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            ]
+            what = f"directory {entry}"
+        elif any(ch in entry for ch in "*?["):
+            found = [Path(p) for p in glob.glob(entry, recursive=True) if Path(p).is_file()]
+            what = f"pattern {entry!r}"
+        else:
+            if not path.exists():
+                raise FileNotFoundError(f"{entry}: data file does not exist")
+            files.append(entry)
+            continue
+        if not found:
+            raise FileNotFoundError(f"{what}: no data files ({', '.join(SUFFIXES)}) in it")
+        files.extend(str(p) for p in sorted(found))
+    return files
+
+
 class RecordSource(grain.MapDataset):
-    """Normalised records from JSONL (``.jsonl``) and Parquet (``.parquet``) files.
+    """Normalised records from JSONL (``.jsonl``) and Parquet (``.parquet``) files, directories
+    of them (sharded data sets) or glob patterns (``data/train-*.parquet``); see `expand_paths`.
 
     ``source[i]`` is the normalised record of the i-th valid row (``i`` modulo ``len``, as grain's
     sources do, so ``repeat`` works), with ``_origin = "file:line"`` (1-based line; for Parquet
@@ -49,7 +88,7 @@ class RecordSource(grain.MapDataset):
         paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
         if not paths:
             raise ValueError("RecordSource needs at least one file")
-        self.paths = [str(p) for p in paths]
+        self.paths = expand_paths(paths)
         self._kw = {"fmt": fmt, "purpose": purpose, "field_map": dict(field_map or {})}
         self._on_error = on_error
         self.num_skipped = 0

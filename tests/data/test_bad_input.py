@@ -22,6 +22,13 @@ CASES = {
     "wrong_type": ({"prompt": ["Compute"], "answer": "3"}, "prompt", "expected str, got list"),
     "not_an_object": ("[1, 2, 3]", None, "expected a JSON object, got list"),
     "unknown_layout": ({"text": "hello"}, None, "cannot tell the format"),
+    # RL gold answers no completion could ever match.
+    "empty_answer": ({"prompt": "Compute 1 + 2", "answer": ""}, "answer", "empty gold answer"),
+    "blank_answer": ({"prompt": "Compute 1 + 2", "answer": " \t"}, "answer", "empty gold"),
+    "empty_box": ({"prompt": "Compute", "answer": "$\\boxed{ }$"}, "answer", "empty gold"),
+    "nan_answer": ({"prompt": "Compute 0 / 0", "answer": float("nan")}, "answer", "non-finite"),
+    "inf_answer": ({"prompt": "Compute 1 / 0", "answer": float("inf")}, "answer", "non-finite"),
+    "gsm8k_blank": ({"question": "Q", "answer": "so #### ,"}, "answer", "empty final answer"),
 }
 
 
@@ -96,7 +103,7 @@ def test_over_long_rl_prompt_raises_with_origin_or_is_counted(tmp_path, sp_token
     long = {"prompt": "Compute " + " + ".join(["12"] * 200), "answer": "2400"}
     path = write_jsonl(tmp_path / "rl.jsonl", [GOOD, long, GOOD, GOOD, GOOD])
     kw = dict(
-        batch_size=2, buckets=(256,), shuffle=False, num_epochs=1, process_index=0, process_count=1
+        batch_size=2, buckets=(256,), shuffle=False, num_epochs=1, shard_index=0, shard_count=1
     )
     with pytest.raises(
         DataError, match=r"rl\.jsonl:2: field 'prompt': prompt is \d+ tokens, over the limit 256"
@@ -114,9 +121,7 @@ def test_over_long_rl_prompt_raises_with_origin_or_is_counted(tmp_path, sp_token
 def test_over_long_sft_example_raise_skip_truncate(tmp_path, sp_tokenizer):
     long = {**GOOD, "think": "1 + 2 = 3. " * 100}
     path = write_jsonl(tmp_path / "sft.jsonl", [GOOD, GOOD, long, GOOD])
-    kw = dict(
-        batch_size=2, seq_len=160, shuffle=False, num_epochs=1, process_index=0, process_count=1
-    )
+    kw = dict(batch_size=2, seq_len=160, shuffle=False, num_epochs=1, shard_index=0, shard_count=1)
     with pytest.raises(DataError, match=r"sft\.jsonl:3: field 'completion': example is \d+ tokens"):
         list(make_sft_dataset(path, sp_tokenizer, on_too_long="raise", **kw))
     skipped = list(make_sft_dataset(path, sp_tokenizer, on_too_long="skip", **kw))
@@ -138,3 +143,30 @@ def test_an_endless_source_whose_examples_are_all_too_long_raises_instead_of_han
     rl = make_rl_dataset(task, sp_tokenizer, batch_size=2, buckets=(8,), on_too_long="skip")
     with pytest.raises(DataError, match="consecutive examples were dropped"):
         next(iter(rl))
+
+
+def test_a_directory_of_shards_reads_every_data_file_in_sorted_order(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shards = tmp_path / "train"
+    (shards / "more").mkdir(parents=True)
+    write_jsonl(shards / "b.jsonl", [dict(GOOD, id=1)])
+    write_jsonl(shards / "a.jsonl", [dict(GOOD, id=0)])
+    pq.write_table(pa.Table.from_pylist([dict(GOOD, id=2)]), shards / "more" / "c.parquet")
+    (shards / "README.md").write_text("not data")
+    (shards / ".cache").mkdir()
+    write_jsonl(shards / ".cache" / "x.jsonl", ["{"])  # hidden: skipped (it would not parse)
+    src = RecordSource(shards)
+    assert [src[i]["id"] for i in range(len(src))] == [0, 1, 2]
+    assert src.paths == [str(shards / n) for n in ("a.jsonl", "b.jsonl", "more/c.parquet")]
+    glob_src = RecordSource(str(shards / "*.jsonl"))
+    assert [glob_src[i]["id"] for i in range(len(glob_src))] == [0, 1]
+
+
+def test_a_directory_or_pattern_without_data_files_is_an_error_naming_it(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"directory .*empty: no data files"):
+        RecordSource(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match=r"pattern .*nothing-\*\.jsonl.*: no data files"):
+        RecordSource(str(tmp_path / "nothing-*.jsonl"))
