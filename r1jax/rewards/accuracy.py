@@ -1,10 +1,16 @@
-"""The accuracy reward [R1]: 1.0 when the final answer is equivalent to the reference."""
+"""The accuracy reward [R1]: 1.0 when the final answer is equivalent to the reference.
+
+Each check is hard-limited (see `r1jax.rewards.equivalence` and `r1jax.rewards.hard_limit`):
+called in the trainer's own process, the sympy part runs in a persistent worker that is killed
+past `timeout`; inside a `RewardPool` worker (a daemonic process, which may start no children) it
+runs in-process under the soft limit, and the pool's per-job kill is the hard limit.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
-from r1jax.rewards.equivalence import PercentMode, answers_equivalent
+from r1jax.rewards.equivalence import DEFAULT_TIMEOUT, PercentMode, answers_equivalent
 from r1jax.rewards.extract import ExtractMode, extract_answer
 
 
@@ -15,12 +21,13 @@ class AccuracyReward:
     Attributes:
       mode: where the final answer is read from (see `extract_answer`).
       percent: how ``\\%`` answers compare with plain numbers (see `answers_equivalent`).
-      timeout: soft time limit in seconds per item for the equivalence engine.
+      timeout: time limit in seconds per item for the equivalence engine (hard where a worker
+        process can be started, see the module doc).
     """
 
     mode: ExtractMode = "auto"
     percent: PercentMode = "both"
-    timeout: float = 2.0
+    timeout: float = DEFAULT_TIMEOUT
 
     def score(self, completion: str, reference: str) -> float:
         """1.0 or 0.0 for one completion."""

@@ -4,13 +4,26 @@
 
 1. Identical canonical keys (`normalize_answer`) are equivalent; a tautological candidate such as
    ``x = x`` never is.
-2. Plain numbers (integers, decimals, ``a/b``, ``\\frac{a}{b}``, mixed numbers, thousands
-   separators, a trailing ``\\%``) are compared *exactly* as fractions, so ``0.0000001`` and
-   ``0.0000002`` differ (no float-rounding tolerance to abuse).
+2. Plain numbers (integers, decimals, ``a/b``, ``\\frac{a}{b}``, mixed numbers ``2\\frac{1}{2}`` and
+   ``4 4/9``, thousands separators ``1,000``, ``1{,}000``, ``1\\,000``, ``1 000``, a trailing
+   ``\\%``, a ``\\$``) are compared *exactly* as fractions, so ``0.0000001`` and ``0.0000002``
+   differ. Spacing is read, not deleted: ``32, 349`` is a list of two numbers, never ``32349``, and
+   digits split by a bare space (``2 3``) are no number at all.
 3. Everything else (``\\sqrt``, π, sets, tuples, intervals, matrices, expressions, equations,
-   ``\\text{}`` units, ``x = 3`` vs ``3``) goes to `math_verify.parse`/`verify` under a soft time
-   limit, after input guards refuse what makes sympy explode: power towers, huge exponents or
-   factorials, deep brace nests and over-long answers. The process pool adds the hard limit.
+   ``\\text{}`` units, ``x = 3`` vs ``3``) goes to the engine: `math_verify` parses each answer
+   *whole* (an answer it reads only a prefix of, e.g. ``1-\\frac{1}{\\mathrm{e}}`` read as ``1``,
+   counts as unreadable and is never paid) and `math_verify.verify` compares them, except that two
+   exact numbers (no decimal on either side: ``\\frac{1}{2^{99}}``, ``\\sqrt{8}``, ``\\pi``, at any
+   magnitude) are compared exactly, and a decimal against a rational number too; a float tolerance
+   (`float_rounding` digits) is left only where one side is a decimal and the other irrational.
+
+The engine runs under a hard limit (`r1jax.rewards.hard_limit`): in a persistent worker process
+that is killed past `timeout` seconds, so a call returns within ``timeout`` plus a few
+milliseconds, whatever the input (a long C call in sympy included). Input guards first refuse what
+is explosive and pointless to try (numeric power towers, exponents or factorial arguments of five
+digits and more, factorials of powers, deep brace nests, over-long answers). Inside a daemonic
+process (a `RewardPool` worker, which may not start children) the engine runs in-process under the
+soft `soft_time_limit`, and the pool's own per-job kill is the hard limit.
 
 Percentages follow `percent`: ``"fraction"`` (``10\\%`` == ``0.1``), ``"number"``
 (``10\\%`` == ``10``) or ``"both"`` (either; the default, as most graders do).
@@ -18,6 +31,7 @@ Percentages follow `percent`: ``"fraction"`` (``10\\%`` == ``0.1``), ``"number"`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
@@ -29,40 +43,77 @@ from r1jax.rewards.timelimit import soft_time_limit
 
 PercentMode = Literal["fraction", "number", "both"]
 
-MAX_ANSWER_CHARS = 400
+MAX_ANSWER_CHARS = 600
 MAX_BRACE_DEPTH = 24
+DEFAULT_TIMEOUT = 0.75  # Engine limit (s); with the worker's overhead a call stays under 1 s.
 
-_SPACES_RE = re.compile(r"(?<!\\)\\[,;:! ]|\\(?:quad|qquad)\b|\s+")
-_DELIMS_RE = re.compile(r"\\left|\\right|\\displaystyle|\$")
+_DELIMS_RE = re.compile(r"\\left\b|\\right\b|\\displaystyle|\\?\$")
+_GLUE_RE = re.compile(r"\\!\s*")  # Negative thin space: glue (as in 11,\!111).
+_SPACES_RE = re.compile(r"(?<!\\)\\[,;: ]|\\(?:quad|qquad)\b|~|\s+")
+_GAP_RE = re.compile(r" +")
+_EULER_RE = re.compile(r"\\(?:mathrm|text|operatorname)\{e\}")
 _TRAILING_UNIT_RE = re.compile(r"(?<=[\d}])\\(?:text|mbox|mathrm)\{[^{}]*\}$")
 _TEXT_WRAP_RE = re.compile(r"^\\(?:text|textbf|mathrm|mathbf)\{([^{}]*)\}$")
 _ASSIGN_RE = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?=(?!=)")
-_THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(?:(?:,\d{3})+|(?: \d{3})+)(?:\.\d+)?$")
 _NUMBER_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")
 _SLASH_RE = re.compile(r"^([+-]?\d+)/(\d+)$")
+_MIXED_SLASH_RE = re.compile(r"^([+-]?)(\d+) (\d+)/(\d+)$")
 _FRAC_RE = re.compile(r"^([+-]?)(\d+)?\\frac\{([+-]?\d+)\}\{(\d+)\}$")
 _PERCENT_RE = re.compile(r"^(.*?)(?:\\%|%)$")
+_SPLIT_DIGITS_RE = re.compile(r"\d \d")
 
-# Inputs that make sympy explode (huge integers, power towers) or recurse deeply.
+# Inputs that make sympy explode (huge integers, power towers) or recurse deeply. Ordinary
+# powers, including several in one equation (x^2/4+y^2/3=1) and symbolic towers (e^{x^2}), pass.
 _DANGER_RES = (
-    re.compile(r"\^\s*\{[^{}]*\^"),  # 10^{10^{...}}: a power inside an exponent
-    re.compile(r"\^\s*\(?[^{}()]*\^"),  # 2^(3^4), 2^3^4
-    re.compile(r"\*\*[^*]*\*\*"),  # 2**3**4
-    re.compile(r"(?:\^|\*\*)\s*[{(]?\s*[+-]?\d{4,}"),  # x^{999999999}: exponent >= 1000
-    re.compile(r"\d{4,}\s*!|\\(?:binom|choose)\s*\{\s*\d{5,}"),  # 100000!, binomials of huge n
+    re.compile(r"\d\s*(?:\^|\*\*)\s*[{(]?\s*[+-]?\d+(?:\.\d+)?\s*(?:\^|\*\*)"),  # 10^{10^{10}}
+    re.compile(r"(?:\^|\*\*)\s*[{(]?\s*[+-]?\d{5,}"),  # x^{999999999}: exponent >= 10000
+    re.compile(r"\d{5,}\s*!|\\(?:binom|choose)\s*\{\s*\d{5,}"),  # 100000!, huge binomials
     re.compile(r"\d{200,}"),  # absurdly long literals
 )
+_FACTORIAL_RE = re.compile(r"(?<!\\)!(?!=)")
+_HEAVY_OPERAND_RE = re.compile(r"\^|\*\*|!|\d{5,}")
+
+
+def _close_gap(m: re.Match) -> str:
+    """A run of spaces survives (as one) only between digits, or after a comma before a digit."""
+    s, i, j = m.string, m.start(), m.end()
+    if 0 < i and j < len(s) and s[j].isdigit() and (s[i - 1].isdigit() or s[i - 1] == ","):
+        return " "
+    return ""
+
+
+def _squash(s: str) -> str:
+    """Canonical spacing and presentation: delimiters, ``\\$``, markup and units dropped."""
+    s = _DELIMS_RE.sub("", s)
+    s = s.replace("{,}", ",")
+    s = _GLUE_RE.sub("", s)
+    s = _SPACES_RE.sub(" ", s).strip()
+    s = _GAP_RE.sub(_close_gap, s)
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = s.replace("^\\circ", "").replace("^{\\circ}", "")
+    s = _EULER_RE.sub("e", s)
+    s = s.rstrip(".")
+    m = _TEXT_WRAP_RE.match(s)
+    if m:
+        s = m.group(1).strip()
+    return _TRAILING_UNIT_RE.sub("", s)
 
 
 def _canonical_number(s: str) -> Fraction | None:
     """Exact value of a plain number string (after `_squash`), else None."""
     if _THOUSANDS_RE.match(s):
-        s = s.replace(",", "")
+        s = s.replace(",", "").replace(" ", "")
     if _NUMBER_RE.match(s):
         return Fraction(s.rstrip(".") or "0")
     m = _SLASH_RE.match(s)
     if m and int(m.group(2)) != 0:
         return Fraction(int(m.group(1)), int(m.group(2)))
+    m = _MIXED_SLASH_RE.match(s)
+    if m and 0 < int(m.group(3)) < int(m.group(4)):  # 4 4/9 is 40/9, a proper mixed number.
+        sign, whole, num, den = m.groups()
+        value = int(whole) + Fraction(int(num), int(den))
+        return -value if sign == "-" else value
     m = _FRAC_RE.match(s)
     if m and int(m.group(4)) != 0:
         sign, whole, num, den = m.groups()
@@ -73,27 +124,16 @@ def _canonical_number(s: str) -> Fraction | None:
     return None
 
 
-def _squash(s: str) -> str:
-    """Removes spacing, delimiters and presentation-only markup."""
-    s = _DELIMS_RE.sub("", s)
-    s = _SPACES_RE.sub("", s)
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    s = s.replace("^\\circ", "").replace("^{\\circ}", "")
-    s = s.rstrip(".")
-    m = _TEXT_WRAP_RE.match(s)
-    if m:
-        s = m.group(1)
-    return _TRAILING_UNIT_RE.sub("", s)
-
-
 def normalize_answer(s: str | None) -> str:
     """Canonical string key of an answer, for majority voting and cheap comparison.
 
-    Cheap and string-level only (no sympy): spacing, ``\\left``/``\\right``, ``$``, ``\\dfrac``,
-    a trailing unit in ``\\text{}``, a leading ``x =`` and thousands separators are dropped;
-    plain numbers become reduced fractions (``0.5``, ``1/2`` and ``\\frac{1}{2}`` all map to
-    ``"1/2"``). Answers equal only after algebra (``\\sqrt{3}/2`` vs ``\\frac{\\sqrt3}{2}``) keep
-    different keys; group those with `answers_equivalent`.
+    Cheap and string-level only (no sympy): spacing, ``\\left``/``\\right``, ``$``, ``\\$``,
+    ``\\dfrac``, a trailing unit in ``\\text{}``, a leading ``x =`` and thousands separators are
+    dropped; plain numbers become reduced fractions (``0.5``, ``1/2`` and ``\\frac{1}{2}`` all map
+    to ``"1/2"``, ``4 4/9`` to ``"40/9"``). Spacing that matters is kept apart: ``32, 349`` keys
+    as ``"32,349"``, never as the number ``32349``. Answers equal only after algebra
+    (``\\sqrt{3}/2`` vs ``\\frac{\\sqrt3}{2}``) keep different keys; group those with
+    `answers_equivalent`.
     """
     if s is None:
         return ""
@@ -103,12 +143,29 @@ def normalize_answer(s: str | None) -> str:
     value = _canonical_number(s)
     if value is not None:
         return str(value)
-    return s
+    return s.replace(", ", ",")
 
 
 def _is_tautology(s: str) -> bool:
     parts = _squash(s).split("=")
-    return len(parts) >= 2 and len({p for p in parts}) == 1 and parts[0] != ""
+    return len(parts) >= 2 and len(set(parts)) == 1 and parts[0] != ""
+
+
+def _factorial_operands(s: str):
+    """The operand text of each ``!`` in `s`: a number, a word, or a bracketed group."""
+    for m in _FACTORIAL_RE.finditer(s):
+        end = m.start()
+        if end and s[end - 1] in ")}]":
+            depth, i = 0, end - 1
+            while i >= 0:
+                depth += s[i] in ")}]"
+                depth -= s[i] in "({["
+                if depth == 0:
+                    break
+                i -= 1
+            yield s[max(i, 0) : end]
+        else:
+            yield re.search(r"[\w.]*$", s[:end]).group()
 
 
 def _is_dangerous(s: str) -> bool:
@@ -121,7 +178,10 @@ def _is_dangerous(s: str) -> bool:
             deepest = max(deepest, depth)
         elif ch in "})]":
             depth -= 1
-    return deepest > MAX_BRACE_DEPTH or any(r.search(s) for r in _DANGER_RES)
+    if deepest > MAX_BRACE_DEPTH or any(r.search(s) for r in _DANGER_RES):
+        return True
+    # (10^{9})!, (5!)!!: a factorial of a power, of a factorial or of a huge literal.
+    return any(_HEAVY_OPERAND_RE.search(op) for op in _factorial_operands(s))
 
 
 def _percent_variants(s: str, mode: PercentMode) -> list[str]:
@@ -134,6 +194,9 @@ def _percent_variants(s: str, mode: PercentMode) -> list[str]:
     if value is not None:
         as_fraction = str(value / 100)
     return {"fraction": [as_fraction], "number": [body], "both": [as_fraction, body]}[mode]
+
+
+# --- The engine: math-verify on whole answers, exact on exact numbers. Runs in the worker. ---
 
 
 class _DropTimeoutDisabledWarning(logging.Filter):
@@ -149,29 +212,134 @@ def _quiet_math_verify() -> None:
         logging.getLogger(name).addFilter(_DropTimeoutDisabledWarning())
 
 
+def _balanced(s: str) -> bool:
+    depth = 0
+    for m in re.finditer(r"\\[{}]|[{}]", s):
+        if len(m.group()) == 1:
+            depth += 1 if m.group() == "{" else -1
+            if depth < 0:
+                return False
+    return depth == 0
+
+
+def _parse_whole(s: str) -> list | None:
+    """math-verify's parse of all of `s` ([expr, text]), or None if only a part is readable."""
+    from latex2sympy2_extended import latex2sympy
+    from math_verify import LatexExtractionConfig, parse
+    from math_verify.parser import normalize_latex, should_treat_as_complex
+
+    normalized = normalize_latex(s, config=LatexExtractionConfig().normalization_config).strip()
+    if not normalized or not _balanced(normalized) or normalized[-1] in "{^_+-*/=\\":
+        return None  # Normalization or the text itself stops mid-expression.
+    found = parse(f"${s}$", parsing_timeout=None)
+    if len(found) == 2 and re.sub(r"\s+", "", found[1]) == re.sub(r"\s+", "", normalized):
+        return found  # The extraction covered the whole answer.
+    try:
+        expr = latex2sympy(
+            normalized,
+            is_real=not should_treat_as_complex(normalized),
+            convert_degrees=False,
+            normalization_config=None,
+        )
+    except Exception:  # noqa: BLE001 - unreadable as a whole: never compared by a part.
+        return None
+    return [expr, normalized]
+
+
+def _exact_value(x):
+    """`x` as an exact sympy number, a Rational for a plain decimal, or None (symbolic)."""
+    import sympy
+
+    if not isinstance(x, sympy.Expr) or x.free_symbols or not x.is_number:
+        return None
+    x = x.doit()
+    if isinstance(x, sympy.Float):
+        return sympy.Rational(str(x))  # The decimal as written: 0.1 is 1/10.
+    if x.has(sympy.Float):
+        return None  # Inexact arithmetic (0.5\sqrt{2}): leave it to the tolerance.
+    return x
+
+
+def _exact_verdict(gold, pred) -> bool | None:
+    """True/False for two exact numbers, compared exactly; None where a tolerance belongs."""
+    import sympy
+
+    a, b = _exact_value(gold), _exact_value(pred)
+    if a is None or b is None:
+        return None
+    if a.is_Rational and b.is_Rational:
+        return bool(a == b)
+    if sympy.Float in (type(gold.doit()), type(pred.doit())):
+        return None  # A decimal against an irrational: an approximation, within the tolerance.
+    difference = (a - b).evalf(60)
+    if not difference.is_number:
+        return None
+    scale = max(abs(a.evalf(60)), abs(b.evalf(60)), 1)
+    return bool(abs(difference) <= sympy.Float(10) ** -45 * scale)
+
+
+@contextlib.contextmanager
+def _exact_numbers():
+    """math-verify compares exact numbers exactly while in this block (its recursion included)."""
+    import math_verify.grader as grader
+
+    original = grader.sympy_expr_eq
+
+    def sympy_expr_eq(gold, pred, *args, **kwargs):
+        try:
+            verdict = _exact_verdict(gold, pred)
+        except Exception:  # noqa: BLE001 - not comparable exactly: math-verify decides.
+            verdict = None
+        return original(gold, pred, *args, **kwargs) if verdict is None else verdict
+
+    grader.sympy_expr_eq = sympy_expr_eq
+    try:
+        yield
+    finally:
+        grader.sympy_expr_eq = original
+
+
 def _math_verify_equal(reference: str, candidate: str, float_rounding: int) -> bool:
-    from math_verify import parse, verify  # Heavy import (sympy): only when needed.
+    from math_verify import verify  # Heavy import (sympy): only when needed.
 
     _quiet_math_verify()
-
-    gold = parse(f"${reference}$", parsing_timeout=None)
-    pred = parse(f"${candidate}$", parsing_timeout=None)
+    gold, pred = _parse_whole(reference), _parse_whole(candidate)
     if not gold or not pred:
         return False
-    return bool(verify(gold, pred, float_rounding=float_rounding, timeout_seconds=None))
+    with _exact_numbers():
+        return bool(verify(gold, pred, float_rounding=float_rounding, timeout_seconds=None))
+
+
+def engine_equivalent(pairs: list[tuple[str, str]], float_rounding: int = 10) -> bool:
+    """The engine alone, in this process, unguarded: True if any (reference, candidate) matches."""
+    return any(_math_verify_equal(ref, cand, float_rounding) for ref, cand in pairs)
+
+
+def _engine_in_process(pairs, float_rounding: int, timeout: float) -> bool:
+    try:
+        with soft_time_limit(timeout):
+            return engine_equivalent(pairs, float_rounding)
+    except TimeoutError:
+        incidents.record("timeout")
+    except Exception:  # noqa: BLE001 - the engine's failure must not reach the trainer.
+        incidents.record("error")
+    return False
 
 
 def answers_equivalent(
     a: str | None,
     b: str | None,
     *,
-    timeout: float = 2.0,
+    timeout: float = DEFAULT_TIMEOUT,
     percent: PercentMode = "both",
     float_rounding: int = 10,
+    isolate: bool | None = None,
 ) -> bool:
     """True when candidate `b` is mathematically the same answer as reference `a`.
 
-    Never raises and never runs past `timeout` in Python code (main thread); see module doc.
+    Never raises. The engine runs under a hard limit of `timeout` seconds in a worker process
+    (`isolate=None`: whenever this process may start one; False: in-process under the soft
+    limit only); see the module doc.
     """
     if percent not in ("fraction", "number", "both"):
         raise ValueError(f"percent must be fraction|number|both, got {percent!r}")
@@ -185,21 +353,33 @@ def answers_equivalent(
     if _is_dangerous(a_sq) or _is_dangerous(b_sq):
         incidents.record("refused")
         return False
-    pairs = [
-        (x, y) for x in _percent_variants(a_sq, percent) for y in _percent_variants(b_sq, percent)
-    ]
-    try:
-        with soft_time_limit(timeout):
-            for ref, cand in pairs:
-                ref_num, cand_num = _canonical_number(ref), _canonical_number(cand)
-                if ref_num is not None and cand_num is not None:
-                    if ref_num == cand_num:
-                        return True
-                    continue  # Exact numbers: no tolerance, no need for sympy.
-                if ref == cand or _math_verify_equal(ref, cand, float_rounding):
+    engine_pairs = []
+    for ref in _percent_variants(a_sq, percent):
+        for cand in _percent_variants(b_sq, percent):
+            ref_num, cand_num = _canonical_number(ref), _canonical_number(cand)
+            if ref_num is not None and cand_num is not None:
+                if ref_num == cand_num:
                     return True
-    except TimeoutError:
-        incidents.record("timeout")
-    except Exception:  # noqa: BLE001 - the engine's failure must not reach the trainer.
-        incidents.record("error")
-    return False
+                continue  # Exact numbers: no tolerance, no need for sympy.
+            if ref == cand:
+                return True
+            if _SPLIT_DIGITS_RE.search(ref) or _SPLIT_DIGITS_RE.search(cand):
+                continue  # "2 3" is no number: never read as a product or joined digits.
+            engine_pairs.append((ref, cand))
+    if not engine_pairs:
+        return False
+    from r1jax.rewards import hard_limit
+
+    if isolate is None:
+        isolate = hard_limit.isolation_available()
+    if not isolate:
+        return _engine_in_process(engine_pairs, float_rounding, timeout)
+    result = hard_limit.call_with_hard_limit(
+        engine_equivalent, engine_pairs, float_rounding, timeout=timeout
+    )
+    if result.status == "unavailable":
+        return _engine_in_process(engine_pairs, float_rounding, timeout)
+    if result.status != "ok":
+        incidents.record(result.status)
+        return False
+    return bool(result.value)
