@@ -12,7 +12,10 @@ Test-case schema (the example field ``tests``; a JSON string of any of these is 
 Judging: stdout is compared in the parent after stripping trailing whitespace on each line and
 trailing blank lines, and the program must exit with status 0 within the limits. Assert cases
 are judged as described in `r1jax.rewards.code_asserts`. Every run is sandboxed
-(`r1jax.rewards.sandbox`); cases run in parallel, each with its own time limit.
+(`r1jax.rewards.sandbox`); cases run in parallel, each with its own time limit. The reward
+refuses to start (`SandboxUnavailable`, saying what is missing and how to enable it) where the
+sandbox cannot isolate programs, unless ``allow_unsandboxed=True``: then programs run with only
+resource limits, which is safe only for trusted code.
 
 The program is the last fenced code block (```python or ```) of the final answer (after
 ``</think>``; inside ``<answer>`` when there is one), else the answer block's text.
@@ -29,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from r1jax.rewards import code_asserts as ca
 from r1jax.rewards import incidents
 from r1jax.rewards.extract import final_region
-from r1jax.rewards.sandbox import SandboxLimits, run_python
+from r1jax.rewards.sandbox import SandboxLimits, check_sandbox, run_python
 
 _FENCE_RE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
@@ -126,6 +129,7 @@ class CodeReward:
 
     Limits apply per run; `parallel` runs go at once. Worst-case time per item is about
     ``ceil(cases / parallel) * wall_time`` plus one judge run; keep the pool's item time-out above.
+    ``allow_unsandboxed``: run without isolation where the sandbox has none (module docstring).
     """
 
     wall_time: float = 2.0
@@ -136,6 +140,10 @@ class CodeReward:
     parallel: int = 4
     isolate_network: bool = True
     max_cases: int = 64
+    allow_unsandboxed: bool = False
+
+    def __post_init__(self):
+        check_sandbox(self.limits)  # Refuse to start, not fail on the first completion.
 
     @property
     def limits(self) -> SandboxLimits:
@@ -146,6 +154,7 @@ class CodeReward:
             processes=self.processes,
             file_size=self.file_size_mb * 2**20,
             isolate_network=self.isolate_network,
+            allow_unsandboxed=self.allow_unsandboxed,
         )
 
     def _stdio(self, program: str, case: StdioCase) -> bool:

@@ -347,10 +347,8 @@ def isolation_problem() -> str | None:
             return None
         error = f"a test run failed (exit status {result.returncode}, output {result.stdout!r})"
     return (
-        f"the code sandbox cannot isolate programs here ({error}). It needs Linux user, PID, "
-        f"mount and network namespaces: {_hints()}. To run untrusted code with only resource "
-        "limits (no isolation from the trainer's user), pass allow_unsandboxed=True "
-        "(CodeReward or SandboxLimits)"
+        f"the code sandbox cannot isolate programs here ({error}); it needs Linux user, PID, "
+        f"mount and network namespaces: {_hints()}"
     )
 
 
@@ -361,7 +359,10 @@ def check_sandbox(limits: SandboxLimits = SandboxLimits()) -> bool:
         return True
     if limits.allow_unsandboxed:
         return False
-    raise SandboxUnavailable(problem)
+    raise SandboxUnavailable(
+        f"{problem}. To run untrusted code anyway, with only resource limits (no isolation from "
+        "the trainer's user), pass allow_unsandboxed=True (CodeReward or SandboxLimits)"
+    )
 
 
 def run_python(source: str, stdin: bytes = b"", limits: SandboxLimits = SandboxLimits()):
