@@ -33,19 +33,25 @@ def test_majority_counts_equivalent_answers_written_differently_as_one_vote():
     answers = ["2", "1/2", "0.5", "2", "\\frac{1}{2}"]
     correct = [False, True, True, False, True]
     vote = majority_vote(answers, correct)
-    assert vote.votes == 3 and vote.correct and vote.answer == "1/2"
+    assert vote.votes == 3 and vote.correct and vote.score == 1.0
+    assert vote.answer == "0.5"  # shown: most frequent spelling, then shortest, then smallest
 
 
-def test_majority_tie_goes_to_the_earliest_answer():
-    assert majority_vote(["7", "8", "8", "7"], [False, True, True, False]).answer == "7"
-    assert majority_vote(["8", "7", "7", "8"], [True, False, False, True]).correct
+def test_majority_tie_scores_the_share_of_correct_tied_answers_whatever_the_order():
+    for answers, correct in [
+        (["7", "8", "8", "7"], [False, True, True, False]),
+        (["8", "7", "7", "8"], [True, False, False, True]),
+    ]:
+        vote = majority_vote(answers, correct)
+        assert (vote.answer, vote.votes, vote.tied, vote.score) == ("7", 2, 2, 0.5)
+        assert not vote.correct  # correct only if every tied answer is
 
 
 def test_unparseable_answers_cast_no_vote():
     vote = majority_vote([None, None, "3"], [False, False, True])
     assert vote.answer == "3" and vote.votes == 1 and vote.correct
     empty = majority_vote([None, None], [False, False])
-    assert empty.answer is None and not empty.correct
+    assert empty.answer is None and not empty.correct and empty.score == 0 and empty.votes == 0
 
 
 def test_summarize_reports_pass1_as_mean_over_samples_and_maj_at_k():
@@ -67,3 +73,8 @@ def test_summarize_reports_pass1_as_mean_over_samples_and_maj_at_k():
     assert s["maj@1"] == pytest.approx(0.5)  # first samples: correct, wrong
     assert s["format_rate"] == pytest.approx(7 / 8)
     assert s["mean_length"] == pytest.approx(59 / 8) and s["max_length"] == 12
+
+
+def test_summarize_maj_at_k_counts_a_tie_as_half_correct():
+    result = QuestionResult((True, False), ("4", "5"), (True, True), (1, 1))
+    assert summarize([result], ks=(1, 2))["maj@2"] == pytest.approx(0.5)

@@ -1,6 +1,10 @@
 """Sample k completions per question, judge them with the task's rule-based reward, report the
 R1 paper's metrics (pass@1 over k samples, pass@k, maj@k), format rate, length and throughput.
 
+maj@k votes over the task's own answers: the answer key of the correctness reward
+(`r1jax.evaluation.answer_key_for`: math, Countdown, exact match, code), its equivalence checks
+in worker processes under the per-item time limit.
+
 Shared by ``r1jax eval``, rejection sampling and the demo: ``sample_and_judge`` does the work,
 ``evaluate`` adds the summary and the files.
 """
@@ -18,7 +22,13 @@ import numpy as np
 
 from r1jax import distributed, multihost
 from r1jax.data import PromptFormatter, encode_prompt
-from r1jax.evaluation import QuestionResult, summarize
+from r1jax.evaluation import (
+    AnswerKey,
+    PooledEquivalence,
+    QuestionResult,
+    answer_key_for,
+    summarize,
+)
 from r1jax.model import ModelConfig
 from r1jax.rewards import CompositeReward, RewardSpec, extract_answer
 from r1jax.sampling import Sampler, get_sampler
@@ -206,17 +216,29 @@ def sample_and_judge(
     return samples, timing
 
 
-def question_results(samples: Sequence[JudgedSample], num_samples: int) -> list[QuestionResult]:
-    """Groups judged samples (in question order, ``num_samples`` each) per question."""
+def question_results(
+    samples: Sequence[JudgedSample], num_samples: int, answer_key: AnswerKey | None = None
+) -> list[QuestionResult]:
+    """Groups judged samples (in question order, ``num_samples`` each) per question.
+
+    The answers that vote are ``answer_key.extract`` of the completions (the code task votes on
+    programs), or the samples' ``extracted`` answers without a key; each result carries its
+    question's fields (Countdown's ``numbers``) for the key.
+    """
     out = []
     for q in range(0, len(samples), num_samples):
         group = samples[q : q + num_samples]
+        if answer_key is None:
+            answers = tuple(s.extracted for s in group)
+        else:
+            answers = tuple(answer_key.extract(s.completion) for s in group)
         out.append(
             QuestionResult(
                 correct=tuple(s.correct for s in group),
-                answers=tuple(s.extracted for s in group),
+                answers=answers,
                 well_formed=tuple(s.well_formed for s in group),
                 lengths=tuple(s.length for s in group),
+                example=dict(group[0].fields),
             )
         )
     return out
@@ -234,11 +256,20 @@ def evaluate(
     mesh=None,
 ) -> dict[str, float]:
     """``sample_and_judge`` + ``summarize``; writes ``samples.jsonl`` and ``summary.json``
-    (process 0 only, when the mesh spans processes; every process returns the summary)."""
+    (process 0 only, when the mesh spans processes; every process returns the summary).
+
+    maj@k groups answers with the task's answer key (``answer_key_for`` the correctness
+    reward); its equivalence checks run in worker processes, each under ``reward_timeout``
+    seconds, and ``vote_timeouts`` counts those that ran out (counted as different answers).
+    """
     samples, timing = sample_and_judge(
         params, model_config, tokenizer, examples, settings, sampler=sampler, mesh=mesh
     )
-    summary = summarize(question_results(samples, settings.num_samples), ks=settings.all_ks)
+    answer_key = answer_key_for(settings.correctness_reward)
+    results = question_results(samples, settings.num_samples, answer_key)
+    with PooledEquivalence(answer_key.equivalent, timeout=settings.reward_timeout) as compare:
+        summary = summarize(results, ks=settings.all_ks, answer_key=answer_key, compare=compare)
+    summary["vote_timeouts"] = float(compare.timeouts)
     summary.update(timing)
     summary["truncation_rate"] = float(np.mean([s.finish_reason == "length" for s in samples]))
     if output_dir is not None and distributed.is_main_process():

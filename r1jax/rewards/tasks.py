@@ -61,6 +61,24 @@ def countdown_value(expression: str, numbers: list[int]) -> Fraction | None:
     return value
 
 
+def countdown_answer_value(answer: str, numbers: list[int]) -> Fraction | None:
+    """Exact value of a Countdown final answer, else None: the answer key maj@k votes over.
+
+    The answer is read as `countdown_score` reads it (``$`` stripped, an optional ``= result``),
+    and is valid when its expression is valid over `numbers` and any stated result is an integer
+    equal to the expression's value. Two valid answers with the same value are the same answer
+    (``3 + 4`` and ``4 + 3``); `countdown_score` pays 1.0 exactly when this equals the target.
+    """
+    answer = answer.strip().strip("$")
+    if answer.count("=") == 1:
+        answer, stated = answer.split("=")
+        value = countdown_value(answer, numbers)
+        if value is None or not _INT_RE.match(stated) or value != int(stated):
+            return None
+        return value
+    return countdown_value(answer, numbers)
+
+
 def countdown_score(completion: str, numbers: list[int], target: int, format_score: float = 0.0):
     """1.0 if the final answer reaches `target`; `format_score` for a parsable wrong answer."""
     answer = extract_answer(completion)
