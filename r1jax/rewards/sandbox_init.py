@@ -21,6 +21,8 @@ root), ``network`` (isolate the network), ``limits`` (rlimit name -> value), ``s
 ``error MESSAGE`` (set-up failed; nothing was run).
 """
 
+from __future__ import annotations
+
 import ctypes
 import json
 import os
