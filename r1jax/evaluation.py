@@ -93,8 +93,9 @@ class MathAnswers:
     """Math answers (reward ``accuracy``): the final answer keyed by `normalize_answer`.
 
     Two different keys are the same answer when `equivalence` says so (default
-    `answers_equivalent`, math-verify), except that two plain numbers never need asking (their
-    keys are exact reduced fractions). `equivalence` must be picklable to run in a pool.
+    `answers_equivalent`, math-verify), except that two plain numbers (their keys are exact
+    reduced fractions) or an empty answer never need asking. `equivalence` must be picklable to
+    run in a pool.
     """
 
     equivalence: Callable[[str, str], bool] = answers_equivalent
@@ -106,6 +107,8 @@ class MathAnswers:
         return normalize_answer(answer)
 
     def may_match(self, a: Hashable, b: Hashable) -> bool:
+        if not a or not b:  # an empty answer is never equivalent to anything
+            return False
         return not (_NUMBER_KEY_RE.match(str(a)) and _NUMBER_KEY_RE.match(str(b)))
 
     def equivalent(self, a: str, b: str) -> bool:

@@ -93,6 +93,7 @@ def test_plain_numbers_never_ask_the_engine():
         compare=compare_in_process(key.equivalent),
     )
     assert vote.votes == 2 and vote.tied == 2 and asked == []
+    assert vote_pairs(["", "$ $", "\\pi"]) == []
     assert vote_pairs(["1/2", "\\sqrt{2}", "2"]) == [("1/2", "\\sqrt{2}"), ("2", "\\sqrt{2}")]
 
 
