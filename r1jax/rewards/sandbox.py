@@ -9,8 +9,8 @@ Containment, per run (the launcher `r1jax.rewards.sandbox_init` describes the me
 - its own root: read-only binds of ``/usr``, ``/bin``, ``/lib*``, ``/etc`` and the interpreter's
   prefix, a fresh ``/proc`` (only its own processes), ``/dev/{null,zero,full,random,urandom}``
   and the writable work directory ``/work``; nothing else (no ``/home``, ``/root``, ``/tmp``,
-  ``/run``, ``/sys``: no other files, no Unix sockets). It can write only in ``/work``, a fresh
-  directory deleted after the run;
+  ``/run``, ``/sys``, ``/dev/shm``: no other files, no Unix sockets). It can write only in
+  ``/work``, a fresh directory deleted after the run (``tempfile`` falls back to it);
 - no network: the network namespace has only ``lo``, down (no TCP, not even to 127.0.0.1);
 - as root, a fresh uid/gid (random, unused) and no supplementary groups; always no new privileges
   (setuid binaries do nothing) and no capabilities;
@@ -20,7 +20,8 @@ Containment, per run (the launcher `r1jax.rewards.sandbox_init` describes the me
 - stdin and stdout are files opened by the parent, so output is bounded by ``RLIMIT_FSIZE`` and
   nothing blocks on a pipe; the expected output never touches the disk.
 
-The namespaces need Linux with unprivileged user namespaces (or root). Where they are
+The namespaces need Linux with unprivileged user namespaces (or root; ``mount_setattr`` from
+5.12 is used when present). Where they are
 unavailable (`isolation_problem` says why), `run_python` raises `SandboxUnavailable` unless the
 limits say ``allow_unsandboxed=True``: then the program runs with only the resource limits, a new
 session and, as root, a fresh uid. Without root that is no isolation from the trainer's user at
@@ -65,6 +66,9 @@ _STATUS_WAIT = 5.0  # Seconds to wait for the namespace to empty after the launc
 @dataclasses.dataclass(frozen=True)
 class SandboxLimits:
     """Per-run limits. Times in seconds, sizes in bytes.
+
+    ``processes`` counts the run's user namespace (its launcher and init too; Linux >= 5.14), or,
+    as root, the run's fresh uid.
 
     ``allow_unsandboxed``: run with only the resource limits when namespaces are unavailable
     (see the module docstring) instead of raising `SandboxUnavailable`.
@@ -147,8 +151,8 @@ def _rlimits(limits: SandboxLimits) -> dict[str, int]:
 
 def _binds(interpreter: str) -> list[str]:
     """What the program sees, read-only: system directories, the interpreter's prefix, devices."""
-    prefix = os.path.dirname(os.path.dirname(interpreter))
-    return [*_SYSTEM_DIRS, prefix, *_DEVICES]
+    prefix = os.path.dirname(os.path.dirname(interpreter))  # /usr for /usr/bin/python3
+    return [*_SYSTEM_DIRS, *([prefix] if prefix != "/" else []), *_DEVICES]
 
 
 def _read_status(fd: int) -> list[str]:
