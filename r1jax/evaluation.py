@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import collections
 import dataclasses
+import importlib
 import math
 import pickle
 import re
@@ -80,7 +81,12 @@ class AnswerKey(Protocol):
         """Whether two answers whose keys may match are the same answer (may be slow)."""
         ...
 
+    def warm_up(self) -> None:
+        """Prepares a worker process for `equivalent` (imports), once, before its first pair."""
+        ...
 
+
+_ENGINE_MODULES = ("sympy", "math_verify", "latex2sympy2_extended")
 _NUMBER_KEY_RE = re.compile(r"^-?\d+(?:/[1-9]\d*)?$")  # `normalize_answer` of a plain number
 
 
@@ -114,6 +120,13 @@ class MathAnswers:
     def equivalent(self, a: str, b: str) -> bool:
         return bool(self.equivalence(a, b))
 
+    def warm_up(self) -> None:
+        """Imports the engine and compares one pair, so that no pair's time limit is spent
+        loading sympy (a cold process needs about a second, more on a busy machine)."""
+        for module in _ENGINE_MODULES:
+            importlib.import_module(module)
+        self.equivalence("\\frac{\\sqrt{3}}{2}", "\\sqrt{3}/2")
+
 
 class _ExactKeys:
     """Keys that decide alone: different keys are different answers."""
@@ -126,6 +139,9 @@ class _ExactKeys:
 
     def equivalent(self, a: str, b: str) -> bool:
         return a == b
+
+    def warm_up(self) -> None:
+        pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,25 +220,40 @@ def answer_key_for(reward: str) -> AnswerKey:
     return ANSWER_KEYS.get(reward, ANSWER_KEYS["exact_match"])
 
 
+_warmed_up = False  # per process: whether this pool worker ran its warm-up
+
+
 @dataclasses.dataclass(frozen=True)
 class _PairEquivalence:
-    """A pool component: 1.0 when ``equivalent(prompt, completion)``."""
+    """A pool component: 1.0 when ``equivalent(prompt, completion)``; a worker's first job runs
+    `warm_up` first (and a job without a pair only that)."""
 
     equivalent: Callable[[str, str], bool]
+    warm_up: Callable[[], None] | None = None
 
     def __call__(self, prompts: list[str], completions: list[str], **fields) -> list[float]:
+        global _warmed_up
+        if not _warmed_up and self.warm_up is not None:
+            _warmed_up = True
+            self.warm_up()
+        if fields.get("warm_up_only"):
+            return [0.0]
         return [
             float(bool(self.equivalent(a, b))) for a, b in zip(prompts, completions, strict=True)
         ]
+
+
+WARM_UP_TIMEOUT = 60.0
 
 
 class PooledEquivalence:
     """A `Comparator` that runs each pair in a worker process under a hard time limit.
 
     A pair past `timeout` seconds (its worker is killed, see `RewardPool`) or failing counts as
-    two different answers; `timeouts` and `errors` count them. `equivalent` must be picklable
-    (else `TypeError` here); workers start on the first non-empty batch. ``num_workers=0`` runs
-    inline (no hard limit).
+    two different answers; `timeouts` and `errors` count them. `equivalent` and `warm_up` must
+    be picklable (else `TypeError` here). Workers start on the first non-empty batch, and each
+    runs `warm_up` once first: at the start under `WARM_UP_TIMEOUT`, a replacement for a killed
+    worker within its first pair's limit. ``num_workers=0`` runs inline (no hard limit).
     """
 
     def __init__(
@@ -230,12 +261,14 @@ class PooledEquivalence:
         equivalent: Callable[[str, str], bool],
         *,
         timeout: float = 5.0,
+        warm_up: Callable[[], None] | None = None,
         num_workers: int = 2,
         start_method: str = "forkserver",
     ):
+        component = _PairEquivalence(equivalent, warm_up)
         if num_workers > 0:
             try:
-                pickle.dumps(equivalent)
+                pickle.dumps(component)
             except Exception as e:  # noqa: BLE001 - pickling raises many types.
                 raise TypeError(
                     f"the equivalence must be picklable to run in worker processes (a module-"
@@ -244,13 +277,26 @@ class PooledEquivalence:
         self.timeout = timeout
         self.timeouts = 0
         self.errors = 0
+        self._warm = warm_up is None or num_workers <= 0
+        self._num_workers = num_workers
+        # One job per chunk: the warm-up batch reaches every worker, and a killed worker's
+        # replacement is fed one pair at a time.
         self._pool = RewardPool(
-            [_PairEquivalence(equivalent)], num_workers=num_workers, start_method=start_method
+            [component], num_workers=num_workers, chunk_size=1, start_method=start_method
         )
+
+    @classmethod
+    def for_key(cls, answer_key: AnswerKey, **options) -> PooledEquivalence:
+        """Compares with ``answer_key.equivalent`` after ``answer_key.warm_up``."""
+        return cls(answer_key.equivalent, warm_up=answer_key.warm_up, **options)
 
     def __call__(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         if not pairs:
             return []
+        if not self._warm:
+            self._warm = True
+            warm = Job(0, "", "", {"warm_up_only": True}, WARM_UP_TIMEOUT)
+            self._pool.run([warm] * self._num_workers)
         outcomes = self._pool.run([Job(0, a, b, {}, self.timeout) for a, b in pairs])
         self.timeouts += sum(o.status == "timeout" for o in outcomes)
         self.errors += sum(o.status == "error" for o in outcomes)
@@ -337,7 +383,7 @@ def _compare(pairs, answer_key: AnswerKey, compare: Comparator | None) -> list[b
     if compare is not None:
         same = list(compare(pairs))
     else:
-        with PooledEquivalence(answer_key.equivalent) as pooled:
+        with PooledEquivalence.for_key(answer_key) as pooled:
             same = pooled(pairs)
     if len(same) != len(pairs):
         raise ValueError(f"comparator answered {len(same)} of {len(pairs)} pairs")

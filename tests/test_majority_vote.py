@@ -218,6 +218,21 @@ def test_a_pathological_answer_cannot_hang_the_vote():
     assert (vote.answer, vote.votes, vote.correct) == ("\\sqrt{2}", 3, True)
 
 
+def slow_warm_up():
+    time.sleep(1.5)
+
+
+def equal_strings(a, b):
+    return a == b
+
+
+def test_workers_warm_up_outside_the_pair_limit():
+    # Loading the engine must not eat a pair's limit: each worker warms up once, first.
+    with PooledEquivalence(equal_strings, timeout=1.0, warm_up=slow_warm_up) as compare:
+        assert compare([("a", "a"), ("a", "b"), ("b", "b")] * 2) == [T, F, T] * 2
+        assert compare.timeouts == 0 and compare.errors == 0
+
+
 def test_a_pooled_equivalence_must_be_picklable():
     with pytest.raises(TypeError, match="picklable"):
         PooledEquivalence(lambda a, b: a == b)

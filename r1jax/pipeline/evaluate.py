@@ -267,7 +267,7 @@ def evaluate(
     )
     answer_key = answer_key_for(settings.correctness_reward)
     results = question_results(samples, settings.num_samples, answer_key)
-    with PooledEquivalence(answer_key.equivalent, timeout=settings.reward_timeout) as compare:
+    with PooledEquivalence.for_key(answer_key, timeout=settings.reward_timeout) as compare:
         summary = summarize(results, ks=settings.all_ks, answer_key=answer_key, compare=compare)
     summary["vote_timeouts"] = float(compare.timeouts)
     summary.update(timing)
