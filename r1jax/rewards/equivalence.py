@@ -45,6 +45,7 @@ PercentMode = Literal["fraction", "number", "both"]
 
 MAX_ANSWER_CHARS = 600
 MAX_BRACE_DEPTH = 24
+MAX_NUMBER_CHARS = 120
 DEFAULT_TIMEOUT = 0.75  # Engine limit (s); with the worker's overhead a call stays under 1 s.
 
 _DELIMS_RE = re.compile(r"\\left\b|\\right\b|\\displaystyle|\\?\$")
@@ -61,7 +62,8 @@ _SLASH_RE = re.compile(r"^([+-]?\d+)/(\d+)$")
 _MIXED_SLASH_RE = re.compile(r"^([+-]?)(\d+) (\d+)/(\d+)$")
 _FRAC_RE = re.compile(r"^([+-]?)(\d+)?\\frac\{([+-]?\d+)\}\{(\d+)\}$")
 _PERCENT_RE = re.compile(r"^(.*?)(?:\\%|%)$")
-_SPLIT_DIGITS_RE = re.compile(r"\d \d")
+_SPLIT_DIGITS_RE = re.compile(r"(?:^|[^\d^_.])\d+ \d")  # 2 3, not 2^6 3^5
+_PERCENT_WORD_RE = re.compile(r"\s*(?:\\text\{\s*)?(?:percent(?:age)?|pct)\s*\}?\s*$")
 
 # Inputs that make sympy explode (huge integers, power towers) or recurse deeply. Ordinary
 # powers, including several in one equation (x^2/4+y^2/3=1) and symbolic towers (e^{x^2}), pass.
@@ -86,6 +88,7 @@ def _close_gap(m: re.Match) -> str:
 def _squash(s: str) -> str:
     """Canonical spacing and presentation: delimiters, ``\\$``, markup and units dropped."""
     s = _DELIMS_RE.sub("", s)
+    s = _PERCENT_WORD_RE.sub("\\%", s)
     s = s.replace("{,}", ",")
     s = _GLUE_RE.sub("", s)
     s = _SPACES_RE.sub(" ", s).strip()
@@ -102,6 +105,8 @@ def _squash(s: str) -> str:
 
 def _canonical_number(s: str) -> Fraction | None:
     """Exact value of a plain number string (after `_squash`), else None."""
+    if len(s) > MAX_NUMBER_CHARS:
+        return None  # Not a number anyone writes; and int() refuses over 4300 digits.
     if _THOUSANDS_RE.match(s):
         s = s.replace(",", "").replace(" ", "")
     if _NUMBER_RE.match(s):
@@ -184,6 +189,11 @@ def _is_dangerous(s: str) -> bool:
     return any(_HEAVY_OPERAND_RE.search(op) for op in _factorial_operands(s))
 
 
+def _engine_text(s: str, value: Fraction | None) -> str:
+    """A spaced number (``1\\,000``, ``4 4/9``) reaches sympy as its value; the rest as written."""
+    return str(value) if value is not None and (" " in s or "," in s) else s
+
+
 def _percent_variants(s: str, mode: PercentMode) -> list[str]:
     m = _PERCENT_RE.match(s)
     if not m or not m.group(1):
@@ -223,17 +233,18 @@ def _balanced(s: str) -> bool:
 
 
 def _parse_whole(s: str) -> list | None:
-    """math-verify's parse of all of `s` ([expr, text]), or None if only a part is readable."""
+    """math-verify's reading of all of `s` as [expr, text], or None if only a part is readable.
+
+    Uses math-verify's normalization and LaTeX parser directly, without its extraction (which
+    falls back to whatever part of a text it can read: ``5+\\frac{1}{\\foo{2}}`` as ``5``).
+    """
     from latex2sympy2_extended import latex2sympy
-    from math_verify import LatexExtractionConfig, parse
+    from math_verify import LatexExtractionConfig
     from math_verify.parser import normalize_latex, should_treat_as_complex
 
     normalized = normalize_latex(s, config=LatexExtractionConfig().normalization_config).strip()
     if not normalized or not _balanced(normalized) or normalized[-1] in "{^_+-*/=\\":
         return None  # Normalization or the text itself stops mid-expression.
-    found = parse(f"${s}$", parsing_timeout=None)
-    if len(found) == 2 and re.sub(r"\s+", "", found[1]) == re.sub(r"\s+", "", normalized):
-        return found  # The extraction covered the whole answer.
     try:
         expr = latex2sympy(
             normalized,
@@ -261,7 +272,11 @@ def _exact_value(x):
 
 
 def _exact_verdict(gold, pred) -> bool | None:
-    """True/False for two exact numbers, compared exactly; None where a tolerance belongs."""
+    """True/False for two exact numbers, compared exactly; None where a tolerance belongs.
+
+    Rationals (at any magnitude) compare as fractions. Other exact numbers are equal only when
+    sympy proves their difference zero; a 60-digit evaluation only tells them apart faster.
+    """
     import sympy
 
     a, b = _exact_value(gold), _exact_value(pred)
@@ -271,11 +286,16 @@ def _exact_verdict(gold, pred) -> bool | None:
         return bool(a == b)
     if sympy.Float in (type(gold.doit()), type(pred.doit())):
         return None  # A decimal against an irrational: an approximation, within the tolerance.
-    difference = (a - b).evalf(60)
-    if not difference.is_number:
-        return None
-    scale = max(abs(a.evalf(60)), abs(b.evalf(60)), 1)
-    return bool(abs(difference) <= sympy.Float(10) ** -45 * scale)
+    if not (a.is_finite and b.is_finite):
+        # oo and -oo equal themselves; zoo and nan (12:00 read as 12/0) equal nothing.
+        return bool(a == b and a.is_extended_real)
+    difference = a - b
+    if difference == 0:
+        return True
+    approx = difference.evalf(60)
+    if approx.is_number and abs(approx) > sympy.Float(10) ** -40 * max(abs(a.evalf(60)), 1):
+        return False
+    return bool(sympy.simplify(difference) == 0)  # Only a proof pays; 2^(2^-1000) is not 1.
 
 
 @contextlib.contextmanager
@@ -363,6 +383,7 @@ def answers_equivalent(
                 continue  # Exact numbers: no tolerance, no need for sympy.
             if ref == cand:
                 return True
+            ref, cand = _engine_text(ref, ref_num), _engine_text(cand, cand_num)
             if _SPLIT_DIGITS_RE.search(ref) or _SPLIT_DIGITS_RE.search(cand):
                 continue  # "2 3" is no number: never read as a product or joined digits.
             engine_pairs.append((ref, cand))
