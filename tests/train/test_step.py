@@ -69,7 +69,10 @@ def test_three_steps_on_8_devices_match_one_device(one_device, shape):
     params_1, metrics_1, _, _ = one_device
     batches = [_with_scale(b, 1.0) for b in SFT_BATCHES]
     state, metrics_8, _ = _run(shape, _scaled_sft(), batches)
-    assert _max_diff(params_1, state.params) <= 1e-5
+    # Adam at lr 1e-2 moves every param by ~1e-2 a step whatever its gradient's size, so the
+    # fp32 reduction order of another mesh (fsdp=8 reduce-scatters) shows at ~1e-3 of a step
+    # on near-zero gradients (1.2e-5 with jax 0.10.2); a sharding bug moves params by ~1e-2.
+    assert _max_diff(params_1, state.params) <= 3e-5
     losses_1, losses_8 = [m["loss"] for m in metrics_1], [m["loss"] for m in metrics_8]
     np.testing.assert_allclose(losses_8, losses_1, rtol=1e-5)
     assert int(state.step) == 3
