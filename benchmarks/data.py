@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
         batch_size=args.batch_size,
         seq_len=args.seq_len,
         num_epochs=1,
-        process_index=0,
-        process_count=1,
+        shard_index=0,
+        shard_count=1,
         worker_count=args.worker_count,
     )
     t0 = time.perf_counter()
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
         tokenizer,
         batch_size=args.batch_size,
         num_epochs=1,
-        process_index=0,
-        process_count=1,
+        shard_index=0,
+        shard_count=1,
         buckets=(128, 256, 512),
         worker_count=args.worker_count,
     )

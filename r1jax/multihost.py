@@ -4,7 +4,7 @@
 Each process feeds only its rows of a global batch: ``data_shard(mesh)`` says which contiguous
 block of the batch dimension its devices hold (processes that share a block, e.g. when the
 tensor axis spans hosts, feed the same rows), ``batch_feed`` checks a global batch splits, and
-``host_local_to_global`` / ``process_local_rows`` go between a process's rows and global
+``host_local_to_global`` / ``data_shard_rows`` go between a process's rows and global
 ``jax.Array``s. Host-side collectives for small values: ``gather_rows`` (arrays),
 ``gather_shards`` (each batch shard once), ``gather_objects`` (JSON records), ``all_processes``
 and ``barrier``. With one process all of them are identities.
@@ -160,31 +160,31 @@ def gather_shards(x, mesh, rules=None) -> np.ndarray:
 
 
 def host_local_to_global(batch, mesh, logical_axes=None, rules=None):
-    """Assembles each process's rows into global ``jax.Array``s (no cross-host copy).
+    """Assembles each process's rows into global ``jax.Array``s with the sharding one process
+    would give them (``named_sharding``): the same program and result on any process count.
 
     Args:
       batch: pytree of host arrays holding THIS process's rows (``data_shard(mesh).rows``).
       mesh: the global mesh.
       logical_axes: pytree matching ``batch`` of logical-axis tuples, or None: the leading dim
         is "batch" (split like ``r1jax.train.step.batch_sharding``), the rest replicated.
-    Returns the pytree of global arrays, leading dim ``count x`` the local one.
+    Returns the pytree of global arrays, leading dim ``count x`` the local one. Rows that split
+    over the batch shards go straight from each process to its devices; a global row count that
+    does not split (one process would replicate it) is gathered first (small inputs only, e.g.
+    a few prompts).
     """
     from r1jax.sharding import named_sharding
 
     shard = data_shard(mesh, rules)
-    splits = batch_splits(mesh, rules)
 
     def one(x, axes=None):
         x = np.asarray(x)
         axes = axes or ("batch",) + (None,) * (x.ndim - 1)
         shape = (x.shape[0] * shard.count, *x.shape[1:])
-        if shard.count > 1 and shape[0] % splits:
-            raise ValueError(
-                f"{shape[0]} rows ({x.shape[0]} per process) do not split over the mesh's "
-                f"{splits} batch shards: use a global batch (e.g. prompts per step) divisible "
-                f"by {splits}"
-            )
         sharding = named_sharding(mesh, axes, shape, rules)
+        if shard.count > 1 and shape[0] % batch_splits(mesh, rules):
+            full = gather_shards(x, mesh, rules)  # every row, on every process
+            return jax.make_array_from_callback(shape, sharding, lambda index: full[index])
         return jax.make_array_from_process_local_data(sharding, x, shape)
 
     if logical_axes is None:
@@ -192,15 +192,19 @@ def host_local_to_global(batch, mesh, logical_axes=None, rules=None):
     return jax.tree.map(one, batch, logical_axes)  # axes tuples sit at the batch's leaves
 
 
-def process_local_rows(x: jax.Array) -> np.ndarray:
-    """This process's rows of a global array split on its leading dim, as one host array.
-
-    The inverse of ``host_local_to_global``: e.g. the sampled completions a process scores
-    itself (rewards are computed where the completions are). Replicas are read once; an array
-    not split on its leading dim comes back whole.
-    """
-    shards = {}
-    for shard in x.addressable_shards:
-        start = shard.index[0].start or 0  # None: the dim is not split
-        shards.setdefault(start, shard)
-    return np.concatenate([np.asarray(shards[k].data) for k in sorted(shards)], axis=0)
+def data_shard_rows(x: jax.Array, mesh, rules=None) -> np.ndarray:
+    """This process's data-shard block of rows (``data_shard(mesh).rows``) of a global array
+    split, partly split or not split on its leading dim (only that dim): the inverse of
+    ``host_local_to_global``, e.g. the sampled completions a process scores itself."""
+    want = data_shard(mesh, rules).rows(x.shape[0])
+    out = np.empty((want.stop - want.start, *x.shape[1:]), x.dtype)
+    filled = np.zeros(len(out), bool)
+    for piece in x.addressable_shards:
+        start, stop, _ = piece.index[0].indices(x.shape[0])
+        lo, hi = max(start, want.start), min(stop, want.stop)
+        if lo < hi and not filled[lo - want.start : hi - want.start].all():
+            out[lo - want.start : hi - want.start] = np.asarray(piece.data)[lo - start : hi - start]
+            filled[lo - want.start : hi - want.start] = True
+    if not filled.all():
+        raise ValueError(f"rows {want} of a {x.shape} array are not all on this process")
+    return out

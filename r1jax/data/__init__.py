@@ -11,9 +11,9 @@ from r1jax.data.pipeline import (
     RLExample,
     SFTExample,
     as_record_dataset,
+    global_order,
     make_rl_dataset,
     make_sft_dataset,
-    shard_records,
 )
 from r1jax.data.sources import RecordSource
 from r1jax.data.tasks import (
@@ -84,7 +84,7 @@ __all__ = [
     "normalize_record",
     "register_task",
     "sft_tokens",
-    "shard_records",
+    "global_order",
     "task_names",
     "train_sentencepiece",
 ]

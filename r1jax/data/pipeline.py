@@ -1,14 +1,14 @@
-"""grain pipelines: RL prompt batches and packed SFT batches, sharded per process, resumable.
+"""grain pipelines: RL prompt batches and packed SFT batches in one global order, resumable.
 
 Stages (both pipelines)::
 
     records (RecordSource over JSONL/Parquet, or TaskDataset)      MapDataset, random access
       -> shuffle(seed)  [finite sources; reshuffled every epoch]
       -> repeat(num_epochs)  [None = forever]
-      -> [process_index::process_count]   per-process shard of the global order
       -> map(template + tokenise + length check)
       -> to_iter_dataset
-      -> PromptBatchIterDataset (RL) | PackedBatchIterDataset (SFT)
+      -> PromptBatchIterDataset (RL) | PackedBatchIterDataset (SFT)   GLOBAL batches
+      -> TakeRows(shard_index, shard_count)   this data shard's contiguous block of rows
       -> mp_prefetch(worker_count)  [optional worker processes]
 
 Usage::
@@ -19,9 +19,15 @@ Usage::
     state = it.get_state()    # JSON-serialisable dict; store it in the checkpoint
     it.set_state(state)       # (or on a fresh iter(ds)) continues with exactly the next batch
 
-Sharding happens after the global shuffle, so with P processes the shards are disjoint and
-together cover every record of every epoch exactly once. Built-in tasks are infinite and
-already random by index, so they are not shuffled; ``seed`` selects the example stream.
+One global order, whatever the number of processes: every process walks the same seeded order
+of the whole source and builds the same global batches (skips, packing and filler rows decided
+once, globally), then keeps the rows ``[index * B / count, (index + 1) * B / count)`` of its
+data shard (``r1jax.multihost.data_shard``). Assembled on the mesh, those blocks are exactly
+the batch one process would build alone, so a run gives the same result on 1 or N processes,
+and the iterator state (the same on every process) restores onto any process count. The price
+is that each process tokenises the whole global batch: host work per step that is small next to
+the step itself (and spread over ``worker_count`` processes if needed). Built-in tasks are
+infinite and already random by index, so they are not shuffled; ``seed`` selects the stream.
 """
 
 from __future__ import annotations
@@ -63,31 +69,47 @@ def as_record_dataset(
     return RecordSource(source, fmt=fmt, purpose=purpose, on_error=on_error)
 
 
-def shard_records(
-    records: grain.MapDataset,
-    *,
-    seed: int,
-    shuffle: bool,
-    num_epochs: int | None,
-    process_index: int | None,
-    process_count: int | None,
+def global_order(
+    records: grain.MapDataset, *, seed: int, shuffle: bool, num_epochs: int | None
 ) -> grain.MapDataset:
-    """Shuffle (per epoch), repeat and take this process's strided shard of the global order."""
-    if process_index is None or process_count is None:
-        import jax
-
-        process_index = jax.process_index() if process_index is None else process_index
-        process_count = jax.process_count() if process_count is None else process_count
-    if not 0 <= process_index < process_count:
-        raise ValueError(
-            f"need 0 <= process_index < process_count, got {process_index}, {process_count}"
-        )
+    """The run's one order of records: shuffled per epoch (finite sources) and repeated."""
     if len(records) < sys.maxsize:  # finite: shuffle and repeat; infinite streams are used as is
         if shuffle:
             records = records.shuffle(seed=seed % 2**32)
         if num_epochs != 1:
             records = records.repeat(num_epochs)
-    return records[process_index::process_count]
+    return records
+
+
+def check_shard(batch_size: int, shard_index: int, shard_count: int, what: str = "batch_size"):
+    """Raises unless the global ``batch_size`` splits into ``shard_count`` equal blocks."""
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"need 0 <= shard_index < shard_count, got {shard_index}, {shard_count}")
+    if batch_size < 1 or batch_size % shard_count:
+        raise ValueError(
+            f"{what}={batch_size} (global) must be a positive multiple of the {shard_count} data "
+            f"shards held by different processes; change {what} or the mesh"
+        )
+
+
+class TakeRows:
+    """Global batch -> the rows ``[index * n, (index + 1) * n)`` of data shard ``index`` of
+    ``count`` (n = B / count): arrays and lists along their first axis, ``fields`` per field;
+    ``stats`` stay global (the same on every process)."""
+
+    def __init__(self, shard_index: int, shard_count: int):
+        self.index, self.count = shard_index, shard_count
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.count == 1:
+            return batch
+        return {k: v if k == "stats" else self._take(v) for k, v in batch.items()}
+
+    def _take(self, value):
+        if isinstance(value, dict):
+            return {k: self._take(v) for k, v in value.items()}
+        n = len(value) // self.count
+        return value[self.index * n : (self.index + 1) * n]
 
 
 class RLExample:
@@ -193,8 +215,8 @@ def make_rl_dataset(
     add_bos: bool = True,
     shuffle: bool = True,
     num_epochs: int | None = None,
-    process_index: int | None = None,
-    process_count: int | None = None,
+    shard_index: int = 0,
+    shard_count: int = 1,
     fmt: str = "auto",
     on_error: OnError = "raise",
     on_too_long: OnTooLong = "skip",
@@ -204,7 +226,8 @@ def make_rl_dataset(
 ) -> grain.IterDataset:
     """Batches of RL prompts (see :mod:`r1jax.data.batching` for the batch layout).
 
-    ``batch_size`` is per process (prompts; the sampler draws G completions of each). Prompts
+    ``batch_size`` is the global batch (prompts; the sampler draws G completions of each); this
+    data shard gets its ``batch_size / shard_count`` rows of it (see the module doc). Prompts
     longer than ``buckets[-1]`` tokens are skipped and counted (``stats["dropped_too_long"]``) or,
     with ``on_too_long="raise"``, raise a :class:`DataError` naming the row. ``num_epochs=None``
     repeats forever; with a finite count and ``drop_remainder=False`` the last batch is filled
@@ -213,14 +236,8 @@ def make_rl_dataset(
     (both keep exact resume).
     """
     records = as_record_dataset(source, purpose="rl", seed=seed, fmt=fmt, on_error=on_error)
-    records = shard_records(
-        records,
-        seed=seed,
-        shuffle=shuffle,
-        num_epochs=num_epochs,
-        process_index=process_index,
-        process_count=process_count,
-    )
+    check_shard(batch_size, shard_index, shard_count)
+    records = global_order(records, seed=seed, shuffle=shuffle, num_epochs=num_epochs)
     mapped = records.map(RLExample(tokenizer, template, buckets[-1], on_too_long, add_bos))
     ds = PromptBatchIterDataset(
         mapped.to_iter_dataset(grain.ReadOptions(num_threads=0)),
@@ -228,7 +245,7 @@ def make_rl_dataset(
         buckets=tuple(buckets),
         pad_id=tokenizer.pad_id,
         drop_remainder=drop_remainder,
-    )
+    ).map(TakeRows(shard_index, shard_count))
     return _finish(ds, worker_count, prefetch)
 
 
@@ -243,8 +260,8 @@ def make_sft_dataset(
     add_bos: bool = True,
     shuffle: bool = True,
     num_epochs: int | None = None,
-    process_index: int | None = None,
-    process_count: int | None = None,
+    shard_index: int = 0,
+    shard_count: int = 1,
     fmt: str = "auto",
     on_error: OnError = "raise",
     on_too_long: OnTooLong = "skip",
@@ -254,7 +271,8 @@ def make_sft_dataset(
     worker_count: int = 0,
     prefetch: int = 0,
 ) -> grain.IterDataset:
-    """Packed SFT batches ``int32[B, T]`` (see :mod:`r1jax.data.packing` for the layout).
+    """Packed SFT batches ``int32[B, T]`` (see :mod:`r1jax.data.packing` for the layout): this
+    data shard's ``B / shard_count`` rows of each global batch of ``B = batch_size`` rows.
 
     Each example is ``template(prompt)`` + completion + eos with the loss on the completion and
     eos only; the completion is the record's ``completion`` or ``<think>{think}</think>
@@ -264,14 +282,8 @@ def make_sft_dataset(
     :func:`make_rl_dataset`.
     """
     records = as_record_dataset(source, purpose="sft", seed=seed, fmt=fmt, on_error=on_error)
-    records = shard_records(
-        records,
-        seed=seed,
-        shuffle=shuffle,
-        num_epochs=num_epochs,
-        process_index=process_index,
-        process_count=process_count,
-    )
+    check_shard(batch_size, shard_index, shard_count)
+    records = global_order(records, seed=seed, shuffle=shuffle, num_epochs=num_epochs)
     mapped = records.map(
         SFTExample(tokenizer, template, seq_len, on_too_long, add_bos, allow_split)
     )
@@ -283,5 +295,5 @@ def make_sft_dataset(
         pack=pack,
         allow_split=allow_split,
         drop_remainder=drop_remainder,
-    )
+    ).map(TakeRows(shard_index, shard_count))
     return _finish(ds, worker_count, prefetch)

@@ -196,7 +196,8 @@ class Sampler:
     def _finish(self, state, tokens_PT, mask_PT, num_samples, stop_strings, tokenizer):
         fields = (state.tokens_BN, state.logprobs_BN, state.lengths_B, state.done_B)
         if self.multi_process:  # this process's rows only (the rest live on other hosts)
-            tokens, logprobs, lengths, done = map(multihost.process_local_rows, fields)
+            rows = lambda x: multihost.data_shard_rows(x, self.mesh)
+            tokens, logprobs, lengths, done = map(rows, fields)
             steps = np.asarray(state.step.addressable_data(0))
         else:
             tokens, logprobs, lengths, done, steps = jax.device_get((*fields, state.step))

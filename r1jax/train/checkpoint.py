@@ -6,7 +6,8 @@ Layout of ``<directory>/<step>/`` (one orbax ``CheckpointManager`` step, items):
     opt_state/  the optax state
     meta/       {"step", "rng", "skipped"}  (small arrays)
     frozen/     the frozen params, when the state has them (GRPO reference)
-    data/       JSON: {"process_<i>": iterator state} for every process
+    data/       JSON: {"global": iterator state} (one state: every process walks the same
+                global order, so it restores onto any process count)
     config/     JSON: the run's config
 
 Atomicity: orbax writes each step into a temporary directory and renames it when complete, so a
@@ -70,8 +71,9 @@ class Checkpointer:
     ) -> bool:
         """Saves ``state`` at ``int(state.step)`` if the interval says so (or ``force``).
 
-        ``data_state``: this process's JSON-serialisable iterator state (gathered from every
-        process). ``config``: a JSON-serialisable dict (e.g. ``config.to_dict()``).
+        ``data_state``: the JSON-serialisable iterator state of the global data order (the same
+        on every process; checked, since a difference would make the resume depend on which
+        process's state is read). ``config``: a JSON-serialisable dict (e.g. ``config.to_dict()``).
         ``include_frozen=False`` skips ``state.frozen`` (a teacher loaded from elsewhere).
         Returns whether a save was started.
         """
@@ -84,7 +86,7 @@ class Checkpointer:
             "params": ocp.args.StandardSave(state.params),
             "opt_state": ocp.args.StandardSave(state.opt_state),
             "meta": ocp.args.StandardSave(_meta(state)),
-            "data": ocp.args.JsonSave(gather_data_states(data_state)),
+            "data": ocp.args.JsonSave({"global": agreed_data_state(data_state)}),
             "config": ocp.args.JsonSave(json.loads(json.dumps(config or {}, default=str))),
         }
         if state.frozen is not None and include_frozen:
@@ -127,8 +129,7 @@ class Checkpointer:
             skipped=meta["skipped"],
             frozen=out["frozen"] if abstract_state.frozen is not None else None,
         )
-        data = (out["data"] or {}).get(f"process_{jax.process_index()}")
-        return state, data, out["config"] or {}
+        return state, _global_data_state(out["data"] or {}, step), out["config"] or {}
 
     def restore_params(self, abstract_params, step: int | None = None, item: str = "params"):
         """Only the ``params`` (or ``frozen``) item, e.g. a distillation teacher from its run."""
@@ -151,21 +152,36 @@ def _meta(state: TrainState) -> dict:
     return {"step": state.step, "rng": state.rng, "skipped": state.skipped}
 
 
-def gather_data_states(local_state: Any) -> dict:
-    """``{"process_<i>": state_i}`` for every process (a collective when multi-process)."""
+def agreed_data_state(local_state: Any) -> Any:
+    """``local_state``, after checking that every process holds the same one (a collective
+    when multi-process)."""
     if jax.process_count() == 1:
-        return {"process_0": local_state}
-    from jax.experimental import multihost_utils
+        return local_state
+    from r1jax import multihost
 
-    raw = np.frombuffer(json.dumps(local_state).encode(), np.uint8)
-    lengths = multihost_utils.process_allgather(np.asarray([raw.size], np.int64))
-    padded = np.zeros(int(lengths.max()), np.uint8)
-    padded[: raw.size] = raw
-    every = multihost_utils.process_allgather(padded)
-    return {
-        f"process_{i}": json.loads(bytes(every[i][: int(lengths[i][0])]).decode())
-        for i in range(jax.process_count())
-    }
+    states = multihost.gather_objects(local_state)
+    if any(s != states[0] for s in states):
+        raise RuntimeError(
+            "data iterator states differ between processes: every process must walk the same "
+            "global order (build the pipelines with the global batch size and a data shard)"
+        )
+    return local_state
+
+
+def _global_data_state(data: dict, step: int) -> Any:
+    """The saved global iterator state; per-process states of older checkpoints only when one
+    process wrote them (several processes' strided shards do not map onto the global order)."""
+    if "global" in data:
+        return data["global"]
+    if set(data) == {"process_0"}:
+        return data["process_0"]
+    if not data:
+        return None
+    raise ValueError(
+        f"checkpoint step {step}: data state written per process by an older r1jax "
+        f"({sorted(data)}); the data position cannot be mapped onto the global order. Resume "
+        "with a fresh data position by removing the step's data/ item, or restart the run"
+    )
 
 
 class PreemptionGuard:

@@ -9,10 +9,11 @@ reference params, data-iterator position) or starts fresh; then runs the loop wi
 (JSONL + TensorBoard), a progress bar, checkpoints every N steps and on SIGTERM, and an evaluation
 hook (pass@1 over k samples at temperature 0.6 / top-p 0.95 on held-out prompts).
 
-Multi-process (a pod, ``launch/local.sh``): every process reads its own shard of the prompts
-(``grpo.num_prompts`` / processes per iteration), samples them with the sampler running over
-the global mesh, scores its completions in its own reward pool, and the rows are assembled into
-one global batch for the update; advantages and metrics are computed over all processes' rows.
+Multi-process (a pod, ``launch/local.sh``): every process builds the same global prompt batch
+and keeps its data shard's contiguous block of it (``make_rl_dataset``), samples them with the
+sampler running over the global mesh, scores its completions in its own reward pool, and the
+rows are assembled into one global batch for the update; advantages and metrics are computed
+over all processes' rows. The global batch, and so the run, is the same on any process count.
 """
 
 from __future__ import annotations
@@ -95,10 +96,10 @@ def make_eval_fn(config, parts: GRPOParts, tokenizer):
     dataset = make_rl_dataset(
         loop_lib.make_source(config.data),
         tokenizer,
-        batch_size=num_prompts // shard.count,
+        batch_size=num_prompts,
         seed=int(ev.get("seed", config.data.seed + 1)),
-        process_index=shard.index,
-        process_count=shard.count,
+        shard_index=shard.index,
+        shard_count=shard.count,
     )
     prompts = next(iter(dataset))
     opts = dataclasses.replace(
@@ -138,16 +139,16 @@ def build(config, workdir: Path):
             f"tokenizer vocab {tokenizer.vocab_size} > config.model.vocab_size "
             f"{model_config.vocab_size}"
         )
-    # This process's share of the prompts: its data shard's (shared shards read the same).
+    # This process's share of each global prompt batch: its data shard's contiguous block.
     shard = multihost.batch_feed(setup.mesh, loop.num_prompts, "config.grpo.num_prompts")
     dataset = make_rl_dataset(
         loop_lib.make_source(config.data),
         tokenizer,
-        batch_size=loop.num_prompts // shard.count,
+        batch_size=loop.num_prompts,
         seed=config.data.seed,
         buckets=tuple(config.data.get("buckets", (64, 128, 256, 512))),
-        process_index=shard.index,
-        process_count=shard.count,
+        shard_index=shard.index,
+        shard_count=shard.count,
     )
     step_fn = make_train_step(
         model_config,

@@ -212,7 +212,8 @@ def run(
     workdir = Path(workdir)
     setup = build_setup(config)
     loop = setup.loop
-    # This process's share: its data shard's (processes sharing a shard read the same rows).
+    # This process's rows of each global batch: its data shard's contiguous block (processes
+    # sharing a shard read the same rows; the global batch is the same on any process count).
     shard = multihost.batch_feed(setup.mesh, loop.batch_size, "config.train.batch_size")
     tokenizer = make_tokenizer(config.data, workdir)
     if tokenizer.vocab_size > setup.model_config.vocab_size:
@@ -223,11 +224,11 @@ def run(
     dataset = make_sft_dataset(
         make_source(config.data),
         tokenizer,
-        batch_size=loop.batch_size // shard.count,
+        batch_size=loop.batch_size,
         seq_len=loop.seq_len,
         seed=config.data.seed,
-        process_index=shard.index,
-        process_count=shard.count,
+        shard_index=shard.index,
+        shard_count=shard.count,
     )
     frozen = load_teacher(config, setup) if setup.frozen_config is not None else None
     ckpt = Checkpointer(

@@ -13,12 +13,12 @@ from r1jax.data import (
     encode_prompt,
     format_r1_zero,
     get_task,
+    global_order,
     make_rl_dataset,
     make_sft_dataset,
-    shard_records,
 )
 
-ONE = dict(process_index=0, process_count=1)
+ONE = dict(shard_index=0, shard_count=1)
 
 
 @pytest.fixture(scope="module")
@@ -103,44 +103,97 @@ def test_sft_resume_is_exact_with_carried_examples(jsonl_path, sp_tokenizer, all
     assert max(int(b["segment_ids"].max()) for b in batches) >= 2  # rows really hold several
 
 
-def test_two_processes_get_disjoint_shards_that_cover_the_data(jsonl_path, sp_tokenizer):
-    seen = []
-    for p in range(2):
-        ds = make_rl_dataset(
-            jsonl_path,
-            sp_tokenizer,
-            batch_size=4,
-            seed=5,
-            num_epochs=1,
-            drop_remainder=False,
-            process_index=p,
-            process_count=2,
-        )
-        ids = [i for b in ds for i, ok in zip(b["fields"]["id"], b["valid"], strict=True) if ok]
-        seen.append(ids)
-    assert not set(seen[0]) & set(seen[1])
-    assert sorted(seen[0] + seen[1]) == list(range(37))
-    assert abs(len(seen[0]) - len(seen[1])) <= 1
-    # Over several epochs each process's shard stays disjoint from the other's, epoch by epoch.
-    src = RecordSource(jsonl_path)
-    shards = [
-        shard_records(src, seed=5, shuffle=True, num_epochs=3, process_index=p, process_count=2)
-        for p in range(2)
+def _concat_shards(batches_per_shard):
+    """The per-shard batches of one step, concatenated back into one global batch."""
+    out = []
+    for parts in zip(*batches_per_shard, strict=True):
+        merged = {}
+        for key in parts[0]:
+            if key == "stats":
+                assert all(p["stats"] == parts[0]["stats"] for p in parts)  # global, everywhere
+                merged[key] = parts[0]["stats"]
+            elif key == "fields":
+                merged[key] = {f: sum((p[key][f] for p in parts), []) for f in parts[0][key]}
+            elif isinstance(parts[0][key], list):
+                merged[key] = sum((p[key] for p in parts), [])
+            else:
+                merged[key] = np.concatenate([p[key] for p in parts])
+        out.append(merged)
+    return out
+
+
+@pytest.mark.parametrize("shards", [2, 4])
+def test_rl_shards_are_contiguous_blocks_of_the_one_process_batches(
+    jsonl_path, sp_tokenizer, shards
+):
+    # Short buckets drop some prompts as too long and the last batch has filler rows: both are
+    # decided once, globally, so every shard count gives the same global batches.
+    kw = dict(batch_size=8, seed=5, num_epochs=2, drop_remainder=False, buckets=(136, 138))
+    one = list(make_rl_dataset(jsonl_path, sp_tokenizer, **kw))
+    assert sum(b["stats"]["dropped_too_long"] for b in one) > 0
+    assert not one[-1]["valid"].all()
+    per_shard = [
+        list(make_rl_dataset(jsonl_path, sp_tokenizer, shard_index=i, shard_count=shards, **kw))
+        for i in range(shards)
     ]
-    ids = sorted(r["id"] for s in shards for r in (s[i] for i in range(len(s))))
-    assert ids == sorted(list(range(37)) * 3)
+    assert all(b["prompt_tokens"].shape[0] == 8 // shards for b in per_shard[0])
+    assert_batches_equal(_concat_shards(per_shard), one)
 
 
-def test_two_processes_task_streams_are_disjoint(sp_tokenizer):
+@pytest.mark.parametrize("shards", [2, 4])
+def test_sft_shards_are_contiguous_blocks_of_the_one_process_batches(
+    jsonl_path, sp_tokenizer, shards
+):
+    kw = dict(batch_size=4, seq_len=400, seed=2, num_epochs=1)
+    one = list(make_sft_dataset(jsonl_path, sp_tokenizer, **kw))
+    per_shard = [
+        list(make_sft_dataset(jsonl_path, sp_tokenizer, shard_index=i, shard_count=shards, **kw))
+        for i in range(shards)
+    ]
+    assert_batches_equal(_concat_shards(per_shard), one)
+
+
+def test_data_state_is_global_and_restores_onto_another_shard_count(jsonl_path, sp_tokenizer):
+    kw = dict(batch_size=4, seed=3, num_epochs=None)
+    two = [
+        iter(make_rl_dataset(jsonl_path, sp_tokenizer, shard_index=i, shard_count=2, **kw))
+        for i in range(2)
+    ]
+    for it in two:
+        for _ in range(3):
+            next(it)
+    assert two[0].get_state() == two[1].get_state()  # one state: the global order's position
+    one = iter(make_rl_dataset(jsonl_path, sp_tokenizer, **kw))
+    one.set_state(two[0].get_state())  # saved on 2 shards, resumed on 1
+    reference = iter(make_rl_dataset(jsonl_path, sp_tokenizer, **kw))
+    for _ in range(3):
+        next(reference)
+    assert_batches_equal([next(one) for _ in range(2)], [next(reference) for _ in range(2)])
+
+
+def test_global_order_covers_every_record_once_per_epoch(jsonl_path):
+    order = global_order(RecordSource(jsonl_path), seed=5, shuffle=True, num_epochs=3)
+    ids = [order[i]["id"] for i in range(len(order))]
+    assert sorted(ids) == sorted(list(range(37)) * 3)
+    assert ids[:37] != ids[37:74]  # reshuffled every epoch
+
+
+def test_a_batch_that_does_not_split_over_the_shards_is_refused(jsonl_path, sp_tokenizer):
+    with pytest.raises(ValueError, match="batch_size=6 .* multiple of the 4 data shards"):
+        make_rl_dataset(jsonl_path, sp_tokenizer, batch_size=6, shard_index=0, shard_count=4)
+
+
+def test_task_stream_shards_are_blocks_of_one_stream(sp_tokenizer):
     task = get_task("arithmetic")
-    origins = []
-    for p in range(2):
-        ds = make_rl_dataset(
-            task, sp_tokenizer, batch_size=3, seed=9, process_index=p, process_count=2
-        )
-        origins.append({o for b in itertools.islice(ds, 4) for o in b["fields"]["_origin"]})
-    assert not origins[0] & origins[1]
-    assert origins[0] | origins[1] == {f"task:arithmetic/9#{i}" for i in range(24)}
+    one = make_rl_dataset(task, sp_tokenizer, batch_size=4, seed=9)
+    origins = [o for b in itertools.islice(one, 3) for o in b["fields"]["_origin"]]
+    per_shard = [
+        make_rl_dataset(task, sp_tokenizer, batch_size=4, seed=9, shard_index=i, shard_count=2)
+        for i in range(2)
+    ]
+    shards = [list(itertools.islice(ds, 3)) for ds in per_shard]
+    merged = [o for b in _concat_shards(shards) for o in b["fields"]["_origin"]]
+    assert merged == origins == [f"task:arithmetic/9#{i}" for i in range(12)]
 
 
 def test_shuffle_is_seeded(jsonl_path, sp_tokenizer):

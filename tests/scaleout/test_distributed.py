@@ -2,6 +2,7 @@
 
 import types
 
+import jax
 import numpy as np
 import pytest
 
@@ -190,10 +191,35 @@ def test_host_local_to_global_single_process_is_the_batch():
     np.testing.assert_array_equal(np.asarray(out["tokens"]), batch["tokens"])
 
 
-def test_process_local_rows_inverts_host_local_to_global():
+def test_data_shard_rows_inverts_host_local_to_global():
     from r1jax.sharding import make_mesh
 
     mesh = make_mesh({"data": -1, "fsdp": 2})
     x = np.arange(48, dtype=np.float32).reshape(16, 3)
-    back = mh.process_local_rows(mh.host_local_to_global(x, mesh))
+    back = mh.data_shard_rows(mh.host_local_to_global(x, mesh), mesh)
     np.testing.assert_array_equal(back, x)  # one process holds every row, each once
+    odd = np.arange(15, dtype=np.float32).reshape(5, 3)  # splits over no axis: replicated
+    np.testing.assert_array_equal(mh.data_shard_rows(mh.host_local_to_global(odd, mesh), mesh), odd)
+
+
+def _fake_array(x, row_blocks):
+    """A stand-in global array whose addressable shards hold the given row slices of ``x``."""
+    shards = [
+        types.SimpleNamespace(index=(block, slice(None)), data=x[block]) for block in row_blocks
+    ]
+    return types.SimpleNamespace(shape=x.shape, dtype=x.dtype, addressable_shards=shards)
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        [slice(8, 12), slice(12, 16)],  # split over every batch shard: exactly process 1's rows
+        [slice(0, 16)],  # not split (replicated): process 1 takes its half
+        [slice(8, 16), slice(8, 16)],  # split over data only, replicas read once
+    ],
+)
+def test_data_shard_rows_takes_this_process_block_whatever_the_split(blocks, monkeypatch):
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    mesh = fake_mesh((4, 2, 1), ("data", "fsdp", "tensor"), [0] * 4 + [1] * 4)
+    x = np.arange(32).reshape(16, 2)
+    np.testing.assert_array_equal(mh.data_shard_rows(_fake_array(x, blocks), mesh), x[8:16])
