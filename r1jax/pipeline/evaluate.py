@@ -82,24 +82,19 @@ def sampling_plan(
 ) -> list[list[int]]:
     """The question indices this process samples in each sampler call.
 
-    One process (``shard`` None): consecutive chunks of ``prompts_per_batch``. On a mesh that
-    spans processes every process must make the same calls with the same number of prompts, and
-    each global call must split over the mesh's ``splits`` batch shards: the questions are padded
-    to a multiple of ``splits`` with indices ``>= num_examples`` (repeats of earlier questions,
-    sampled and then dropped), cut into global chunks of ``prompts_per_batch`` rounded up to a
-    multiple of ``splits``, and each process takes its rows (``shard.rows``) of every chunk.
+    The same global calls on any number of processes (so the same questions meet the same
+    sampler keys): the questions are padded to a multiple of the mesh's ``splits`` batch shards
+    with indices ``>= num_examples`` (repeats of earlier questions, sampled and then dropped),
+    cut into global chunks of ``prompts_per_batch`` rounded up to a multiple of ``splits``, and
+    each process takes its data shard's rows (``shard.rows``; ``shard`` None: every row) of
+    every chunk. Every process thus makes the same calls with the same number of prompts.
     """
-    if shard is None:
-        return [
-            list(range(start, min(start + prompts_per_batch, num_examples)))
-            for start in range(0, num_examples, prompts_per_batch)
-        ]
     padded = -(-num_examples // splits) * splits
     chunk = -(-prompts_per_batch // splits) * splits
     plan = []
     for start in range(0, padded, chunk):
         rows = list(range(start, min(start + chunk, padded)))
-        plan.append(rows[shard.rows(len(rows))])
+        plan.append(rows if shard is None else rows[shard.rows(len(rows))])
     return plan
 
 
@@ -140,11 +135,9 @@ def sample_and_judge(
     """
     # The shared sampler: stages evaluating same-shaped models reuse its compiled programs.
     sampler = sampler or get_sampler(model_config, mesh=mesh, pad_id=tokenizer.pad_id)
-    shard = splits = None
-    if sampler.multi_process:
-        shard = multihost.data_shard(sampler.mesh)
-        splits = multihost.batch_splits(sampler.mesh)
-    plan = sampling_plan(len(examples), settings.prompts_per_batch, shard, splits or 1)
+    shard = multihost.data_shard(sampler.mesh) if sampler.multi_process else None
+    splits = multihost.batch_splits(sampler.mesh) if sampler.mesh is not None else 1
+    plan = sampling_plan(len(examples), settings.prompts_per_batch, shard, splits)
     own_rewards = rewards is None
     if own_rewards:
         rewards = CompositeReward(
@@ -206,6 +199,8 @@ def sample_and_judge(
         gathered = multihost.gather_objects([dataclasses.asdict(s) for s in samples])
         samples = _merge_processes(gathered, owners, len(examples))
         timeouts = int(multihost.gather_shards([timeouts], sampler.mesh).sum())
+    else:
+        samples = [s for s in samples if s.question < len(examples)]  # no padding questions
     gen_tokens = sum(s.length for s in samples)
     timing = {
         "generation_seconds": gen_seconds,

@@ -16,6 +16,22 @@ from r1jax.pipeline.evaluate import JudgedSample, _merge_processes, sampling_pla
 def test_single_process_plan_is_consecutive_chunks():
     assert sampling_plan(7, 3) == [[0, 1, 2], [3, 4, 5], [6]]
     assert sampling_plan(0, 3) == []
+    assert sampling_plan(7, 3, splits=2) == [[0, 1, 2, 3], [4, 5, 6, 7]]  # 7: padding
+
+
+@pytest.mark.parametrize("num_examples", [1, 7, 16, 20, 33])
+@pytest.mark.parametrize("prompts_per_batch", [1, 5, 8, 12])
+@pytest.mark.parametrize(("count", "splits"), [(2, 8), (4, 4), (2, 2), (8, 8)])
+def test_process_blocks_make_up_the_one_process_calls(
+    num_examples, prompts_per_batch, count, splits
+):
+    """Same mesh, any process count: the global calls, in order, are the one-process calls."""
+    one = sampling_plan(num_examples, prompts_per_batch, None, splits)
+    blocks = [
+        sampling_plan(num_examples, prompts_per_batch, DataShard(i, count), splits)
+        for i in range(count)
+    ]
+    assert [sum(calls, []) for calls in zip(*blocks, strict=True)] == one
 
 
 @pytest.mark.parametrize("num_examples", [1, 7, 16, 20, 33])

@@ -1,9 +1,10 @@
 """Evaluation, rejection sampling and a whole recipe on 2 processes x 4 CPU devices.
 
 ``r1jax eval`` under ``launch/local.sh -n 2 -d 4``: each process samples its share of the
-questions over the global mesh (the last share padded so both make the same sampler calls), the
-judged samples are gathered and process 0 writes them. With greedy decoding the samples and the
-summary must equal a single process's on the same 8-device data mesh. ``r1jax demo``'s smoke
+questions over the global mesh (the same global sampler calls as one process makes, each process
+feeding its block of every call), the judged samples are gathered and process 0 writes them.
+Sampled at temperature 1 (the same questions meet the same keys), the samples and the summary
+must equal a single process's on the same 8-device data mesh. ``r1jax demo``'s smoke
 recipe then runs every stage kind (tokenizer, SFT, eval, GRPO, rejection sampling, distillation)
 across the two processes.
 
@@ -46,7 +47,7 @@ def checkpoint(tmp_path_factory) -> pathlib.Path:
 def test_eval_on_two_processes_equals_one_process(checkpoint, tmp_path):
     common = [
         "eval", f"--checkpoint={checkpoint}", "--task=arithmetic", "--num-prompts=20", "-k", "2",
-        "--temperature=0", "--max-new-tokens=12", "--prompts-per-batch=12", "--mesh=-1,1,1",
+        "--temperature=1", "--max-new-tokens=12", "--prompts-per-batch=12", "--mesh=-1,1,1",
     ]  # fmt: skip
     one, two = tmp_path / "one", tmp_path / "two"
     r1jax_on_one_process(*common, f"--output={one}")
@@ -56,7 +57,7 @@ def test_eval_on_two_processes_equals_one_process(checkpoint, tmp_path):
 
     read = lambda d: [json.loads(line) for line in (d / "samples.jsonl").read_text().splitlines()]
     samples_one, samples_two = read(one), read(two)
-    # every question once (padding dropped), k samples each, in order; the same greedy samples
+    # every question once (padding dropped), k samples each, in order; the same sampled completions
     assert [(s["question"], s["sample"]) for s in samples_two] == [
         (q, i) for q in range(20) for i in range(2)
     ]
