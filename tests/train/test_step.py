@@ -15,6 +15,10 @@ from r1jax.train.step import make_logprobs_fn, make_train_step
 
 OPTIMIZER = make_optimizer(OptimConfig(learning_rate=1e-2, schedule="constant", weight_decay=0.1))
 SFT_BATCHES = [sft_batch(i, 8, 16) for i in range(3)]
+# Adam at lr 1e-2 moves every param by ~1e-2 a step whatever its gradient's size, so fp32
+# reassociation (another mesh's reduce-scatters, micro-batch sums) shows at ~1e-3 of a step on
+# near-zero gradients: 1.2e-5 after 3 steps with jax 0.10.2. A real bug moves params by ~1e-2.
+PARAMS_ATOL = 3e-5
 
 
 def _scaled_sft() -> objectives.Objective:
@@ -69,10 +73,7 @@ def test_three_steps_on_8_devices_match_one_device(one_device, shape):
     params_1, metrics_1, _, _ = one_device
     batches = [_with_scale(b, 1.0) for b in SFT_BATCHES]
     state, metrics_8, _ = _run(shape, _scaled_sft(), batches)
-    # Adam at lr 1e-2 moves every param by ~1e-2 a step whatever its gradient's size, so the
-    # fp32 reduction order of another mesh (fsdp=8 reduce-scatters) shows at ~1e-3 of a step
-    # on near-zero gradients (1.2e-5 with jax 0.10.2); a sharding bug moves params by ~1e-2.
-    assert _max_diff(params_1, state.params) <= 3e-5
+    assert _max_diff(params_1, state.params) <= PARAMS_ATOL
     losses_1, losses_8 = [m["loss"] for m in metrics_1], [m["loss"] for m in metrics_8]
     np.testing.assert_allclose(losses_8, losses_1, rtol=1e-5)
     assert int(state.step) == 3
@@ -92,7 +93,7 @@ def test_four_microbatches_equal_one_big_batch(one_device):
     np.testing.assert_allclose(
         [m["grad_norm"] for m in metrics_4], [m["grad_norm"] for m in metrics_1], rtol=1e-5
     )
-    assert _max_diff(params_1, state.params) <= 1e-5  # Adam amplifies reassociation noise
+    assert _max_diff(params_1, state.params) <= PARAMS_ATOL
 
 
 def test_non_finite_update_is_dropped_and_counted(one_device):
