@@ -2,7 +2,8 @@
 
 import pytest
 
-from r1jax.evaluation import QuestionResult, majority_vote, pass_at_k, summarize
+from r1jax.evaluation import QuestionResult, pass_at_k, summarize
+from r1jax.voting import majority_vote
 
 
 @pytest.mark.parametrize(

@@ -7,22 +7,17 @@ import time
 
 import pytest
 
-from r1jax.evaluation import (
+from r1jax.answer_keys import (
     CodeAnswers,
     CountdownAnswers,
     ExactMatchAnswers,
     MathAnswers,
-    PooledEquivalence,
-    QuestionResult,
-    Vote,
     answer_key_for,
-    compare_in_process,
-    majority_vote,
     normalize_program,
-    summarize,
-    vote_pairs,
 )
+from r1jax.evaluation import QuestionResult, summarize
 from r1jax.rewards import countdown_score
+from r1jax.voting import PooledEquivalence, Vote, compare_in_process, majority_vote, vote_pairs
 
 F, T = False, True
 COUNTDOWN = CountdownAnswers()

@@ -2,7 +2,7 @@
 R1 paper's metrics (pass@1 over k samples, pass@k, maj@k), format rate, length and throughput.
 
 maj@k votes over the task's own answers: the answer key of the correctness reward
-(`r1jax.evaluation.answer_key_for`: math, Countdown, exact match, code), its equivalence checks
+(`r1jax.answer_keys.answer_key_for`: math, Countdown, exact match, code), its equivalence checks
 in worker processes under the per-item time limit.
 
 Shared by ``r1jax eval``, rejection sampling and the demo: ``sample_and_judge`` does the work,
@@ -21,17 +21,13 @@ import jax
 import numpy as np
 
 from r1jax import distributed, multihost
+from r1jax.answer_keys import AnswerKey, answer_key_for
 from r1jax.data import PromptFormatter, encode_prompt
-from r1jax.evaluation import (
-    AnswerKey,
-    PooledEquivalence,
-    QuestionResult,
-    answer_key_for,
-    summarize,
-)
+from r1jax.evaluation import QuestionResult, summarize
 from r1jax.model import ModelConfig
 from r1jax.rewards import CompositeReward, RewardSpec, extract_answer
 from r1jax.sampling import Sampler, get_sampler
+from r1jax.voting import PooledEquivalence
 
 
 @dataclasses.dataclass(frozen=True)
