@@ -13,7 +13,7 @@ from r1jax.rewards.format import FormatReward, TagCountReward, is_well_formed, t
 from r1jax.rewards.language import LanguageReward, language_consistency
 from r1jax.rewards.pool import Job, Outcome, RewardPool
 from r1jax.rewards.registry import REWARDS, get_reward
-from r1jax.rewards.sandbox import SandboxLimits, SandboxResult, run_python
+from r1jax.rewards.sandbox import SandboxLimits, SandboxResult, SandboxUnavailable, run_python
 from r1jax.rewards.shaping import CosineLengthReward, OverlongReward, RepetitionReward
 from r1jax.rewards.tasks import CountdownReward, ExactMatchReward, countdown_score
 
@@ -36,6 +36,7 @@ __all__ = [
     "RewardSpec",
     "SandboxLimits",
     "SandboxResult",
+    "SandboxUnavailable",
     "TagCountReward",
     "answers_equivalent",
     "countdown_score",
