@@ -133,8 +133,10 @@ def batch_feed(mesh, global_rows: int, what: str, rules=None) -> DataShard:
     shard = data_shard(mesh, rules)
     if global_rows % shard.count:
         raise ValueError(
-            f"{what}={global_rows} must divide by the {shard.count} data shards of the mesh's "
-            f"processes"
+            f"{what}={global_rows} must be a multiple of {shard.count}: the {jax.process_count()} "
+            f"processes hold {shard.count} different blocks of the batch and each feeds whole "
+            f"examples; change {what} (any multiple of {batch_splits(mesh, rules)}, the mesh's "
+            "batch shards, works on every process count)"
         )
     return shard
 

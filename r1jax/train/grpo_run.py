@@ -36,7 +36,7 @@ from r1jax.train.grpo import GRPOParts, LoopOptions, grpo_iteration, sample_fn_f
 from r1jax.train.metrics import MetricsWriter, Progress
 from r1jax.train.rollout import ClippedVocabTokenizer, RolloutOptions, sample_and_score
 from r1jax.train.state import abstract_train_state, create_train_state, refresh_frozen
-from r1jax.train.step import make_logprobs_fn, make_train_step
+from r1jax.train.step import check_microbatches, make_logprobs_fn, make_train_step
 
 PROGRESS_KEYS = ("reward/total", "accuracy", "response_length/mean", "kl")
 
@@ -140,6 +140,8 @@ def build(config, workdir: Path):
             f"{model_config.vocab_size}"
         )
     # This process's share of each global prompt batch: its data shard's contiguous block.
+    rows = loop.num_prompts * rollout.num_samples
+    check_microbatches(rows, setup.loop.num_microbatches, "config.grpo.num_prompts x num_samples")
     shard = multihost.batch_feed(setup.mesh, loop.num_prompts, "config.grpo.num_prompts")
     dataset = make_rl_dataset(
         loop_lib.make_source(config.data),

@@ -32,7 +32,7 @@ from r1jax.train.checkpoint import Checkpointer, PreemptionGuard
 from r1jax.train.metrics import MetricsWriter, Progress
 from r1jax.train.optim import OptimConfig, make_optimizer, make_schedule
 from r1jax.train.state import TrainState, abstract_train_state, create_train_state
-from r1jax.train.step import batch_sharding, make_train_step
+from r1jax.train.step import batch_sharding, check_microbatches, make_train_step
 
 EvalFn = Callable[[TrainState, int], Mapping[str, float] | None]
 
@@ -214,6 +214,7 @@ def run(
     loop = setup.loop
     # This process's rows of each global batch: its data shard's contiguous block (processes
     # sharing a shard read the same rows; the global batch is the same on any process count).
+    check_microbatches(loop.batch_size, loop.num_microbatches, "config.train.batch_size")
     shard = multihost.batch_feed(setup.mesh, loop.batch_size, "config.train.batch_size")
     tokenizer = make_tokenizer(config.data, workdir)
     if tokenizer.vocab_size > setup.model_config.vocab_size:

@@ -33,6 +33,17 @@ def batch_sharding(mesh, rules: ShardingRules | None = None) -> NamedSharding:
     return NamedSharding(mesh, P(axes or None))
 
 
+def check_microbatches(rows: int, num_microbatches: int, what: str) -> None:
+    """Raises, naming the config fields, unless the global batch of ``rows`` splits into
+    ``num_microbatches`` equal micro-batches (checked on global sizes: the same verdict on
+    every process count)."""
+    if num_microbatches < 1 or rows % num_microbatches:
+        raise ValueError(
+            f"{what}: the global batch of {rows} rows does not split into "
+            f"config.train.num_microbatches={num_microbatches} equal micro-batches; change one"
+        )
+
+
 def split_microbatches(batch: dict, num_microbatches: int) -> dict:
     """[B, ...] leaves -> [M, B/M, ...]; micro-batch j holds rows j, j+M, j+2M, ..."""
 

@@ -168,7 +168,7 @@ def test_batch_feed_splits_by_data_shard_and_names_the_field():
         mh.DataShard(0, 2),
         mh.DataShard(1, 2),
     )
-    with pytest.raises(ValueError, match="config.train.batch_size=7 must divide by the 2"):
+    with pytest.raises(ValueError, match="config.train.batch_size=7 must be a multiple of 2"):
         mh.batch_feed(mesh, 7, "config.train.batch_size")
 
 

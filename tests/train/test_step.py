@@ -126,3 +126,11 @@ def test_grpo_accumulation_with_reference_and_recomputed_old_logprobs():
     np.testing.assert_allclose(metrics_b[0]["loss"], metrics_a[0]["loss"], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(metrics_b[0]["grad_norm"], metrics_a[0]["grad_norm"], rtol=1e-5)
     assert _max_diff(state_a.params, state_b.params) <= 1e-5
+
+
+def test_micro_batch_split_is_checked_on_the_global_batch_naming_the_fields():
+    from r1jax.train.step import check_microbatches
+
+    check_microbatches(32, 4, "config.train.batch_size")
+    with pytest.raises(ValueError, match=r"12 rows .*num_microbatches=8 equal micro-batches"):
+        check_microbatches(12, 8, "config.train.batch_size")
