@@ -62,7 +62,7 @@ _SLASH_RE = re.compile(r"^([+-]?\d+)/(\d+)$")
 _MIXED_SLASH_RE = re.compile(r"^([+-]?)(\d+) (\d+)/(\d+)$")
 _FRAC_RE = re.compile(r"^([+-]?)(\d+)?\\frac\{([+-]?\d+)\}\{(\d+)\}$")
 _PERCENT_RE = re.compile(r"^(.*?)(?:\\%|%)$")
-_SPLIT_DIGITS_RE = re.compile(r"(?:^|[^\d^_.])\d+ \d")  # 2 3, not 2^6 3^5
+_SPLIT_DIGITS_RE = re.compile(r"([\d.]+) \d")  # 2 3, 2.5 3; not 2^6 3^5 (an exponent)
 _PERCENT_WORD_RE = re.compile(r"\s*(?:\\text\{\s*)?(?:percent(?:age)?|pct)\s*\}?\s*$")
 
 # Inputs that make sympy explode (huge integers, power towers) or recurse deeply. Ordinary
@@ -187,6 +187,11 @@ def _is_dangerous(s: str) -> bool:
         return True
     # (10^{9})!, (5!)!!: a factorial of a power, of a factorial or of a huge literal.
     return any(_HEAVY_OPERAND_RE.search(op) for op in _factorial_operands(s))
+
+
+def _has_split_digits(s: str) -> bool:
+    """Digits split by a bare space (``2 3``), other than after an exponent or index (``2^6 3``)."""
+    return any(m.start() == 0 or s[m.start() - 1] not in "^_" for m in _SPLIT_DIGITS_RE.finditer(s))
 
 
 def _engine_text(s: str, value: Fraction | None) -> str:
@@ -384,7 +389,7 @@ def answers_equivalent(
             if ref == cand:
                 return True
             ref, cand = _engine_text(ref, ref_num), _engine_text(cand, cand_num)
-            if _SPLIT_DIGITS_RE.search(ref) or _SPLIT_DIGITS_RE.search(cand):
+            if _has_split_digits(ref) or _has_split_digits(cand):
                 continue  # "2 3" is no number: never read as a product or joined digits.
             engine_pairs.append((ref, cand))
     if not engine_pairs:

@@ -31,6 +31,13 @@ HEDGES = [
     "<think>x</think><answer>1</answer><answer>2</answer>",
     r"<think>x</think><answer>1</answer> \boxed{2}",  # a different answer after </answer>
     '<think>x</think><answer value="42"></answer>',
+    "<think>x</think><answer >42</answer >",  # lookalike tags
+    "<think>x</think>\uff1canswer\uff1e42\uff1c/answer\uff1e",  # fullwidth tags
+    "<think>x</think><\u0430nswer>42</\u0430nswer>",  # Cyrillic a
+    "<think>x</think>\\b\u043exed{42}",  # Cyrillic o in boxed
+    "<think>x</think>\\boxed\uff5b42\uff5d",  # fullwidth braces
+    "<think>x</think>\uff3cboxed{42}",  # fullwidth backslash
+    r"<think>x</think>\boxedx{42} \unboxed{42}",  # other commands
 ]
 
 
