@@ -8,9 +8,9 @@ grader tests, hendrycks/math ``math_equivalence_test.py``, rules of openai/prm80
 hacks reported against RL graders (boxes in the thinking, hedges, tautologies, lookalike boxes
 and tags, explosive inputs).
 
-Every case is scored by `AccuracyReward` once (about 20 s on two cores); the tests then assert no
-wrong answer is paid, at least 98% of verdicts are right, and every check, the hard limit of the
-equivalence engine included, returns within 1 s of wall time.
+Every case is scored by `AccuracyReward` once (about 10 s on two busy cores); the tests then
+assert no wrong answer is paid, at least 98% of verdicts are right, and every check, the hard
+limit of the equivalence engine included, returns within 1 s of wall time.
 """
 
 import collections
