@@ -303,25 +303,49 @@ def _exact_verdict(gold, pred) -> bool | None:
     return bool(sympy.simplify(difference) == 0)  # Only a proof pays; 2^(2^-1000) is not 1.
 
 
+def _exact_numeric_eq(a, b) -> bool | None:
+    """math-verify's numeric test, for two Float-free expressions: exact, never rounded.
+
+    Its test evaluates ``a - b`` with small values chopped to zero, which pays ``x = 2^{-99}``
+    against ``x = 2^{-98}``; without a decimal on either side nothing is approximate, so numbers
+    compare exactly and symbolic expressions are left to the symbolic test (False here).
+    """
+    import sympy
+
+    if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr)):
+        return None
+    if a.has(sympy.Float) or b.has(sympy.Float):
+        return None
+    verdict = _exact_verdict(a, b)
+    return False if verdict is None else verdict
+
+
 @contextlib.contextmanager
 def _exact_numbers():
     """math-verify compares exact numbers exactly while in this block (its recursion included)."""
     import math_verify.grader as grader
 
-    original = grader.sympy_expr_eq
+    original_expr_eq, original_numeric_eq = grader.sympy_expr_eq, grader.sympy_numeric_eq
 
     def sympy_expr_eq(gold, pred, *args, **kwargs):
         try:
             verdict = _exact_verdict(gold, pred)
         except Exception:  # noqa: BLE001 - not comparable exactly: math-verify decides.
             verdict = None
-        return original(gold, pred, *args, **kwargs) if verdict is None else verdict
+        return original_expr_eq(gold, pred, *args, **kwargs) if verdict is None else verdict
 
-    grader.sympy_expr_eq = sympy_expr_eq
+    def sympy_numeric_eq(a, b, *args, **kwargs):
+        try:
+            verdict = _exact_numeric_eq(a, b)
+        except Exception:  # noqa: BLE001
+            verdict = None
+        return original_numeric_eq(a, b, *args, **kwargs) if verdict is None else verdict
+
+    grader.sympy_expr_eq, grader.sympy_numeric_eq = sympy_expr_eq, sympy_numeric_eq
     try:
         yield
     finally:
-        grader.sympy_expr_eq = original
+        grader.sympy_expr_eq, grader.sympy_numeric_eq = original_expr_eq, original_numeric_eq
 
 
 def _math_verify_equal(reference: str, candidate: str, float_rounding: int) -> bool:

@@ -83,6 +83,8 @@ FALSE_PAIRS = [
     (r"\frac{1}{2^{99}}", r"\frac{1}{2^{98}}"),  # tiny, exact, different
     (r"\frac{1}{2004!}", r"\frac{1}{2006!}"),
     (r"(\frac{1}{2^{99}}, 1)", r"(\frac{1}{2^{98}}, 1)"),
+    (r"x = \frac{1}{2^{99}}", r"x = \frac{1}{2^{98}}"),
+    (r"\begin{pmatrix}2^{-99} \\ 1\end{pmatrix}", r"\begin{pmatrix}2^{-98} \\ 1\end{pmatrix}"),
     (r"[1,\infty)", r"[2^{\frac{1}{2^{1000}}},\infty)"),
     (r"\sqrt{2}", "1.41421356"),
     ("42", r"\infty"),
