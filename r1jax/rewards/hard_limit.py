@@ -10,7 +10,8 @@ How: one *template* process per caller process, started with the ``forkserver`` 
 a trainer whose JAX runtime holds threads), imports `PRELOAD` (sympy, math-verify) once and then
 only forks workers: one at a time, each serving calls over the template's pipe until it is killed
 or the caller goes away. The template runs no call itself, so it never hangs, and a replacement
-worker (a plain ``os.fork`` of a warm, single-threaded process) is ready in milliseconds. The
+worker (a plain ``os.fork`` of a warm, single-threaded process) is ready in milliseconds. A
+worker's address space is capped at `MEMORY_LIMIT_BYTES` (a runaway allocation is an error). The
 first call of a process waits (up to `STARTUP_TIMEOUT` seconds, not counted in `timeout`) for the
 template to import sympy; `warm_up()` starts it ahead of time.
 
@@ -38,6 +39,7 @@ from r1jax.rewards import incidents
 
 PRELOAD = ("sympy", "math_verify", "latex2sympy2_extended", "r1jax.rewards.equivalence")
 STARTUP_TIMEOUT = 60.0
+MEMORY_LIMIT_BYTES = 4 << 30  # Address space of a worker: a runaway integer fails, not the host.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +50,22 @@ class HardLimitResult:
     value: Any = None
 
 
+def _limit_memory() -> None:
+    try:
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = (
+            MEMORY_LIMIT_BYTES if hard == resource.RLIM_INFINITY else min(hard, MEMORY_LIMIT_BYTES)
+        )
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def _serve(conn) -> None:
     """A worker: announces its pid, then answers calls until the caller goes away."""
+    _limit_memory()
     conn.send(("ready", os.getpid(), None, None))
     while True:
         try:
@@ -61,7 +77,7 @@ def _serve(conn) -> None:
         call_id, fn, args = message
         try:
             answer = (call_id, "ok", fn(*args), incidents.drain())
-        except Exception:  # noqa: BLE001 - reported to the caller as an error.
+        except (Exception, MemoryError):  # noqa: BLE001 - reported to the caller as an error.
             answer = (call_id, "error", None, incidents.drain())
         conn.send(answer)
 

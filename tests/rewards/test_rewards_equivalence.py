@@ -2,6 +2,7 @@
 
 import math
 import operator
+import resource
 import time
 
 import pytest
@@ -157,6 +158,8 @@ def test_hard_limit_kills_a_long_c_call_and_recovers():
     result = hard_limit.call_with_hard_limit(operator.add, 1, 2, timeout=0.5)  # a new worker
     assert result == hard_limit.HardLimitResult("ok", 3)
     assert hard_limit.call_with_hard_limit(operator.truediv, 1, 0, timeout=0.5).status == "error"
+    limits = hard_limit.call_with_hard_limit(resource.getrlimit, resource.RLIMIT_AS, timeout=0.5)
+    assert 0 < limits.value[0] <= hard_limit.MEMORY_LIMIT_BYTES  # a runaway integer fails there
 
 
 def test_in_process_engine_agrees():
