@@ -9,6 +9,7 @@ runs in-process under the soft limit, and the pool's per-job kill is the hard li
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 from r1jax.rewards.equivalence import DEFAULT_TIMEOUT, PercentMode, answers_equivalent
 from r1jax.rewards.extract import ExtractMode, extract_answer
@@ -28,6 +29,12 @@ class AccuracyReward:
     mode: ExtractMode = "auto"
     percent: PercentMode = "both"
     timeout: float = DEFAULT_TIMEOUT
+    preload: ClassVar[tuple[str, ...]] = ("sympy", "math_verify", "latex2sympy2_extended")
+
+    def warm_up(self) -> None:
+        """Loads the math engine (imports, LaTeX grammar) with one check under no time limit, so
+        that no item's limit is spent on it (`RewardPool` calls this in each new worker)."""
+        answers_equivalent("\\frac{\\sqrt{3}}{2}", "\\sqrt{3}/2", timeout=None, isolate=False)
 
     def score(self, completion: str, reference: str) -> float:
         """1.0 or 0.0 for one completion."""

@@ -9,6 +9,12 @@ can raise into, or hang, the caller: `RewardPool.run` always returns one `Outcom
 Workers start with the ``forkserver`` method by default: safe in a trainer whose JAX runtime
 holds threads (``fork`` is not), and a replacement starts in milliseconds from the warm server.
 ``num_workers=0`` runs jobs inline in the caller (no hard limit), for notebooks and debugging.
+
+Warm-up: a component may name modules to import in the fork server (``preload``, e.g. sympy for
+the accuracy reward) and a ``warm_up()`` method; a new worker runs every ``warm_up`` before it
+takes jobs, and the parent waits for it (up to `WARM_UP_TIMEOUT`) before any deadline starts.
+Without this a cold worker spent its first jobs' time limits importing the math engine and
+scored correct answers 0.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from multiprocessing.connection import wait
 from r1jax.rewards import incidents
 
 RewardFn = Callable[..., list[float]]
+
+WARM_UP_TIMEOUT = 60.0
+"""Seconds a new worker may take to warm its components up before it serves jobs."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +69,22 @@ def evaluate_job(components: Sequence[RewardFn], job: Job) -> Outcome:
         return Outcome(None, "error", incidents.drain())
 
 
+def warm_up_components(components: Sequence[RewardFn]) -> None:
+    """Runs each component's ``warm_up()`` (imports, grammars), if it has one; never raises."""
+    for component in components:
+        warm_up = getattr(component, "warm_up", None)
+        if callable(warm_up):
+            try:
+                warm_up()
+            except Exception:  # noqa: BLE001 - a failed warm-up only costs the first job time.
+                incidents.record("warm_up_error")
+
+
 def _worker_main(conn, components: Sequence[RewardFn]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle.
+    warm_up_components(components)
+    incidents.drain()
+    conn.send("ready")
     while True:
         try:
             chunk = conn.recv()
@@ -97,17 +120,29 @@ class RewardPool:
         self.chunk_size = max(1, chunk_size)
         self._ctx = mp.get_context(start_method)
         if start_method == "forkserver":
-            self._ctx.set_forkserver_preload(["r1jax.rewards"])
+            extra = [m for c in self.components for m in getattr(c, "preload", ())]
+            self._ctx.set_forkserver_preload(["r1jax.rewards", *dict.fromkeys(extra)])
         self._workers: list[_Worker] = []
 
-    def _spawn(self) -> _Worker:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=_worker_main, args=(child_conn, self.components), daemon=True
-        )
-        process.start()
-        child_conn.close()
-        return _Worker(process, parent_conn)
+    def _spawn(self, count: int = 1) -> list[_Worker]:
+        """Starts ``count`` workers and waits until each has warmed up (module doc)."""
+        workers = []
+        for _ in range(count):
+            parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+            process = self._ctx.Process(
+                target=_worker_main, args=(child_conn, self.components), daemon=True
+            )
+            process.start()
+            child_conn.close()
+            workers.append(_Worker(process, parent_conn))
+        deadline = time.monotonic() + WARM_UP_TIMEOUT
+        for worker in workers:
+            left = max(0.0, deadline - time.monotonic())
+            if not worker.conn.poll(left) or worker.conn.recv() != "ready":
+                for w in workers:
+                    self._stop(w)
+                raise RuntimeError(f"a reward worker did not warm up within {WARM_UP_TIMEOUT} s")
+        return workers
 
     @staticmethod
     def _stop(worker: _Worker) -> None:
@@ -122,8 +157,7 @@ class RewardPool:
         outcomes: list[Outcome | None] = [None] * len(jobs)
         queue = collections.deque(enumerate(jobs))
         try:
-            while len(self._workers) < self.num_workers:
-                self._workers.append(self._spawn())
+            self._workers += self._spawn(self.num_workers - len(self._workers))
             self._loop(jobs, queue, outcomes)
         except Exception:  # noqa: BLE001 - the pool itself failed; score what is left.
             incidents.record("pool_error")
@@ -135,7 +169,7 @@ class RewardPool:
         outcomes[job_id] = Outcome(None, status, {})
         queue.extendleft(reversed([(i, jobs[i]) for i in worker.pending]))
         self._stop(worker)
-        self._workers[self._workers.index(worker)] = self._spawn()
+        self._workers[self._workers.index(worker)] = self._spawn()[0]
 
     def _loop(self, jobs, queue, outcomes) -> None:
         while queue or any(w.pending for w in self._workers):

@@ -167,3 +167,36 @@ def test_rewards_are_picklable():
     for name in REWARDS:
         reward = get_reward(name)
         assert pickle.loads(pickle.dumps(reward)) == reward
+
+
+class SlowToWarm:
+    """Scores 1.0 once warmed up; its warm-up takes longer than any job's limit."""
+
+    warmed = False
+
+    def warm_up(self):
+        time.sleep(1.5)
+        SlowToWarm.warmed = True  # per worker process
+
+    def __call__(self, prompts, completions, **fields):
+        return [1.0 if SlowToWarm.warmed else 0.0 for _ in completions]
+
+
+def test_a_worker_warms_up_before_any_job_deadline_starts():
+    pool = RewardPool([SlowToWarm()], num_workers=2, chunk_size=1)
+    try:
+        outcomes = pool.run([Job(0, "q", "c", {}, timeout=0.5) for _ in range(4)])
+    finally:
+        pool.close()
+    assert [(o.status, o.score) for o in outcomes] == [("ok", 1.0)] * 4
+
+
+def test_cold_accuracy_workers_pay_correct_answers_from_their_first_job():
+    """A fresh worker's first checks must not spend their time limit importing the engine."""
+    pool = RewardPool([get_reward("accuracy")], num_workers=2, chunk_size=1)
+    completion = "so \\boxed{\\frac{\\sqrt{3}}{2}}"
+    try:
+        outcomes = pool.run([Job(0, "q", completion, {"answer": "\\sqrt{3}/2"}, 5.0)] * 4)
+    finally:
+        pool.close()
+    assert [(o.status, o.score) for o in outcomes] == [("ok", 1.0)] * 4
