@@ -152,10 +152,10 @@ def train(args) -> None:
         state, m = grpo_step(state, batch)
         metrics["grpo"].append(float(m["loss"]))
 
-    # The project's multi-host Checkpointer: every process writes its shards (and its data
-    # iterator state, gathered) into one directory.
+    # The project's multi-host Checkpointer: every process writes its shards (and the global
+    # data position, the same on every process: checked when saved) into one directory.
     ckpt = Checkpointer(os.path.join(args.out, "ckpt"), save_every=1)
-    data_state = {"process": jax.process_index(), "rows": str(local_rows_slice(mesh))}
+    data_state = {"batches": args.sft_steps + args.grpo_steps}
     ckpt.save(state, data_state=data_state, config={"driver": True}, force=True)
     ckpt.close()
     dump_params(state.params, os.path.join(args.out, f"params_p{jax.process_index()}.npz"))
@@ -176,7 +176,8 @@ def restore(args) -> None:
     state, data_state, config = ckpt.restore(target)
     ckpt.close()
     assert int(state.step) == args.sft_steps + args.grpo_steps, int(state.step)
-    assert data_state["process"] == 0 and config == {"driver": True}, (data_state, config)
+    expected = {"batches": args.sft_steps + args.grpo_steps}
+    assert data_state == expected and config == {"driver": True}, (data_state, config)
     dump_params(state.params, os.path.join(args.out, "params_restored.npz"))
 
 
