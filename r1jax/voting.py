@@ -35,30 +35,23 @@ Comparator = Callable[[Sequence[tuple[str, str]]], Sequence[bool]]
 """Decides a batch of answer pairs: ``[(a, b), ...] -> [same?, ...]``."""
 
 
-_warmed_up = False  # per process: whether this pool worker ran its warm-up
-
-
 @dataclasses.dataclass(frozen=True)
 class _PairEquivalence:
-    """A pool component: 1.0 when ``equivalent(prompt, completion)``; a worker's first job runs
-    `warm_up` first (and a job without a pair only that)."""
+    """A pool component: 1.0 when ``equivalent(prompt, completion)``. Its `warm_up` (the
+    answer key's, e.g. loading the math engine) runs once in each new worker, before the pool
+    starts any pair's deadline (`RewardPool`)."""
 
     equivalent: Callable[[str, str], bool]
-    warm_up: Callable[[], None] | None = None
+    prepare: Callable[[], None] | None = None
+
+    def warm_up(self) -> None:
+        if self.prepare is not None:
+            self.prepare()
 
     def __call__(self, prompts: list[str], completions: list[str], **fields) -> list[float]:
-        global _warmed_up
-        if not _warmed_up and self.warm_up is not None:
-            _warmed_up = True
-            self.warm_up()
-        if fields.get("warm_up_only"):
-            return [0.0]
         return [
             float(bool(self.equivalent(a, b))) for a, b in zip(prompts, completions, strict=True)
         ]
-
-
-WARM_UP_TIMEOUT = 60.0
 
 
 class PooledEquivalence:
@@ -66,9 +59,9 @@ class PooledEquivalence:
 
     A pair past `timeout` seconds (its worker is killed, see `RewardPool`) or failing counts as
     two different answers; `timeouts` and `errors` count them. `equivalent` and `warm_up` must
-    be picklable (else `TypeError` here). Workers start on the first non-empty batch, and each
-    runs `warm_up` once first: at the start under `WARM_UP_TIMEOUT`, a replacement for a killed
-    worker within its first pair's limit. ``num_workers=0`` runs inline (no hard limit).
+    be picklable (else `TypeError` here). Workers start on the first non-empty batch; each new
+    one (a killed worker's replacement too) runs `warm_up` before the pool starts its first
+    pair's deadline. ``num_workers=0`` runs inline (no hard limit).
     """
 
     def __init__(
@@ -92,10 +85,7 @@ class PooledEquivalence:
         self.timeout = timeout
         self.timeouts = 0
         self.errors = 0
-        self._warm = warm_up is None or num_workers <= 0
-        self._num_workers = num_workers
-        # One job per chunk: the warm-up batch reaches every worker, and a killed worker's
-        # replacement is fed one pair at a time.
+        # One pair per chunk: a killed worker loses only its own pair.
         self._pool = RewardPool(
             [component], num_workers=num_workers, chunk_size=1, start_method=start_method
         )
@@ -108,10 +98,6 @@ class PooledEquivalence:
     def __call__(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         if not pairs:
             return []
-        if not self._warm:
-            self._warm = True
-            warm = Job(0, "", "", {"warm_up_only": True}, WARM_UP_TIMEOUT)
-            self._pool.run([warm] * self._num_workers)
         outcomes = self._pool.run([Job(0, a, b, {}, self.timeout) for a, b in pairs])
         self.timeouts += sum(o.status == "timeout" for o in outcomes)
         self.errors += sum(o.status == "error" for o in outcomes)
