@@ -37,7 +37,7 @@ from typing import Any
 
 from r1jax.rewards import incidents
 
-PRELOAD = ("sympy", "math_verify", "latex2sympy2_extended", "r1jax.rewards.equivalence")
+PRELOAD = ("sympy", "math_verify", "latex2sympy2_extended", "r1jax.rewards.math_engine")
 STARTUP_TIMEOUT = 60.0
 MEMORY_LIMIT_BYTES = 4 << 30  # Address space of a worker: a runaway integer fails, not the host.
 
