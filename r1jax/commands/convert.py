@@ -14,7 +14,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from r1jax import checkpoints
+from r1jax.checkpoint import find_tokenizer, load_params, save_params
 from r1jax.model import hf
 from r1jax.sharding import MeshConfig, make_mesh
 
@@ -44,17 +44,17 @@ def main(argv: list[str]) -> int:
     if args.direction == "hf-to-r1jax":
         if not (Path(args.input) / "config.json").exists():
             raise FileNotFoundError(f"--input {args.input}: no config.json (not a HF checkpoint)")
-        config, params = hf.load(args.input, mesh=mesh, **overrides)
-        out = checkpoints.save_r1jax(args.output, config, params)
-        tokenizer = checkpoints.find_tokenizer(args.input)
+        config, params = load_params(args.input, mesh=mesh, format="hf", **overrides)
+        out = save_params(args.output, config, params)
+        tokenizer = find_tokenizer(args.input)
         if tokenizer is not None:  # keep the tokenizer next to the converted weights
             for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"):
                 if (Path(args.input) / name).exists():
                     shutil.copy(Path(args.input) / name, Path(args.output) / name)
     else:
-        config, params = checkpoints.load_model(args.input, mesh=mesh, fmt="r1jax", **overrides)
+        config, params = load_params(args.input, mesh=mesh, format="r1jax", **overrides)
         hf.save(args.output, config, params, max_shard_bytes=int(args.max_shard_gb * 2**30))
-        tokenizer = checkpoints.find_tokenizer(args.input)
+        tokenizer = find_tokenizer(args.input)
         if tokenizer is not None:
             shutil.copy(tokenizer, Path(args.output) / tokenizer.name)
         out = Path(args.output)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import jax
 
-from r1jax import checkpoints, distributed
+from r1jax import distributed
+from r1jax.checkpoint import find_tokenizer, load_params
 from r1jax.data import RecordSource, get_task, load_tokenizer
 from r1jax.pipeline.evaluate import EvalSettings, evaluate
 from r1jax.sharding import MeshConfig, make_mesh
@@ -70,8 +71,8 @@ def load_everything(args):
     distributed.initialize()
     sizes = args.mesh or ("-1,1,1" if jax.process_count() > 1 else None)
     mesh = make_mesh(MeshConfig(*(int(x) for x in sizes.split(",")))) if sizes else None
-    model_config, params = checkpoints.load_model(args.checkpoint, mesh=mesh)
-    tokenizer_path = args.tokenizer or checkpoints.find_tokenizer(args.checkpoint)
+    model_config, params = load_params(args.checkpoint, mesh=mesh)
+    tokenizer_path = args.tokenizer or find_tokenizer(args.checkpoint)
     if tokenizer_path is None:
         raise FileNotFoundError(f"no tokenizer found next to {args.checkpoint}: pass --tokenizer")
     examples = load_examples(args)

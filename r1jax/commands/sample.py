@@ -3,7 +3,7 @@
 r1jax sample --checkpoint ckpt/ --prompt "What is 2+3?" --num-samples 4 --temperature 0.7
 r1jax sample --checkpoint ckpt/ --prompts-file prompts.jsonl --output out.jsonl --greedy
 
-The checkpoint is opened by ``r1jax.checkpoints.load_model`` (an r1jax run directory or a
+The checkpoint is opened by ``r1jax.checkpoint.load_params`` (an r1jax run directory or a
 Hugging Face directory, detected by content). Each output JSONL line holds the prompt, the
 completion text and ids, the per-token log-probs, length and finish reason.
 """
@@ -16,7 +16,7 @@ import sys
 
 import jax
 
-from r1jax import checkpoints
+from r1jax.checkpoint import find_tokenizer, load_params
 from r1jax.data import format_r1_zero, load_tokenizer
 from r1jax.data.templates import encode_prompt
 from r1jax.sampling import Sampler
@@ -68,8 +68,8 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     mesh = make_mesh(MeshConfig(*map(int, args.mesh.split(",")))) if args.mesh else None
     overrides = {"compute_dtype": args.dtype} if args.dtype else {}
-    config, params = checkpoints.load_model(args.checkpoint, mesh, args.format, **overrides)
-    tokenizer_path = args.tokenizer or checkpoints.find_tokenizer(args.checkpoint)
+    config, params = load_params(args.checkpoint, mesh=mesh, format=args.format, **overrides)
+    tokenizer_path = args.tokenizer or find_tokenizer(args.checkpoint)
     if tokenizer_path is None:
         raise FileNotFoundError(f"no tokenizer found next to {args.checkpoint}: pass --tokenizer")
     tokenizer = load_tokenizer(str(tokenizer_path))

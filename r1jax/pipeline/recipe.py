@@ -33,7 +33,8 @@ from pathlib import Path
 import jax
 import ml_collections
 
-from r1jax import checkpoints, distributed, multihost
+from r1jax import distributed, multihost
+from r1jax.checkpoint import find_tokenizer, load_params
 
 STAGE_KINDS = ("tokenizer", "sft", "distill", "grpo", "eval", "rejection_sample")
 
@@ -77,7 +78,7 @@ def _init_params(section, run_dir: Path):
     if not name:
         return None
     mesh = make_mesh(MeshConfig.from_mapping(section.get("mesh") or {}))
-    _, params = checkpoints.load_model(run_dir / name, mesh=mesh)
+    _, params = load_params(run_dir / name, mesh=mesh)
     return params
 
 
@@ -141,8 +142,8 @@ def _model_and_tokenizer(section, run_dir: Path):
 
     source = run_dir / section.model_from
     mesh = _sampling_mesh(section)
-    model_config, params = checkpoints.load_model(source, mesh=mesh)
-    tokenizer = checkpoints.find_tokenizer(source) or _tokenizer_path(run_dir)
+    model_config, params = load_params(source, mesh=mesh)
+    tokenizer = find_tokenizer(source) or _tokenizer_path(run_dir)
     return model_config, params, load_tokenizer(str(tokenizer)), mesh
 
 

@@ -26,14 +26,15 @@ import jax
 import numpy as np
 
 from r1jax import multihost
+from r1jax.checkpoint import CHECKPOINTS, Checkpointer
 from r1jax.model import ModelConfig
 from r1jax.rewards import CompositeReward
 from r1jax.sampling import Sampler
 from r1jax.train import loop as loop_lib
 from r1jax.train import objectives
-from r1jax.train.checkpoint import Checkpointer, PreemptionGuard
 from r1jax.train.grpo import GRPOParts, LoopOptions, grpo_iteration, sample_fn_for
 from r1jax.train.metrics import MetricsWriter, Progress
+from r1jax.train.preemption import PreemptionGuard
 from r1jax.train.rollout import ClippedVocabTokenizer, RolloutOptions, sample_and_score
 from r1jax.train.state import abstract_train_state, create_train_state, refresh_frozen
 from r1jax.train.step import check_microbatches, make_logprobs_fn, make_train_step
@@ -184,7 +185,7 @@ def run(config, workdir: str | Path, *, init_params=None) -> dict[str, float]:
     workdir = Path(workdir)
     setup, parts, tokenizer, dataset = build(config, workdir)
     ckpt = Checkpointer(
-        workdir / "checkpoints",
+        workdir / CHECKPOINTS,
         save_every=setup.loop.checkpoint_every,
         keep=setup.loop.keep_checkpoints,
     )

@@ -26,11 +26,12 @@ import jax
 import numpy as np
 
 from r1jax import multihost, sharding
-from r1jax.model import ModelConfig, abstract_params, hf, init_params
+from r1jax.checkpoint import CHECKPOINTS, Checkpointer, load_params
+from r1jax.model import ModelConfig, init_params
 from r1jax.train import objectives
-from r1jax.train.checkpoint import Checkpointer, PreemptionGuard
 from r1jax.train.metrics import MetricsWriter, Progress
 from r1jax.train.optim import OptimConfig, make_optimizer, make_schedule
+from r1jax.train.preemption import PreemptionGuard
 from r1jax.train.state import TrainState, abstract_train_state, create_train_state
 from r1jax.train.step import batch_sharding, check_microbatches, make_train_step
 
@@ -114,24 +115,12 @@ def load_teacher(config, setup: TrainSetup):
     (for smoke tests only) a random model with ``config.distill.teacher_seed``."""
     d, mesh, teacher_config = config.distill, setup.mesh, setup.frozen_config
     if d.get("teacher_checkpoint"):
-        abstract = jax.tree.map(
-            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-            abstract_params(teacher_config),
-            sharding.tree_shardings(
-                mesh, _logical(teacher_config), abstract_params(teacher_config)
-            ),
-        )
-        return Checkpointer(d.teacher_checkpoint).restore_params(abstract)
+        _, params = load_params(d.teacher_checkpoint, teacher_config, mesh, format="r1jax")
+        return params
     if d.get("teacher_hf"):
-        loaded_config, params = hf.load(d.teacher_hf, mesh=mesh)
+        _, params = load_params(d.teacher_hf, mesh=mesh, format="hf")
         return params
     return init_params(teacher_config, jax.random.key(d.get("teacher_seed", 1)), mesh=mesh)
-
-
-def _logical(model_config):
-    from r1jax.model import logical_axes
-
-    return logical_axes(model_config)
 
 
 def restore_or_create(
@@ -233,7 +222,7 @@ def run(
     )
     frozen = load_teacher(config, setup) if setup.frozen_config is not None else None
     ckpt = Checkpointer(
-        workdir / "checkpoints", save_every=loop.checkpoint_every, keep=loop.keep_checkpoints
+        workdir / CHECKPOINTS, save_every=loop.checkpoint_every, keep=loop.keep_checkpoints
     )
     state, data_state = restore_or_create(
         ckpt, setup, config.seed, frozen=frozen, params=init_params

@@ -22,6 +22,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from r1jax.checkpoint import with_shardings
 from r1jax.model import ModelConfig, abstract_params, init_params, param_shardings
 
 
@@ -110,9 +111,7 @@ def abstract_train_state(
         )
 
     shapes = jax.eval_shape(make, jax.random.key(0, impl=rng_impl))
-    return jax.tree.map(
-        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
-    )
+    return with_shardings(shapes, shardings)
 
 
 def create_train_state(

@@ -1,9 +1,9 @@
-"""``r1jax convert`` both directions, and ``checkpoints.load_model`` on each format."""
+"""``r1jax convert`` both directions, and ``checkpoint.load_params`` on each format."""
 
 import jax
 import numpy as np
 
-from r1jax import checkpoints
+from r1jax.checkpoint import load_params, save_params
 from r1jax.commands import convert
 from r1jax.model import ModelConfig, hf, init_params
 
@@ -35,7 +35,7 @@ def test_hf_to_r1jax_to_hf_round_trip(tmp_path):
         )
         == 0
     )
-    config, loaded = checkpoints.load_model(tmp_path / "ours")
+    config, loaded = load_params(tmp_path / "ours")
     assert config == CONFIG
     _assert_same(loaded, params)
     assert (tmp_path / "ours" / "tokenizer.json").exists()
@@ -51,15 +51,15 @@ def test_hf_to_r1jax_to_hf_round_trip(tmp_path):
     _assert_same(back, params)
 
 
-def test_load_model_onto_a_mesh_and_bf16_export(tmp_path):
+def test_load_params_onto_a_mesh_and_bf16_export(tmp_path):
     from jax.sharding import PartitionSpec as P
 
     from r1jax.sharding import MeshConfig, make_mesh
 
     params = init_params(CONFIG, jax.random.key(4))
-    checkpoints.save_r1jax(tmp_path / "run", CONFIG, params)
+    save_params(tmp_path / "run", CONFIG, params)
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
-    _, sharded = checkpoints.load_model(tmp_path / "run", mesh=mesh)
+    _, sharded = load_params(tmp_path / "run", mesh=mesh)
     assert sharded["layers"]["gate"].sharding.spec == P(None, "fsdp", "tensor")
     _assert_same(sharded, params)
     convert.main(

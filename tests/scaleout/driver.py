@@ -12,7 +12,7 @@ plainly with 8 fake devices for the single-process reference). Each process:
      the global prompt batch (each process feeds its prompts and reads back its rows), rewards
      scored by each process on its own completions (a deterministic toy reward), group
      advantages, pi_old recomputed by the jitted multi-process log-prob function,
-  5. saves the train state with ``r1jax.train.checkpoint.Checkpointer`` (orbax; every process
+  5. saves the train state with ``r1jax.checkpoint.Checkpointer`` (orbax; every process
      writes its shards to one directory),
   6. writes ``params_p<process>.npz`` (all-gathered params) and, on process 0, ``metrics.json``.
 
@@ -121,9 +121,9 @@ def setup(mc):
 def train(args) -> None:
     from jax.experimental import multihost_utils
 
+    from r1jax.checkpoint import Checkpointer
     from r1jax.sampler import Sampler
     from r1jax.train import objectives
-    from r1jax.train.checkpoint import Checkpointer
     from r1jax.train.state import create_train_state, refresh_frozen
     from r1jax.train.step import make_logprobs_fn, make_train_step
 
@@ -166,7 +166,7 @@ def train(args) -> None:
 
 
 def restore(args) -> None:
-    from r1jax.train.checkpoint import Checkpointer
+    from r1jax.checkpoint import Checkpointer
     from r1jax.train.state import abstract_train_state
 
     mc = model_config()

@@ -24,7 +24,7 @@ TIMING = {"generation_seconds", "tokens_per_second", "seconds_per_completion"}
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> pathlib.Path:
     """A random tiny model as an r1jax checkpoint with a sentencepiece tokenizer beside it."""
-    from r1jax import checkpoints
+    from r1jax.checkpoint import save_params
     from r1jax.data import format_completion, format_r1_zero, get_task, train_sentencepiece
     from r1jax.model import ModelConfig, init_params
 
@@ -39,7 +39,7 @@ def checkpoint(tmp_path_factory) -> pathlib.Path:
         vocab_size=320, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
         head_dim=8, mlp_dim=64, max_position_embeddings=512, tie_embeddings=True,
     )  # fmt: skip
-    checkpoints.save_r1jax(path, config, init_params(config, jax.random.key(3)))
+    save_params(path, config, init_params(config, jax.random.key(3)))
     return path
 
 

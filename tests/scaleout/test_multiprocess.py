@@ -4,7 +4,7 @@
 mesh data=4 x fsdp=2 spanning both processes, per-process batch shards assembled with
 ``jax.make_array_from_process_local_data``, GRPO rollouts sampled by the jitted sampler over
 the global batch and scored by each process on its own rows, orbax checkpoint through
-``r1jax.train.checkpoint``); the same driver runs alone on 8 fake devices as the reference.
+``r1jax.checkpoint``); the same driver runs alone on 8 fake devices as the reference.
 
 Marked slow: XLA:CPU compiles five programs per process (SFT and GRPO steps, log-probs,
 sampler prefill and decode); ~2.5 CPU-minutes in all, 3-4 min wall on 2 busy shared cores.

@@ -11,8 +11,9 @@ import jax
 import numpy as np
 from train_common import TINY, mesh_of
 
-from r1jax.train.checkpoint import Checkpointer, PreemptionGuard
+from r1jax.checkpoint import Checkpointer
 from r1jax.train.optim import OptimConfig, make_optimizer
+from r1jax.train.preemption import PreemptionGuard
 from r1jax.train.state import abstract_train_state, create_train_state, refresh_frozen
 
 OPTIMIZER = make_optimizer(OptimConfig(learning_rate=1e-3, weight_decay=0.1))
@@ -45,7 +46,7 @@ _KILLED_SAVE = """
 import os, signal, time, sys
 import jax, jax.numpy as jnp
 from r1jax.model import ModelConfig
-from r1jax.train.checkpoint import Checkpointer
+from r1jax.checkpoint import Checkpointer
 from r1jax.train.optim import OptimConfig, make_optimizer
 from r1jax.train.state import create_train_state
 from train_common import mesh_of

@@ -14,11 +14,10 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from jax.sharding import SingleDeviceSharding
 
-from r1jax.model import ModelConfig, abstract_params
+from r1jax.checkpoint import Checkpointer, load_params
+from r1jax.model import ModelConfig
 from r1jax.train import config_presets
-from r1jax.train.checkpoint import Checkpointer
 from r1jax.train.loop import make_tokenizer
 from r1jax.train.metrics import read_metrics
 
@@ -70,14 +69,10 @@ def _logged_steps(path: Path) -> int:
 
 def _final_params(workdir):
     config = ModelConfig.from_mapping(config_presets.tiny_model(**MODEL))
-    sharding = SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-        abstract_params(config),
-    )
     ckpt = Checkpointer(Path(workdir) / "checkpoints")
     assert ckpt.latest_step() == STEPS
-    return jax.device_get(ckpt.restore_params(target))
+    _, params = load_params(workdir, config, format="r1jax")  # on the first local device
+    return jax.device_get(params)
 
 
 def _losses(workdir):
