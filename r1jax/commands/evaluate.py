@@ -19,7 +19,7 @@ import jax
 from r1jax import distributed
 from r1jax.checkpoint import find_tokenizer, load_params
 from r1jax.data import RecordSource, get_task, load_tokenizer
-from r1jax.pipeline.evaluate import EvalSettings, evaluate
+from r1jax.evaluation import EvalSettings, evaluate
 from r1jax.sharding import MeshConfig, make_mesh
 
 

@@ -13,7 +13,7 @@ import argparse
 
 from r1jax import distributed
 from r1jax.commands.evaluate import add_common_arguments, load_everything
-from r1jax.pipeline.rejection import RejectionSettings, rejection_sample
+from r1jax.evaluation import RejectionSettings, rejection_sample
 
 
 def main(argv: list[str]) -> int:

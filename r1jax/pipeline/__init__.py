@@ -1,1 +1,2 @@
-"""The R1 recipes built from the parts: evaluation, rejection sampling, stage chaining, demo."""
+"""The R1 recipes built from the parts (evaluation and rejection sampling live in
+``r1jax.evaluation``): stage chaining, reports, demo."""

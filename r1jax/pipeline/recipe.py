@@ -6,7 +6,7 @@ one section per stage, ``config.<name>``, whose ``kind`` picks the runner:
   tokenizer          train a sentencepiece model on a built-in task's text (shared by all stages)
   sft / distill      ``r1jax.train.loop.run`` on that section (a full training config)
   grpo               ``r1jax.train.grpo_run.run`` on that section
-  eval               ``r1jax.pipeline.evaluate.evaluate`` of a stage's model on held-out prompts
+  eval               ``r1jax.evaluation.evaluate`` of a stage's model on held-out prompts
   rejection_sample   samples a stage's model, keeps correct/readable traces -> SFT JSONL
 
 Stage inputs name earlier stages: ``init_from`` (training stages start from that stage's final
@@ -118,7 +118,7 @@ def eval_examples(section) -> list[dict]:
 
 
 def _settings(section):
-    from r1jax.pipeline.evaluate import EvalSettings
+    from r1jax.evaluation import EvalSettings
 
     fields = {k: section[k] for k in EvalSettings.__dataclass_fields__ if k in section}
     if "ks" in fields:
@@ -148,7 +148,7 @@ def _model_and_tokenizer(section, run_dir: Path):
 
 
 def _run_eval(section, stage_dir: Path, run_dir: Path) -> dict:
-    from r1jax.pipeline.evaluate import evaluate
+    from r1jax.evaluation import evaluate
 
     model_config, params, tokenizer, mesh = _model_and_tokenizer(section, run_dir)
     return evaluate(
@@ -163,7 +163,7 @@ def _run_eval(section, stage_dir: Path, run_dir: Path) -> dict:
 
 
 def _run_rejection(section, stage_dir: Path, run_dir: Path) -> dict:
-    from r1jax.pipeline.rejection import RejectionSettings, rejection_sample
+    from r1jax.evaluation import RejectionSettings, rejection_sample
 
     model_config, params, tokenizer, mesh = _model_and_tokenizer(section, run_dir)
     filters = RejectionSettings(**dict(section.get("filters") or {}))

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from r1jax.answer_keys import (
+from r1jax.evaluation.answer_keys import (
     CodeAnswers,
     CountdownAnswers,
     ExactMatchAnswers,
@@ -15,9 +15,15 @@ from r1jax.answer_keys import (
     answer_key_for,
     normalize_program,
 )
-from r1jax.evaluation import QuestionResult, summarize
+from r1jax.evaluation.metrics import QuestionResult, summarize
+from r1jax.evaluation.voting import (
+    PooledEquivalence,
+    Vote,
+    compare_in_process,
+    majority_vote,
+    vote_pairs,
+)
 from r1jax.rewards import countdown_score
-from r1jax.voting import PooledEquivalence, Vote, compare_in_process, majority_vote, vote_pairs
 
 F, T = False, True
 COUNTDOWN = CountdownAnswers()
@@ -269,8 +275,8 @@ def test_summarize_reads_each_questions_fields_for_countdown():
     assert summarize(results, ks=(3,), answer_key=COUNTDOWN)["maj@3"] == 0.5
 
 
-def test_pipeline_question_results_vote_on_the_tasks_answers():
-    from r1jax.pipeline.evaluate import JudgedSample, question_results
+def test_question_results_vote_on_the_tasks_answers():
+    from r1jax.evaluation.judge import JudgedSample, question_results
 
     def sample(i, completion, correct):
         fields = {"numbers": [3, 4], "target": 7, "tests": []}

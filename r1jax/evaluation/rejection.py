@@ -1,5 +1,8 @@
 """Rejection sampling (R1 stage 3): sample k completions per prompt, keep the correct, well-formed,
 readable, non-degenerate ones, at most N distinct per prompt, and write SFT-ready JSONL.
+
+Correct means `JudgedSample.correct` (``r1jax.evaluation.metrics.is_correct`` of the
+correctness reward), the same verdict pass@1 averages.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from r1jax import distributed, multihost
-from r1jax.pipeline.evaluate import EvalSettings, JudgedSample, sample_and_judge
+from r1jax.evaluation.judge import JudgedSample, sample_and_judge
+from r1jax.evaluation.settings import EvalSettings
 from r1jax.rewards import language_consistency, thinking_region
 from r1jax.rewards.language import script_word_counts
 from r1jax.rewards.shaping import repetition_fraction

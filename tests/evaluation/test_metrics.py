@@ -1,9 +1,21 @@
-"""pass@k and maj@k against hand-computed cases."""
+"""pass@1, pass@k and maj@k against hand-computed cases; every pass@1 agrees."""
 
+import random
+import types
+
+import numpy as np
 import pytest
 
-from r1jax.evaluation import QuestionResult, pass_at_k, summarize
-from r1jax.voting import majority_vote
+from r1jax.evaluation import (
+    QuestionResult,
+    is_correct,
+    majority_vote,
+    pass_at_1,
+    pass_at_k,
+    question_results,
+    summarize,
+)
+from r1jax.evaluation.judge import _judge
 
 
 @pytest.mark.parametrize(
@@ -79,3 +91,62 @@ def test_summarize_reports_pass1_as_mean_over_samples_and_maj_at_k():
 def test_summarize_maj_at_k_counts_a_tie_as_half_correct():
     result = QuestionResult((True, False), ("4", "5"), (True, True), (1, 1))
     assert summarize([result], ks=(1, 2))["maj@2"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "rewards, expected",
+    [
+        ([0.0, 1.0], [False, True]),
+        ([0.1, 0.5, 0.75], [False, False, False]),  # partial credit (code tests, Countdown format)
+        ([1.0, 1.0 - 1e-9], [True, False]),
+        ([True, False], [True, False]),  # verdicts pass through
+        ([[1.0, 0.0], [0.0, 1.0]], [[True, False], [False, True]]),  # any shape
+    ],
+)
+def test_is_correct_needs_the_full_correctness_reward(rewards, expected):
+    np.testing.assert_array_equal(is_correct(rewards), np.array(expected))
+
+
+def test_pass_at_1_is_the_mean_correctness_over_samples():
+    assert pass_at_1([True, False, True, True]) == pytest.approx(0.75)
+    assert pass_at_1(np.array([1.0, 0.75, 0.0, 1.0])) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        pass_at_1([])
+
+
+def test_pass_at_1_agrees_with_summarize_and_a_per_question_reference():
+    rng = random.Random(0)
+    n = 5
+    rewards = [[rng.choice([0.0, 0.1, 0.75, 1.0]) for _ in range(n)] for _ in range(7)]
+    results = [
+        QuestionResult(tuple(bool(c) for c in is_correct(r)), (None,) * n, (True,) * n, (1,) * n)
+        for r in rewards
+    ]
+    per_question = sum(sum(x >= 1.0 for x in r) / n for r in rewards) / len(rewards)
+    summary = summarize(results, ks=(1,))
+    assert summary["pass@1"] == pytest.approx(per_question)
+    assert pass_at_1(np.array(rewards)) == pytest.approx(summary["pass@1"])
+
+
+class _FixedRewards:
+    """A CompositeReward stand-in paying fixed correctness rewards."""
+
+    def __init__(self, correct):
+        self.correct = correct
+
+    def evaluate(self, prompts, completions, **fields):
+        n = len(completions)
+        return types.SimpleNamespace(
+            components={"correct": self.correct[:n], "format": [1.0] * n}, timeouts=0
+        )
+
+
+def test_judged_samples_use_is_correct_so_every_pass_at_1_agrees():
+    rewards = [1.0, 0.75, 0.0, 1.0, 0.5, 1.0]  # 2 questions x 3 samples
+    out = types.SimpleNamespace(lengths=[4] * 6, finish_reason=["stop"] * 6)
+    chunk = [{"prompt": "a", "answer": "1"}, {"prompt": "b", "answer": "2"}]
+    samples, _ = _judge([0, 1], chunk, ["x"] * 6, out, 3, _FixedRewards(rewards))
+    assert [s.correct for s in samples] == [True, False, False, True, False, True]
+    from_samples = summarize(question_results(samples, 3), ks=(1,))["pass@1"]
+    assert from_samples == pytest.approx(pass_at_1(rewards))
+    assert from_samples == pytest.approx(0.5)

@@ -9,8 +9,8 @@ import dataclasses
 import pytest
 
 from r1jax import multihost
+from r1jax.evaluation.judge import JudgedSample, _merge_processes, sampling_plan
 from r1jax.multihost import DataShard
-from r1jax.pipeline.evaluate import JudgedSample, _merge_processes, sampling_plan
 
 
 def test_single_process_plan_is_consecutive_chunks():

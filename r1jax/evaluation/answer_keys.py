@@ -1,4 +1,4 @@
-"""What "the same answer" means for each task, for majority voting (``r1jax.voting``).
+"""What "the same answer" means for each task, for majority voting (``r1jax.evaluation.voting``).
 
 An `AnswerKey` gives an exact, cheap key per answer (math: `normalize_answer`; Countdown: the
 expression's exact value over the given numbers; exact match: the whitespace-collapsed text;

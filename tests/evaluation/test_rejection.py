@@ -1,7 +1,7 @@
 """Rejection sampling keeps only correct, well-formed, readable, distinct samples, capped."""
 
-from r1jax.pipeline.evaluate import JudgedSample
-from r1jax.pipeline.rejection import RejectionSettings, select
+from r1jax.evaluation.judge import JudgedSample
+from r1jax.evaluation.rejection import RejectionSettings, select
 
 GOOD = "<think>2 + 2 = 4.</think> <answer>4</answer>"
 

@@ -1,11 +1,11 @@
 """Majority vote (maj@k) over a task's answers.
 
-An `AnswerKey` (``r1jax.answer_keys``) says what "the same answer" means for a task: an exact,
-cheap key per answer (math: `normalize_answer`; Countdown: the expression's exact value; exact
-match: the whitespace-collapsed text; code: the source without formatting or comments) and, for
-the pairs of different keys it cannot separate cheaply (math only), an equivalence check. Answers
-with equal keys, and key groups linked by a chain of equivalent pairs, are one candidate; the
-candidate with the most votes wins, and a None answer casts no vote. Then:
+An `AnswerKey` (``r1jax.evaluation.answer_keys``) says what "the same answer" means for a
+task: an exact, cheap key per answer (math: `normalize_answer`; Countdown: the expression's exact
+value; exact match: the whitespace-collapsed text; code: the source without formatting or
+comments) and, for the pairs of different keys it cannot separate cheaply (math only), an
+equivalence check. Answers with equal keys, and key groups linked by a chain of equivalent pairs,
+are one candidate; the candidate with the most votes wins, and a None answer casts no vote. Then:
 
 - a candidate's verdict is a property of the candidate: correct when strictly more than half of
   its members were judged correct. Members agree unless the grouping and the reward disagree (a
@@ -28,7 +28,7 @@ import pickle
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
-from r1jax.answer_keys import MATH_ANSWERS, AnswerKey
+from r1jax.evaluation.answer_keys import MATH_ANSWERS, AnswerKey
 from r1jax.rewards.pool import Job, RewardPool
 
 Comparator = Callable[[Sequence[tuple[str, str]]], Sequence[bool]]

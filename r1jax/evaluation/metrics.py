@@ -1,8 +1,13 @@
 """Evaluation metrics of the R1 paper: pass@1 averaged over k samples, unbiased pass@k, and
-majority vote (cons@k / maj@k, ``r1jax.voting``) over the task's answers, plus per-run summaries.
+majority vote (cons@k / maj@k, ``r1jax.evaluation.voting``) over the task's answers, plus
+per-run summaries.
+
+`is_correct` is the one definition of a correct sample (the correctness reward is full:
+``>= CORRECT_REWARD``) and `pass_at_1` the one definition of pass@1; `summarize`, the judged
+samples of ``r1jax.evaluation.judge`` and the in-training evaluation all use them.
 
 Everything here is host-side Python over per-sample verdicts; sampling and scoring happen in
-``r1jax.pipeline.evaluate``.
+``r1jax.evaluation.judge``.
 """
 
 from __future__ import annotations
@@ -12,13 +17,45 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from r1jax.answer_keys import MATH_ANSWERS, AnswerKey
-from r1jax.voting import (
-    Comparator,
-    compare_pairs,
-    majority_vote,
-    vote_pairs,
-)
+import numpy as np
+
+from r1jax.evaluation.answer_keys import MATH_ANSWERS, AnswerKey
+from r1jax.evaluation.voting import Comparator, compare_pairs, majority_vote, vote_pairs
+
+CORRECT_REWARD = 1.0
+"""The correctness reward a sample must reach to count as correct: the full reward. Binary
+rewards (math, exact match) pay 1.0 for a correct answer and 0.0 otherwise; partial credit (the
+code reward's fraction of tests passed, Countdown's ``format_score``) is not correct."""
+
+
+def is_correct(reward_values) -> np.ndarray:
+    """Per-sample correctness from the correctness reward: ``reward_values >= CORRECT_REWARD``.
+
+    Args:
+      reward_values: ``[N]`` (any shape) float rewards, or booleans (already verdicts).
+    Returns:
+      bool array of the same shape.
+    """
+    values = np.asarray(reward_values)
+    if values.dtype == bool:
+        return values
+    return values.astype(np.float64) >= CORRECT_REWARD
+
+
+def pass_at_1(correct) -> float:
+    """pass@1: the mean over samples of per-sample correctness.
+
+    Args:
+      correct: ``[N]`` booleans, or float correctness rewards (read by `is_correct`), over all
+        samples; with the same number of samples per question this equals the mean over
+        questions of each question's fraction of correct samples (the R1 paper's pass@1).
+    Returns:
+      a float in [0, 1].
+    """
+    verdicts = is_correct(correct)
+    if verdicts.size == 0:
+        raise ValueError("pass@1 of no samples")
+    return float(np.mean(verdicts))
 
 
 def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
@@ -69,7 +106,7 @@ def summarize(
     if any(len(r.correct) != n for r in results):
         raise ValueError("every question needs the same number of samples")
     summary: dict[str, float] = {"num_questions": len(results), "samples_per_question": n}
-    summary["pass@1"] = sum(sum(r.correct) / n for r in results) / len(results)
+    summary["pass@1"] = pass_at_1([c for r in results for c in r.correct])
     if any(k > n for k in ks):
         raise ValueError(f"k={max(ks)} exceeds the {n} samples per question")
     pairs = sorted(
