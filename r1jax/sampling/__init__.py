@@ -7,8 +7,8 @@ Public API::
     Greedy(), Categorical(temperature, top_k, top_p)  # methods: (logits_BV, key) -> tokens, logp
 """
 
+from r1jax.sampling.methods import Categorical, Greedy, SamplingMethod, make_method
 from r1jax.sampling.sampler import DEFAULT_BUCKETS, SampleOutput, Sampler, generate, get_sampler
-from r1jax.sampling.sampling import Categorical, Greedy, SamplingMethod, make_method
 from r1jax.sampling.stop import stop_sequences, truncate_at_stop_strings
 
 __all__ = [

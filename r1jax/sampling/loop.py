@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from r1jax.model import KVCache, ModelConfig, cache_shardings, init_cache
 from r1jax.model.transformer import hidden_states, logits_from_hidden
-from r1jax.sampling.sampling import SamplingMethod
+from r1jax.sampling.methods import SamplingMethod
 from r1jax.sampling.stop import matches
 from r1jax.sharding import named_sharding
 

@@ -16,7 +16,7 @@ import numpy as np
 from r1jax import multihost
 from r1jax.model import ModelConfig
 from r1jax.sampling import loop
-from r1jax.sampling.sampling import SamplingMethod, make_method
+from r1jax.sampling.methods import SamplingMethod, make_method
 from r1jax.sampling.stop import stop_sequences, stop_table, truncate_at_stop_strings
 from r1jax.sharding import named_sharding
 
