@@ -88,7 +88,7 @@ print(f"{config.num_params:,} parameters; vocab {tokenizer.vocab_size}")""",
     (
         "code",
         """\
-from r1jax.sampler import generate
+from r1jax.sampling import generate
 
 NUM_PROMPTS, GROUP, MAX_NEW = 4, 4, 16
 batch = examples[:NUM_PROMPTS]
@@ -281,7 +281,7 @@ if not REAL:
     (
         "code",
         """\
-from r1jax.sampler import generate
+from r1jax.sampling import generate
 
 out = generate(params, config, [prompt], rng=jax.random.key(0), num_samples=2,
                max_new_tokens=64 if REAL else 12, temperature=0.7, stop_token_ids=stop_ids)

@@ -122,7 +122,7 @@ def train(args) -> None:
     from jax.experimental import multihost_utils
 
     from r1jax.checkpoint import Checkpointer
-    from r1jax.sampler import Sampler
+    from r1jax.sampling import Sampler
     from r1jax.train import objectives
     from r1jax.train.state import create_train_state, refresh_frozen
     from r1jax.train.step import make_logprobs_fn, make_train_step
