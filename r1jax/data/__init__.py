@@ -3,7 +3,12 @@
 The public API is re-exported here; see each module's docstring for layouts and shapes.
 """
 
-from r1jax.data.batching import PromptBatchIterDataset, assemble_prompt_batch, bucket_length
+from r1jax.data.batching import (
+    PROMPT_BUCKETS,
+    PromptBatchIterDataset,
+    assemble_prompt_batch,
+    bucket_length,
+)
 from r1jax.data.errors import DataError
 from r1jax.data.formats import FORMATS, detect_format, extract_boxed, normalize_record
 from r1jax.data.packing import PackedBatchIterDataset
@@ -57,6 +62,7 @@ __all__ = [
     "CountdownTask",
     "DataError",
     "HFTokenizer",
+    "PROMPT_BUCKETS",
     "PackedBatchIterDataset",
     "PromptBatchIterDataset",
     "PromptFormatter",

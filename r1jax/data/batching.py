@@ -19,12 +19,18 @@ for the whole batch; the sampler derives positions from ``prompt_mask`` (cumsum 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import grain
 import numpy as np
 
 from r1jax.data.packing import DROPPED, check_drop_streak
+
+# Prompt-length buckets (each compiles once): the RL batches' default, whose largest is also
+# their prompt-length limit, and the sampler's default (any prompt an evaluation may bring).
+PROMPT_BUCKETS = (64, 128, 256, 512)
+SAMPLER_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
 class PromptBatchIterDataset(grain.IterDataset):
@@ -96,12 +102,17 @@ class _PromptBatchIterator(grain.DatasetIterator):
         return batch
 
 
-def bucket_length(n: int, buckets: tuple[int, ...]) -> int:
-    """The smallest bucket >= n."""
-    for b in buckets:
+def bucket_length(n: int, buckets: Sequence[int], *, extend: bool = False) -> int:
+    """The smallest of ``buckets`` >= ``n``. Beyond the largest: a ``ValueError`` (the RL batches
+    hold only prompts that fit), or with ``extend`` the next multiple of the largest (the
+    sampler takes prompts of any length)."""
+    for b in sorted(buckets):
         if n <= b:
             return b
-    raise ValueError(f"length {n} exceeds the largest bucket {buckets[-1]}")
+    top = max(buckets)
+    if not extend:
+        raise ValueError(f"length {n} exceeds the largest bucket {top}")
+    return -(-n // top) * top
 
 
 def assemble_prompt_batch(

@@ -40,7 +40,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from r1jax.data.batching import PromptBatchIterDataset
+from r1jax.data.batching import PROMPT_BUCKETS, PromptBatchIterDataset
 from r1jax.data.errors import DataError, OnError, OnTooLong, check_choice
 from r1jax.data.formats import Purpose
 from r1jax.data.packing import DROPPED, PackedBatchIterDataset
@@ -210,7 +210,7 @@ def make_rl_dataset(
     *,
     batch_size: int,
     seed: int = 0,
-    buckets: tuple[int, ...] = (64, 128, 256, 512),
+    buckets: tuple[int, ...] = PROMPT_BUCKETS,
     template: Template = "r1_zero",
     add_bos: bool = True,
     shuffle: bool = True,

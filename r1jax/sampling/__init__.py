@@ -8,11 +8,11 @@ Public API::
 """
 
 from r1jax.sampling.methods import Categorical, Greedy, SamplingMethod, make_method
-from r1jax.sampling.sampler import DEFAULT_BUCKETS, SampleOutput, Sampler, generate, get_sampler
+from r1jax.sampling.sampler import SAMPLER_BUCKETS, SampleOutput, Sampler, generate, get_sampler
 from r1jax.sampling.stop import stop_sequences, truncate_at_stop_strings
 
 __all__ = [
-    "DEFAULT_BUCKETS",
+    "SAMPLER_BUCKETS",
     "Categorical",
     "Greedy",
     "SampleOutput",

@@ -14,13 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import multihost
+from r1jax.data.batching import SAMPLER_BUCKETS, bucket_length
 from r1jax.model import ModelConfig
 from r1jax.sampling import loop
 from r1jax.sampling.methods import SamplingMethod, make_method
 from r1jax.sampling.stop import stop_sequences, stop_table, truncate_at_stop_strings
 from r1jax.sharding import named_sharding
-
-DEFAULT_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,15 +53,6 @@ class SampleOutput:
         return [row[:n].tolist() for row, n in zip(self.tokens, self.lengths, strict=True)]
 
 
-def bucket_for(length: int, buckets: Sequence[int]) -> int:
-    """Smallest bucket >= ``length``; beyond the largest, the next multiple of the largest."""
-    for b in sorted(buckets):
-        if length <= b:
-            return b
-    top = max(buckets)
-    return -(-length // top) * top
-
-
 def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int):
     """Prompts -> left-padded tokens and mask ``[P, length]`` (int32 NumPy)."""
     tokens = np.full((len(prompts), length), pad_id, np.int32)
@@ -90,7 +80,7 @@ class Sampler:
         model_config: ModelConfig,
         *,
         mesh=None,
-        buckets: Sequence[int] = DEFAULT_BUCKETS,
+        buckets: Sequence[int] = SAMPLER_BUCKETS,
         pad_id: int = 0,
     ):
         self.config, self.mesh, self.pad_id = model_config, mesh, int(pad_id)
@@ -131,7 +121,7 @@ class Sampler:
         longest = max(len(p) for p in prompts)
         if self.multi_process:
             longest = int(multihost.gather_rows(np.asarray([longest], np.int32)).max())
-        return bucket_for(longest, self.buckets)
+        return bucket_length(longest, self.buckets, extend=True)
 
     def prefill(self, params, prompts, *, rng, method, num_samples, max_new_tokens, table):
         """Pads/buckets ``prompts`` and runs the prefill; returns ``(state, tokens, mask)``."""
@@ -234,7 +224,7 @@ def _shared_sampler(config: ModelConfig, mesh, buckets: tuple[int, ...], pad_id:
 
 
 def get_sampler(
-    model_config: ModelConfig, *, mesh=None, buckets: Sequence[int] = DEFAULT_BUCKETS, pad_id=0
+    model_config: ModelConfig, *, mesh=None, buckets: Sequence[int] = SAMPLER_BUCKETS, pad_id=0
 ) -> Sampler:
     """The ``Sampler`` that ``generate`` uses for these arguments (one per combination)."""
     return _shared_sampler(model_config, mesh, tuple(int(b) for b in buckets), int(pad_id))
@@ -257,7 +247,7 @@ def generate(
     tokenizer=None,
     pad_id: int = 0,
     mesh=None,
-    buckets: Sequence[int] = DEFAULT_BUCKETS,
+    buckets: Sequence[int] = SAMPLER_BUCKETS,
 ) -> SampleOutput:
     """Samples ``num_samples`` (G) completions for each of the P prompts (token-id lists of any
     lengths; left-padded and bucketed here). Returns P * G group-contiguous rows.
