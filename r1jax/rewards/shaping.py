@@ -9,7 +9,8 @@ from the sampler) is used when present, else the reward's `length_fn` (e.g. a to
   `max_len`); a wrong one from `min_value_wrong` (short) up to `max_value_wrong`, so the
   policy is pushed to be brief when right and to think longer when wrong.
 - `OverlongReward` (DAPO's soft overlong punishment): 0 up to ``max_length - cache_length``,
-  then linearly down to -1 at `max_length`, and -1 beyond.
+  then linearly down to -1 at `max_length`, and -1 beyond; the arithmetic is
+  `overlong_penalty`, a pure function over arrays that the GRPO rollout calls too.
 - `RepetitionReward`: ``max_penalty * (1 - distinct n-grams / n-grams)`` over words.
 """
 
@@ -18,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+
+import numpy as np
 
 from r1jax.rewards.accuracy import AccuracyReward
 
@@ -81,13 +84,22 @@ class OverlongReward:
 
     def __call__(self, prompts: list[str], completions: list[str], **fields) -> list[float]:
         lengths = completion_token_lengths(completions, fields, self.length_fn)
-        start = self.max_length - self.cache_length
-        return [
-            0.0
-            if n <= start
-            else (-1.0 if n > self.max_length else (start - n) / self.cache_length)
-            for n in lengths
-        ]
+        return overlong_penalty(lengths, self.max_length, self.cache_length).tolist()
+
+
+def overlong_penalty(lengths_R, max_length: int, cache_length: int) -> np.ndarray:
+    """DAPO soft overlong punishment on token counts ``lengths_R`` [R]: float64 [R] in [-1, 0].
+
+    0 for ``L <= max_length - cache_length``, then ``(max_length - cache_length - L) /
+    cache_length`` (reaching -1 at ``L = max_length``), -1 beyond ``max_length``; all 0 when
+    ``cache_length <= 0`` (no soft zone). Used by ``OverlongReward`` and the GRPO rollout.
+    """
+    lengths = np.asarray(lengths_R, np.float64)
+    if cache_length <= 0:
+        return np.zeros(lengths.shape, np.float64)
+    start = max_length - cache_length
+    penalty = np.clip((start - lengths) / cache_length, -1.0, 0.0)
+    return np.where(lengths > max_length, -1.0, penalty)
 
 
 def repetition_fraction(text: str, ngram_size: int) -> float:

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import losses
+from r1jax.rewards.shaping import overlong_penalty
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,20 +123,6 @@ def prompt_lists(batch: Mapping[str, Any]) -> tuple[list[list[int]], np.ndarray]
 def repeat_fields(fields: Mapping[str, Sequence], rows: np.ndarray, group_size: int) -> dict:
     """Each field's entries of ``rows``, each repeated G times (aligned with the R samples)."""
     return {k: [v[i] for i in rows for _ in range(group_size)] for k, v in fields.items()}
-
-
-def overlong_penalty(lengths_R: np.ndarray, max_length: int, cache_length: int) -> np.ndarray:
-    """DAPO soft overlong punishment, f32 [R] in [-1, 0], on token counts.
-
-    0 for ``L <= max_length - cache_length``, then ``(max_length - cache_length - L) /
-    cache_length`` (reaching -1 at ``L = max_length``), -1 beyond ``max_length``.
-    """
-    lengths = np.asarray(lengths_R, np.float64)
-    if cache_length <= 0:
-        return np.zeros(lengths.shape, np.float32)
-    start = max_length - cache_length
-    penalty = np.clip((start - lengths) / cache_length, -1.0, 0.0)
-    return np.where(lengths > max_length, -1.0, penalty).astype(np.float32)
 
 
 def compute_advantages(rewards_R: np.ndarray, options: RolloutOptions) -> np.ndarray:
@@ -232,7 +219,9 @@ def score_rollout(
     components = {k: np.asarray(v, np.float32) for k, v in result.components.items()}
     total = np.asarray(result.total, np.float32)
     if options.overlong_cache > 0:
-        penalty = overlong_penalty(sample.lengths, options.max_new_tokens, options.overlong_cache)
+        penalty = overlong_penalty(
+            sample.lengths, options.max_new_tokens, options.overlong_cache
+        ).astype(np.float32)
         components["overlong"] = penalty
         total = total + options.overlong_weight * penalty
     return total, components

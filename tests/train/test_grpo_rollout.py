@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from r1jax.rewards.shaping import overlong_penalty
 from r1jax.sampling import SampleOutput
 from r1jax.train import rl_metrics
 from r1jax.train import rollout as R
@@ -228,7 +229,7 @@ def test_truncated_completions_are_masked_only_when_asked():
     "length, expected", [(0, 0.0), (12, 0.0), (13, -0.25), (14, -0.5), (16, -1.0), (20, -1.0)]
 )
 def test_overlong_penalty_counts_tokens(length, expected):
-    assert R.overlong_penalty(np.array([length]), 16, 4)[0] == pytest.approx(expected)
+    assert overlong_penalty(np.array([length]), 16, 4)[0] == pytest.approx(expected)
 
 
 def test_overlong_penalty_enters_the_reward_as_a_component():
