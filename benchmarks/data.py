@@ -15,7 +15,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import tempfile
 import time
@@ -39,13 +38,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     from r1jax.data import (
-        R1_ZERO_TEMPLATE,
         TaskDataset,
-        format_completion,
         get_task,
-        iter_examples,
         make_rl_dataset,
         make_sft_dataset,
+        tokenizer_corpus,
         train_sentencepiece,
     )
     from r1jax.data.tokenizer import SentencePieceTokenizer
@@ -54,9 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {"task": args.task, "num_examples": args.num_examples}
 
     t0 = time.perf_counter()
-    corpus = [R1_ZERO_TEMPLATE]
-    for ex in itertools.islice(iter_examples(task, seed=123), 2000):
-        corpus += [ex["prompt"], format_completion(ex["gold_cot"], ex["answer"])]
+    corpus = tokenizer_corpus(task, 2000, seed=123, layout="template_once")
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = SentencePieceTokenizer(
             train_sentencepiece(corpus, f"{tmp}/tok", args.vocab_size)

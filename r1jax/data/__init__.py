@@ -49,7 +49,7 @@ from r1jax.data.tokenizer import (
     Tokenizer,
     load_tokenizer,
 )
-from r1jax.data.tokenizer_train import MIN_VOCAB_SIZE, train_sentencepiece
+from r1jax.data.tokenizer_train import MIN_VOCAB_SIZE, tokenizer_corpus, train_sentencepiece
 
 __all__ = [
     "FALLBACK_CHAT_TEMPLATE",
@@ -92,5 +92,6 @@ __all__ = [
     "sft_tokens",
     "global_order",
     "task_names",
+    "tokenizer_corpus",
     "train_sentencepiece",
 ]

@@ -37,14 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _task_texts(names: list[str], n: int) -> Iterator[str]:
-    from r1jax.data.tasks import get_task, iter_examples
-    from r1jax.data.templates import R1_ZERO_TEMPLATE, format_completion
+    """Lazily, so that an unknown task name is reported by ``main`` like any corpus error."""
+    from r1jax.data.tokenizer_train import tokenizer_corpus
 
     for name in names:
-        yield R1_ZERO_TEMPLATE
-        for ex in itertools.islice(iter_examples(get_task(name)), n):
-            yield ex["prompt"]
-            yield format_completion(ex["gold_cot"], ex["answer"])
+        yield from tokenizer_corpus(name, n, layout="template_once")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Train a small sentencepiece model for the R1 tags, digits and round-trip-exact text.
+"""Train a small sentencepiece model for the R1 tags, digits and round-trip-exact text, on
+files, texts or a built-in task's examples (``tokenizer_corpus``).
 
 Settings chosen so that ``decode(encode(s)) == s`` for any text: identity normalisation, no
 dummy-prefix space, whitespace kept as is, byte fallback for characters outside the vocabulary
@@ -14,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from r1jax.data.errors import DataError, origin_of
+from r1jax.data.tasks import Task, get_task, iter_examples
+from r1jax.data.templates import R1_ZERO_TEMPLATE, format_completion, format_r1_zero
 from r1jax.data.tokenizer import R1_TAGS
 
 # 256 byte pieces + pad/unk/bos/eos + the R1 tags: the smallest vocabulary that works.
@@ -35,6 +38,40 @@ def iter_corpus_lines(
             yield from _file_lines(Path(item), field)
         else:
             yield from (line for line in str(item).split("\n") if line)
+
+
+CORPUS_LAYOUTS = ("fields", "example", "template_once")
+
+
+def tokenizer_corpus(
+    task: Task | str, num_examples: int, seed: int = 0, *, layout: str
+) -> list[str]:
+    """Texts to train a tokenizer on, from a built-in task's examples ``0 .. num_examples - 1``
+    drawn with ``seed`` (``task``: a task, or a registered task's name with default options).
+
+    ``layout`` keeps each caller's corpus as it was (the trained tokenizer depends on it):
+
+    - ``"fields"``: per example, the R1-Zero prompt, the gold reasoning and the answer as three
+      texts (``r1jax train``'s tokenizer);
+    - ``"example"``: per example, the R1-Zero prompt followed by its formatted completion, one
+      text (the recipes' ``tokenizer`` stage);
+    - ``"template_once"``: the R1-Zero template once, then per example the bare question and the
+      formatted completion (``r1jax tokenizer train --task``).
+    """
+    if layout not in CORPUS_LAYOUTS:
+        raise ValueError(f"tokenizer corpus layout {layout!r}: one of {CORPUS_LAYOUTS}")
+    task = get_task(task) if isinstance(task, str) else task
+    texts = [R1_ZERO_TEMPLATE] if layout == "template_once" else []
+    for _, ex in zip(range(num_examples), iter_examples(task, seed=seed), strict=False):
+        if layout == "fields":
+            texts += [format_r1_zero(ex["prompt"]), ex["gold_cot"], str(ex["answer"])]
+        elif layout == "example":
+            texts.append(
+                format_r1_zero(ex["prompt"]) + format_completion(ex["gold_cot"], ex["answer"])
+            )
+        else:
+            texts += [ex["prompt"], format_completion(ex["gold_cot"], ex["answer"])]
+    return texts
 
 
 def _is_file(s: str) -> bool:

@@ -83,13 +83,10 @@ def _init_params(section, run_dir: Path):
 
 
 def _run_tokenizer(section, stage_dir: Path, run_dir: Path) -> dict:
-    from r1jax.data import format_completion, format_r1_zero, get_task, train_sentencepiece
+    from r1jax.data import get_task, tokenizer_corpus, train_sentencepiece
 
     task = get_task(section.task, **dict(section.get("task_options") or {}))
-    lines = []
-    for i in range(section.num_examples):
-        ex = task.example(i, seed=section.seed)
-        lines.append(format_r1_zero(ex["prompt"]) + format_completion(ex["gold_cot"], ex["answer"]))
+    lines = tokenizer_corpus(task, section.num_examples, section.seed, layout="example")
     prefix = stage_dir / "tokenizer"
     if distributed.is_main_process():  # one writer; the stage's barrier publishes it
         train_sentencepiece(lines, prefix, section.vocab_size)

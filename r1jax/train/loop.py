@@ -161,7 +161,7 @@ def global_batch(
 
 def make_tokenizer(data_config, workdir: str | Path):
     """``data.tokenizer`` if set, else a sentencepiece model trained on the task into workdir."""
-    from r1jax.data import format_r1_zero, iter_examples, load_tokenizer, train_sentencepiece
+    from r1jax.data import load_tokenizer, tokenizer_corpus, train_sentencepiece
 
     if data_config.get("tokenizer"):
         return load_tokenizer(data_config.tokenizer)
@@ -171,10 +171,8 @@ def make_tokenizer(data_config, workdir: str | Path):
     model = prefix.with_suffix(".model")
     if not model.exists():
         if jax.process_index() == 0:
-            examples = iter_examples(make_source(data_config), seed=data_config.seed)
-            lines = []
-            for _, ex in zip(range(data_config.tokenizer_examples), examples, strict=False):
-                lines += [format_r1_zero(ex["prompt"]), ex["gold_cot"], str(ex["answer"])]
+            source, n = make_source(data_config), data_config.tokenizer_examples
+            lines = tokenizer_corpus(source, n, data_config.seed, layout="fields")
             train_sentencepiece(lines, prefix, data_config.vocab_size)
         multihost.barrier("tokenizer")  # the others wait for process 0's file
     return load_tokenizer(str(model))
