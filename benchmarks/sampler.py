@@ -60,7 +60,7 @@ def bench_r1jax(args, config, params) -> dict:
     def run(seed):
         t0 = time.perf_counter()
         state, _, _ = sampler.prefill(params, prompts, rng=jax.random.key(seed), table=table, **kw)
-        jax.block_until_ready(state.tokens_BN)
+        jax.block_until_ready(state.tokens_BT)
         t1 = time.perf_counter()
         state = sampler.decode(params, state, method=method, table=table)
         steps = int(state.step)  # blocks

@@ -2,8 +2,8 @@
 
 Output batch::
 
-    prompt_tokens   int32[B, L]   left-padded with pad_id; L is one of the buckets
-    prompt_mask     int32[B, L]   1 on real prompt tokens
+    prompt_tokens   int32[B, P]   left-padded with pad_id; P is one of the buckets
+    prompt_mask     int32[B, P]   1 on real prompt tokens
     prompt_lengths  int32[B]
     valid           bool[B]       False only on filler rows of a final short batch
     prompts         list[str]     the templated prompt texts (B entries; "" for filler rows)
@@ -13,7 +13,7 @@ Output batch::
                                   **fields)`` after repeating each entry G times
     stats           dict[str, int]   this batch only: examples, dropped_too_long
 
-Left padding puts every prompt's last token at column L-1, so decoding starts at the same index
+Left padding puts every prompt's last token at column P-1, so decoding starts at the same index
 for the whole batch; the sampler derives positions from ``prompt_mask`` (cumsum - 1).
 """
 
@@ -121,14 +121,14 @@ def assemble_prompt_batch(
     """Left-pad ``elements`` (≤ batch_size) into one bucketed batch; see the module docstring."""
     lengths = np.zeros(batch_size, dtype=np.int32)
     lengths[: len(elements)] = [len(e["prompt_tokens"]) for e in elements]
-    L = bucket_length(int(lengths.max()), buckets)
-    tokens = np.full((batch_size, L), pad_id, dtype=np.int32)
-    mask = np.zeros((batch_size, L), dtype=np.int32)
+    width = bucket_length(int(lengths.max()), buckets)
+    tokens = np.full((batch_size, width), pad_id, dtype=np.int32)
+    mask = np.zeros((batch_size, width), dtype=np.int32)
     for i, e in enumerate(elements):
         n = lengths[i]
         if n:
-            tokens[i, L - n :] = e["prompt_tokens"]
-            mask[i, L - n :] = 1
+            tokens[i, width - n :] = e["prompt_tokens"]
+            mask[i, width - n :] = 1
     keys: list[str] = []
     for e in elements:
         keys.extend(k for k in e["record"] if k not in keys)

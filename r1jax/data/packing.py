@@ -50,7 +50,7 @@ _STAT_KEYS = ("examples", "tokens", "loss_tokens", "dropped_too_long", "truncate
 
 
 class PackedBatchIterDataset(grain.IterDataset):
-    """Packs ``{"tokens": int[L], "loss_mask": int[L]}`` elements into fixed-shape batches."""
+    """Packs ``{"tokens": int[T], "loss_mask": int[T]}`` elements into fixed-shape batches."""
 
     def __init__(
         self,

@@ -142,7 +142,7 @@ def build_sft_example(
 
     ``prompt`` is the question (templated with ``template``); the target is ``completion`` if
     given, else :func:`format_completion` of ``think`` and ``answer``. Returns
-    ``{"tokens": int32[L], "loss_mask": int32[L]}`` with ``loss_mask == 1`` on exactly the
+    ``{"tokens": int32[T], "loss_mask": int32[T]}`` with ``loss_mask == 1`` on exactly the
     completion tokens and the final eos, 0 on the BOS and the prompt.
     """
     if completion is None:

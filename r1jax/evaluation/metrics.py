@@ -32,7 +32,7 @@ def is_correct(reward_values) -> np.ndarray:
     """Per-sample correctness from the correctness reward: ``reward_values >= CORRECT_REWARD``.
 
     Args:
-      reward_values: ``[N]`` (any shape) float rewards, or booleans (already verdicts).
+      reward_values: ``[R]`` (any shape) float rewards, or booleans (already verdicts).
     Returns:
       bool array of the same shape.
     """
@@ -46,7 +46,7 @@ def pass_at_1(correct) -> float:
     """pass@1: the mean over samples of per-sample correctness.
 
     Args:
-      correct: ``[N]`` booleans, or float correctness rewards (read by `is_correct`), over all
+      correct: ``[R]`` booleans, or float correctness rewards (read by `is_correct`), over all
         samples; with the same number of samples per question this equals the mean over
         questions of each question's fraction of correct samples (the R1 paper's pass@1).
     Returns:

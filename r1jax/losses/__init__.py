@@ -1,8 +1,9 @@
 """Losses for R1 training: GRPO (and variants), SFT and logit distillation, plus advantages.
 
-Pure, jittable functions. Shape letters: B = sequences (completions), T = positions, V = vocab,
-K = teacher top-k, G = group size. Every loss returns `(loss_scalar_f32, metrics_dict)`; the loss
-is minimised (GRPO returns -J). Log-probs and reductions are float32 whatever the input dtype.
+Pure, jittable functions. Shape letters (the key in ``r1jax/__init__.py``): B = sequences
+(completions), T = positions, V = vocab, K = teacher top-k, G = group size. Every loss returns
+`(loss_scalar_f32, metrics_dict)`; the loss is minimised (GRPO returns -J). Log-probs and
+reductions are float32 whatever the input dtype.
 
 Gradient accumulation: compute `batch_normalizer(full_mask_BT, aggregation, max_tokens=...)` once
 over the FULL batch, pass it as `normalizer=` to the loss of each micro-batch, and sum the

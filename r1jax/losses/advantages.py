@@ -1,7 +1,7 @@
 """Group-relative advantages for GRPO and its variants, plus the DAPO degenerate-group test.
 
 Layout: rewards are group-contiguous. With group size G, rows i*G .. i*G+G-1 of `rewards_B` are the
-G completions of prompt i, so B = num_groups * G. Compute advantages on the WHOLE batch of
+G completions of prompt i, so B = Q * G for Q prompts. Compute advantages on the WHOLE batch of
 rollouts, before any micro-batching: a micro-batch smaller than G must never regroup rewards.
 """
 
@@ -15,7 +15,7 @@ Baseline = Literal["mean", "leave_one_out"]
 
 
 def _grouped(rewards_B: jax.Array, group_size: int) -> jax.Array:
-    """[B] -> float32 [num_groups, G]; B must be a multiple of G (shapes are static)."""
+    """[B] -> float32 [Q, G]; B must be a multiple of G (shapes are static)."""
     (b,) = rewards_B.shape
     if group_size < 1 or b % group_size:
         raise ValueError(f"rewards_B has {b} rows, not a multiple of group_size={group_size}")
@@ -35,8 +35,8 @@ def group_is_degenerate(rewards_B: jax.Array, group_size: int) -> jax.Array:
 
     DAPO dynamic sampling drops these groups and refills the batch: they carry no gradient.
     """
-    r_NG = _grouped(rewards_B, group_size)
-    return jnp.max(r_NG, axis=-1) == jnp.min(r_NG, axis=-1)
+    r_QG = _grouped(rewards_B, group_size)
+    return jnp.max(r_QG, axis=-1) == jnp.min(r_QG, axis=-1)
 
 
 def group_advantages(
@@ -68,16 +68,16 @@ def group_advantages(
         raise ValueError(f"scale={scale!r}: expected 'group', 'batch' or 'none'")
     if baseline not in ("mean", "leave_one_out"):
         raise ValueError(f"baseline={baseline!r}: expected 'mean' or 'leave_one_out'")
-    r_NG = _grouped(rewards_B, group_size)
+    r_QG = _grouped(rewards_B, group_size)
     if baseline == "mean":
-        b_NG = jnp.mean(r_NG, axis=-1, keepdims=True)
+        b_QG = jnp.mean(r_QG, axis=-1, keepdims=True)
     else:
-        others = jnp.sum(r_NG, axis=-1, keepdims=True) - r_NG
-        b_NG = others / max(group_size - 1, 1) if group_size > 1 else r_NG
-    adv_NG = r_NG - b_NG
+        others = jnp.sum(r_QG, axis=-1, keepdims=True) - r_QG
+        b_QG = others / max(group_size - 1, 1) if group_size > 1 else r_QG
+    adv_QG = r_QG - b_QG
     if scale == "group":
-        adv_NG = adv_NG / (_unbiased_std(r_NG, axis=-1) + eps)
+        adv_QG = adv_QG / (_unbiased_std(r_QG, axis=-1) + eps)
     elif scale == "batch":
-        adv_NG = adv_NG / (_unbiased_std(r_NG) + eps)
-    degenerate_N1 = group_is_degenerate(rewards_B, group_size)[:, None]
-    return jnp.where(degenerate_N1, 0.0, adv_NG).reshape(-1)
+        adv_QG = adv_QG / (_unbiased_std(r_QG) + eps)
+    degenerate_Q1 = group_is_degenerate(rewards_B, group_size)[:, None]
+    return jnp.where(degenerate_Q1, 0.0, adv_QG).reshape(-1)

@@ -1,6 +1,6 @@
 """Logit distillation: forward KL, reverse KL and generalised JSD on full or top-k teachers.
 
-Shapes: B = sequences, T = positions, V = vocab, K = teacher top-k, C = categories compared.
+Shapes: B = sequences, T = positions, V = vocab, K = teacher top-k entries.
 p = teacher distribution, q = student distribution, both softmax(logits / temperature).
 
   forward_kl: KL(p || q) = sum p (log p - log q)            (mass-covering, what SFT approximates)
@@ -13,7 +13,7 @@ The loss is not multiplied by temperature**2; scale it in the config if wanted.
 Top-k teachers. A large teacher's outputs are stored as `(indices_BTK int32, logprobs_BTK f32)`
 from `teacher_topk`: the K most likely tokens and their log-probs under the FULL-vocabulary
 softmax at the distillation temperature (not renormalised). Both distributions are then coarsened
-to C = K + 1 categories: the K teacher tokens, plus one "rest" bucket holding all other tokens.
+to K + 1 categories: the K teacher tokens, plus one "rest" bucket holding all other tokens.
   teacher: p_k = exp(logprobs_k), p_rest = 1 - sum_k p_k (set to 0 when below the fp32 rounding of
            that sum, K * 2**-23).
   student: q_k = softmax(student / temperature) at indices_k (full-vocabulary normalisation),
@@ -61,7 +61,8 @@ def _xlogratio(a, log_a, log_b) -> jax.Array:
 
 
 def _divergence(logp, logq, kind: str, beta: float) -> jax.Array:
-    """Per-position divergence between categoricals given by log-probs [..., C] -> [...]."""
+    """Per-position divergence between categoricals given by log-probs ``[..., K + 1]`` (top-k
+    teacher) or ``[..., V]`` -> ``[...]``."""
     p, q = jnp.exp(logp), jnp.exp(logq)
     if kind == "forward_kl":
         return _xlogratio(p, logp, logq)

@@ -1,7 +1,7 @@
 """Transformer building blocks as pure functions: RMSNorm, RoPE, attention mask, GQA, SwiGLU.
 
-Shape letters: B batch, T query positions, S key positions, D hidden, N query heads, K kv heads,
-G = N // K query heads per kv head, H head dim, F mlp dim.
+Shape letters (the key in ``r1jax/__init__.py``): B batch, T query positions, S key positions,
+D hidden, N query heads, K kv heads, A = N // K query heads per kv head, H head dim, F mlp dim.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def attention(
     """Grouped-query softmax attention; scores and softmax in fp32. Returns ``[B, T, N, H]``.
 
     Keys come heads-first and transposed (``[B, K, H, S]``), values heads-first (``[B, K, S,
-    H]``): the KV cache's layouts. Queries are grouped per kv head (``[B, K, G*T, H]``), so both
+    H]``): the KV cache's layouts. Queries are grouped per kv head (``[B, K, A*T, H]``), so both
     products are plain batched matmuls with the batch dims leading and nothing to transpose:
     the same math as the ``einsum`` form, which XLA:CPU lowered with extra transposes (alone,
     64 rows x 80 tokens, 4/2 heads of 64: forward 23 -> 16 ms, gradient 73 -> 45 ms on 2 cores;
@@ -106,13 +106,13 @@ def attention(
     """
     b, t, n, h = q_BTNH.shape
     k, s = k_BKHS.shape[1], k_BKHS.shape[3]
-    g = n // k
-    q_BKQH = q_BTNH.reshape(b, t, k, g, h).transpose(0, 2, 3, 1, 4).reshape(b, k, g * t, h)
-    scores = jnp.matmul(q_BKQH, k_BKHS, preferred_element_type=jnp.float32) * (h**-0.5)
-    scores_BKGTS = jnp.where(mask_BTS[:, None, None], scores.reshape(b, k, g, t, s), _MASK_VALUE)
-    probs = jax.nn.softmax(scores_BKGTS, axis=-1).astype(v_BKSH.dtype)
-    out_BKQH = jnp.matmul(probs.reshape(b, k, g * t, s), v_BKSH)
-    return out_BKQH.reshape(b, k, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+    a = n // k
+    grouped_q = q_BTNH.reshape(b, t, k, a, h).transpose(0, 2, 3, 1, 4).reshape(b, k, a * t, h)
+    scores = jnp.matmul(grouped_q, k_BKHS, preferred_element_type=jnp.float32) * (h**-0.5)
+    scores_BKATS = jnp.where(mask_BTS[:, None, None], scores.reshape(b, k, a, t, s), _MASK_VALUE)
+    probs = jax.nn.softmax(scores_BKATS, axis=-1).astype(v_BKSH.dtype)
+    grouped_out = jnp.matmul(probs.reshape(b, k, a * t, s), v_BKSH)  # [B, K, A*T, H]
+    return grouped_out.reshape(b, k, a, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
 
 
 def swiglu(x_BTD: jax.Array, gate_DF, up_DF, down_FD) -> jax.Array:

@@ -90,8 +90,8 @@ class OverlongReward:
 def overlong_penalty(lengths_R, max_length: int, cache_length: int) -> np.ndarray:
     """DAPO soft overlong punishment on token counts ``lengths_R`` [R]: float64 [R] in [-1, 0].
 
-    0 for ``L <= max_length - cache_length``, then ``(max_length - cache_length - L) /
-    cache_length`` (reaching -1 at ``L = max_length``), -1 beyond ``max_length``; all 0 when
+    0 for a length ``n <= max_length - cache_length``, then ``(max_length - cache_length - n) /
+    cache_length`` (reaching -1 at ``n = max_length``), -1 beyond ``max_length``; all 0 when
     ``cache_length <= 0`` (no soft zone). Used by ``OverlongReward`` and the GRPO rollout.
     """
     lengths = np.asarray(lengths_R, np.float64)

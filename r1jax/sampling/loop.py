@@ -1,10 +1,11 @@
 """The jitted sampling program: one prefill, then a ``lax.while_loop`` of one-token decode steps.
 
-Shape letters: P prompts (distinct), B = P * G rows (G samples per prompt, group-contiguous: row
-``i * G + j`` is sample ``j`` of prompt ``i``), T prompt bucket length, N ``max_new_tokens``,
-V vocab, L stop-sequence width, S cache slots (``T + N``).
+Shape letters (the key in ``r1jax/__init__.py``): Q prompts (distinct), B = Q * G rows (G samples
+per prompt, group-contiguous: row ``i * G + j`` is sample ``j`` of prompt ``i``), P prompt bucket
+length, T ``max_new_tokens``, V vocab, E stop sequences, W stop-sequence width, S cache slots
+(``P + T``).
 
-The prefill runs the P distinct prompts once and repeats the cache G times (a group shares its
+The prefill runs the Q distinct prompts once and repeats the cache G times (a group shares its
 prompt), then samples the first token. The decode loop carries an explicit ``SamplingState``;
 rows that have stopped keep flowing through the (fixed-shape) batch but write padding, and the
 loop exits as soon as every row has stopped. The state, KV cache included, is donated.
@@ -29,20 +30,20 @@ from r1jax.sharding import named_sharding
 class SamplingState:
     """Everything the decode loop carries (all on device).
 
-    ``step``: int32 scalar, tokens generated so far (the next column of ``tokens_BN``).
-    ``tokens_BN`` int32 (pad after a row's end), ``logprobs_BN`` fp32 (0 after the end),
+    ``step``: int32 scalar, tokens generated so far (the next column of ``tokens_BT``).
+    ``tokens_BT`` int32 (pad after a row's end), ``logprobs_BT`` fp32 (0 after the end),
     ``lengths_B`` int32 (stop token included), ``done_B`` bool (a stop condition fired),
     ``prompt_lengths_B`` int32 (real prompt tokens, i.e. the first generated position),
-    ``recent_BL`` int32 last L tokens (-1 before the first), ``cache``, ``key`` (the call's key).
+    ``recent_BW`` int32 last W tokens (-1 before the first), ``cache``, ``key`` (the call's key).
     """
 
     step: jax.Array
-    tokens_BN: jax.Array
-    logprobs_BN: jax.Array
+    tokens_BT: jax.Array
+    logprobs_BT: jax.Array
     lengths_B: jax.Array
     done_B: jax.Array
     prompt_lengths_B: jax.Array
-    recent_BL: jax.Array
+    recent_BW: jax.Array
     cache: KVCache
     key: jax.Array
 
@@ -61,41 +62,41 @@ def state_shardings(config: ModelConfig, rows: int, max_new: int, width: int, ca
     per_row = lambda *shape: named_sharding(mesh, ("batch",) + (None,) * (len(shape) - 1), shape)
     return SamplingState(
         step=rep,
-        tokens_BN=per_row(rows, max_new),
-        logprobs_BN=per_row(rows, max_new),
+        tokens_BT=per_row(rows, max_new),
+        logprobs_BT=per_row(rows, max_new),
         lengths_B=per_row(rows),
         done_B=per_row(rows),
         prompt_lengths_B=per_row(rows),
-        recent_BL=per_row(rows, width),
+        recent_BW=per_row(rows, width),
         cache=cache_shardings(config, rows, cache_len, mesh),
         key=rep,
     )
 
 
-def _record(state: SamplingState, tokens_B, logprobs_B, stop_table_NL, pad_id: int):
+def _record(state: SamplingState, tokens_B, logprobs_B, stop_table_EW, pad_id: int):
     """Writes column ``state.step`` for the rows still running and updates the stop flags."""
     alive_B = ~state.done_B
     tokens_B = jnp.where(alive_B, tokens_B, pad_id)
     logprobs_B = jnp.where(alive_B, logprobs_B, 0.0)
-    recent_BL = jnp.concatenate([state.recent_BL[:, 1:], tokens_B[:, None]], axis=1)
+    recent_BW = jnp.concatenate([state.recent_BW[:, 1:], tokens_B[:, None]], axis=1)
     column = (0, state.step)
     return dataclasses.replace(
         state,
         step=state.step + 1,
-        tokens_BN=jax.lax.dynamic_update_slice(state.tokens_BN, tokens_B[:, None], column),
-        logprobs_BN=jax.lax.dynamic_update_slice(state.logprobs_BN, logprobs_B[:, None], column),
+        tokens_BT=jax.lax.dynamic_update_slice(state.tokens_BT, tokens_B[:, None], column),
+        logprobs_BT=jax.lax.dynamic_update_slice(state.logprobs_BT, logprobs_B[:, None], column),
         lengths_B=state.lengths_B + alive_B.astype(jnp.int32),
-        done_B=state.done_B | (alive_B & matches(recent_BL, stop_table_NL)),
-        recent_BL=recent_BL,
+        done_B=state.done_B | (alive_B & matches(recent_BW, stop_table_EW)),
+        recent_BW=recent_BW,
     )
 
 
 def prefill(
     params,
-    prompt_PT: jax.Array,
-    prompt_mask_PT: jax.Array,
+    prompt_QP: jax.Array,
+    prompt_mask_QP: jax.Array,
     key: jax.Array,
-    stop_table_NL: jax.Array,
+    stop_table_EW: jax.Array,
     *,
     config: ModelConfig,
     method: SamplingMethod,
@@ -104,21 +105,21 @@ def prefill(
     pad_id: int,
     mesh=None,
 ) -> SamplingState:
-    """Runs the left-padded prompts ``[P, T]`` once and samples token 0 of all ``P * G`` rows."""
-    num_prompts, length = prompt_PT.shape
+    """Runs the left-padded prompts ``[Q, P]`` once and samples token 0 of all ``Q * G`` rows."""
+    num_prompts, length = prompt_QP.shape
     rows, cache_len = num_prompts * num_samples, length + max_new_tokens
-    positions_PT = jnp.maximum(jnp.cumsum(prompt_mask_PT, axis=1) - 1, 0)
+    positions_QP = jnp.maximum(jnp.cumsum(prompt_mask_QP, axis=1) - 1, 0)
     cache = init_cache(config, num_prompts, cache_len)
-    hidden_PTD, cache = hidden_states(
+    hidden_QPD, cache = hidden_states(
         params,
-        prompt_PT,
+        prompt_QP,
         config,
-        positions=positions_PT,
-        segment_ids=prompt_mask_PT,
+        positions=positions_QP,
+        segment_ids=prompt_mask_QP,
         cache=cache,
     )
     # Left padding puts every prompt's last token in the last column.
-    logits_PV = logits_from_hidden(params, hidden_PTD[:, -1:], config)[:, 0]
+    logits_QV = logits_from_hidden(params, hidden_QPD[:, -1:], config)[:, 0]
     repeat = lambda a, axis: jnp.repeat(a, num_samples, axis=axis)
     cache = KVCache(
         k=repeat(cache.k, 1),
@@ -127,28 +128,28 @@ def prefill(
         segment_ids=repeat(cache.segment_ids, 0),
         length=cache.length,
     )
-    width = stop_table_NL.shape[1]
+    width = stop_table_EW.shape[1]
     state = SamplingState(
         step=jnp.zeros((), jnp.int32),
-        tokens_BN=jnp.full((rows, max_new_tokens), pad_id, jnp.int32),
-        logprobs_BN=jnp.zeros((rows, max_new_tokens), jnp.float32),
+        tokens_BT=jnp.full((rows, max_new_tokens), pad_id, jnp.int32),
+        logprobs_BT=jnp.zeros((rows, max_new_tokens), jnp.float32),
         lengths_B=jnp.zeros((rows,), jnp.int32),
         done_B=jnp.zeros((rows,), bool),
-        prompt_lengths_B=repeat(jnp.sum(prompt_mask_PT, axis=1).astype(jnp.int32), 0),
-        recent_BL=jnp.full((rows, width), -1, jnp.int32),
+        prompt_lengths_B=repeat(jnp.sum(prompt_mask_QP, axis=1).astype(jnp.int32), 0),
+        recent_BW=jnp.full((rows, width), -1, jnp.int32),
         cache=cache,
         key=key,
     )
     shardings = state_shardings(config, rows, max_new_tokens, width, cache_len, mesh)
     state = _constrain(state, shardings)
-    tokens_B, logprobs_B = method(repeat(logits_PV, 0), jax.random.fold_in(key, 0))
-    return _constrain(_record(state, tokens_B, logprobs_B, stop_table_NL, pad_id), shardings)
+    tokens_B, logprobs_B = method(repeat(logits_QV, 0), jax.random.fold_in(key, 0))
+    return _constrain(_record(state, tokens_B, logprobs_B, stop_table_EW, pad_id), shardings)
 
 
 def decode(
     params,
     state: SamplingState,
-    stop_table_NL: jax.Array,
+    stop_table_EW: jax.Array,
     *,
     config: ModelConfig,
     method: SamplingMethod,
@@ -156,16 +157,16 @@ def decode(
     mesh=None,
 ) -> SamplingState:
     """Decode steps until every row has stopped or ``max_new_tokens`` columns are filled."""
-    rows, max_new = state.tokens_BN.shape
+    rows, max_new = state.tokens_BT.shape
     shardings = state_shardings(
-        config, rows, max_new, state.recent_BL.shape[1], state.cache.max_length, mesh
+        config, rows, max_new, state.recent_BW.shape[1], state.cache.max_length, mesh
     )
 
     def keep_going(s: SamplingState):
         return (s.step < max_new) & ~jnp.all(s.done_B)
 
     def step(s: SamplingState) -> SamplingState:
-        last_B1 = jax.lax.dynamic_slice_in_dim(s.tokens_BN, s.step - 1, 1, axis=1)
+        last_B1 = jax.lax.dynamic_slice_in_dim(s.tokens_BT, s.step - 1, 1, axis=1)
         positions_B1 = (s.prompt_lengths_B + s.step - 1)[:, None]
         hidden_B1D, cache = hidden_states(
             params,
@@ -178,6 +179,6 @@ def decode(
         logits_BV = logits_from_hidden(params, hidden_B1D, config)[:, 0]
         tokens_B, logprobs_B = method(logits_BV, jax.random.fold_in(s.key, s.step))
         s = dataclasses.replace(s, cache=cache)
-        return _constrain(_record(s, tokens_B, logprobs_B, stop_table_NL, pad_id), shardings)
+        return _constrain(_record(s, tokens_B, logprobs_B, stop_table_EW, pad_id), shardings)
 
     return jax.lax.while_loop(keep_going, step, _constrain(state, shardings))

@@ -1,9 +1,9 @@
 """Sampling methods as small frozen (hashable, jit-static) dataclasses.
 
 Each method maps fp32 logits ``[B, V]`` and one PRNG key to the chosen tokens ``[B]`` (int32)
-and their log-probs ``[B]`` (fp32). The log-prob is always ``log_softmax(logits / T)`` at the
-chosen token, taken *before* any top-k/top-p truncation: that is the distribution the GRPO loss
-recomputes for the policy, so the importance ratio is unbiased (SPEC section 11).
+and their log-probs ``[B]`` (fp32). The log-prob is always ``log_softmax(logits / temperature)``
+at the chosen token, taken *before* any top-k/top-p truncation: that is the distribution the GRPO
+loss recomputes for the policy, so the importance ratio is unbiased (SPEC section 11).
 
 Randomness: one Gumbel draw of the full ``[B, V]`` shape per key. JAX's generators give the same
 bits for a given key and shape whatever the sharding of the output, so a batch split over

@@ -1,6 +1,6 @@
 """``Sampler`` (compiled functions cached per bucket) and the ``generate`` convenience function.
 
-Shape letters as in ``loop.py``: B = P * G output rows, T prompt bucket, N ``max_new_tokens``.
+Shape letters as in ``loop.py``: B = Q * G output rows, P prompt bucket, T ``max_new_tokens``.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from r1jax.sharding import named_sharding
 class SampleOutput:
     """Host NumPy results; rows are group-contiguous (row ``i * G + j``: sample j of prompt i).
 
-    prompt_tokens ``[B, T]`` int32, left-padded with ``pad_id``; prompt_mask ``[B, T]`` int32.
-    tokens ``[B, N]`` int32, ``pad_id`` after each row's end; mask ``[B, N]`` int32, 1 up to and
-    including the stop token. logprobs ``[B, N]`` fp32: ``log_softmax(logits / T)`` at the
+    prompt_tokens ``[B, P]`` int32, left-padded with ``pad_id``; prompt_mask ``[B, P]`` int32.
+    tokens ``[B, T]`` int32, ``pad_id`` after each row's end; mask ``[B, T]`` int32, 1 up to and
+    including the stop token. logprobs ``[B, T]`` fp32: ``log_softmax(logits / temperature)`` at the
     sampled token before top-k/top-p truncation (temperature 1 for greedy), 0 after the end.
     lengths ``[B]`` int32; finish_reason ``[B]`` str, ``"stop"`` or ``"length"``;
-    prompt_index ``[B]`` int32; num_steps: decode steps run (< N when every row stopped early).
+    prompt_index ``[B]`` int32; num_steps: decode steps run (< T when every row stopped early).
     """
 
     prompt_tokens: np.ndarray
@@ -54,7 +54,7 @@ class SampleOutput:
 
 
 def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int):
-    """Prompts -> left-padded tokens and mask ``[P, length]`` (int32 NumPy)."""
+    """Prompts -> left-padded tokens and mask ``[Q, P]`` (int32 NumPy)."""
     tokens = np.full((len(prompts), length), pad_id, np.int32)
     mask = np.zeros((len(prompts), length), np.int32)
     for i, ids in enumerate(prompts):
@@ -128,8 +128,8 @@ class Sampler:
         if not len(prompts) or any(len(p) == 0 for p in prompts):
             raise ValueError("prompts: need at least one prompt and no empty prompt")
         length = self._bucket(prompts)
-        tokens_PT, mask_PT = left_pad(prompts, length, self.pad_id)
-        args = (self._put(tokens_PT, ("batch", None)), self._put(mask_PT, ("batch", None)))
+        tokens_QP, mask_QP = left_pad(prompts, length, self.pad_id)
+        args = (self._put(tokens_QP, ("batch", None)), self._put(mask_QP, ("batch", None)))
         with jax.set_mesh(self.mesh) if self.mesh is not None else _nullcontext():
             state = self._prefill(
                 params,
@@ -140,7 +140,7 @@ class Sampler:
                 num_samples=num_samples,
                 max_new_tokens=max_new_tokens,
             )
-        return state, tokens_PT, mask_PT
+        return state, tokens_QP, mask_QP
 
     def decode(self, params, state, *, method, table):
         """Runs the decode loop (donating ``state``) and returns the final state."""
@@ -171,7 +171,7 @@ class Sampler:
             raise ValueError(f"max_new_tokens={max_new_tokens}, num_samples={num_samples}: >= 1")
         prompts = [[int(t) for t in p] for p in prompts]
         table = stop_table(stop_sequences(stop_token_ids, stop_strings, tokenizer))
-        state, tokens_PT, mask_PT = self.prefill(
+        state, tokens_QP, mask_QP = self.prefill(
             params,
             prompts,
             rng=rng,
@@ -181,10 +181,10 @@ class Sampler:
             table=table,
         )
         state = self.decode(params, state, method=method, table=table)
-        return self._finish(state, tokens_PT, mask_PT, num_samples, stop_strings, tokenizer)
+        return self._finish(state, tokens_QP, mask_QP, num_samples, stop_strings, tokenizer)
 
-    def _finish(self, state, tokens_PT, mask_PT, num_samples, stop_strings, tokenizer):
-        fields = (state.tokens_BN, state.logprobs_BN, state.lengths_B, state.done_B)
+    def _finish(self, state, tokens_QP, mask_QP, num_samples, stop_strings, tokenizer):
+        fields = (state.tokens_BT, state.logprobs_BT, state.lengths_B, state.done_B)
         if self.multi_process:  # this process's rows only (the rest live on other hosts)
             rows = lambda x: multihost.data_shard_rows(x, self.mesh)
             tokens, logprobs, lengths, done = map(rows, fields)
@@ -198,14 +198,14 @@ class Sampler:
             lengths = cut
         mask = (np.arange(tokens.shape[1])[None] < lengths[:, None]).astype(np.int32)
         return SampleOutput(
-            prompt_tokens=np.repeat(tokens_PT, num_samples, axis=0),
-            prompt_mask=np.repeat(mask_PT, num_samples, axis=0),
+            prompt_tokens=np.repeat(tokens_QP, num_samples, axis=0),
+            prompt_mask=np.repeat(mask_QP, num_samples, axis=0),
             tokens=np.where(mask == 1, tokens, self.pad_id).astype(np.int32),
             logprobs=np.where(mask == 1, logprobs, 0.0).astype(np.float32),
             mask=mask,
             lengths=lengths,
             finish_reason=np.where(done, "stop", "length"),
-            prompt_index=np.repeat(np.arange(len(tokens_PT), dtype=np.int32), num_samples),
+            prompt_index=np.repeat(np.arange(len(tokens_QP), dtype=np.int32), num_samples),
             num_steps=int(steps),
         )
 
@@ -249,8 +249,8 @@ def generate(
     mesh=None,
     buckets: Sequence[int] = SAMPLER_BUCKETS,
 ) -> SampleOutput:
-    """Samples ``num_samples`` (G) completions for each of the P prompts (token-id lists of any
-    lengths; left-padded and bucketed here). Returns P * G group-contiguous rows.
+    """Samples ``num_samples`` (G) completions for each of the Q prompts (token-id lists of any
+    lengths; left-padded and bucketed here). Returns Q * G group-contiguous rows.
 
     Compiled programs are shared between calls with the same ``(model_config, mesh, buckets,
     pad_id)`` through a small cache of ``Sampler`` objects.

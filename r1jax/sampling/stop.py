@@ -4,10 +4,10 @@ A stop string can tokenise differently in context (``"</answer>"`` may be one sp
 ``"</", "answer", ">"`` pieces, with or without a leading-space piece). We handle it in two layers:
 
 1. **On device, no host round-trip**: every tokenisation we can enumerate is compiled into a table
-   of token-id sequences ``[N, L]`` (right-aligned, ``-1`` = wildcard): the single vocabulary
+   of token-id sequences ``[E, W]`` (right-aligned, ``-1`` = wildcard): the single vocabulary
    token spelling the string when there is one (``token_to_id``; in our sentencepiece tokenizers
    ``</answer>`` is one special token) and ``tokenizer.encode(string)``. The decode loop keeps the
-   last ``L`` generated tokens per row and stops a row as soon as one sequence matches.
+   last ``W`` generated tokens per row and stops a row as soon as one sequence matches.
 2. **On the host, after the loop** (:func:`truncate_at_stop_strings`): each completion is decoded
    and, if the text contains a stop string the device table missed (an unusual tokenisation), the
    row is cut after the first token whose decoded prefix contains it. Such a row only ran longer
@@ -49,9 +49,9 @@ def stop_sequences(
 
 
 def stop_table(seqs: Sequence[Sequence[int]]) -> np.ndarray:
-    """Right-aligned int32 ``[N, L]`` table, ``WILDCARD``-padded on the left.
+    """Right-aligned int32 ``[E, W]`` table, ``WILDCARD``-padded on the left.
 
-    N and L are rounded up (to multiples of 4, and to powers of two >= 4) so that small changes
+    E and W are rounded up (to multiples of 4, and to powers of two >= 4) so that small changes
     to the stop set reuse the compiled loop. Wildcard-only rows match nothing (see ``matches``).
     """
     n = max(4, -(-len(seqs) // 4) * 4)
@@ -63,16 +63,16 @@ def stop_table(seqs: Sequence[Sequence[int]]) -> np.ndarray:
     return table
 
 
-def matches(recent_BL: jax.Array, table_NL: jax.Array) -> jax.Array:
-    """Bool ``[B]``: the last ``L`` generated tokens of a row end with one of the sequences.
+def matches(recent_BW: jax.Array, table_EW: jax.Array) -> jax.Array:
+    """Bool ``[B]``: the last ``W`` generated tokens of a row end with one of the sequences.
 
-    ``recent_BL`` holds the most recent token in its last column and ``-1`` where fewer than L
+    ``recent_BW`` holds the most recent token in its last column and ``-1`` where fewer than W
     tokens have been generated (never equal to a real token, so no match spans the prompt).
     """
-    real_NL = table_NL != WILDCARD
-    equal_BNL = recent_BL[:, None, :] == table_NL[None]
-    hit_BN = jnp.all(equal_BNL | ~real_NL[None], axis=-1) & jnp.any(real_NL, axis=-1)[None]
-    return jnp.any(hit_BN, axis=-1)
+    real_EW = table_EW != WILDCARD
+    equal_BEW = recent_BW[:, None, :] == table_EW[None]
+    hit_BE = jnp.all(equal_BEW | ~real_EW[None], axis=-1) & jnp.any(real_EW, axis=-1)[None]
+    return jnp.any(hit_BE, axis=-1)
 
 
 def first_match_end(tokens: Sequence[int], texts_contain, num_tokens: int) -> int | None:
@@ -90,7 +90,7 @@ def first_match_end(tokens: Sequence[int], texts_contain, num_tokens: int) -> in
 
 
 def truncate_at_stop_strings(
-    tokens_BN: np.ndarray,
+    tokens_BT: np.ndarray,
     lengths_B: np.ndarray,
     stop_strings: Sequence[str],
     tokenizer: Tokenizer,
@@ -105,8 +105,8 @@ def truncate_at_stop_strings(
         text = tokenizer.decode(list(ids), skip_special=False)
         return any(s in text for s in stop_strings)
 
-    for row in range(tokens_BN.shape[0]):
-        end = first_match_end(tokens_BN[row], contains, int(lengths_B[row]))
+    for row in range(tokens_BT.shape[0]):
+        end = first_match_end(tokens_BT[row], contains, int(lengths_B[row]))
         if end is not None:
             new_lengths[row] = end
     return new_lengths

@@ -87,11 +87,11 @@ def reward_metrics(
 
 def group_metrics(rewards_B: np.ndarray, group_size: int) -> dict[str, float]:
     """Share of groups whose G rewards are all equal (no learning signal) and mean group std."""
-    r_NG = np.asarray(rewards_B, np.float64).reshape(-1, group_size)
-    degenerate = r_NG.max(axis=1) == r_NG.min(axis=1)
+    r_QG = np.asarray(rewards_B, np.float64).reshape(-1, group_size)
+    degenerate = r_QG.max(axis=1) == r_QG.min(axis=1)
     return {
         "groups/degenerate_rate": float(degenerate.mean()),
-        "groups/reward_std": float(r_NG.std(axis=1).mean()),
+        "groups/reward_std": float(r_QG.std(axis=1).mean()),
     }
 
 

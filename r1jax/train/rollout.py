@@ -1,16 +1,17 @@
 """The GRPO rollout stage: prompts -> G samples each -> rewards -> advantages -> a GRPO batch.
 
-Shape letters: N prompts (groups) per update, G samples per prompt, R = N * G rows, P prompt
-width, T = ``max_new_tokens``. Rows are group-contiguous: row ``i * G + j`` is sample j of
-prompt i, which is the layout ``r1jax.losses.group_advantages`` expects.
+Shape letters (the key in ``r1jax/__init__.py``): Q prompts (groups) per update, G samples per
+prompt, R = Q * G rows, P prompt width, T = ``max_new_tokens``. Rows are group-contiguous: row
+``i * G + j`` is sample j of prompt i, which is the layout ``r1jax.losses.group_advantages``
+expects.
 
-Advantages are computed here, on the WHOLE assembled batch of N complete groups, before the train
+Advantages are computed here, on the WHOLE assembled batch of Q complete groups, before the train
 step splits it into micro-batches (SPEC section 11: a micro-batch smaller than G must never
 regroup rewards).
 
 The switches that the field converged on after R1 (``RolloutOptions``):
   - DAPO dynamic sampling: groups whose G rewards are all equal carry no gradient; they are
-    dropped and further prompts are sampled until N groups are kept or ``max_sampling_rounds``
+    dropped and further prompts are sampled until Q groups are kept or ``max_sampling_rounds``
     is reached (then the batch is filled up with dropped groups, counted, to keep shapes fixed);
   - masking truncated completions (``finish_reason == "length"``) out of the loss;
   - DAPO's soft overlong penalty, counted in tokens: 0 up to ``max_new_tokens - overlong_cache``,
@@ -137,7 +138,7 @@ def compute_advantages(rewards_R: np.ndarray, options: RolloutOptions) -> np.nda
 
 
 def degenerate_groups(rewards_R: np.ndarray, group_size: int) -> np.ndarray:
-    """bool [R / G]: groups whose rewards are all equal (``losses.group_is_degenerate``)."""
+    """bool [Q]: groups whose rewards are all equal (``losses.group_is_degenerate``)."""
     return np.asarray(losses.group_is_degenerate(jnp.asarray(rewards_R, jnp.float32), group_size))
 
 

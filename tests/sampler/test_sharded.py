@@ -37,7 +37,7 @@ def test_sharded_sampling_equals_unsharded(params, unsharded, shape):
         max_new_tokens=6,
         table=np.full((4, 4), -1, np.int32),
     )
-    rows_axes = _spec(state.tokens_BN)[0]
+    rows_axes = _spec(state.tokens_BT)[0]
     rows_axes = (rows_axes,) if isinstance(rows_axes, str) else tuple(rows_axes)
     assert rows_axes == tuple(a for a in ("data", "fsdp") if mesh.shape[a] > 1)
     assert _spec(state.cache.k)[2] == ("tensor" if shape[2] > 1 else None)
