@@ -116,14 +116,14 @@ def bench_r1jax(directory: Path, prompts: list[str], args):
     """Builds the r1jax GRPO iteration; returns ``run_steps(n) -> seconds of each step``."""
     import jax
 
+    from r1jax.config import GRPOConfig, MeshConfig, OptimConfig
     from r1jax.data import HFTokenizer
     from r1jax.model import hf
     from r1jax.sampling import Sampler
-    from r1jax.sharding import MeshConfig, make_mesh
+    from r1jax.sharding import make_mesh
     from r1jax.train import objectives
-    from r1jax.train.grpo import GRPOParts, LoopOptions, grpo_iteration
-    from r1jax.train.optim import OptimConfig, make_optimizer
-    from r1jax.train.rollout import RolloutOptions
+    from r1jax.train.grpo import GRPOParts, grpo_iteration
+    from r1jax.train.optim import make_optimizer
     from r1jax.train.state import create_train_state
     from r1jax.train.step import make_logprobs_fn, make_train_step
 
@@ -138,20 +138,25 @@ def bench_r1jax(directory: Path, prompts: list[str], args):
         "prompts": prompts,
         "fields": {},
     }
-    loss = objectives.GRPOOptions(beta=0.0, aggregation="token_mean", log_entropy=False)
+    grpo = GRPOConfig(
+        num_prompts=len(prompts),
+        num_samples=args.num_generations,
+        max_new_tokens=args.max_new_tokens,
+        stop_at_eos=False,
+        stop_strings=(),
+        beta=0.0,
+        aggregation="token_mean",
+        log_entropy=False,
+    )
     optimizer = make_optimizer(OptimConfig(learning_rate=1e-6, schedule="constant"))
     reward = InProcessReward()
     parts = GRPOParts(
         sampler=Sampler(config, mesh=mesh, pad_id=0, buckets=(16, 32, 64, 128)),
         reward=reward,
         tokenizer=tokenizer,
-        step_fn=make_train_step(config, objectives.grpo(config, loss), optimizer, mesh),
+        step_fn=make_train_step(config, objectives.grpo(config, grpo), optimizer, mesh),
         logprobs_fn=make_logprobs_fn(config, mesh),
-        rollout=RolloutOptions(
-            num_samples=args.num_generations, max_new_tokens=args.max_new_tokens, stop_at_eos=False
-        ),
-        loss=loss,
-        loop=LoopOptions(num_prompts=len(prompts)),
+        grpo=grpo,
     )
     box = {"state": create_train_state(config, optimizer, jax.random.key(0), mesh, params=params)}
     data = iter(lambda: dict(batch), None)

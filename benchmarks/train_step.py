@@ -20,9 +20,10 @@ import jax
 import numpy as np
 
 from r1jax import sharding
+from r1jax.config import GRPOConfig, MeshConfig, OptimConfig
 from r1jax.model import ModelConfig
 from r1jax.train import objectives
-from r1jax.train.optim import OptimConfig, make_optimizer
+from r1jax.train.optim import make_optimizer
 from r1jax.train.state import create_train_state, refresh_frozen
 from r1jax.train.step import make_train_step
 
@@ -105,7 +106,7 @@ def bench(kind, remat, args, mesh) -> dict:
     objective = (
         objectives.sft(config)
         if kind == "sft"
-        else objectives.grpo(config, objectives.GRPOOptions(beta=args.beta))
+        else objectives.grpo(config, GRPOConfig(beta=args.beta))
     )
     state = create_train_state(config, optimizer, jax.random.key(0), mesh)
     if reference:
@@ -150,7 +151,7 @@ def bench(kind, remat, args, mesh) -> dict:
 def main() -> None:
     args = _args()
     mesh_shape = dict(zip(("data", "fsdp", "tensor"), map(int, args.mesh.split(",")), strict=True))
-    mesh = sharding.make_mesh(sharding.MeshConfig(**mesh_shape))
+    mesh = sharding.make_mesh(MeshConfig(**mesh_shape))
     print(f"devices: {mesh.size} x {jax.devices()[0].device_kind}; mesh {dict(mesh.shape)}")
     for kind in args.objectives.split(","):
         for remat in args.remat.split(","):

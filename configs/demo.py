@@ -26,7 +26,7 @@ the true answers.
 
 import ml_collections
 
-from r1jax.train import config_presets
+from r1jax.config import defaults, presets
 
 TASK = "arithmetic"
 TASK_OPTIONS = dict(min_operands=2, max_operands=2, max_digits=1, ops="+-")
@@ -38,84 +38,58 @@ HASTY_RATE = 0.6  # share of hasty, unworked answers in the pretraining corpus (
 
 
 def _model(hidden, layers):
-    return config_presets.tiny_model(
+    return dict(
+        presets.TINY_MODEL,
         vocab_size=VOCAB,
         hidden_size=hidden,
         num_layers=layers,
-        num_heads=4,
-        num_kv_heads=2,
         head_dim=hidden // 4,
         mlp_dim=3 * hidden,
         max_position_embeddings=512,
     )
 
 
-def _data(seed, hasty_rate=0.0):
+def _data(stage, seed, hasty_rate=0.0):
     options = dict(TASK_OPTIONS, hasty_rate=hasty_rate) if hasty_rate else dict(TASK_OPTIONS)
-    return config_presets.task_data(TASK, task_options=options, seed=seed, vocab_size=VOCAB)
+    stage.data.update(task=TASK, seed=seed, vocab_size=VOCAB)
+    stage.data.task_options = options
 
 
 def _sft_stage(model, steps, batch_size, lr, seed, hasty_rate=0.0, **links):
-    stage = ml_collections.ConfigDict()
-    stage.kind = "sft"
+    stage = defaults("sft", **model)
     stage.seed = seed
-    stage.model = model
-    stage.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-    stage.optim = config_presets.optim(learning_rate=lr, total_steps=steps, warmup_steps=20)
-    stage.train = config_presets.train(
-        objective="sft",
-        steps=steps,
-        batch_size=batch_size,
-        seq_len=SEQ_LEN,
-        log_every=10,
-        checkpoint_every=steps,
+    stage.optim.update(learning_rate=lr, warmup_steps=20, weight_decay=0.01)
+    stage.train.update(
+        steps=steps, batch_size=batch_size, seq_len=SEQ_LEN, log_every=10, checkpoint_every=steps
     )
-    stage.data = _data(seed, hasty_rate)
-    for key, value in links.items():
-        stage[key] = value
+    _data(stage, seed, hasty_rate)
+    stage.update(links)
     return stage
 
 
-def _eval_stage(model_from, num_prompts, k):
-    return ml_collections.ConfigDict(
-        dict(
-            kind="eval",
-            model_from=model_from,
-            task=TASK,
-            task_options=dict(TASK_OPTIONS),
-            seed=12345,
-            path="",
-            num_prompts=num_prompts,
-            num_samples=k,
-            ks=(1, k),
-            temperature=0.6,
-            top_p=0.95,
-            max_new_tokens=MAX_NEW,
-            prompts_per_batch=64,
-            correctness_reward="accuracy",
-        )
+def _eval_stage(model_from, num_prompts, k, kind="eval"):
+    stage = defaults(kind)
+    stage.model_from = model_from
+    stage.eval.update(
+        task=TASK,
+        num_prompts=num_prompts,
+        num_samples=k,
+        ks=(1, k),
+        max_new_tokens=MAX_NEW,
+        prompts_per_batch=64,
     )
+    stage.eval.task_options = dict(TASK_OPTIONS)
+    return stage
 
 
 def _grpo_stage(model, steps, lr, num_prompts, group):
-    stage = ml_collections.ConfigDict()
-    stage.kind = "grpo"
+    stage = defaults("grpo", **model)
     stage.init_from = "pretrain"
     stage.seed = 1
-    stage.model = model
-    stage.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-    stage.optim = config_presets.optim(
-        learning_rate=lr, warmup_steps=0, total_steps=steps, weight_decay=0.0, schedule="constant"
-    )
-    stage.train = config_presets.train(
-        objective="grpo",
-        steps=steps,
-        log_every=1,
-        checkpoint_every=max(steps // 2, 1),
-        eval_every=0,
-    )
-    stage.data = _data(seed=1)
-    stage.grpo = config_presets.grpo(
+    stage.optim.update(learning_rate=lr, total_steps=steps, schedule="constant")
+    stage.train.update(steps=steps, log_every=1, checkpoint_every=max(steps // 2, 1))
+    _data(stage, seed=1)
+    stage.grpo.update(
         num_prompts=num_prompts,
         num_samples=group,
         max_new_tokens=MAX_NEW,
@@ -126,13 +100,7 @@ def _grpo_stage(model, steps, lr, num_prompts, group):
         eps_high=0.28,
         aggregation="token_mean",
     )
-    stage.rewards = ml_collections.ConfigDict(
-        {"accuracy": {"weight": 1.0}, "format": {"weight": 0.1}}
-    )
-    stage.reward_pool = ml_collections.ConfigDict(dict(num_workers=2, item_timeout=10.0))
-    stage.eval = ml_collections.ConfigDict(
-        dict(num_prompts=8, num_samples=4, temperature=0.6, top_p=0.95, seed=1)
-    )
+    stage.rewards.format.weight = 0.1
     return stage
 
 
@@ -156,16 +124,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
             "eval_student",
         ]
     )
-    config.tokenizer = ml_collections.ConfigDict(
-        dict(
-            kind="tokenizer",
-            task=TASK,
-            task_options=dict(TASK_OPTIONS),
-            seed=0,
-            num_examples=2000,
-            vocab_size=VOCAB,
-        )
-    )
+    config.tokenizer = defaults("tokenizer")
+    config.tokenizer.tokenizer.update(task=TASK, num_examples=2000, vocab_size=VOCAB)
+    config.tokenizer.tokenizer.task_options = dict(TASK_OPTIONS)
     teacher, student = _model(96, 2), _model(64, 2)
     config.pretrain = _sft_stage(teacher, scale(600, 8), 32, 3e-3, seed=0, hasty_rate=HASTY_RATE)
     k = scale(8, 2)
@@ -176,12 +137,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # lost accuracy).
     config.grpo = _grpo_stage(teacher, scale(40, 2), 1e-4, scale(8, 2), scale(8, 4))
     config.eval_grpo = _eval_stage("grpo", scale(64, 4), k)
-    config.rejection = _eval_stage("grpo", scale(256, 4), scale(4, 2))
-    config.rejection.kind = "rejection_sample"
-    config.rejection.seed = 777  # prompts of the training distribution, not the eval seed
-    config.rejection.filters = ml_collections.ConfigDict(dict(max_per_prompt=2))
+    config.rejection = _eval_stage("grpo", scale(256, 4), scale(4, 2), kind="rejection_sample")
+    config.rejection.eval.seed = 777  # prompts of the training distribution, not the eval seed
+    config.rejection.rejection.max_per_prompt = 2
     if smoke:  # a few SFT steps produce no correct answers: exercise the plumbing anyway
-        config.rejection.filters.update(
+        config.rejection.rejection.update(
             require_correct=False,
             require_well_formed=False,
             drop_truncated=False,
@@ -206,6 +166,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         for name in ("pretrain", "student_pretrain", "distill"):
             config[name].train.batch_size = 8
         for name in ("eval_base", "eval_grpo", "rejection", "eval_student_base", "eval_student"):
-            config[name].max_new_tokens = 24
+            config[name].eval.max_new_tokens = 24
         config.grpo.grpo.max_new_tokens = 24
     return config

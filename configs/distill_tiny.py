@@ -4,36 +4,22 @@ Run (first train a teacher, e.g. with configs/sft_tiny.py, then distil it into a
   r1jax train --config=configs/sft_tiny.py --workdir=/tmp/r1jax_teacher \\
       --config.model.num_layers=4
   r1jax train --config=configs/distill_tiny.py --workdir=/tmp/r1jax_distill_tiny \\
-      --config.distill.teacher_checkpoint=/tmp/r1jax_teacher/checkpoints \\
+      --config.distill.teacher_from=/tmp/r1jax_teacher \\
       --config.data.tokenizer=/tmp/r1jax_teacher/tokenizer.model
 
-Without a teacher checkpoint (``teacher_checkpoint`` / ``teacher_hf`` empty) a random teacher with
-``teacher_seed`` is used: a smoke test of the plumbing, not a useful teacher.
+``distill.teacher_from`` is an r1jax run (or its checkpoints) or a Hugging Face directory; empty,
+a random teacher with ``teacher_seed`` is used: a smoke test of the plumbing, not a useful teacher.
 """
 
 import ml_collections
 
-from r1jax.train import config_presets
+from r1jax.config import model_dict, presets
 
 
-def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.seed = 0
-    config.model = config_presets.tiny_model()
-    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-    config.optim = config_presets.optim()
-    config.train = config_presets.train(objective="distill")
-    config.data = config_presets.task_data("arithmetic")
-    config.distill = ml_collections.ConfigDict(
-        dict(
-            kind="forward_kl",  # "forward_kl" | "reverse_kl" | "jsd"
-            beta=0.5,
-            temperature=1.0,
-            teacher="online",  # "online" (teacher forward each step) | "topk" (precomputed)
-            teacher_model=config_presets.tiny_model(num_layers=4),
-            teacher_checkpoint="",
-            teacher_hf="",
-            teacher_seed=1,
-        )
+def get_config():
+    config = presets.tiny("distill")
+    config.optim.update(learning_rate=1e-3, warmup_steps=20, weight_decay=0.01)
+    config.distill.teacher_model = ml_collections.ConfigDict(
+        model_dict(**(presets.TINY_MODEL | dict(num_layers=4))).to_dict()
     )
     return config

@@ -3,14 +3,13 @@
 Real shapes for loading the Hugging Face checkpoint meta-llama/Llama-3.1-8B (download it
 yourself; r1jax
 never fetches weights at run time) and for sizing meshes. Example:
-  r1jax convert hf-to-r1jax --input /path/to/Llama-3.1-8B --output /ckpt/llama3_1_8b
+  r1jax convert --config.convert.direction=hf-to-r1jax \\
+      --config.convert.input=/path/to/Llama-3.1-8B --config.convert.output=/ckpt/llama3_1_8b
   r1jax forward --config=configs/llama3_1_8b.py --config.model.num_layers=2
 The tiny branch (``get_config("tiny")``) keeps the family's features with toy sizes.
 """
 
-import ml_collections
-
-from r1jax.train import config_presets
+from r1jax.config import presets
 
 SHAPE = dict(
     vocab_size=128256,
@@ -29,8 +28,10 @@ SHAPE = dict(
 ROPE_SCALING = dict(
     factor=8.0, high_freq_factor=4.0, low_freq_factor=1.0, original_max_position_embeddings=8192
 )
-MESH = dict(data=1, fsdp=-1, tensor=1)
 
 
-def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    return config_presets.pretrained_family(SHAPE, MESH, variant, rope_scaling=ROPE_SCALING)
+def get_config(variant: str = ""):
+    config = presets.pretrained_family(SHAPE, variant, rope_scaling=ROPE_SCALING)
+    if variant != "tiny":
+        config.mesh.update(data=1, fsdp=-1, tensor=1)
+    return config

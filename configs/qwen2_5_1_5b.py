@@ -2,14 +2,13 @@
 
 Real shapes for loading the Hugging Face checkpoint Qwen/Qwen2.5-1.5B (download it yourself; r1jax
 never fetches weights at run time) and for sizing meshes. Example:
-  r1jax convert hf-to-r1jax --input /path/to/Qwen2.5-1.5B --output /ckpt/qwen2_5_1_5b
+  r1jax convert --config.convert.direction=hf-to-r1jax \\
+      --config.convert.input=/path/to/Qwen2.5-1.5B --config.convert.output=/ckpt/qwen2_5_1_5b
   r1jax forward --config=configs/qwen2_5_1_5b.py --config.model.num_layers=2
 The tiny branch (``get_config("tiny")``) keeps the family's features with toy sizes.
 """
 
-import ml_collections
-
-from r1jax.train import config_presets
+from r1jax.config import presets
 
 SHAPE = dict(
     vocab_size=151936,
@@ -26,8 +25,8 @@ SHAPE = dict(
     max_position_embeddings=131072,
 )
 ROPE_SCALING = None
-MESH = dict(data=-1, fsdp=1, tensor=1)
 
 
-def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    return config_presets.pretrained_family(SHAPE, MESH, variant, rope_scaling=ROPE_SCALING)
+def get_config(variant: str = ""):
+    config = presets.pretrained_family(SHAPE, variant, rope_scaling=ROPE_SCALING)
+    return config

@@ -5,19 +5,13 @@ Run:
   r1jax train --config=configs/sft_tiny.py --workdir=/tmp/r1jax_sft_tiny --config.train.steps=50
 
 Re-running with the same --workdir resumes from the latest checkpoint (data position included).
+Every other field, and its default, is in ``r1jax/config/schema.py`` (or ``r1jax train --help``).
 """
 
-import ml_collections
-
-from r1jax.train import config_presets
+from r1jax.config import presets
 
 
-def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.seed = 0
-    config.model = config_presets.tiny_model()
-    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-    config.optim = config_presets.optim()
-    config.train = config_presets.train(objective="sft")
-    config.data = config_presets.task_data("arithmetic")
+def get_config():
+    config = presets.tiny("sft")
+    config.optim.update(learning_rate=1e-3, warmup_steps=20, weight_decay=0.01)
     return config

@@ -6,7 +6,7 @@
 #                   [--time HH:MM:SS] [--job-name NAME] [--dry-run] -- COMMAND ...
 # Examples:
 #   launch/slurm.sh --nodes 2 -- r1jax train --config=configs/qwen2_5_7b.py \
-#       --config.mesh.data=2 --config.mesh.fsdp=8 --workdir=/shared/runs/r1
+#       --config.mesh.preset=2x8xH100 --workdir=/shared/runs/r1
 #   launch/slurm.sh --nodes 2 --per-gpu --partition h100 -- r1jax train ...
 #
 # One process per node (default) sees all G GPUs of its node; --per-gpu starts G tasks per node,

@@ -11,7 +11,7 @@
 # Example (v5p-64, 8 hosts):
 #   launch/tpu_vm.sh --name r1 --zone us-east5-a --accelerator-type v5p-64 \
 #       --version v2-alpha-tpuv5 -- r1jax train --config=configs/qwen2_5_7b.py \
-#       --config.mesh.data=2 --config.mesh.fsdp=16 --workdir=gs://BUCKET/r1
+#       --config.mesh.preset=v5p-64 --workdir=gs://BUCKET/r1
 #
 # Every worker runs the same command; jax.distributed.initialize() finds the other hosts by
 # itself on a TPU VM (r1jax.distributed, rule "tpu"). Output of all workers streams here and is

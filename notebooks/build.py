@@ -149,9 +149,10 @@ sampler's log-probs serve as pi_old (one update per rollout).""",
     (
         "code",
         """\
+from r1jax.config import GRPOConfig, OptimConfig
 from r1jax.losses import group_advantages
 from r1jax.train import objectives
-from r1jax.train.optim import OptimConfig, make_optimizer
+from r1jax.train.optim import make_optimizer
 from r1jax.train.state import create_train_state
 from r1jax.train.step import make_train_step
 
@@ -159,7 +160,7 @@ print("advantages:", np.round(np.asarray(group_advantages(rewards, GROUP)), 2))
 
 optimizer = make_optimizer(OptimConfig(learning_rate=3e-3, schedule="constant"))
 state = create_train_state(config, optimizer, jax.random.key(1), mesh, params=params)
-grpo = objectives.grpo(config, objectives.GRPOOptions(beta=0.0))
+grpo = objectives.grpo(config, GRPOConfig(beta=0.0))
 train_step = make_train_step(config, grpo, optimizer, mesh)
 
 history = []

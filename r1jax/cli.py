@@ -62,8 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"r1jax: unknown command {name!r}\n\n{_usage(commands)}", file=sys.stderr)
         return 2
     module_name, func_name = commands[name][0].split(":")
+    module = importlib.import_module(module_name)
+    from r1jax.config.flags import HelpShown  # after the command's own (heavier) imports
+
     try:
-        result = getattr(importlib.import_module(module_name), func_name)(rest)
+        result = getattr(module, func_name)(rest)
+    except HelpShown:
+        return 0
+    except SystemExit as e:  # argparse's --help (0) or usage error (2)
+        return e.code if isinstance(e.code, int) else 2
     except (ValueError, FileNotFoundError, KeyError) as e:
         # Bad input (config field, file, tensor name): one clear line, unless debugging.
         if os.environ.get("R1JAX_TRACEBACK"):

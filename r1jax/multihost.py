@@ -81,25 +81,25 @@ class DataShard:
         return slice(self.index * n, (self.index + 1) * n)
 
 
-def _batch_axes(mesh, rules) -> tuple[str, ...]:
-    from r1jax.sharding import ShardingRules
+def _batch_axes(mesh) -> tuple[str, ...]:
+    from r1jax.sharding import current_rules
 
-    return tuple(a for a in (rules or ShardingRules()).mesh_axes("batch") if mesh.shape[a] > 1)
+    return tuple(a for a in current_rules().mesh_axes("batch") if mesh.shape[a] > 1)
 
 
-def batch_splits(mesh, rules=None) -> int:
+def batch_splits(mesh) -> int:
     """Into how many shards the mesh splits a batch (the product of the "batch" rule's axes)."""
-    return math.prod(mesh.shape[a] for a in _batch_axes(mesh, rules))
+    return math.prod(mesh.shape[a] for a in _batch_axes(mesh))
 
 
-def data_shard(mesh, rules=None, process_index: int | None = None) -> DataShard:
+def data_shard(mesh, process_index: int | None = None) -> DataShard:
     """Which contiguous block of the batch dimension ``process_index``'s devices hold.
 
     The batch is split over the "batch" rule's mesh axes; the devices of one process must hold
     a contiguous run of those shards (true for ``jax.make_mesh`` meshes).
     """
     pid = jax.process_index() if process_index is None else process_index
-    axes = _batch_axes(mesh, rules)
+    axes = _batch_axes(mesh)
     names = list(mesh.axis_names)
     total = math.prod(mesh.shape[a] for a in axes)
     if total == 1:
@@ -124,33 +124,33 @@ def data_shard(mesh, rules=None, process_index: int | None = None) -> DataShard:
     return DataShard(mine[0] // per, total // per)
 
 
-def batch_feed(mesh, global_rows: int, what: str, rules=None) -> DataShard:
+def batch_feed(mesh, global_rows: int, what: str) -> DataShard:
     """This process's data shard for a global batch of ``global_rows``, checked to split.
 
     Processes that hold the same batch shard (the tensor or fsdp axis spanning hosts) get the
     same shard and must read the same records: data pipelines shard by it, not by process.
     """
-    shard = data_shard(mesh, rules)
+    shard = data_shard(mesh)
     if global_rows % shard.count:
         raise ValueError(
             f"{what}={global_rows} must be a multiple of {shard.count}: the {jax.process_count()} "
             f"processes hold {shard.count} different blocks of the batch and each feeds whole "
-            f"examples; change {what} (any multiple of {batch_splits(mesh, rules)}, the mesh's "
+            f"examples; change {what} (any multiple of {batch_splits(mesh)}, the mesh's "
             "batch shards, works on every process count)"
         )
     return shard
 
 
-def shard_owners(mesh, rules=None) -> list[int]:
+def shard_owners(mesh) -> list[int]:
     """The first process holding each batch shard, in shard order: whose rows of a
     ``gather_rows`` to keep so that each shard counts once (``gather_shards``)."""
     owners: dict[int, int] = {}
     for p in range(1 + max(d.process_index for d in mesh.devices.flat)):
-        owners.setdefault(data_shard(mesh, rules, process_index=p).index, p)
+        owners.setdefault(data_shard(mesh, process_index=p).index, p)
     return [owners[i] for i in sorted(owners)]
 
 
-def gather_shards(x, mesh, rules=None) -> np.ndarray:
+def gather_shards(x, mesh) -> np.ndarray:
     """``gather_rows`` with one copy of each batch shard, in shard order: every process's host
     rows ``[n, ...]`` -> ``[shards * n, ...]`` (the global batch's rows, each once, even when
     several processes hold the same shard). A collective: all processes must call."""
@@ -158,10 +158,10 @@ def gather_shards(x, mesh, rules=None) -> np.ndarray:
     if jax.process_count() == 1:
         return x
     blocks = gather_rows(x[None])  # [processes, n, ...]
-    return np.concatenate([blocks[p] for p in shard_owners(mesh, rules)], axis=0)
+    return np.concatenate([blocks[p] for p in shard_owners(mesh)], axis=0)
 
 
-def host_local_to_global(batch, mesh, logical_axes=None, rules=None):
+def host_local_to_global(batch, mesh, logical_axes=None):
     """Assembles each process's rows into global ``jax.Array``s with the sharding one process
     would give them (``named_sharding``): the same program and result on any process count.
 
@@ -177,15 +177,15 @@ def host_local_to_global(batch, mesh, logical_axes=None, rules=None):
     """
     from r1jax.sharding import named_sharding
 
-    shard = data_shard(mesh, rules)
+    shard = data_shard(mesh)
 
     def one(x, axes=None):
         x = np.asarray(x)
         axes = axes or ("batch",) + (None,) * (x.ndim - 1)
         shape = (x.shape[0] * shard.count, *x.shape[1:])
-        sharding = named_sharding(mesh, axes, shape, rules)
-        if shard.count > 1 and shape[0] % batch_splits(mesh, rules):
-            full = gather_shards(x, mesh, rules)  # every row, on every process
+        sharding = named_sharding(mesh, axes, shape)
+        if shard.count > 1 and shape[0] % batch_splits(mesh):
+            full = gather_shards(x, mesh)  # every row, on every process
             return jax.make_array_from_callback(shape, sharding, lambda index: full[index])
         return jax.make_array_from_process_local_data(sharding, x, shape)
 
@@ -194,11 +194,11 @@ def host_local_to_global(batch, mesh, logical_axes=None, rules=None):
     return jax.tree.map(one, batch, logical_axes)  # axes tuples sit at the batch's leaves
 
 
-def data_shard_rows(x: jax.Array, mesh, rules=None) -> np.ndarray:
+def data_shard_rows(x: jax.Array, mesh) -> np.ndarray:
     """This process's data-shard block of rows (``data_shard(mesh).rows``) of a global array
     split, partly split or not split on its leading dim (only that dim): the inverse of
     ``host_local_to_global``, e.g. the sampled completions a process scores itself."""
-    want = data_shard(mesh, rules).rows(x.shape[0])
+    want = data_shard(mesh).rows(x.shape[0])
     out = np.empty((want.stop - want.start, *x.shape[1:]), x.dtype)
     filled = np.zeros(len(out), bool)
     for piece in x.addressable_shards:

@@ -12,16 +12,18 @@ cases so a large parameter is never replicated silently.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-MESH_AXES = ("data", "fsdp", "tensor")
+from r1jax.config.schema import MESH_AXES, MeshConfig
 
 # Logical axis -> mesh axes. Params: "embed" is FSDP-sharded, the wide dims are tensor-sharded.
 # Activations: the batch is split over every data-parallel axis; features over "tensor".
@@ -45,49 +47,17 @@ DEFAULT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class MeshConfig:
-    """Sizes of the ``data``, ``fsdp``, ``tensor`` mesh axes; one may be -1 (the rest)."""
-
-    data: int = -1
-    fsdp: int = 1
-    tensor: int = 1
-
-    @classmethod
-    def from_mapping(cls, cfg: Mapping) -> MeshConfig:
-        unknown = set(cfg) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"config.mesh: unknown axes {sorted(unknown)}; expected {MESH_AXES}")
-        return cls(**{k: int(v) for k, v in cfg.items()})
-
-    def resolve(self, num_devices: int) -> tuple[int, int, int]:
-        sizes = [self.data, self.fsdp, self.tensor]
-        if sizes.count(-1) > 1:
-            raise ValueError(f"config.mesh: at most one axis may be -1, got {sizes}")
-        if any(s == 0 or s < -1 for s in sizes):
-            raise ValueError(f"config.mesh: axis sizes must be positive or -1, got {sizes}")
-        known = math.prod(s for s in sizes if s != -1)
-        if -1 in sizes:
-            if num_devices % known:
-                raise ValueError(
-                    f"config.mesh: {num_devices} devices are not divisible by the fixed axes "
-                    f"{dict(zip(MESH_AXES, sizes, strict=True))}"
-                )
-            sizes[sizes.index(-1)] = num_devices // known
-        if math.prod(sizes) != num_devices:
-            raise ValueError(
-                f"config.mesh: {dict(zip(MESH_AXES, sizes, strict=True))} needs "
-                f"{math.prod(sizes)} devices, {num_devices} available"
-            )
-        return tuple(sizes)
-
-
 def make_mesh(mesh_config: MeshConfig | Mapping | None = None, devices=None) -> Mesh:
-    """Builds a ``("data", "fsdp", "tensor")`` mesh over ``devices`` (default: all devices)."""
-    if mesh_config is None:
-        mesh_config = MeshConfig()
-    elif not isinstance(mesh_config, MeshConfig):
-        mesh_config = MeshConfig.from_mapping(mesh_config)
+    """Builds a ``("data", "fsdp", "tensor")`` mesh over ``devices`` (default: all devices) and
+    makes ``mesh_config.rules`` the ambient sharding rules (``current_rules``).
+
+    ``mesh_config``: a ``MeshConfig`` or a mapping of its fields, e.g. ``{"data": -1}``."""
+    from r1jax.config.typed import resolve_mesh, section
+
+    if isinstance(mesh_config, Mapping):
+        mesh_config = section(MeshConfig, mesh_config, "mesh")
+    mesh_config = resolve_mesh(mesh_config or MeshConfig())
+    set_rules(ShardingRules.from_mapping(mesh_config.rules))
     devices = jax.devices() if devices is None else list(devices)
     shape = mesh_config.resolve(len(devices))
     axis_types = (AxisType.Auto,) * len(MESH_AXES)
@@ -148,11 +118,32 @@ class ShardingRules:
         return P(*entries)
 
 
-def named_sharding(
-    mesh: Mesh, logical_axes: Sequence[str | None], shape, rules: ShardingRules | None = None
-) -> NamedSharding:
-    rules = rules or ShardingRules()
-    return NamedSharding(mesh, rules.spec(logical_axes, shape, dict(mesh.shape)))
+_RULES = [ShardingRules()]  # the ambient rules: set with the mesh (``make_mesh``)
+
+
+def current_rules() -> ShardingRules:
+    """The sharding rules every placement and ``constrain`` uses (the mesh config's). Read when
+    a function is traced: build the mesh (``make_mesh``) before jitting the model."""
+    return _RULES[-1]
+
+
+def set_rules(rules: ShardingRules) -> None:
+    _RULES[-1] = rules
+
+
+@contextlib.contextmanager
+def use_rules(rules: ShardingRules) -> Iterator[ShardingRules]:
+    """Temporarily ambient ``rules`` (tests, a second model on other rules)."""
+    _RULES.append(rules)
+    try:
+        yield rules
+    finally:
+        _RULES.pop()
+
+
+def named_sharding(mesh: Mesh, logical_axes: Sequence[str | None], shape) -> NamedSharding:
+    spec = current_rules().spec(logical_axes, shape, dict(mesh.shape))
+    return NamedSharding(mesh, spec)
 
 
 def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
@@ -163,23 +154,23 @@ def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty:
         return x
-    spec = ShardingRules().spec(logical_axes, x.shape, dict(mesh.shape))
+    spec = current_rules().spec(logical_axes, x.shape, dict(mesh.shape))
     return jax.lax.with_sharding_constraint(x, spec)
 
 
-def tree_shardings(mesh: Mesh, logical_tree, shape_tree, rules: ShardingRules | None = None):
+def tree_shardings(mesh: Mesh, logical_tree, shape_tree):
     """Maps a pytree of logical-axes tuples and a matching pytree of shapes to NamedShardings."""
     return jax.tree.map(
-        lambda axes, shaped: named_sharding(mesh, axes, shaped.shape, rules),
+        lambda axes, shaped: named_sharding(mesh, axes, shaped.shape),
         logical_tree,
         shape_tree,
         is_leaf=lambda x: isinstance(x, tuple) and all(isinstance(a, str | None) for a in x),
     )
 
 
-def describe_fallbacks(mesh: Mesh, logical_tree, shape_tree, rules=None, min_size=2**20):
+def describe_fallbacks(mesh: Mesh, logical_tree, shape_tree, min_size=2**20):
     """Lists params of at least ``min_size`` elements that a rule wanted sharded but is not."""
-    rules = rules or ShardingRules()
+    rules = current_rules()
     notes = []
     flat_axes = jax.tree_util.tree_flatten_with_path(
         logical_tree, is_leaf=lambda x: isinstance(x, tuple)
@@ -195,3 +186,33 @@ def describe_fallbacks(mesh: Mesh, logical_tree, shape_tree, rules=None, min_siz
                 f"{sorted(wanted - got)} (dimension not divisible)"
             )
     return notes
+
+
+def replicated_leaves(tree, min_size: int) -> list[str]:
+    """Leaves of ``tree`` (arrays or ShapeDtypeStructs with a sharding) of at least ``min_size``
+    elements that every device holds whole: ``"path shape"`` strings."""
+    found = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        sharding = getattr(leaf, "sharding", None)
+        size = math.prod(getattr(leaf, "shape", ()))
+        if sharding is None or size < min_size or len(sharding.device_set) == 1:
+            continue
+        if sharding.is_fully_replicated:
+            found.append(f"{jax.tree_util.keystr(path)}{tuple(leaf.shape)}")
+    return found
+
+
+def report_replication(tree, mesh_config: MeshConfig, what: str = "train state") -> list[str]:
+    """Warns about (``mesh.strict``: raises on) large leaves left fully replicated on the mesh,
+    e.g. a parameter whose dimensions no rule's mesh axis divides."""
+    found = replicated_leaves(tree, mesh_config.replicated_warn_size)
+    if found:
+        message = (
+            f"{what}: {len(found)} leaves of >= {mesh_config.replicated_warn_size} elements are "
+            f"replicated on every device (no mesh axis splits them): {', '.join(found[:8])}"
+            f"{' ...' if len(found) > 8 else ''}; change config.mesh.rules or the mesh shape"
+        )
+        if mesh_config.strict:
+            raise ValueError(message + " (config.mesh.strict=True)")
+        warnings.warn(message, stacklevel=2)
+    return found

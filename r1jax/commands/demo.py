@@ -13,7 +13,7 @@ import jax
 from absl import flags
 
 from r1jax import distributed
-from r1jax.config_flags import parse_config
+from r1jax.config.flags import parse_config
 from r1jax.pipeline import recipe
 from r1jax.pipeline.report import plot_bars, plot_curves, read_metrics, write_report
 
@@ -48,7 +48,7 @@ def _on_stage(start: float):
 
 def make_report(config, run_dir: Path, results: dict) -> Path:
     """report.md + PNG plots from the stages' outputs."""
-    k = max(config[s].num_samples for s in EVALS.values() if s in results) if results else 1
+    k = max(config[s].eval.num_samples for s in EVALS.values() if s in results) if results else 1
     metrics = ["pass@1", f"maj@{k}", f"pass@{k}", "format_rate"]
     table = {row: results[stage] for row, stage in EVALS.items() if stage in results}
     figures = [("Evaluation before/after", plot_bars(table, metrics, run_dir / "eval.png"))]
@@ -90,7 +90,9 @@ def make_report(config, run_dir: Path, results: dict) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    config, fv = parse_config(argv, default_config="configs/demo.py", define_flags=_define)
+    config, fv = parse_config(
+        argv, command="r1jax demo", default="configs/demo.py", define_flags=_define, doc=__doc__
+    )
     # Several processes (launch/local.sh, a pod): every one runs the recipe, process 0 reports.
     distributed.initialize(config)
     main_process = distributed.is_main_process()

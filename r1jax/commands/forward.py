@@ -12,8 +12,9 @@ import numpy as np
 from absl import flags
 
 from r1jax import sharding
-from r1jax.config_flags import parse_config
-from r1jax.model import ModelConfig, forward, init_params, param_shardings
+from r1jax.config import typed
+from r1jax.config.flags import parse_config
+from r1jax.model import forward, init_params, param_shardings
 
 
 def _define(fv: flags.FlagValues) -> None:
@@ -22,21 +23,23 @@ def _define(fv: flags.FlagValues) -> None:
 
 
 def main(argv: list[str]) -> int:
-    config, fv = parse_config(argv, default_config="configs/tiny.py", define_flags=_define)
-    model_config = ModelConfig.from_mapping(config.model)
-    mesh = sharding.make_mesh(sharding.MeshConfig.from_mapping(config.mesh))
+    config, fv = parse_config(
+        argv, command="r1jax forward", default="configs/tiny.py", define_flags=_define, doc=__doc__
+    )
+    stage = typed(config)
+    model_config, mesh = stage.model, sharding.make_mesh(stage.mesh)
     print(f"devices: {len(jax.devices())} x {jax.devices()[0].platform}; mesh {dict(mesh.shape)}")
     print(
         f"model: {model_config.num_params / 1e6:.3f}M params, {model_config.num_layers} layers, "
         f"compute {model_config.compute_dtype}"
     )
     start = time.perf_counter()
-    params = init_params(model_config, jax.random.key(config.seed), mesh=mesh)
+    params = init_params(model_config, jax.random.key(stage.seed), mesh=mesh)
     print(f"sharded init: {time.perf_counter() - start:.1f}s")
     for path, spec in jax.tree_util.tree_flatten_with_path(param_shardings(model_config, mesh))[0]:
         print(f"  {jax.tree_util.keystr(path):<24} {spec.spec}")
     tokens = jax.random.randint(
-        jax.random.key(config.seed + 1), (fv.batch, fv.length), 0, model_config.vocab_size
+        jax.random.key(stage.seed + 1), (fv.batch, fv.length), 0, model_config.vocab_size
     )
     tokens = jax.device_put(tokens, sharding.named_sharding(mesh, ("batch", "seq"), tokens.shape))
     with jax.set_mesh(mesh):

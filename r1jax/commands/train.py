@@ -1,9 +1,9 @@
 """``r1jax train``: SFT, distillation or GRPO from a config, resumable from its workdir.
 
   r1jax train --config=configs/sft_tiny.py --workdir=/tmp/sft [--config.train.steps=50]
+  r1jax train --config=configs/grpo_tiny.py --workdir=/tmp/grpo --config.grpo.variant=dapo
 
-Dispatches on ``config.train.objective``: "sft" and "distill" run ``r1jax.train.loop.run``;
-"grpo" runs ``r1jax.train.grpo.run``.
+``config.kind`` ("sft", "distill", "grpo") is the objective; ``r1jax.train.loop.run`` runs it.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from __future__ import annotations
 from absl import flags
 
 from r1jax import distributed
-from r1jax.config_flags import parse_config
-
-OBJECTIVES = ("sft", "distill", "grpo")
+from r1jax.config import TRAINING_KINDS, typed
+from r1jax.config.flags import parse_config
 
 
 def _define(fv: flags.FlagValues) -> None:
@@ -21,22 +20,24 @@ def _define(fv: flags.FlagValues) -> None:
 
 
 def main(argv: list[str]) -> int:
-    config, fv = parse_config(argv, default_config="configs/sft_tiny.py", define_flags=_define)
+    config, fv = parse_config(
+        argv,
+        command="r1jax train",
+        default="configs/sft_tiny.py",
+        define_flags=_define,
+        doc=__doc__,
+    )
     if not fv.workdir:
         raise ValueError("r1jax train needs --workdir=DIR")
-    objective = config.train.objective
-    if objective not in OBJECTIVES:
-        raise ValueError(f"config.train.objective={objective!r}; one of {OBJECTIVES}")
+    stage = typed(config)
+    if stage.kind not in TRAINING_KINDS:
+        raise ValueError(f"config.kind={stage.kind!r}: r1jax train runs one of {TRAINING_KINDS}")
     # Multi-process (TPU VM pod, SLURM, GKE, launch/local.sh): a no-op for a single process.
     distributed.initialize(config)
-    if objective == "grpo":
-        from r1jax.train import grpo
-
-        grpo.run(config, fv.workdir)
-        return 0
     from r1jax.train import loop
 
-    metrics = loop.run(config, fv.workdir)
+    metrics = loop.run(stage, fv.workdir)
     if metrics and distributed.is_main_process():
-        print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+        shown = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
     return 0

@@ -2,7 +2,6 @@
 rule-based rewards, and report pass@1 over k samples, unbiased pass@k and maj@k; rejection
 sampling keeps the correct, readable samples as SFT data.
 
-  settings.py     `EvalSettings`: how to sample and judge
   metrics.py      `is_correct` / `pass_at_1` (the one definition), `pass_at_k`, `summarize`
   answer_keys.py  what "the same answer" means per task (math, Countdown, exact match, code)
   voting.py       majority vote over a question's answers (maj@k), equivalence under a limit
@@ -11,6 +10,7 @@ sampling keeps the correct, readable samples as SFT data.
   rejection.py    `rejection_sample`: filters judged samples into SFT JSONL
 """
 
+from r1jax.config import EvalConfig, RejectionConfig
 from r1jax.evaluation.answer_keys import (
     ANSWER_KEYS,
     MATH_ANSWERS,
@@ -32,13 +32,7 @@ from r1jax.evaluation.metrics import (
     pass_at_k,
     summarize,
 )
-from r1jax.evaluation.rejection import (
-    RejectionSettings,
-    rejection_reason,
-    rejection_sample,
-    select,
-)
-from r1jax.evaluation.settings import EvalSettings
+from r1jax.evaluation.rejection import rejection_reason, rejection_sample, select
 from r1jax.evaluation.voting import (
     Comparator,
     PooledEquivalence,
@@ -56,13 +50,13 @@ __all__ = [
     "CodeAnswers",
     "Comparator",
     "CountdownAnswers",
-    "EvalSettings",
+    "EvalConfig",
     "ExactMatchAnswers",
     "JudgedSample",
     "MathAnswers",
     "PooledEquivalence",
     "QuestionResult",
-    "RejectionSettings",
+    "RejectionConfig",
     "Vote",
     "answer_key_for",
     "compare_in_process",

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from r1jax import distributed
+from r1jax.config import EvalConfig
 from r1jax.evaluation.answer_keys import answer_key_for
 from r1jax.evaluation.judge import question_results, sample_and_judge
 from r1jax.evaluation.metrics import summarize
-from r1jax.evaluation.settings import EvalSettings
 from r1jax.evaluation.voting import PooledEquivalence
 from r1jax.model import ModelConfig
 from r1jax.sampling import Sampler
@@ -31,7 +31,7 @@ def evaluate(
     model_config: ModelConfig,
     tokenizer,
     examples: Sequence[dict],
-    settings: EvalSettings,
+    settings: EvalConfig,
     *,
     output_dir: str | Path | None = None,
     sampler: Sampler | None = None,

@@ -2,7 +2,7 @@
 
 ``sample_and_judge`` does the work for ``r1jax eval`` (``r1jax.evaluation.job.evaluate``),
 rejection sampling (``r1jax.evaluation.rejection``) and the demo: the correctness reward
-(`EvalSettings.correctness_reward`) decides `JudgedSample.correct` through `is_correct`, the
+(`EvalConfig.correctness_reward`) decides `JudgedSample.correct` through `is_correct`, the
 format reward `JudgedSample.well_formed`. ``question_results`` groups the judged samples per
 question for `summarize`, with the answers that vote read by the task's answer key
 (``r1jax.evaluation.answer_keys.answer_key_for``: math, Countdown, exact match, code).
@@ -17,10 +17,10 @@ from collections.abc import Sequence
 import jax
 
 from r1jax import multihost
+from r1jax.config import EvalConfig
 from r1jax.data import PromptFormatter, encode_prompt
 from r1jax.evaluation.answer_keys import AnswerKey
 from r1jax.evaluation.metrics import QuestionResult, is_correct
-from r1jax.evaluation.settings import EvalSettings
 from r1jax.model import ModelConfig
 from r1jax.rewards import CompositeReward, RewardSpec, extract_answer
 from r1jax.sampling import Sampler, get_sampler
@@ -78,7 +78,7 @@ def _merge_processes(
     return sorted(samples, key=lambda s: (s.question, s.sample))
 
 
-def _default_rewards(settings: EvalSettings) -> CompositeReward:
+def _default_rewards(settings: EvalConfig) -> CompositeReward:
     """The correctness reward (key ``correct``) and the format reward, time-limited per item."""
     return CompositeReward(
         [RewardSpec(settings.correctness_reward, key="correct"), RewardSpec("format", weight=0.0)],
@@ -113,7 +113,7 @@ def _judge(questions, chunk, texts, out, k, rewards) -> tuple[list[JudgedSample]
     return samples, result.timeouts
 
 
-def _sample(sampler, params, prompts, key, settings: EvalSettings, stops):
+def _sample(sampler, params, prompts, key, settings: EvalConfig, stops):
     """One sampler call: ``settings.num_samples`` completions of each prompt."""
     return sampler(
         params,
@@ -134,7 +134,7 @@ def sample_and_judge(
     model_config: ModelConfig,
     tokenizer,
     examples: Sequence[dict],
-    settings: EvalSettings,
+    settings: EvalConfig,
     *,
     sampler: Sampler | None = None,
     rewards: CompositeReward | None = None,

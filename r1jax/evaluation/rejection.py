@@ -7,39 +7,24 @@ correctness reward), the same verdict pass@1 averages.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from r1jax import distributed, multihost
+from r1jax.config import EvalConfig, RejectionConfig
 from r1jax.evaluation.judge import JudgedSample, sample_and_judge
-from r1jax.evaluation.settings import EvalSettings
 from r1jax.rewards import language_consistency, thinking_region
 from r1jax.rewards.language import script_word_counts
 from r1jax.rewards.shaping import repetition_fraction
 from r1jax.sampling import get_sampler
 
 
-@dataclasses.dataclass(frozen=True)
-class RejectionSettings:
-    """Filters applied to each judged sample, and the per-prompt cap."""
-
-    max_per_prompt: int = 3
-    require_correct: bool = True  # False keeps wrong answers too (analysis, plumbing smoke runs)
-    require_well_formed: bool = True
-    language: str = "en"
-    min_language_consistency: float = 0.95
-    repetition_ngram: int = 4
-    max_repetition: float = 0.5  # fraction of repeated n-grams above which a trace is degenerate
-    drop_truncated: bool = True
-
-
 def _dedup_key(text: str) -> str:
     return " ".join(text.split())
 
 
-def rejection_reason(sample: JudgedSample, settings: RejectionSettings) -> str | None:
+def rejection_reason(sample: JudgedSample, settings: RejectionConfig) -> str | None:
     """Why ``sample`` is rejected (``None`` when it is kept, before the per-prompt cap)."""
     if settings.require_correct and not sample.correct:
         return "incorrect"
@@ -61,7 +46,7 @@ def rejection_reason(sample: JudgedSample, settings: RejectionSettings) -> str |
 
 
 def select(
-    samples: Sequence[JudgedSample], settings: RejectionSettings
+    samples: Sequence[JudgedSample], settings: RejectionConfig
 ) -> tuple[list[JudgedSample], dict[str, int]]:
     """Kept samples (at most ``max_per_prompt`` distinct per question, first come first kept)
     and counts of every rejection reason (``duplicate`` and ``over_cap`` included)."""
@@ -90,8 +75,8 @@ def rejection_sample(
     model_config,
     tokenizer,
     examples: Sequence[dict],
-    eval_settings: EvalSettings,
-    settings: RejectionSettings,
+    eval_settings: EvalConfig,
+    settings: RejectionConfig,
     output_path: str | Path,
     *,
     sampler=None,

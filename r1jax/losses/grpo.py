@@ -92,6 +92,9 @@ def grpo_loss(
 ) -> tuple[jax.Array, dict]:
     """Clipped-surrogate GRPO loss (formula in the module docstring): (f32 scalar, metrics).
 
+    Long because the whole objective (ratio, clip, KL, entropy, TIS, aggregation) reads in one
+    place, line for line against the formula; most of the length is this docstring.
+
     Args:
       logp_BT: [B, T] log-probs of the sampled tokens under the current policy (differentiated).
       old_logp_BT: [B, T] pi_old log-probs (from the sampler, or recomputed when mu > 1).

@@ -9,9 +9,9 @@ Public API::
     config, params = hf.load(path, mesh=None); hf.save(path, config, params)
 """
 
+from r1jax.config.model import ModelConfig, RopeScaling
 from r1jax.model import hf
 from r1jax.model.cache import KVCache, cache_shardings, init_cache
-from r1jax.model.config import ModelConfig, RopeScaling
 from r1jax.model.params import (
     abstract_params,
     init_params,

@@ -17,7 +17,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from r1jax.model.config import ModelConfig
+from r1jax.config.model import ModelConfig
 from r1jax.sharding import named_sharding
 
 CACHE_K_AXES = ("layers", "batch", "act_kv_heads", "head_dim", "cache_seq")

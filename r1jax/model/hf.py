@@ -21,7 +21,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from r1jax.model.config import ModelConfig, RopeScaling
+from r1jax.config.model import ModelConfig, RopeScaling
 from r1jax.model.params import abstract_params, param_shardings
 
 _ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
@@ -201,16 +201,13 @@ class _TensorIndex:
         return self._handles[self.weight_map[name]].get_tensor(name)
 
 
-def load(
-    path: str | os.PathLike, mesh=None, rules=None, **config_overrides
-) -> tuple[ModelConfig, dict]:
+def load(path: str | os.PathLike, mesh=None, **config_overrides) -> tuple[ModelConfig, dict]:
     """Loads a Hugging Face checkpoint directory into ``(ModelConfig, params)``.
 
     Args:
       path: directory with ``config.json`` and ``model.safetensors`` or sharded
         ``model-0000x-of-0000y.safetensors`` files (+ ``model.safetensors.index.json``).
       mesh: optional mesh; each param is then placed shard by shard with the rules' sharding.
-      rules: optional ``ShardingRules``.
       **config_overrides: ``ModelConfig`` fields to override (e.g. ``param_dtype="bfloat16"``).
     """
     path = Path(path)
@@ -224,7 +221,7 @@ def load(
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         shardings = jax.tree.map(lambda _: device, shapes)
     else:
-        shardings = param_shardings(config, mesh, rules)
+        shardings = param_shardings(config, mesh)
     dtype = config.params_dtype
 
     def place(shaped, sharding, read: Callable[[tuple], np.ndarray]):

@@ -11,7 +11,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from r1jax.model.config import ModelConfig, RopeScaling
+from r1jax.config.model import ModelConfig, RopeScaling
 from r1jax.sharding import constrain
 
 # Large finite negative: a fully masked row (a padding query) softmaxes to uniform, not NaN.

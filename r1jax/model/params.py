@@ -22,8 +22,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from r1jax.model.config import ModelConfig
-from r1jax.sharding import ShardingRules, tree_shardings
+from r1jax.config.model import ModelConfig
+from r1jax.sharding import tree_shardings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,9 +79,9 @@ def abstract_params(config: ModelConfig) -> dict:
     )
 
 
-def param_shardings(config: ModelConfig, mesh, rules: ShardingRules | None = None) -> dict:
-    """The param tree as ``NamedSharding`` leaves for ``mesh`` under ``rules``."""
-    return tree_shardings(mesh, logical_axes(config), abstract_params(config), rules)
+def param_shardings(config: ModelConfig, mesh) -> dict:
+    """The param tree as ``NamedSharding`` leaves for ``mesh`` under the ambient rules."""
+    return tree_shardings(mesh, logical_axes(config), abstract_params(config))
 
 
 def _init_leaf(spec: ParamSpec, key, dtype, std: float):
@@ -111,7 +111,7 @@ def _init_fn(config: ModelConfig) -> Callable[[jax.Array], dict]:
     return init
 
 
-def init_params(config: ModelConfig, rng: jax.Array, mesh=None, rules=None) -> dict:
+def init_params(config: ModelConfig, rng: jax.Array, mesh=None) -> dict:
     """Random params for ``config``; with a ``mesh`` each one is created directly in its shard.
 
     Args:
@@ -119,9 +119,8 @@ def init_params(config: ModelConfig, rng: jax.Array, mesh=None, rules=None) -> d
       rng: PRNG key.
       mesh: optional ``jax.sharding.Mesh``; params are then produced by ``jit(out_shardings=...)``
         and never materialised whole on one device.
-      rules: optional ``ShardingRules`` overriding the defaults.
     """
     init = _init_fn(config)
     if mesh is None:
         return jax.jit(init)(rng)
-    return jax.jit(init, out_shardings=param_shardings(config, mesh, rules))(rng)
+    return jax.jit(init, out_shardings=param_shardings(config, mesh))(rng)

@@ -10,9 +10,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from r1jax.config.model import ModelConfig
 from r1jax.model import layers
 from r1jax.model.cache import KVCache, write_slots
-from r1jax.model.config import ModelConfig
 from r1jax.sharding import constrain
 
 _REMAT_POLICIES = {
@@ -57,7 +57,8 @@ def hidden_states(
 ) -> tuple[jax.Array, KVCache | None]:
     """Final-norm hidden states ``[B, T, D]`` (compute dtype) and the updated cache.
 
-    See ``forward`` for the arguments.
+    See ``forward`` for the arguments. Long because the decoder's scan over layers (with and
+    without a KV cache, remat) is one piece a reader follows from embedding to final norm.
     """
     b, t = tokens_BT.shape
     if positions is None:

@@ -1,12 +1,12 @@
 """Multi-stage recipes (R1-Zero, R1, distillation) as a chain of named stages in one run directory.
 
 A recipe config lists its stages in order (``config.stages = "sft_cold_start,grpo,..."``) and has
-one section per stage, ``config.<name>``, whose ``kind`` picks the runner:
+one section per stage, ``config.<name>``: a whole stage config (``r1jax.config.defaults(kind)``,
+the same a single command runs) whose ``kind`` picks the runner:
 
   tokenizer          train a sentencepiece model on a built-in task's text (shared by all stages)
-  sft / distill      ``r1jax.train.loop.run`` on that section (a full training config)
-  grpo               ``r1jax.train.grpo_run.run`` on that section
-  eval               ``r1jax.evaluation.evaluate`` of a stage's model on held-out prompts
+  sft/distill/grpo   ``r1jax.train.loop.run`` on that stage (as ``r1jax train``)
+  eval               ``r1jax.evaluation.stage.run``: a stage's model on held-out prompts
   rejection_sample   samples a stage's model, keeps correct/readable traces -> SFT JSONL
 
 Stage inputs name earlier stages: ``init_from`` (training stages start from that stage's final
@@ -18,171 +18,110 @@ exist).
 
 Under several processes (``jax.distributed``; the run directory on storage every host sees) the
 same recipe runs on every process: training stages as in ``r1jax train``, evaluation and
-rejection sampling over a mesh spanning the processes (``<stage>.mesh``, default all devices as
-data), each process sampling its share of the questions; process 0 writes the stage files and
-every process waits at the end of each stage until they are written.
+rejection sampling over the stage's mesh spanning the processes (``<stage>.mesh``, default all
+devices as data), each process sampling its share of the questions; process 0 writes the stage
+files and every process waits at the end of each stage until they are written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
-import jax
-import ml_collections
-
 from r1jax import distributed, multihost
-from r1jax.checkpoint import find_tokenizer, load_params
+from r1jax.checkpoint import load_params
+from r1jax.config import Stage, typed
 
-STAGE_KINDS = ("tokenizer", "sft", "distill", "grpo", "eval", "rejection_sample")
+RECIPE_KEYS = ("stages", "run_dir", "prng_impl", "distributed")
 
 
 def stage_names(config) -> list[str]:
+    """The stages ``config.stages`` lists, each checked to have a section with a valid kind."""
     names = [s.strip() for s in str(config.stages).split(",") if s.strip()]
     for name in names:
         if name not in config:
             raise ValueError(f"config.stages lists {name!r} but config.{name} is missing")
-        kind = config[name].get("kind")
-        if kind not in STAGE_KINDS:
-            raise ValueError(f"config.{name}.kind={kind!r}; one of {STAGE_KINDS}")
+    for key in config:
+        if key not in RECIPE_KEYS and key not in names:
+            raise ValueError(
+                f"config.{key}: not a stage listed in config.stages ({names}) nor one of "
+                f"{RECIPE_KEYS}"
+            )
     return names
+
+
+def typed_stages(config) -> dict[str, Stage]:
+    """Every listed stage converted once (unknown keys and kinds fail before anything runs)."""
+    return {name: typed(config[name], f"config.{name}") for name in stage_names(config)}
 
 
 def _tokenizer_path(run_dir: Path) -> Path:
     return run_dir / "tokenizer" / "tokenizer.model"
 
 
-def _stage_config(section, run_dir: Path) -> ml_collections.ConfigDict:
-    """A training stage's section with the recipe-level links resolved to paths."""
-    cfg = ml_collections.ConfigDict(section.to_dict())
-    with cfg.unlocked():
-        if "data" in cfg and _tokenizer_path(run_dir).exists() and not cfg.data.get("tokenizer"):
-            cfg.data.tokenizer = str(_tokenizer_path(run_dir))
-        data_from = cfg.get("data_from")
-        if data_from:
-            cfg.data.path = str(run_dir / data_from / "traces.jsonl")
-        for key in ("kind", "init_from", "data_from", "model_from"):
-            if key in cfg:
-                del cfg[key]
-    return cfg
+def _with_links(stage: Stage, run_dir: Path) -> Stage:
+    """A training stage with the recipe-level links resolved: the shared tokenizer (when the
+    stage names none) and ``data_from`` (the JSONL a rejection-sampling stage wrote)."""
+    data = stage.data
+    if _tokenizer_path(run_dir).exists() and not data.tokenizer:
+        data = dataclasses.replace(data, tokenizer=str(_tokenizer_path(run_dir)))
+    if stage.link("data_from"):
+        traces = run_dir / stage.link("data_from") / "traces.jsonl"
+        data = dataclasses.replace(data, path=str(traces))
+    return dataclasses.replace(stage, data=data)
 
 
-def _init_params(section, run_dir: Path):
+def _init_params(stage: Stage, run_dir: Path):
     """The final params of the stage named by ``init_from`` (None without one), restored onto
     the mesh the stage trains on (under several processes each holds only its shards)."""
-    from r1jax.sharding import MeshConfig, make_mesh
+    from r1jax.sharding import make_mesh
 
-    name = section.get("init_from")
+    name = stage.link("init_from")
     if not name:
         return None
-    mesh = make_mesh(MeshConfig.from_mapping(section.get("mesh") or {}))
-    _, params = load_params(run_dir / name, mesh=mesh)
+    _, params = load_params(run_dir / name, mesh=make_mesh(stage.mesh))
     return params
 
 
-def _run_tokenizer(section, stage_dir: Path, run_dir: Path) -> dict:
+def _run_tokenizer(stage: Stage, stage_dir: Path, run_dir: Path) -> dict:
     from r1jax.data import get_task, tokenizer_corpus, train_sentencepiece
 
-    task = get_task(section.task, **dict(section.get("task_options") or {}))
-    lines = tokenizer_corpus(task, section.num_examples, section.seed, layout="example")
+    tok = stage.tokenizer
+    task = get_task(tok.task, **dict(tok.task_options))
+    lines = tokenizer_corpus(task, tok.num_examples, tok.seed, layout="example")
     prefix = stage_dir / "tokenizer"
     if distributed.is_main_process():  # one writer; the stage's barrier publishes it
-        train_sentencepiece(lines, prefix, section.vocab_size)
+        train_sentencepiece(lines, prefix, tok.vocab_size)
     return {"tokenizer": f"{prefix}.model"}
 
 
-def _run_training(section, stage_dir: Path, run_dir: Path) -> dict:
-    from r1jax.train import grpo_run, loop
+def _run_training(stage: Stage, stage_dir: Path, run_dir: Path) -> dict:
+    from r1jax.train import loop
 
-    cfg = _stage_config(section, run_dir)
-    init = _init_params(section, run_dir)
-    if section.kind == "grpo":
-        return grpo_run.run(cfg, stage_dir, init_params=init)
-    return loop.run(cfg, stage_dir, init_params=init)
+    init = _init_params(stage, run_dir)
+    return loop.run(_with_links(stage, run_dir), stage_dir, init_params=init)
 
 
-def eval_examples(section) -> list[dict]:
-    """Held-out prompts of a built-in task (a seed the training stages do not use) or JSONL."""
-    from r1jax.data import RecordSource, get_task
+def _run_sampling(stage: Stage, stage_dir: Path, run_dir: Path) -> dict:
+    """An "eval" (summary + samples in the stage directory) or "rejection_sample" stage
+    (``traces.jsonl``) of the model ``model_from`` names."""
+    from r1jax.evaluation import stage as eval_stage
 
-    if section.get("path"):
-        source = RecordSource(section.path, purpose="rl")
-        return [source[i] for i in range(min(len(source), section.num_prompts))]
-    task = get_task(section.task, **dict(section.get("task_options") or {}))
-    return [task.example(i, seed=section.seed) for i in range(section.num_prompts)]
-
-
-def _settings(section):
-    from r1jax.evaluation import EvalSettings
-
-    fields = {k: section[k] for k in EvalSettings.__dataclass_fields__ if k in section}
-    if "ks" in fields:
-        fields["ks"] = tuple(fields["ks"])
-    return EvalSettings(**fields)
+    output = stage_dir if stage.kind == "eval" else stage_dir / "traces.jsonl"
+    source = run_dir / stage.link("model_from")
+    return eval_stage.run(stage, source, output, tokenizer_fallback=_tokenizer_path(run_dir))
 
 
-def _sampling_mesh(section):
-    """The section's ``mesh`` (data/fsdp/tensor sizes); without one, no mesh for a single
-    process and all devices as data across processes (each process samples its share)."""
-    from r1jax.sharding import MeshConfig, make_mesh
-
-    if section.get("mesh"):
-        return make_mesh(MeshConfig.from_mapping(section.mesh))
-    return make_mesh(MeshConfig(-1, 1, 1)) if jax.process_count() > 1 else None
-
-
-def _model_and_tokenizer(section, run_dir: Path):
-    """(model_config, params on the stage's mesh, tokenizer, mesh) of ``model_from``."""
-    from r1jax.data import load_tokenizer
-
-    source = run_dir / section.model_from
-    mesh = _sampling_mesh(section)
-    model_config, params = load_params(source, mesh=mesh)
-    tokenizer = find_tokenizer(source) or _tokenizer_path(run_dir)
-    return model_config, params, load_tokenizer(str(tokenizer)), mesh
-
-
-def _run_eval(section, stage_dir: Path, run_dir: Path) -> dict:
-    from r1jax.evaluation import evaluate
-
-    model_config, params, tokenizer, mesh = _model_and_tokenizer(section, run_dir)
-    return evaluate(
-        params,
-        model_config,
-        tokenizer,
-        eval_examples(section),
-        _settings(section),
-        output_dir=stage_dir,
-        mesh=mesh,
-    )
-
-
-def _run_rejection(section, stage_dir: Path, run_dir: Path) -> dict:
-    from r1jax.evaluation import RejectionSettings, rejection_sample
-
-    model_config, params, tokenizer, mesh = _model_and_tokenizer(section, run_dir)
-    filters = RejectionSettings(**dict(section.get("filters") or {}))
-    return rejection_sample(
-        params,
-        model_config,
-        tokenizer,
-        eval_examples(section),
-        _settings(section),
-        filters,
-        stage_dir / "traces.jsonl",
-        mesh=mesh,
-    )
-
-
-RUNNERS: dict[str, Callable[[Mapping, Path, Path], dict]] = {
+RUNNERS: dict[str, Callable[[Stage, Path, Path], dict]] = {
     "tokenizer": _run_tokenizer,
     "sft": _run_training,
     "distill": _run_training,
     "grpo": _run_training,
-    "eval": _run_eval,
-    "rejection_sample": _run_rejection,
+    "eval": _run_sampling,
+    "rejection_sample": _run_sampling,
 }
 
 
@@ -195,7 +134,8 @@ def run_recipe(
 ) -> dict[str, dict]:
     """Runs (or resumes) every stage of ``config`` in ``run_dir``; returns results by stage."""
     run_dir = Path(run_dir)
-    names = stage_names(config)
+    stages = typed_stages(config)
+    names = list(stages)
     if only is not None and only not in names:
         raise ValueError(f"--only={only!r}: not a stage of this recipe ({names})")
     results: dict[str, dict] = {}
@@ -208,9 +148,9 @@ def run_recipe(
         if only is not None and only != name:
             continue
         stage_dir.mkdir(parents=True, exist_ok=True)
-        section = config[name]
+        stage = stages[name]
         start = time.perf_counter()
-        result = dict(RUNNERS[section.kind](section, stage_dir, run_dir) or {})
+        result = dict(RUNNERS[stage.kind](stage, stage_dir, run_dir) or {})
         result["seconds"] = time.perf_counter() - start
         if distributed.is_main_process():
             done.write_text(json.dumps(result, indent=2, default=float))

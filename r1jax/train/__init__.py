@@ -9,9 +9,10 @@ Public API::
     state, metrics = step(state, batch)
 """
 
+from r1jax.config import DistillConfig, GRPOConfig, OptimConfig
 from r1jax.train import objectives
-from r1jax.train.objectives import DistillOptions, GRPOOptions, Objective
-from r1jax.train.optim import OptimConfig, make_optimizer, make_schedule
+from r1jax.train.objectives import Objective
+from r1jax.train.optim import make_optimizer, make_schedule
 from r1jax.train.state import (
     TrainState,
     abstract_train_state,
@@ -22,8 +23,8 @@ from r1jax.train.state import (
 from r1jax.train.step import batch_sharding, make_logprobs_fn, make_train_step
 
 __all__ = [
-    "DistillOptions",
-    "GRPOOptions",
+    "DistillConfig",
+    "GRPOConfig",
     "Objective",
     "OptimConfig",
     "TrainState",

@@ -12,12 +12,13 @@ Each iteration has three visible stages:
                truncated-IS correction) and takes mu jitted train steps on the batch.
 
 ``train`` runs that loop over explicit objects (tests and notebooks build them by hand);
-``run(config, workdir)`` builds them from a config (``configs/grpo_tiny.py``) and adds the
-metrics files, checkpoints with the data-iterator state, and the evaluation hook.
+``r1jax.train.grpo_job`` builds them from a config for the one training loop
+(``r1jax.train.loop``: metrics files, checkpoints with the data-iterator state, evaluation).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -27,28 +28,11 @@ import jax
 import numpy as np
 
 from r1jax import multihost
+from r1jax.config import GRPOConfig
 from r1jax.train import rl_metrics
 from r1jax.train import rollout as rollout_lib
-from r1jax.train.objectives import GRPOOptions
-from r1jax.train.rollout import RolloutOptions
 from r1jax.train.state import TrainState, refresh_frozen
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopOptions:
-    """Loop-level GRPO options (the rest of ``config.grpo``).
-
-    ``num_prompts``: groups per update (the batch has ``num_prompts * G`` rows).
-    ``mu``: inner updates per batch of rollouts; > 1 recomputes pi_old with the current params.
-    ``ref_refresh_every``: copy the policy into the reference every N steps (0 = never; only
-    meaningful with beta > 0, otherwise there is no reference).
-    """
-
-    num_prompts: int = 8
-    mu: int = 1
-    ref_refresh_every: int = 0
-    accuracy_key: str = "accuracy"
-    format_key: str = "format"
+from r1jax.train.step import batch_sharding
 
 
 @dataclasses.dataclass
@@ -60,7 +44,7 @@ class GRPOParts:
       one ``CompositeReward`` kept alive for the whole run (its pool is reused).
     step_fn / logprobs_fn: ``make_train_step(...)`` and ``make_logprobs_fn(...)``.
     mesh: the training mesh; with several processes each one samples and scores its share of
-    the prompts (``loop.num_prompts`` is the global count) and the batch is assembled on it.
+    the prompts (``grpo.num_prompts`` is the global count) and the batch is assembled on it.
     """
 
     sampler: Any
@@ -68,9 +52,7 @@ class GRPOParts:
     tokenizer: Any
     step_fn: Callable[[TrainState, dict], tuple[TrainState, dict]]
     logprobs_fn: Callable[[dict, dict], jax.Array] | None
-    rollout: RolloutOptions
-    loss: GRPOOptions
-    loop: LoopOptions
+    grpo: GRPOConfig
     pad_id: int = 0
     mesh: Any = None
 
@@ -78,7 +60,7 @@ class GRPOParts:
 def recomputes_old_logprobs(parts: GRPOParts) -> bool:
     """pi_old comes from the trainer when mu > 1 or under the TIS correction (which compares it
     with the sampler's log-probs); with mu = 1 and no TIS the sampler's log-probs are pi_old."""
-    return parts.loop.mu > 1 or parts.loss.tis_cap is not None
+    return parts.grpo.mu > 1 or parts.grpo.tis_cap is not None
 
 
 def update(state: TrainState, batch: dict, parts: GRPOParts) -> tuple[TrainState, dict]:
@@ -90,7 +72,7 @@ def update(state: TrainState, batch: dict, parts: GRPOParts) -> tuple[TrainState
     if recomputes_old_logprobs(parts):
         batch = dict(batch, old_logprobs=parts.logprobs_fn(state.params, batch))
     metrics = {}
-    for _ in range(parts.loop.mu):
+    for _ in range(parts.grpo.mu):
         state, metrics = parts.step_fn(state, batch)
     return state, {k: float(v) for k, v in jax.device_get(metrics).items()}
 
@@ -99,7 +81,7 @@ def sample_fn_for(state: TrainState, parts: GRPOParts, step: int):
     """``fn(prompts, round) -> SampleOutput``: the jitted sampler on the state's own params,
     keyed by (state key, step, round) so a resumed run draws the same samples."""
     key = jax.random.fold_in(state.key(), step)
-    opts = parts.rollout
+    opts = parts.grpo
     eos = parts.tokenizer.eos_id
     stop_ids = (eos,) if opts.stop_at_eos and eos is not None else ()
 
@@ -141,9 +123,13 @@ class _TimedReward:
 
 
 def grpo_iteration(
-    state: TrainState, data: Iterator[Mapping], parts: GRPOParts, step: int
+    state: TrainState, data: Iterator[Mapping], parts: GRPOParts, step: int, guard=None
 ) -> tuple[TrainState, dict[str, float]]:
-    """One GRPO iteration (the three stages of the module docstring); returns its metrics."""
+    """One GRPO iteration (the three stages of the module docstring); returns its metrics.
+
+    ``guard()``: the transfer guard the update runs under (the batch is placed on the mesh
+    explicitly before it); None runs the update unguarded.
+    """
     start = time.perf_counter()
     sample_fn, reward = _Timer(sample_fn_for(state, parts, step)), _TimedReward(parts.reward)
     rollout, info = rollout_lib.collect(  # 1. rollout: sampler (jit) + rewards (pool)
@@ -151,18 +137,21 @@ def grpo_iteration(
         sample_fn,
         reward,
         parts.tokenizer,
-        parts.rollout,
+        parts.grpo,
         num_prompts=local_num_prompts(parts),
         pad_id=parts.pad_id,
         all_done=multihost.all_processes,
     )
-    advantages = local_advantages(rollout.rewards, parts.rollout, parts.mesh)  # 2. batch
-    batch = rollout_lib.build_grpo_batch(rollout, advantages, parts.rollout)
+    advantages = local_advantages(rollout.rewards, parts.grpo, parts.mesh)  # 2. batch
+    batch = rollout_lib.build_grpo_batch(rollout, advantages, parts.grpo)
     if jax.process_count() > 1:  # this process's rows -> global arrays on the mesh
         batch = multihost.host_local_to_global(batch, parts.mesh)
+    elif parts.mesh is not None:  # explicit placement: the update may run under a guard
+        batch = jax.device_put(batch, batch_sharding(parts.mesh))
     update_start = time.perf_counter()
     state = maybe_refresh_reference(state, parts, step)
-    state, step_metrics = update(state, batch, parts)  # 3. update (jit)
+    with guard() if guard is not None else contextlib.nullcontext():
+        state, step_metrics = update(state, batch, parts)  # 3. update (jit)
     end = time.perf_counter()
     info = dynamic_counts(info, parts.mesh)
     metrics = rollout_metrics(rollout, parts) | info | rl_metrics.loss_metrics(step_metrics)
@@ -177,8 +166,8 @@ def grpo_iteration(
 
 def maybe_refresh_reference(state: TrainState, parts: GRPOParts, step: int) -> TrainState:
     """Copies the policy into the reference every ``ref_refresh_every`` steps (beta > 0 only)."""
-    every = parts.loop.ref_refresh_every
-    if parts.loss.beta > 0 and every > 0 and step > 0 and step % every == 0:
+    every = parts.grpo.ref_refresh_every
+    if parts.grpo.beta > 0 and every > 0 and step > 0 and step % every == 0:
         return refresh_frozen(state)
     return state
 
@@ -194,14 +183,14 @@ def dynamic_counts(info: dict[str, float], mesh=None) -> dict[str, float]:
 
 def local_num_prompts(parts: GRPOParts) -> int:
     """Groups this process samples per iteration: its data shard's share of
-    ``loop.num_prompts`` (all of them with one process or without a mesh)."""
+    ``grpo.num_prompts`` (all of them with one process or without a mesh)."""
     if parts.mesh is None or jax.process_count() == 1:
-        return parts.loop.num_prompts
-    shard = multihost.batch_feed(parts.mesh, parts.loop.num_prompts, "grpo.num_prompts")
-    return parts.loop.num_prompts // shard.count
+        return parts.grpo.num_prompts
+    shard = multihost.batch_feed(parts.mesh, parts.grpo.num_prompts, "grpo.num_prompts")
+    return parts.grpo.num_prompts // shard.count
 
 
-def local_advantages(rewards_R: np.ndarray, options: RolloutOptions, mesh=None) -> np.ndarray:
+def local_advantages(rewards_R: np.ndarray, options: GRPOConfig, mesh=None) -> np.ndarray:
     """Advantages of this process's rows, computed over the global batch (the same as one
     process holding every row; it matters for ``advantage_scale="batch"``).
 
@@ -225,12 +214,12 @@ def rollout_metrics(rollout: rollout_lib.Rollout, parts: GRPOParts) -> dict[str,
         rl_metrics.reward_metrics(
             rewards,
             {k: gather(v) for k, v in sorted(rollout.components.items())},
-            accuracy_key=parts.loop.accuracy_key,
-            format_key=parts.loop.format_key,
+            accuracy_key=parts.grpo.accuracy_key,
+            format_key=parts.grpo.format_key,
         )
         | rl_metrics.length_metrics(gather(rollout.lengths), np.where(truncated, "length", "stop"))
         | rl_metrics.reflection_stats(gather(rl_metrics.reflection_counts(rollout.completions)))
-        | rl_metrics.group_metrics(rewards, parts.rollout.num_samples)
+        | rl_metrics.group_metrics(rewards, parts.grpo.num_samples)
     )
 
 
@@ -247,16 +236,9 @@ def train(
     ``on_step(state, step, metrics)`` runs after each iteration (logging, checkpoints, eval).
     """
     history = []
-    for step in range(int(jax.device_get(state.step)) // parts.loop.mu, num_steps):
+    for step in range(int(jax.device_get(state.step)) // parts.grpo.mu, num_steps):
         state, metrics = grpo_iteration(state, data, parts, step)
         history.append(metrics)
         if on_step is not None:
             on_step(state, step, metrics)
     return state, history
-
-
-def run(config, workdir: str, *, init_params=None) -> dict[str, float]:
-    """``r1jax train`` for ``config.train.objective == "grpo"``; see ``r1jax.train.grpo_run``."""
-    from r1jax.train import grpo_run  # the config -> objects wiring lives in its own module
-
-    return grpo_run.run(config, workdir, init_params=init_params)

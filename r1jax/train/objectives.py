@@ -17,12 +17,11 @@ Batches (B rows, T positions, P prompt positions, K teacher top-k), all int32 un
     ``teacher_topk(forward(teacher, tokens))``, predicting token t + 1.
   GRPO: prompt_tokens, prompt_mask [B, P] (left-padded), completion_tokens, completion_mask
     [B, T], old_logprobs f32 [B, T], advantages f32 [B], and optionally sampler_logprobs f32 [B, T]
-    (needed when ``GRPOOptions.tis_cap`` is set).
+    (needed when ``GRPOConfig.tis_cap`` is set).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import NamedTuple
@@ -31,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from r1jax import losses
+from r1jax.config import DistillConfig, GRPOConfig
 from r1jax.model import ModelConfig, forward, hidden_states, logits_from_hidden
 
 
@@ -82,33 +82,17 @@ def sft_objective(params, frozen, batch, model_config, normalizer, options=None)
 # ---------------------------------------------------------------------------- distill
 
 
-@dataclasses.dataclass(frozen=True)
-class DistillOptions:
-    """``teacher``: "online" (run ``frozen`` with ``teacher_config`` each step) or "topk"
-    (precomputed ``teacher_topk_*`` in the batch). ``kind``/``beta``/``temperature`` as in
-    ``losses.distill_loss``."""
-
-    kind: str = "forward_kl"
-    beta: float = 0.5
-    temperature: float = 1.0
-    teacher: str = "online"
-    teacher_config: ModelConfig | None = None
-
-    def __post_init__(self):
-        if self.teacher not in ("online", "topk"):
-            raise ValueError(f"config.distill.teacher={self.teacher!r}; 'online' or 'topk'")
-        if self.teacher == "online" and self.teacher_config is None:
-            raise ValueError("distill teacher='online' needs the teacher's ModelConfig")
-
-
-def distill_objective(params, frozen, batch, model_config, normalizer, options: DistillOptions):
-    """Student-vs-teacher divergence on the target positions via ``losses.distill_loss``."""
+def distill_objective(
+    params, frozen, batch, model_config, normalizer, options: DistillConfig, teacher_config=None
+):
+    """Student-vs-teacher divergence on the target positions via ``losses.distill_loss``;
+    ``teacher == "online"`` runs ``frozen`` with ``teacher_config``, "topk" reads the batch."""
     _, mask = shifted_targets(batch)
     logits = _student_logits(params, batch, model_config)
     if options.teacher == "topk":
         teacher = (batch["teacher_topk_indices"][:, :-1], batch["teacher_topk_logprobs"][:, :-1])
     else:
-        teacher = jax.lax.stop_gradient(_student_logits(frozen, batch, options.teacher_config))
+        teacher = jax.lax.stop_gradient(_student_logits(frozen, batch, teacher_config))
     return losses.distill_loss(
         logits,
         teacher,
@@ -121,28 +105,6 @@ def distill_objective(params, frozen, batch, model_config, normalizer, options: 
 
 
 # ------------------------------------------------------------------------------ GRPO
-
-
-@dataclasses.dataclass(frozen=True)
-class GRPOOptions:
-    """Static GRPO loss options (the ``config.grpo`` section); see ``losses.grpo_loss``.
-
-    ``temperature``: the sampling temperature (log-probs are recomputed at it).
-    ``tis_cap``: None = no truncated-IS correction; else the batch carries ``sampler_logprobs``
-    and the weights min(exp(old - sampler), cap) multiply the policy-gradient term.
-    ``log_entropy``: compute the entropy for the metrics even when ``entropy_coef == 0``.
-    """
-
-    beta: float = 0.0
-    eps_low: float = 0.2
-    eps_high: float | None = None
-    aggregation: str = "seq_mean"
-    max_tokens: int | None = None
-    importance: str = "token"
-    temperature: float = 1.0
-    entropy_coef: float = 0.0
-    tis_cap: float | None = None
-    log_entropy: bool = True
 
 
 def grpo_inputs(batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -172,13 +134,13 @@ def completion_logprobs(params, batch, model_config: ModelConfig, temperature: f
     return losses.token_logprobs(logits, batch["completion_tokens"], temperature)
 
 
-def grpo_normalizer(batch: dict, options: GRPOOptions) -> jax.Array:
+def grpo_normalizer(batch: dict, options: GRPOConfig) -> jax.Array:
     return losses.batch_normalizer(
         batch["completion_mask"], options.aggregation, max_tokens=options.max_tokens
     )
 
 
-def grpo_objective(params, frozen, batch, model_config, normalizer, options: GRPOOptions):
+def grpo_objective(params, frozen, batch, model_config, normalizer, options: GRPOConfig):
     """Clipped-surrogate GRPO loss (``losses.grpo_loss``) of the current policy ``params``.
 
     ``frozen``: reference params, used (stop-gradient) when ``options.beta > 0``.
@@ -229,13 +191,21 @@ def sft(model_config: ModelConfig) -> Objective:
     return Objective("sft", loss, sft_normalizer)
 
 
-def distill(model_config: ModelConfig, options: DistillOptions) -> Objective:
-    """Logit distillation of the student ``model_config`` towards ``frozen`` or top-k targets."""
-    loss = functools.partial(_bind, distill_objective, model_config=model_config, options=options)
+def distill(
+    model_config: ModelConfig, options: DistillConfig, teacher_config: ModelConfig | None = None
+) -> Objective:
+    """Logit distillation of the student ``model_config`` towards ``frozen`` (the online
+    teacher, of ``teacher_config``) or top-k targets in the batch."""
+    if options.teacher not in ("online", "topk"):
+        raise ValueError(f"config.distill.teacher={options.teacher!r}; 'online' or 'topk'")
+    if options.teacher == "online" and teacher_config is None:
+        raise ValueError("distill teacher='online' needs the teacher's ModelConfig")
+    fn = functools.partial(distill_objective, teacher_config=teacher_config)
+    loss = functools.partial(_bind, fn, model_config=model_config, options=options)
     return Objective("distill", loss, sft_normalizer)
 
 
-def grpo(model_config: ModelConfig, options: GRPOOptions) -> Objective:
+def grpo(model_config: ModelConfig, options: GRPOConfig) -> Objective:
     """The GRPO objective; the state needs ``frozen`` (the reference) iff ``options.beta > 0``."""
     loss = functools.partial(_bind, grpo_objective, model_config=model_config, options=options)
     return Objective("grpo", loss, functools.partial(grpo_normalizer, options=options))

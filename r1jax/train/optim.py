@@ -6,61 +6,22 @@ and biases are excluded), and global-norm gradient clipping applied before the A
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
-
 import jax
 import optax
 
-SCHEDULES = ("cosine", "constant", "linear")
+from r1jax.config.schema import OptimConfig
+
 # Param-tree leaf names that never get weight decay (norm scales, biases).
 _NO_DECAY_MARKERS = ("norm", "bias")
 
 
-@dataclasses.dataclass(frozen=True)
-class OptimConfig:
-    """Optimizer hyper-parameters (the ``config.optim`` section).
-
-    ``schedule``: "cosine" (linear warm-up to ``learning_rate`` then cosine to
-    ``learning_rate * end_lr_ratio`` at ``total_steps``), "linear" (warm-up then linear decay to the
-    same end value) or "constant" (warm-up then flat). ``grad_clip_norm=None`` or 0 disables
-    clipping.
-    """
-
-    learning_rate: float = 3e-4
-    schedule: str = "cosine"
-    warmup_steps: int = 0
-    total_steps: int = 1000
-    end_lr_ratio: float = 0.1
-    b1: float = 0.9
-    b2: float = 0.95
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    grad_clip_norm: float | None = 1.0
-
-    def __post_init__(self):
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"config.optim.schedule={self.schedule!r}; one of {SCHEDULES}")
-        if self.warmup_steps < 0 or self.total_steps < 1:
-            raise ValueError(
-                f"config.optim: need warmup_steps >= 0 and total_steps >= 1, got "
-                f"{self.warmup_steps}, {self.total_steps}"
-            )
-
-    @classmethod
-    def from_mapping(cls, cfg: Mapping) -> OptimConfig:
-        cfg = dict(cfg)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(cfg) - names
-        if unknown:
-            raise ValueError(
-                f"config.optim: unknown fields {sorted(unknown)}; known {sorted(names)}"
-            )
-        return cls(**cfg)
-
-
 def make_schedule(cfg: OptimConfig) -> optax.Schedule:
     """Learning rate as a function of the optimizer step count."""
+    if cfg.schedule != "constant" and cfg.total_steps < 1:
+        raise ValueError(
+            f"config.optim.total_steps must be >= 1 for a {cfg.schedule} schedule (0 means "
+            "the stage's train.steps and is filled in by r1jax.config.typed)"
+        )
     peak, warmup = cfg.learning_rate, cfg.warmup_steps
     end = peak * cfg.end_lr_ratio
     decay_steps = max(cfg.total_steps - warmup, 1)

@@ -9,7 +9,7 @@ Advantages are computed here, on the WHOLE assembled batch of Q complete groups,
 step splits it into micro-batches (SPEC section 11: a micro-batch smaller than G must never
 regroup rewards).
 
-The switches that the field converged on after R1 (``RolloutOptions``):
+The switches that the field converged on after R1 (``GRPOConfig``):
   - DAPO dynamic sampling: groups whose G rewards are all equal carry no gradient; they are
     dropped and further prompts are sampled until Q groups are kept or ``max_sampling_rounds``
     is reached (then the batch is filled up with dropped groups, counted, to keep shapes fixed);
@@ -30,39 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import losses
+from r1jax.config import GRPOConfig
 from r1jax.rewards.shaping import overlong_penalty
-
-
-@dataclasses.dataclass(frozen=True)
-class RolloutOptions:
-    """Sampling, scoring and advantage options of the rollout (part of ``config.grpo``)."""
-
-    num_samples: int = 8  # G
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    stop_strings: tuple[str, ...] = ()
-    stop_at_eos: bool = True
-    dynamic_sampling: bool = False
-    max_sampling_rounds: int = 4
-    mask_truncated: bool = False
-    overlong_cache: int = 0  # L_cache in tokens; 0 = no soft overlong penalty
-    overlong_weight: float = 1.0
-    advantage_scale: str = "group"  # "group" | "batch" | "none" (Dr. GRPO)
-    advantage_baseline: str = "mean"  # "mean" | "leave_one_out" (RLOO)
-    keep_sampler_logprobs: bool = False  # the batch carries sampler_logprobs (TIS)
-
-    def __post_init__(self):
-        if self.num_samples < 1 or self.max_new_tokens < 1 or self.max_sampling_rounds < 1:
-            raise ValueError(
-                "config.grpo: num_samples, max_new_tokens and max_sampling_rounds must be >= 1"
-            )
-        if not 0 <= self.overlong_cache <= self.max_new_tokens:
-            raise ValueError(
-                f"config.grpo.overlong_cache={self.overlong_cache}: need 0 <= it <= "
-                f"max_new_tokens={self.max_new_tokens}"
-            )
 
 
 @dataclasses.dataclass
@@ -126,7 +95,7 @@ def repeat_fields(fields: Mapping[str, Sequence], rows: np.ndarray, group_size: 
     return {k: [v[i] for i in rows for _ in range(group_size)] for k, v in fields.items()}
 
 
-def compute_advantages(rewards_R: np.ndarray, options: RolloutOptions) -> np.ndarray:
+def compute_advantages(rewards_R: np.ndarray, options: GRPOConfig) -> np.ndarray:
     """``losses.group_advantages`` over the whole batch of complete groups: f32 [R]."""
     adv = losses.group_advantages(
         jnp.asarray(rewards_R, jnp.float32),
@@ -180,7 +149,7 @@ def take_groups(rollout: Rollout, groups: np.ndarray, group_size: int) -> Rollou
     return Rollout(**picked)
 
 
-def build_grpo_batch(rollout: Rollout, advantages_R: np.ndarray, options: RolloutOptions) -> dict:
+def build_grpo_batch(rollout: Rollout, advantages_R: np.ndarray, options: GRPOConfig) -> dict:
     """The train step's GRPO batch (``r1jax.train.objectives``): NumPy leaves with R rows.
 
     ``old_logprobs`` are the sampler's (pi_old for mu = 1); the loop replaces them with the
@@ -263,7 +232,7 @@ def collect(
     sample_fn: Callable[[list[list[int]], int], Any],
     reward,
     tokenizer,
-    options: RolloutOptions,
+    options: GRPOConfig,
     *,
     num_prompts: int,
     pad_id: int = 0,

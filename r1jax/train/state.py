@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 
 from r1jax.checkpoint import with_shardings
 from r1jax.model import ModelConfig, abstract_params, init_params, param_shardings
+from r1jax.sharding import current_rules
 
 
 @jax.tree_util.register_dataclass
@@ -65,20 +66,19 @@ def train_state_shardings(
     mesh,
     *,
     frozen_config: ModelConfig | None = None,
-    rules=None,
 ) -> TrainState:
     """A ``TrainState`` of ``NamedSharding`` leaves for ``mesh``.
 
     ``frozen_config``: the ``ModelConfig`` of the frozen params (the policy's own config for a
     GRPO reference, the teacher's for distillation), or None when there are none.
     """
-    p_shard = param_shardings(model_config, mesh, rules)
+    p_shard = param_shardings(model_config, mesh)
     abstract_opt = jax.eval_shape(optimizer.init, abstract_params(model_config))
     rep = _replicated(mesh)
     opt_shard = optax.tree_map_params(
         optimizer, lambda _, s: s, abstract_opt, p_shard, transform_non_params=lambda _: rep
     )
-    frozen = None if frozen_config is None else param_shardings(frozen_config, mesh, rules)
+    frozen = None if frozen_config is None else param_shardings(frozen_config, mesh)
     return TrainState(
         step=rep, params=p_shard, opt_state=opt_shard, rng=rep, skipped=rep, frozen=frozen
     )
@@ -90,13 +90,10 @@ def abstract_train_state(
     mesh,
     *,
     frozen_config: ModelConfig | None = None,
-    rules=None,
     rng_impl=None,
 ) -> TrainState:
     """``jax.ShapeDtypeStruct`` leaves carrying their target shardings (restore targets)."""
-    shardings = train_state_shardings(
-        model_config, optimizer, mesh, frozen_config=frozen_config, rules=rules
-    )
+    shardings = train_state_shardings(model_config, optimizer, mesh, frozen_config=frozen_config)
 
     def make(key):
         params = abstract_params(model_config)
@@ -123,7 +120,6 @@ def create_train_state(
     params: dict | None = None,
     frozen: dict | None = None,
     frozen_config: ModelConfig | None = None,
-    rules=None,
 ) -> TrainState:
     """A fresh state, created directly in its shards.
 
@@ -142,14 +138,12 @@ def create_train_state(
         frozen_config = None
     elif frozen_config is None:
         frozen_config = model_config
-    shardings = train_state_shardings(
-        model_config, optimizer, mesh, frozen_config=frozen_config, rules=rules
-    )
+    shardings = train_state_shardings(model_config, optimizer, mesh, frozen_config=frozen_config)
     if params is None:
-        state = _init_state_fn(model_config, optimizer, mesh, rules)(rng)
+        state = _init_state_fn(model_config, optimizer, mesh, current_rules())(rng)
     else:  # a copy: the state's buffers are donated to the step, the caller's stay valid
         params = jax.device_put(params, shardings.params, may_alias=False)
-        state = _from_params_fn(model_config, optimizer, mesh, rules)(params, rng)
+        state = _from_params_fn(model_config, optimizer, mesh, current_rules())(params, rng)
     if frozen is not None:
         frozen = jax.device_put(frozen, shardings.frozen, may_alias=False)
     return state.replace(frozen=frozen)
@@ -169,7 +163,7 @@ def _fresh_state(optimizer, params, key) -> TrainState:
 # Cached per (config, optimizer, mesh, rules): building a state again does not recompile.
 @functools.lru_cache(maxsize=16)
 def _init_state_fn(model_config, optimizer, mesh, rules):
-    shardings = train_state_shardings(model_config, optimizer, mesh, rules=rules)
+    shardings = train_state_shardings(model_config, optimizer, mesh)
 
     def init(rng):
         init_key, state_key = jax.random.split(rng)
@@ -180,7 +174,7 @@ def _init_state_fn(model_config, optimizer, mesh, rules):
 
 @functools.lru_cache(maxsize=16)
 def _from_params_fn(model_config, optimizer, mesh, rules):
-    shardings = train_state_shardings(model_config, optimizer, mesh, rules=rules)
+    shardings = train_state_shardings(model_config, optimizer, mesh)
 
     def init(params, rng):
         return _fresh_state(optimizer, params, jax.random.split(rng)[1])

@@ -24,28 +24,28 @@ def _assert_same(a, b):
     jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
 
 
+def _args(direction, source, target) -> list[str]:
+    return [
+        f"--config.convert.direction={direction}",
+        f"--config.convert.input={source}",
+        f"--config.convert.output={target}",
+        "--config.mesh.data=1",
+        "--config.mesh.fsdp=-1",
+    ]
+
+
 def test_hf_to_r1jax_to_hf_round_trip(tmp_path):
     params = init_params(CONFIG, jax.random.key(3))
     hf.save(tmp_path / "hf", CONFIG, params)
     (tmp_path / "hf" / "tokenizer.json").write_text("{}")  # travels with the weights
 
-    assert (
-        convert.main(
-            ["hf-to-r1jax", "--input", str(tmp_path / "hf"), "--output", str(tmp_path / "ours")]
-        )
-        == 0
-    )
+    assert convert.main(_args("hf-to-r1jax", tmp_path / "hf", tmp_path / "ours")) == 0
     config, loaded = load_params(tmp_path / "ours")
     assert config == CONFIG
     _assert_same(loaded, params)
     assert (tmp_path / "ours" / "tokenizer.json").exists()
 
-    assert (
-        convert.main(
-            ["r1jax-to-hf", "--input", str(tmp_path / "ours"), "--output", str(tmp_path / "back")]
-        )
-        == 0
-    )
+    assert convert.main(_args("r1jax-to-hf", tmp_path / "ours", tmp_path / "back")) == 0
     config2, back = hf.load(tmp_path / "back")
     assert config2 == CONFIG
     _assert_same(back, params)
@@ -54,7 +54,8 @@ def test_hf_to_r1jax_to_hf_round_trip(tmp_path):
 def test_load_params_onto_a_mesh_and_bf16_export(tmp_path):
     from jax.sharding import PartitionSpec as P
 
-    from r1jax.sharding import MeshConfig, make_mesh
+    from r1jax.config import MeshConfig
+    from r1jax.sharding import make_mesh
 
     params = init_params(CONFIG, jax.random.key(4))
     save_params(tmp_path / "run", CONFIG, params)
@@ -64,13 +65,8 @@ def test_load_params_onto_a_mesh_and_bf16_export(tmp_path):
     _assert_same(sharded, params)
     convert.main(
         [
-            "r1jax-to-hf",
-            "--input",
-            str(tmp_path / "run"),
-            "--output",
-            str(tmp_path / "bf16"),
-            "--dtype",
-            "bfloat16",
+            *_args("r1jax-to-hf", tmp_path / "run", tmp_path / "bf16"),
+            "--config.convert.dtype=bfloat16",
         ]
     )
     config, low = hf.load(tmp_path / "bf16")

@@ -7,6 +7,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from r1jax import sharding
+from r1jax.config import section
 from r1jax.model import ModelConfig, forward, init_params, param_shardings
 
 CONFIG = ModelConfig(
@@ -88,14 +89,53 @@ def test_mesh_config_resolves_the_rest_and_rejects_bad_sizes():
         sharding.MeshConfig(-1, 3, 1).resolve(8)
     with pytest.raises(ValueError, match="needs 4 devices"):
         sharding.MeshConfig(2, 2, 1).resolve(8)
-    with pytest.raises(ValueError, match="unknown axes"):
-        sharding.MeshConfig.from_mapping({"dp": 2})
+    with pytest.raises(ValueError, match="did you mean config.mesh.data"):
+        section(sharding.MeshConfig, {"dat": 2}, "config.mesh")
 
 
 def test_rules_reject_a_mesh_axis_used_twice():
     rules = sharding.ShardingRules.from_mapping({"mlp": "fsdp"})
     with pytest.raises(ValueError, match="used twice"):
         rules.spec(("embed", "mlp"), (8, 8), {"data": 1, "fsdp": 2, "tensor": 1})
+
+
+def test_rules_from_the_mesh_config_are_ambient_and_constrain_obeys_them():
+    x = jnp.ones((8, 16))
+    # Rules are read when a function is traced: a fresh function per rules table.
+    fn = lambda: jax.jit(lambda x: sharding.constrain(x * 2, ("batch", "act_embed")))
+    try:
+        mesh = sharding.make_mesh(sharding.MeshConfig(1, 1, 8))
+        assert sharding.current_rules() == sharding.ShardingRules()
+        with jax.set_mesh(mesh):
+            assert fn()(x).sharding.is_fully_replicated
+        rules = {"act_embed": ("tensor",), "mlp": ()}
+        mesh = sharding.make_mesh(sharding.MeshConfig(1, 1, 8, rules=rules))
+        assert sharding.current_rules().mesh_axes("act_embed") == ("tensor",)
+        with jax.set_mesh(mesh):
+            assert fn()(x).sharding.spec == P(None, "tensor")
+        assert param_shardings(CONFIG, mesh)["layers"]["gate"].spec == P(None, None, None)
+    finally:
+        sharding.set_rules(sharding.ShardingRules())
+
+
+def test_replicated_large_leaves_warn_or_fail_when_strict():
+    mesh = _mesh((8, 1, 1))  # pure data parallel: every parameter is replicated
+    place = lambda shape, axes: jax.device_put(
+        jnp.zeros(shape), sharding.named_sharding(mesh, axes, shape)
+    )
+    tree = {
+        "big": place((64, 32), (None, None)),
+        "split": place((64, 32), ("batch", None)),
+        "small": place((4,), (None,)),
+    }
+    config = sharding.MeshConfig(replicated_warn_size=1024)
+    with pytest.warns(UserWarning, match=r"1 leaves .*\['big'\]\(64, 32\)"):
+        assert sharding.report_replication(tree, config) == ["['big'](64, 32)"]
+    with pytest.raises(ValueError, match="mesh.strict=True"):
+        sharding.report_replication(
+            tree, sharding.MeshConfig(replicated_warn_size=1024, strict=True)
+        )
+    assert sharding.report_replication(tree, sharding.MeshConfig()) == []  # under the threshold
 
 
 def test_constrain_is_a_no_op_without_a_mesh():

@@ -163,7 +163,7 @@ def test_bf16_compute_stays_close_to_fp32(params):
 def test_config_rejects_bad_fields():
     with pytest.raises(ValueError, match="num_kv_heads"):
         ModelConfig(num_heads=4, num_kv_heads=3)
-    with pytest.raises(ValueError, match="unknown fields"):
+    with pytest.raises(ValueError, match="unknown key; did you mean config.model.hidden_size"):
         ModelConfig.from_mapping({"hiden_size": 3})
     with pytest.raises(ValueError, match="remat_policy"):
         ModelConfig(remat_policy="sometimes")

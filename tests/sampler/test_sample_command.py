@@ -41,9 +41,10 @@ def test_sample_command_writes_g_completions_per_prompt(checkpoint, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": "What is 2+3?"}) + "\n")
     out = tmp_path / "out.jsonl"
-    argv = ["--checkpoint", str(checkpoint), "--prompt", "hi", "--prompts-file", str(prompts)]
-    argv += ["--num-samples", "2", "--max-new-tokens", "5", "--temperature", "0.8"]
-    argv += ["--top-p", "0.9", "--output", str(out)]
+    argv = [f"--config.model_from={checkpoint}", "--config.sample.prompts=('hi',)"]
+    argv += [f"--config.sample.prompts_file={prompts}", "--config.sample.num_samples=2"]
+    argv += ["--config.sample.max_new_tokens=5", "--config.sample.temperature=0.8"]
+    argv += ["--config.sample.top_p=0.9", f"--config.output={out}"]
     assert sample.main(argv) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["prompt_index"], r["sample"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
@@ -56,9 +57,11 @@ def test_sample_command_writes_g_completions_per_prompt(checkpoint, tmp_path):
 
 def test_sample_command_rejects_bad_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a directory"):
-        sample.main(["--checkpoint", str(tmp_path / "nope"), "--prompt", "x"])
+        sample.main([f"--config.model_from={tmp_path / 'nope'}"])
     with pytest.raises(ValueError, match="not recognised"):
-        sample.main(["--checkpoint", str(tmp_path), "--prompt", "x"])
+        sample.main([f"--config.model_from={tmp_path}"])
+    with pytest.raises(ValueError, match="needs --config.model_from"):
+        sample.main([])
     bad = tmp_path / "p.jsonl"
     bad.write_text('{"text": "no prompt field"}\n')
     with pytest.raises(ValueError, match=r"p.jsonl:1: expected a JSON object"):

@@ -110,8 +110,9 @@ def dump_params(params, path: str) -> None:
 
 
 def setup(mc):
+    from r1jax.config import OptimConfig
     from r1jax.sharding import MeshConfig, make_mesh
-    from r1jax.train.optim import OptimConfig, make_optimizer
+    from r1jax.train.optim import make_optimizer
 
     mesh = make_mesh(MeshConfig(data=-1, fsdp=2, tensor=1))
     optim = make_optimizer(OptimConfig(learning_rate=1e-3, schedule="constant", total_steps=10))

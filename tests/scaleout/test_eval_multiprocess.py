@@ -46,13 +46,15 @@ def checkpoint(tmp_path_factory) -> pathlib.Path:
 @pytest.mark.slow
 def test_eval_on_two_processes_equals_one_process(checkpoint, tmp_path):
     common = [
-        "eval", f"--checkpoint={checkpoint}", "--task=arithmetic", "--num-prompts=20", "-k", "2",
-        "--temperature=1", "--max-new-tokens=12", "--prompts-per-batch=12", "--mesh=-1,1,1",
+        "eval", f"--config.model_from={checkpoint}", "--config.eval.task=arithmetic",
+        "--config.eval.num_prompts=20", "--config.eval.num_samples=2",
+        "--config.eval.temperature=1", "--config.eval.max_new_tokens=12",
+        "--config.eval.prompts_per_batch=12", "--config.mesh.data=-1",
     ]  # fmt: skip
     one, two = tmp_path / "one", tmp_path / "two"
-    r1jax_on_one_process(*common, f"--output={one}")
-    out = r1jax_on_two_processes(*common, f"--output={two}")
-    assert "[p0] 20 questions x 2 samples on 8 device(s) in 2 process(es)" in out
+    r1jax_on_one_process(*common, f"--config.output={one}")
+    out = r1jax_on_two_processes(*common, f"--config.output={two}")
+    assert "[p0] eval: 20 questions x 2 samples on 8 device(s) in 2 process(es)" in out
     assert "[p0]" in out and "pass@1" in out and "[p1]   " not in out  # process 0 reports
 
     read = lambda d: [json.loads(line) for line in (d / "samples.jsonl").read_text().splitlines()]

@@ -5,8 +5,9 @@ import pathlib
 
 import pytest
 
-from r1jax import mesh_presets
-from r1jax.sharding import MeshConfig, make_mesh
+from r1jax.config import mesh_presets, typed
+from r1jax.config.flags import parse_config
+from r1jax.sharding import make_mesh
 
 CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "meshes.py"
 
@@ -23,8 +24,22 @@ def test_preset_sizes_multiply_to_its_devices_and_config_matches(name):
     preset = mesh_presets.get(name)
     assert preset.mesh.resolve(preset.devices) == (preset.data, preset.fsdp, preset.tensor)
     config = load_config(name)
-    assert MeshConfig.from_mapping(config.mesh) == preset.mesh
-    assert preset.flags()[1] == f"--config.mesh.fsdp={preset.fsdp}"
+    mesh = typed(config).mesh
+    assert (mesh.data, mesh.fsdp, mesh.tensor) == preset.axes and mesh.preset == name
+    assert preset.flags() == [f"--config.mesh.preset={name}"]
+
+
+def test_a_preset_is_one_override_and_conflicting_axes_are_an_error():
+    config, _ = parse_config(
+        ["--config=configs/grpo_tiny.py", "--config.mesh.preset=v5p-64"], command="t", default="x"
+    )
+    assert (typed(config).mesh.data, typed(config).mesh.fsdp) == (2, 16)
+    config.mesh.fsdp = 4
+    with pytest.raises(ValueError, match="set one or the other"):
+        typed(config)
+    config.mesh.update(fsdp=1, preset="no-such-slice")
+    with pytest.raises(ValueError, match="unknown mesh preset"):
+        typed(config)
 
 
 @pytest.mark.parametrize("name", ["cpu-8", "v5e-8", "8xH100"])

@@ -10,14 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from r1jax.config import GRPOConfig, OptimConfig
 from r1jax.model import ModelConfig
 from r1jax.rewards.compose import RewardResult
 from r1jax.sampling import Sampler
 from r1jax.sharding import MeshConfig, make_mesh
 from r1jax.train import objectives
-from r1jax.train.grpo import GRPOParts, LoopOptions
-from r1jax.train.optim import OptimConfig, make_optimizer
-from r1jax.train.rollout import RolloutOptions
+from r1jax.train.grpo import GRPOParts
+from r1jax.train.optim import make_optimizer
 from r1jax.train.state import create_train_state, refresh_frozen
 from r1jax.train.step import make_logprobs_fn, make_train_step
 
@@ -96,8 +96,27 @@ def _sampler():
     return Sampler(CONFIG, mesh=_mesh(), buckets=(PROMPT_LEN,))
 
 
+# The toy run's GRPO section; ``toy(**changes)`` varies it (explicit beta: no reference).
+TOY = GRPOConfig(
+    num_prompts=4, num_samples=8, max_new_tokens=6, stop_at_eos=False, stop_strings=(), beta=0.0
+)
+LOSS_FIELDS = (
+    "beta", "eps_low", "eps_high", "aggregation", "max_tokens", "importance", "temperature",
+    "entropy_coef", "tis_cap", "log_entropy",
+)  # fmt: skip
+
+
+def toy(**changes) -> GRPOConfig:
+    return dataclasses.replace(TOY, **changes)
+
+
+def _loss_options(grpo: GRPOConfig) -> GRPOConfig:
+    """``grpo`` with only the loss's fields kept (the compile cache's key)."""
+    return toy(**{name: getattr(grpo, name) for name in LOSS_FIELDS})
+
+
 @functools.cache
-def _compiled(loss: objectives.GRPOOptions, num_microbatches: int, learning_rate: float):
+def _compiled(loss: GRPOConfig, num_microbatches: int, learning_rate: float):
     """(optimizer, step_fn, logprobs_fn), shared by every test with the same options: each
     distinct set compiles once per session."""
     optimizer = make_optimizer(
@@ -117,28 +136,23 @@ def _compiled(loss: objectives.GRPOOptions, num_microbatches: int, learning_rate
 
 @functools.cache
 def _initial_state(learning_rate: float, seed: int):
-    optimizer = _compiled(objectives.GRPOOptions(), 1, learning_rate)[0]
+    optimizer = _compiled(TOY, 1, learning_rate)[0]
     return create_train_state(CONFIG, optimizer, jax.random.key(seed), _mesh())
 
 
 def make_parts(
     *,
     reward=None,
-    rollout: RolloutOptions | None = None,
-    loss: objectives.GRPOOptions | None = None,
-    loop: LoopOptions | None = None,
+    grpo: GRPOConfig = TOY,
     learning_rate: float = 1e-2,
     num_microbatches: int = 1,
     seed: int = 0,
 ):
     """(state, parts) of a toy GRPO run: a fresh copy of the initial state (the step donates
     it), compiled functions shared between calls."""
-    rollout = rollout or RolloutOptions(num_samples=8, max_new_tokens=6, stop_at_eos=False)
-    loss = loss or objectives.GRPOOptions(temperature=rollout.temperature)
-    loop = loop or LoopOptions(num_prompts=4)
-    _, step_fn, logprobs_fn = _compiled(loss, num_microbatches, learning_rate)
+    _, step_fn, logprobs_fn = _compiled(_loss_options(grpo), num_microbatches, learning_rate)
     state = jax.tree.map(jnp.copy, _initial_state(learning_rate, seed))
-    if loss.beta > 0:
+    if grpo.beta > 0:
         state = refresh_frozen(state)
     parts = GRPOParts(
         sampler=_sampler(),
@@ -146,9 +160,7 @@ def make_parts(
         tokenizer=CharTokenizer(),
         step_fn=step_fn,
         logprobs_fn=logprobs_fn,
-        rollout=rollout,
-        loss=loss,
-        loop=loop,
+        grpo=grpo,
     )
     return state, parts
 

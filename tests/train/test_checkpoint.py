@@ -12,11 +12,12 @@ import numpy as np
 from train_common import TINY, mesh_of
 
 from r1jax.checkpoint import Checkpointer
-from r1jax.train.optim import OptimConfig, make_optimizer
+from r1jax.config import OptimConfig
+from r1jax.train.optim import make_optimizer
 from r1jax.train.preemption import PreemptionGuard
 from r1jax.train.state import abstract_train_state, create_train_state, refresh_frozen
 
-OPTIMIZER = make_optimizer(OptimConfig(learning_rate=1e-3, weight_decay=0.1))
+OPTIMIZER = make_optimizer(OptimConfig(learning_rate=1e-3, weight_decay=0.1, total_steps=1000))
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -47,14 +48,15 @@ import os, signal, time, sys
 import jax, jax.numpy as jnp
 from r1jax.model import ModelConfig
 from r1jax.checkpoint import Checkpointer
-from r1jax.train.optim import OptimConfig, make_optimizer
+from r1jax.config import OptimConfig
+from r1jax.train.optim import make_optimizer
 from r1jax.train.state import create_train_state
 from train_common import mesh_of
 
 # Large enough (~60M floats with Adam moments) that the save takes a while.
 config = ModelConfig(vocab_size=64, hidden_size=512, num_layers=12, num_heads=8,
                      num_kv_heads=8, head_dim=64, mlp_dim=1024)
-optimizer = make_optimizer(OptimConfig())
+optimizer = make_optimizer(OptimConfig(total_steps=1000))
 state = create_train_state(config, optimizer, jax.random.key(0), mesh_of((2, 1, 1)))
 ckpt = Checkpointer(sys.argv[1], save_every=1)
 ckpt.save(state, data_state={"index": 1}); ckpt.wait()
@@ -95,7 +97,7 @@ def test_save_killed_midway_leaves_previous_checkpoint_restorable(tmp_path):
         head_dim=64,
         mlp_dim=1024,
     )
-    optimizer = make_optimizer(OptimConfig())
+    optimizer = make_optimizer(OptimConfig(total_steps=1000))
     ckpt = Checkpointer(directory, save_every=1)
     assert ckpt.latest_step() == 0
     target = abstract_train_state(config, optimizer, mesh_of((2, 1, 1)))

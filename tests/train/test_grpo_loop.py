@@ -13,11 +13,10 @@ from grpo_toy import (
     make_parts,
     prompt_batches,
     replace,
+    toy,
 )
 
-from r1jax.train import grpo, objectives
-from r1jax.train.grpo import LoopOptions
-from r1jax.train.rollout import RolloutOptions
+from r1jax.train import grpo
 
 G, NUM_PROMPTS = 8, 4
 
@@ -91,7 +90,7 @@ def _copy(tree):
 
 
 def test_mu_gt_1_recomputes_old_logprobs_before_the_first_inner_update():
-    state, parts = make_parts(loop=LoopOptions(num_prompts=NUM_PROMPTS, mu=2))
+    state, parts = make_parts(grpo=toy(num_prompts=NUM_PROMPTS, mu=2))
     parts, step_spy, logprobs_spy = _spied(parts)
     params_before = _copy(state.params)
     # Sampler log-probs replaced by a marker, so pi_old's origin is visible.
@@ -153,9 +152,7 @@ def test_beta_zero_keeps_no_reference():
 
 
 def test_beta_positive_keeps_and_refreshes_the_reference():
-    loss = objectives.GRPOOptions(beta=0.1)
-    loop = LoopOptions(num_prompts=NUM_PROMPTS, ref_refresh_every=2)
-    state, parts = make_parts(loss=loss, loop=loop)
+    state, parts = make_parts(grpo=toy(beta=0.1, num_prompts=NUM_PROMPTS, ref_refresh_every=2))
     initial = _copy(state.params)
     seen = []
 
@@ -172,7 +169,7 @@ def test_beta_positive_keeps_and_refreshes_the_reference():
 
 
 def test_dynamic_sampling_and_truncation_switches_in_the_loop():
-    rollout = RolloutOptions(
+    options = toy(
         num_samples=G,
         max_new_tokens=6,
         stop_at_eos=False,
@@ -181,7 +178,7 @@ def test_dynamic_sampling_and_truncation_switches_in_the_loop():
         mask_truncated=True,
         overlong_cache=2,
     )
-    state, parts = make_parts(rollout=rollout)
+    state, parts = make_parts(grpo=options)
     parts, step_spy, _ = _spied(parts)
     state, metrics = grpo.grpo_iteration(state, prompt_batches(NUM_PROMPTS), parts, 0)
     (_, batch), _ = step_spy.calls[0]
@@ -191,11 +188,8 @@ def test_dynamic_sampling_and_truncation_switches_in_the_loop():
 
 
 def test_tis_and_gspo_and_entropy_options_run():
-    rollout = RolloutOptions(
-        num_samples=G, max_new_tokens=6, stop_at_eos=False, keep_sampler_logprobs=True
-    )
-    loss = objectives.GRPOOptions(tis_cap=2.0, importance="sequence", entropy_coef=0.01)
-    state, parts = make_parts(rollout=rollout, loss=loss)
+    options = toy(num_samples=G, tis_cap=2.0, importance="sequence", entropy_coef=0.01)
+    state, parts = make_parts(grpo=options)
     parts, step_spy, logprobs_spy = _spied(parts)
     state, metrics = grpo.grpo_iteration(state, prompt_batches(NUM_PROMPTS), parts, 0)
     (_, batch), _ = step_spy.calls[0]

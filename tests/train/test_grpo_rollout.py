@@ -5,12 +5,18 @@ import dataclasses
 import numpy as np
 import pytest
 
+from r1jax.config import GRPOConfig
 from r1jax.rewards.shaping import overlong_penalty
 from r1jax.sampling import SampleOutput
 from r1jax.train import rl_metrics
 from r1jax.train import rollout as R
 
 G = 4
+
+
+def options(**changes) -> GRPOConfig:
+    """The rollout tests' GRPO section: no stop strings, 256 new tokens unless changed."""
+    return GRPOConfig(**{"max_new_tokens": 256, "stop_strings": (), **changes})
 
 
 class Tok:
@@ -91,7 +97,7 @@ def constant_for_even(prompt):  # prompts with an odd first id (even k) get equa
 
 
 def test_b_prompts_give_b_times_g_completions_with_fields_repeated():
-    reward, opts = ScriptedReward(), R.RolloutOptions(num_samples=G, max_new_tokens=5)
+    reward, opts = ScriptedReward(), options(num_samples=G, max_new_tokens=5)
     data = batches(range(100), 3)
     rollout, info = R.collect(
         lambda r: next(data), fake_sampler(varied), reward, Tok(), opts, num_prompts=3
@@ -107,7 +113,7 @@ def test_b_prompts_give_b_times_g_completions_with_fields_repeated():
 
 def test_advantages_are_per_group_zero_mean_and_survive_microbatching():
     rewards = np.array([0, 1, 0, 1, 5, 5, 5, 6, 2, 2, 2, 2], np.float32)
-    opts = R.RolloutOptions(num_samples=G)
+    opts = options(num_samples=G)
     adv = R.compute_advantages(rewards, opts)
     np.testing.assert_allclose(adv.reshape(-1, G).mean(1), 0.0, atol=1e-6)
     np.testing.assert_array_equal(adv[8:], 0.0)  # equal rewards: zero advantage, no NaN
@@ -143,7 +149,7 @@ def _rollout_with(rewards, truncated=()):
 
 def test_dynamic_sampling_drops_degenerate_groups_and_refills():
     reward = ScriptedReward()
-    opts = R.RolloutOptions(num_samples=G, max_new_tokens=5, dynamic_sampling=True)
+    opts = options(num_samples=G, max_new_tokens=5, dynamic_sampling=True)
     data = batches(range(100), 4)
     sampler = fake_sampler(constant_for_even)
     rollout, info = R.collect(lambda r: next(data), sampler, reward, Tok(), opts, num_prompts=4)
@@ -158,7 +164,7 @@ def test_dynamic_sampling_drops_degenerate_groups_and_refills():
 
 
 def test_dynamic_sampling_fills_with_dropped_groups_after_max_rounds():
-    opts = R.RolloutOptions(num_samples=G, dynamic_sampling=True, max_sampling_rounds=2)
+    opts = options(num_samples=G, dynamic_sampling=True, max_sampling_rounds=2)
     data = batches(range(100), 4)
     all_equal = lambda p: np.full(G, 1)
     rollout, info = R.collect(
@@ -172,7 +178,7 @@ def test_dynamic_sampling_keeps_sampling_until_every_process_has_enough():
     """Sampling is a collective on several processes: one that already has its groups takes
     another round while another process has not (``all_done`` says so), and still returns
     exactly ``num_prompts`` groups."""
-    opts = R.RolloutOptions(num_samples=G, dynamic_sampling=True, max_sampling_rounds=5)
+    opts = options(num_samples=G, dynamic_sampling=True, max_sampling_rounds=5)
     data = batches(range(100), 4)
     sampler, votes = fake_sampler(varied), []
     others_done = iter([False, False, True])  # the other process needs 3 rounds
@@ -197,7 +203,7 @@ def test_dynamic_sampling_keeps_sampling_until_every_process_has_enough():
 
 
 def test_without_dynamic_sampling_degenerate_groups_are_kept():
-    opts = R.RolloutOptions(num_samples=G)
+    opts = options(num_samples=G)
     data = batches(range(100), 4)
     rollout, info = R.collect(
         lambda r: next(data),
@@ -212,16 +218,14 @@ def test_without_dynamic_sampling_degenerate_groups_are_kept():
 
 def test_truncated_completions_are_masked_only_when_asked():
     rollout = _rollout_with(np.arange(8.0), truncated=(1, 6))
-    adv = R.compute_advantages(rollout.rewards, R.RolloutOptions(num_samples=G))
-    on = R.build_grpo_batch(rollout, adv, R.RolloutOptions(num_samples=G, mask_truncated=True))
-    off = R.build_grpo_batch(rollout, adv, R.RolloutOptions(num_samples=G))
+    adv = R.compute_advantages(rollout.rewards, options(num_samples=G))
+    on = R.build_grpo_batch(rollout, adv, options(num_samples=G, mask_truncated=True))
+    off = R.build_grpo_batch(rollout, adv, options(num_samples=G))
     assert on["completion_mask"].sum(1).tolist() == [5, 0, 5, 5, 5, 5, 0, 5]
     assert off["completion_mask"].sum() == 40
     np.testing.assert_array_equal(on["advantages"], off["advantages"])
     assert "sampler_logprobs" not in on
-    tis = R.build_grpo_batch(
-        rollout, adv, R.RolloutOptions(num_samples=G, keep_sampler_logprobs=True)
-    )
+    tis = R.build_grpo_batch(rollout, adv, options(num_samples=G, keep_sampler_logprobs=True))
     np.testing.assert_array_equal(tis["sampler_logprobs"], tis["old_logprobs"])
 
 
@@ -233,7 +237,7 @@ def test_overlong_penalty_counts_tokens(length, expected):
 
 
 def test_overlong_penalty_enters_the_reward_as_a_component():
-    opts = R.RolloutOptions(num_samples=G, max_new_tokens=5, overlong_cache=2)
+    opts = options(num_samples=G, max_new_tokens=5, overlong_cache=2)
     lengths = np.array([3, 4, 5, 5] * 2)
     data = batches(range(100), 2)
     rollout, _ = R.collect(
@@ -252,7 +256,7 @@ def test_overlong_penalty_enters_the_reward_as_a_component():
 
 def test_options_reject_bad_overlong_cache():
     with pytest.raises(ValueError, match="overlong_cache"):
-        R.RolloutOptions(max_new_tokens=4, overlong_cache=8)
+        options(max_new_tokens=4, overlong_cache=8)
 
 
 # ------------------------------------------------------------------------------ metrics

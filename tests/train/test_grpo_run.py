@@ -4,17 +4,17 @@ import pathlib
 
 import pytest
 
-from r1jax.config_flags import parse_config
-from r1jax.train import grpo_run
+from r1jax.config import typed
+from r1jax.config.flags import parse_config
+from r1jax.train import loop
 from r1jax.train.metrics import read_metrics
 
 CONFIG = str(pathlib.Path(__file__).parents[2] / "configs" / "grpo_tiny.py")
 
 
-def tiny_config(steps: int):
+def tiny_stage(steps: int, *extra: str):
     config, _ = parse_config(
         [
-            "prog",
             f"--config={CONFIG}",
             f"--config.train.steps={steps}",
             "--config.train.checkpoint_every=2",
@@ -26,29 +26,28 @@ def tiny_config(steps: int):
             "--config.reward_pool.num_workers=1",
             "--config.eval.num_prompts=2",
             "--config.eval.num_samples=2",
+            "--config.eval.max_new_tokens=8",
+            *extra,
         ],
-        default_config=CONFIG,
+        command="test",
+        default=CONFIG,
     )
-    return config
+    return typed(config)
 
 
-def test_grpo_config_splits_into_rollout_loss_and_loop_options():
-    config = tiny_config(1)
-    rollout, loss, loop = grpo_run.split_grpo_config(config.grpo)
-    assert (rollout.num_samples, loss.beta, loop.num_prompts) == (4, 0.001, 2)
-    assert rollout.stop_strings == ("</answer>",)
-    _, loss, _ = grpo_run.split_grpo_config({**config.grpo.to_dict(), "tis_cap": 2.0})
-    rollout, _, _ = grpo_run.split_grpo_config({**config.grpo.to_dict(), "tis_cap": 2.0})
-    assert loss.tis_cap == 2.0 and rollout.keep_sampler_logprobs
-    with pytest.raises(ValueError, match="unknown fields.*'bogus'"):
-        grpo_run.split_grpo_config({"bogus": 1})
+def test_grpo_section_is_one_typed_config_with_r1_defaults():
+    grpo = tiny_stage(1).grpo
+    assert (grpo.num_samples, grpo.beta, grpo.num_prompts) == (4, 0.001, 2)
+    assert grpo.stop_strings == ("</answer>",)
+    grpo = tiny_stage(1, "--config.grpo.tis_cap=2.0").grpo
+    assert grpo.tis_cap == 2.0 and grpo.keep_sampler_logprobs
 
 
 @pytest.mark.slow
 def test_grpo_run_writes_metrics_and_checkpoints_and_resumes(tmp_path):
-    grpo_run.run(tiny_config(2), tmp_path)
+    loop.run(tiny_stage(2), tmp_path)
     assert sorted((tmp_path / "checkpoints").iterdir())[-1].name == "2"
-    grpo_run.run(tiny_config(3), tmp_path)  # resumes at step 2, runs step 3
+    loop.run(tiny_stage(3), tmp_path)  # resumes at step 2, runs step 3
     records = read_metrics(tmp_path / "metrics.jsonl")
     train = [r for r in records if "reward/total" in r]
     assert [r["step"] for r in train] == [1, 2, 3]
@@ -66,5 +65,6 @@ def test_grpo_run_writes_metrics_and_checkpoints_and_resumes(tmp_path):
     ):
         assert key in train[-1], key
     assert any("eval/reward/total" in r for r in records)
+    assert any("eval/pass@1" in r for r in records)
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert steps[-1] == 3

@@ -3,9 +3,10 @@
 import jax
 from train_common import TINY, mesh_of, sft_batch
 
+from r1jax.config import DistillConfig, OptimConfig
 from r1jax.model import init_params
 from r1jax.train import objectives
-from r1jax.train.optim import OptimConfig, make_optimizer
+from r1jax.train.optim import make_optimizer
 from r1jax.train.state import create_train_state
 from r1jax.train.step import make_train_step
 
@@ -37,9 +38,9 @@ def test_distillation_drives_the_kl_to_zero():
         num_layers=1, hidden_size=48, head_dim=12, mlp_dim=96, init_std=0.5
     )
     teacher = init_params(teacher_config, jax.random.key(7), mesh=mesh_of((1, 1, 1)))
-    options = objectives.DistillOptions(kind="forward_kl", teacher_config=teacher_config)
+    options = DistillConfig(kind="forward_kl")
     history = _train(
-        objectives.distill(TINY, options),
+        objectives.distill(TINY, options, teacher_config),
         sft_batch(1, 4, 16),
         150,
         frozen=teacher,

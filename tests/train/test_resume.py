@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from r1jax.checkpoint import Checkpointer, load_params
+from r1jax.config import DataConfig, presets
 from r1jax.model import ModelConfig
-from r1jax.train import config_presets
-from r1jax.train.loop import make_tokenizer
 from r1jax.train.metrics import read_metrics
+from r1jax.train.setup import make_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 60
@@ -68,7 +68,7 @@ def _logged_steps(path: Path) -> int:
 
 
 def _final_params(workdir):
-    config = ModelConfig.from_mapping(config_presets.tiny_model(**MODEL))
+    config = ModelConfig.from_mapping(presets.TINY_MODEL | MODEL)
     ckpt = Checkpointer(Path(workdir) / "checkpoints")
     assert ckpt.latest_step() == STEPS
     _, params = load_params(workdir, config, format="r1jax")  # on the first local device
@@ -83,7 +83,7 @@ def _losses(workdir):
 
 @pytest.mark.slow  # three CLI subprocesses: ~1.5 min of CPU, several minutes on shared cores
 def test_sigterm_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
-    tokenizer = make_tokenizer(config_presets.task_data(tokenizer_examples=300), tmp_path)
+    tokenizer = make_tokenizer(DataConfig(tokenizer_examples=300), tmp_path)
     tokenizer_path = str(tmp_path / "tokenizer.model")
     del tokenizer
     reference = _start(tmp_path / "reference", tokenizer_path)

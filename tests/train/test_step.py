@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from train_common import TINY, grpo_batch, mesh_of, sft_batch
 
+from r1jax.config import GRPOConfig, OptimConfig
 from r1jax.train import objectives
-from r1jax.train.optim import OptimConfig, make_optimizer
+from r1jax.train.optim import make_optimizer
 from r1jax.train.state import create_train_state, refresh_frozen
 from r1jax.train.step import make_logprobs_fn, make_train_step
 
@@ -111,7 +112,7 @@ def test_non_finite_update_is_dropped_and_counted(one_device):
 def test_grpo_accumulation_with_reference_and_recomputed_old_logprobs():
     """GRPO (beta > 0, seq_mean) over 4 micro-batches == one batch; pi_old recomputed by
     ``make_logprobs_fn`` gives ratio 1 (no clipping) on the first step."""
-    options = objectives.GRPOOptions(beta=0.04, eps_high=0.28, temperature=0.7)
+    options = GRPOConfig(beta=0.04, eps_high=0.28, temperature=0.7)
     objective = objectives.grpo(TINY, options)
     mesh = mesh_of((1, 1, 1))
     params = create_train_state(TINY, OPTIMIZER, jax.random.key(0), mesh).params

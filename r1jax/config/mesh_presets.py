@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from r1jax.sharding import MeshConfig
+from r1jax.config.schema import MeshConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,9 +45,13 @@ class MeshPreset:
     def mesh(self) -> MeshConfig:
         return MeshConfig(data=self.data, fsdp=self.fsdp, tensor=self.tensor)
 
+    @property
+    def axes(self) -> tuple[int, int, int]:
+        return (self.data, self.fsdp, self.tensor)
+
     def flags(self) -> list[str]:
-        """The ``--config.mesh.*`` overrides that select this mesh."""
-        return [f"--config.mesh.{a}={getattr(self, a)}" for a in ("data", "fsdp", "tensor")]
+        """The override that selects this mesh on any command."""
+        return [f"--config.mesh.preset={self.name}"]
 
 
 PRESETS: dict[str, MeshPreset] = {

@@ -1,14 +1,14 @@
-"""Model hyper-parameters as a frozen (hashable, jit-static) dataclass."""
+"""Model hyper-parameters as a frozen (hashable, jit-static) dataclass: ``config.model``."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
 
-import jax.numpy as jnp
+from r1jax.config.schema import unknown_key
 
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,11 +64,15 @@ class ModelConfig:
 
     @property
     def params_dtype(self):
-        return _DTYPES[self.param_dtype]
+        import jax.numpy as jnp  # config files import this module: no jax until it is used
+
+        return jnp.dtype(self.param_dtype)
 
     @property
     def dtype(self):
-        return _DTYPES[self.compute_dtype]
+        import jax.numpy as jnp
+
+        return jnp.dtype(self.compute_dtype)
 
     @property
     def num_params(self) -> int:
@@ -89,15 +93,13 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_mapping(cls, cfg: Mapping) -> ModelConfig:
+    def from_mapping(cls, cfg: Mapping, where: str = "config.model") -> ModelConfig:
         """From a plain dict or ``ml_collections.ConfigDict`` (the ``config.model`` section)."""
         cfg = dict(cfg)
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(cfg) - names
-        if unknown:
-            raise ValueError(
-                f"config.model: unknown fields {sorted(unknown)}; known: {sorted(names)}"
-            )
+        for key in cfg:
+            if key not in names:
+                raise ValueError(unknown_key(where, key, names))
         scaling = cfg.get("rope_scaling")
         if scaling is not None and not isinstance(scaling, RopeScaling):
             cfg["rope_scaling"] = RopeScaling(**dict(scaling))

@@ -1,0 +1,399 @@
+"""Every configurable default of r1jax, written once: one frozen dataclass per config section.
+
+A config file edits the ml-collections ``ConfigDict`` generated from these classes
+(``r1jax.config.defaults(kind)``) and states only what it changes; ``r1jax.config.typed`` turns
+the edited dict into these frozen sections once, at the edge (unknown keys are rejected with the
+nearest valid one). A run config is one stage: its ``kind`` is the objective or the job.
+
+    config.kind                "sft" | "distill" | "grpo" (training) | "eval" | "rejection_sample"
+    config.model / .mesh       the network and the device mesh (``ModelConfig``, ``MeshConfig``)
+    config.optim / .train      optimizer and loop (``optim.total_steps`` 0 = ``train.steps``)
+    config.data                prompts / SFT records and the tokenizer
+    config.grpo                rollout, loss and loop of GRPO; ``variant`` applies ``VARIANTS``
+    config.distill             teacher and divergence
+    config.rewards / .reward_pool   reward components (name -> options) and their process pool
+    config.eval                held-out evaluation (``r1jax eval``, recipe eval stages, the hook)
+
+This module imports nothing heavy: config files may import it, training code imports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from typing import Any
+
+
+def unknown_key(where: str, key: str, known) -> str:
+    """The error message for ``where.key`` not in ``known``, naming the nearest valid key."""
+    near = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
+    hint = f"; did you mean {where}.{near[0]}?" if near else f"; known: {sorted(known)}"
+    return f"{where}.{key}: unknown key{hint}"
+
+
+KINDS = ("sft", "distill", "grpo", "eval", "rejection_sample", "sample", "convert", "tokenizer")
+TRAINING_KINDS = ("sft", "distill", "grpo")
+MESH_AXES = ("data", "fsdp", "tensor")
+SCHEDULES = ("cosine", "constant", "linear")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Sizes of the ``data``, ``fsdp``, ``tensor`` mesh axes (one may be -1: the rest), or a
+    ``preset`` from ``r1jax.config.mesh_presets``; ``rules`` overrides logical-axis sharding rules
+    (logical name -> mesh axes); ``strict`` makes a replicated large leaf an error."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+    preset: str = ""
+    rules: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    strict: bool = False
+    replicated_warn_size: int = 2**20  # elements: a larger replicated leaf is reported
+
+    def resolve(self, num_devices: int) -> tuple[int, int, int]:
+        """(data, fsdp, tensor) sizes for ``num_devices`` devices."""
+        sizes = [self.data, self.fsdp, self.tensor]
+        named = lambda s: dict(zip(MESH_AXES, s, strict=True))
+        if sizes.count(-1) > 1:
+            raise ValueError(f"config.mesh: at most one axis may be -1, got {named(sizes)}")
+        if any(s == 0 or s < -1 for s in sizes):
+            raise ValueError(f"config.mesh: axis sizes must be positive or -1, got {named(sizes)}")
+        known = math.prod(s for s in sizes if s != -1)
+        if -1 in sizes:
+            if num_devices % known:
+                raise ValueError(
+                    f"config.mesh: {num_devices} devices are not divisible by the fixed axes "
+                    f"{named(sizes)}"
+                )
+            sizes[sizes.index(-1)] = num_devices // known
+        if math.prod(sizes) != num_devices:
+            raise ValueError(
+                f"config.mesh: {named(sizes)} needs {math.prod(sizes)} devices, "
+                f"{num_devices} available"
+            )
+        return tuple(sizes)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with warm-up then ``schedule`` ("cosine" | "linear" | "constant") to
+    ``learning_rate * end_lr_ratio`` at ``total_steps`` (0: the stage's ``train.steps``);
+    ``grad_clip_norm`` None or 0 disables clipping."""
+
+    learning_rate: float = 3e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    total_steps: int = 0
+    end_lr_ratio: float = 0.1
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip_norm: float | None = 1.0
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"config.optim.schedule={self.schedule!r}; one of {SCHEDULES}")
+        if self.warmup_steps < 0 or self.total_steps < 0:
+            raise ValueError(
+                f"config.optim: need warmup_steps >= 0 and total_steps >= 0, got "
+                f"{self.warmup_steps}, {self.total_steps}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The loop: ``steps`` updates of ``batch_size`` rows (global, over all processes; GRPO's
+    rows are ``grpo.num_prompts * grpo.num_samples``), micro-batched, logged, checkpointed."""
+
+    steps: int = 200
+    batch_size: int = 16
+    seq_len: int = 256
+    num_microbatches: int = 1
+    log_every: int = 10
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    eval_every: int = 0
+    transfer_guard: str = "disallow"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """A built-in ``task`` or ``path`` (JSONL/Parquet files, directories or globs), and the
+    ``tokenizer`` (a model file; empty: sentencepiece trained on the task into the workdir)."""
+
+    task: str = "arithmetic"
+    task_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    path: str = ""
+    tokenizer: str = ""
+    vocab_size: int = 512
+    tokenizer_examples: int = 2000
+    seed: int = 0
+    buckets: tuple[int, ...] = (64, 128, 256, 512)  # prompt-length buckets (compile once each)
+
+
+@dataclasses.dataclass(frozen=True)
+class GRPOConfig:
+    """GRPO's rollout, loss and loop (R1: beta 0.001, T 1.0, G 8). ``variant`` fills the
+    fields a config leaves unset (None here) from ``VARIANTS`` when the section is built;
+    explicit values win (``dataclasses.replace`` keeps the filled values).
+
+    Rollout: ``num_prompts`` groups of ``num_samples`` (G) completions per update; DAPO dynamic
+    sampling redraws until the batch holds informative groups; ``overlong_cache`` tokens of soft
+    length penalty; advantages scaled per group / batch / not at all (Dr. GRPO).
+    Loss: clip [1 - eps_low, 1 + eps_high], KL weight ``beta``, ``aggregation`` of token terms,
+    ``importance`` ratio per token or sequence (GSPO), ``tis_cap`` truncated importance sampling.
+    Loop: ``mu`` updates per batch of rollouts; ``ref_refresh_every`` copies policy -> reference.
+    """
+
+    variant: str = "r1"  # "r1" | "dapo" | "dr_grpo" | "gspo"
+    num_prompts: int = 4
+    num_samples: int = 8
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    stop_strings: tuple[str, ...] = ("</answer>",)
+    stop_at_eos: bool = True
+    dynamic_sampling: bool | None = None
+    max_sampling_rounds: int = 4
+    mask_truncated: bool | None = None
+    overlong_cache: int | None = None
+    overlong_weight: float = 1.0
+    advantage_scale: str | None = None  # "group" | "batch" | "none"
+    advantage_baseline: str = "mean"  # "mean" | "leave_one_out" (RLOO)
+    keep_sampler_logprobs: bool = False
+    beta: float | None = None
+    eps_low: float | None = None
+    eps_high: float | None = None
+    aggregation: str | None = None  # "seq_mean" | "token_mean" | "constant"
+    max_tokens: int | None = None  # "constant" aggregation's divisor (None: max_new_tokens)
+    importance: str | None = None  # "token" | "sequence"
+    entropy_coef: float = 0.0
+    tis_cap: float | None = None
+    log_entropy: bool = True
+    mu: int = 1
+    ref_refresh_every: int = 0
+    accuracy_key: str = "accuracy"
+    format_key: str = "format"
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"config.grpo.variant={self.variant!r}; one of {sorted(VARIANTS)}")
+        table = VARIANTS["r1"] | VARIANTS[self.variant]
+        for name, value in table.items():  # the fields left unset take the variant's value
+            if getattr(self, name) is None and value is not None:
+                object.__setattr__(self, name, value(self) if callable(value) else value)
+        if self.aggregation == "constant" and self.max_tokens is None:
+            object.__setattr__(self, "max_tokens", self.max_new_tokens)
+        if self.tis_cap is not None:  # the correction compares with the sampler's log-probs
+            object.__setattr__(self, "keep_sampler_logprobs", True)
+        if self.num_samples < 1 or self.max_new_tokens < 1 or self.max_sampling_rounds < 1:
+            raise ValueError(
+                "config.grpo: num_samples, max_new_tokens and max_sampling_rounds must be >= 1"
+            )
+        if not 0 <= self.overlong_cache <= self.max_new_tokens:
+            raise ValueError(
+                f"config.grpo.overlong_cache={self.overlong_cache}: need 0 <= it <= "
+                f"max_new_tokens={self.max_new_tokens}"
+            )
+
+
+# The settings a GRPO variant stands for; explicit config keys override them. "r1" is the
+# baseline every other variant starts from. A callable value is computed from the section.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "r1": dict(
+        beta=0.001,
+        eps_low=0.2,
+        eps_high=None,  # = eps_low
+        aggregation="seq_mean",
+        importance="token",
+        advantage_scale="group",
+        dynamic_sampling=False,
+        mask_truncated=False,
+        overlong_cache=0,
+    ),
+    # DAPO (Yu et al., 2025): clip-higher, dynamic sampling, token-level loss, soft overlong
+    # punishment over the last fifth of the budget, no KL.
+    "dapo": dict(
+        beta=0.0,
+        eps_high=0.28,
+        dynamic_sampling=True,
+        aggregation="token_mean",
+        overlong_cache=lambda grpo: grpo.max_new_tokens // 5,
+    ),
+    # Dr. GRPO (Liu et al., 2025): no std scaling, a constant divisor, no KL.
+    "dr_grpo": dict(beta=0.0, advantage_scale="none", aggregation="constant"),
+    # GSPO (Zheng et al., 2025): sequence-level ratio with its small clip range, no KL.
+    "gspo": dict(beta=0.0, importance="sequence", eps_low=3e-4, eps_high=4e-4),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """Logit distillation: ``kind`` "forward_kl" | "reverse_kl" | "jsd"; ``teacher`` "online"
+    (a forward of ``teacher_model`` each step, read from ``teacher_from``: an r1jax run, its
+    checkpoints or an HF directory; empty = random with ``teacher_seed``, a plumbing test) or
+    "topk" (precomputed top-k in the data)."""
+
+    kind: str = "forward_kl"
+    beta: float = 0.5
+    temperature: float = 1.0
+    teacher: str = "online"
+    teacher_model: dict[str, Any] = dataclasses.field(default_factory=dict)
+    teacher_from: str = ""
+    teacher_seed: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardPoolConfig:
+    """The reward process pool: workers, per-item time limit (seconds), failure floor."""
+
+    num_workers: int = 2
+    item_timeout: float = 10.0
+    floor: float = 0.0
+    chunk_size: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Held-out evaluation (R1's protocol: k samples at T 0.6, top-p 0.95; pass@1 over them,
+    pass@k, maj@k): ``num_prompts`` questions of ``task`` (seeded ``seed``) or ``path``."""
+
+    task: str = ""  # empty: the run's data.task
+    task_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    path: str = ""
+    num_prompts: int = 0  # 0: every record of ``path``, or 64 examples of ``task``
+    num_samples: int = 8
+    ks: tuple[int, ...] = ()  # extra pass@k / maj@k values; k = num_samples always reported
+    temperature: float = 0.6  # 0: greedy
+    top_p: float = 0.95
+    top_k: int = 0
+    max_new_tokens: int = 512
+    prompts_per_batch: int = 32
+    template: str = "r1_zero"  # "r1_zero" | "chat" | "raw"
+    correctness_reward: str = ""  # empty: "countdown" for Countdown, else "accuracy"
+    reward_timeout: float = 5.0
+    seed: int = 12345
+
+    def __post_init__(self):
+        if not self.correctness_reward:
+            reward = "countdown" if self.task == "countdown" else "accuracy"
+            object.__setattr__(self, "correctness_reward", reward)
+
+    @property
+    def all_ks(self) -> tuple[int, ...]:
+        return tuple(sorted({1, *self.ks, self.num_samples}))
+
+
+@dataclasses.dataclass(frozen=True)
+class RejectionConfig:
+    """Filters of rejection sampling and the per-prompt cap."""
+
+    max_per_prompt: int = 3
+    require_correct: bool = True
+    require_well_formed: bool = True
+    language: str = "en"
+    min_language_consistency: float = 0.95
+    repetition_ngram: int = 4
+    max_repetition: float = 0.5
+    drop_truncated: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+    """``r1jax sample``: prompts (texts, or a JSONL file with a ``prompt`` field) -> completions."""
+
+    prompts: tuple[str, ...] = ()
+    prompts_file: str = ""
+    template: str = "r1_zero"  # "r1_zero" | "raw"
+    num_samples: int = 1
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    greedy: bool = False
+    stop_strings: tuple[str, ...] = ("</answer>",)
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerConfig:
+    """A sentencepiece model trained on a built-in task's text (R1 tags as single ids)."""
+
+    task: str = "arithmetic"
+    task_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seed: int = 0
+    num_examples: int = 2000
+    vocab_size: int = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig:
+    """``r1jax convert``: ``direction`` "hf-to-r1jax" | "r1jax-to-hf" from ``input`` to
+    ``output``; ``dtype``: the written params' dtype (empty: keep); safetensors shard size."""
+
+    direction: str = "hf-to-r1jax"
+    input: str = ""
+    output: str = ""
+    dtype: str = ""
+    max_shard_gb: float = 4.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """``jax.distributed`` set-up (``r1jax.distributed``): ``mode`` "auto" (the environment:
+    SLURM, xpk, JobSet, TPU VM, ``R1JAX_*``), "off", or one rule's name; explicit fields win."""
+
+    mode: str = "auto"
+    coordinator: str | None = None  # host:port
+    num_processes: int | None = None
+    process_id: int | None = None
+    local_device_ids: str | None = None  # "0,1"
+    cpu_collectives: str = "gloo"
+    initialization_timeout: int = 0  # seconds; 0: jax's default
+
+
+# kind -> the sections a stage of that kind has (besides ``kind`` and ``seed``).
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "sft": ("model", "mesh", "optim", "train", "data", "eval", "distributed"),
+    "distill": ("model", "mesh", "optim", "train", "data", "distill", "eval", "distributed"),
+    "grpo": (
+        *("model", "mesh", "optim", "train", "data", "grpo", "rewards", "reward_pool", "eval"),
+        "distributed",
+    ),
+    "eval": ("mesh", "eval", "distributed"),
+    "rejection_sample": ("mesh", "eval", "rejection", "distributed"),
+    "sample": ("mesh", "sample", "distributed"),
+    "convert": ("mesh", "convert"),
+    "tokenizer": ("tokenizer",),
+}
+SECTION_TYPES: dict[str, type] = {
+    "mesh": MeshConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "data": DataConfig,
+    "grpo": GRPOConfig,
+    "distill": DistillConfig,
+    "reward_pool": RewardPoolConfig,
+    "eval": EvalConfig,
+    "rejection": RejectionConfig,
+    "sample": SampleConfig,
+    "tokenizer": TokenizerConfig,
+    "convert": ConvertConfig,
+    "distributed": DistributedConfig,
+}
+DEFAULT_REWARDS = {"accuracy": {"weight": 1.0}, "format": {"weight": 0.5}}
+# Top-level scalars of a stage: links to other stages (recipes) or to files, by kind.
+LINKS: dict[str, dict[str, Any]] = {
+    "sft": dict(init_from="", data_from=""),
+    "distill": dict(init_from="", data_from=""),
+    "grpo": dict(init_from=""),
+    "eval": dict(model_from="", tokenizer="", dtype="", output=""),
+    "rejection_sample": dict(model_from="", tokenizer="", dtype="", output=""),
+    "sample": dict(model_from="", tokenizer="", dtype="", output=""),
+    "convert": {},
+    "tokenizer": {},
+}

@@ -1,0 +1,162 @@
+"""GRPO as a ``loop.Job``: the config -> objects wiring around ``r1jax.train.grpo``.
+
+    r1jax train --config=configs/grpo_tiny.py --workdir=/tmp/r1jax_grpo_tiny
+
+Builds the tokenizer and the RL prompt pipeline (``make_rl_dataset``), one ``CompositeReward``
+(its process pool lives for the whole run), the ``Sampler``, the jitted train step and log-prob
+function; each loop iteration is ``grpo.grpo_iteration`` (rollout, advantages, update). The
+evaluation hook samples ``eval.num_samples`` completions per held-out prompt with the eval
+section's settings (R1's T 0.6 / top-p 0.95) and reports mean rewards and pass@1.
+
+Multi-process (a pod, ``launch/local.sh``): every process builds the same global prompt batch
+and keeps its data shard's contiguous block of it, samples them with the sampler running over
+the global mesh, scores its completions in its own reward pool, and the rows are assembled into
+one global batch for the update; advantages and metrics are computed over all processes' rows.
+The global batch, and so the run, is the same on any process count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from r1jax import multihost
+from r1jax.config import Stage
+from r1jax.evaluation.metrics import pass_at_1
+from r1jax.evaluation.stage import DEFAULT_TASK_PROMPTS
+from r1jax.rewards import CompositeReward
+from r1jax.sampling import Sampler
+from r1jax.train import objectives
+from r1jax.train.grpo import GRPOParts, grpo_iteration, sample_fn_for
+from r1jax.train.rollout import ClippedVocabTokenizer, sample_and_score
+from r1jax.train.setup import Job, build_setup, check_vocab, make_source, make_tokenizer
+from r1jax.train.step import check_microbatches, make_logprobs_fn, make_train_step
+
+PROGRESS_KEYS = ("reward/total", "accuracy", "response_length/mean", "kl")
+
+
+def make_reward(stage: Stage) -> CompositeReward:
+    """One ``CompositeReward`` from ``config.rewards`` with ``config.reward_pool`` options."""
+    return CompositeReward.from_config(stage.rewards, **dataclasses.asdict(stage.reward_pool))
+
+
+def make_eval_fn(stage: Stage, parts: GRPOParts, tokenizer):
+    """``fn(state, step) -> metrics``: ``eval.num_samples`` samples per held-out prompt, scored
+    with the run's reward; mean reward per component, length and pass@1 (over the samples)."""
+    from r1jax.data import make_rl_dataset
+
+    ev = stage.eval
+    num_prompts = ev.num_prompts or DEFAULT_TASK_PROMPTS
+    shard = multihost.batch_feed(parts.mesh, num_prompts, "config.eval.num_prompts")
+    dataset = make_rl_dataset(
+        make_source(stage.data),
+        tokenizer,
+        batch_size=num_prompts,
+        seed=ev.seed,
+        shard_index=shard.index,
+        shard_count=shard.count,
+    )
+    prompts = next(iter(dataset))
+    opts = dataclasses.replace(
+        parts.grpo,
+        num_samples=ev.num_samples,
+        max_new_tokens=ev.max_new_tokens,
+        temperature=ev.temperature,
+        top_k=ev.top_k,
+        top_p=ev.top_p,
+        dynamic_sampling=False,
+        overlong_cache=0,
+    )
+    eval_parts = dataclasses.replace(parts, grpo=opts)
+
+    def eval_fn(state, step):
+        sample_fn = sample_fn_for(state, eval_parts, 1_000_000 + step)
+        ro = sample_and_score(prompts, lambda p: sample_fn(p, 0), parts.reward, tokenizer, opts)
+        gather = lambda x: multihost.gather_shards(x, parts.mesh)  # all rows
+        out = {f"reward/{n}": float(np.mean(gather(v))) for n, v in sorted(ro.components.items())}
+        out["reward/total"] = float(np.mean(gather(ro.rewards)))
+        out["response_length/mean"] = float(np.mean(gather(ro.lengths)))
+        if parts.grpo.accuracy_key in ro.components:
+            out["pass@1"] = pass_at_1(gather(ro.components[parts.grpo.accuracy_key]))
+        return out
+
+    return eval_fn
+
+
+def build(stage: Stage, workdir: Path) -> Job:
+    """The job of a "grpo" stage."""
+    from r1jax.data import make_rl_dataset
+
+    grpo, model_config = stage.grpo, stage.model
+    frozen_config = model_config if grpo.beta > 0 else None
+    setup = build_setup(stage, frozen_config)
+    tokenizer = ClippedVocabTokenizer(make_tokenizer(stage.data, workdir))
+    check_vocab(tokenizer, model_config)
+    # This process's share of each global prompt batch: its data shard's contiguous block.
+    rows = grpo.num_prompts * grpo.num_samples
+    check_microbatches(rows, stage.train.num_microbatches, "config.grpo.num_prompts x num_samples")
+    shard = multihost.batch_feed(setup.mesh, grpo.num_prompts, "config.grpo.num_prompts")
+    dataset = make_rl_dataset(
+        make_source(stage.data),
+        tokenizer,
+        batch_size=grpo.num_prompts,
+        seed=stage.data.seed,
+        buckets=stage.data.buckets,
+        shard_index=shard.index,
+        shard_count=shard.count,
+    )
+    objective = objectives.grpo(model_config, grpo)
+    step_fn = make_train_step(
+        model_config,
+        objective,
+        setup.optimizer,
+        setup.mesh,
+        num_microbatches=stage.train.num_microbatches,
+        frozen_config=frozen_config,
+        schedule=setup.schedule,
+    )
+    parts = GRPOParts(
+        sampler=Sampler(model_config, mesh=setup.mesh, pad_id=tokenizer.pad_id),
+        reward=make_reward(stage),
+        tokenizer=tokenizer,
+        step_fn=step_fn,
+        logprobs_fn=make_logprobs_fn(model_config, setup.mesh, temperature=grpo.temperature),
+        grpo=grpo,
+        pad_id=tokenizer.pad_id,
+        mesh=setup.mesh,
+    )
+    data_iter = iter(dataset)
+    data = _PoppingStats(data_iter)
+
+    def iteration(state, step, guard):
+        state, metrics = grpo_iteration(state, data, parts, step, guard)
+        return state, {**metrics, "data/dropped_too_long": float(data.dropped)}
+
+    return Job(
+        setup=setup,
+        iteration=iteration,
+        data=data_iter,
+        reference=grpo.beta > 0,
+        steps_per_iteration=grpo.mu,
+        progress_keys=PROGRESS_KEYS,
+        desc="grpo",
+        eval_fn=make_eval_fn(stage, parts, tokenizer) if stage.train.eval_every else None,
+        close=parts.reward.close,
+    )
+
+
+class _PoppingStats:
+    """The data iterator with each batch's ``stats`` popped (Python ints, never sent to jit)."""
+
+    def __init__(self, it):
+        self.it, self.dropped = it, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = next(self.it)
+        self.dropped += int(batch.pop("stats", {}).get("dropped_too_long", 0))
+        return batch
