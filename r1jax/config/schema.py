@@ -36,6 +36,8 @@ KINDS = ("sft", "distill", "grpo", "eval", "rejection_sample", "sample", "conver
 TRAINING_KINDS = ("sft", "distill", "grpo")
 MESH_AXES = ("data", "fsdp", "tensor")
 SCHEDULES = ("cosine", "constant", "linear")
+PROMPT_BUCKETS = (64, 128, 256, 512)  # RL prompts are padded to one of these lengths
+SEED = 0  # a stage's ``seed``: its params' init and sampling keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +133,7 @@ class DataConfig:
     vocab_size: int = 512
     tokenizer_examples: int = 2000
     seed: int = 0
-    buckets: tuple[int, ...] = (64, 128, 256, 512)  # prompt-length buckets (compile once each)
+    buckets: tuple[int, ...] = PROMPT_BUCKETS  # prompt-length buckets (compile once each)
 
 
 @dataclasses.dataclass(frozen=True)

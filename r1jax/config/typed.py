@@ -31,7 +31,7 @@ class Stage:
     (others None); ``links`` holds the kind's top-level paths / stage names (``schema.LINKS``)."""
 
     kind: str
-    seed: int = 0
+    seed: int = schema.SEED
     model: ModelConfig | None = None
     mesh: schema.MeshConfig = schema.MeshConfig()
     optim: schema.OptimConfig | None = None
@@ -104,7 +104,7 @@ def defaults(kind: str, **model_overrides) -> ml_collections.ConfigDict:
         raise ValueError(f"kind={kind!r}; one of {schema.KINDS}")
     config = ml_collections.ConfigDict()
     config.kind = kind
-    config.seed = 0
+    config.seed = schema.SEED
     for name in schema.SECTIONS[kind]:
         if name == "model":
             config.model = model_dict(**model_overrides)
@@ -191,7 +191,7 @@ def typed(config: Mapping, where: str = "config") -> Stage:
     for key in values:
         if key not in allowed:
             raise ValueError(schema.unknown_key(where, key, allowed))
-    out: dict[str, Any] = {"kind": kind, "seed": int(values.get("seed", 0))}
+    out: dict[str, Any] = {"kind": kind, "seed": int(values.get("seed", schema.SEED))}
     for name in schema.SECTIONS[kind]:
         given = values.get(name) or {}
         if name == "model":

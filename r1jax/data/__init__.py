@@ -3,12 +3,8 @@
 The public API is re-exported here; see each module's docstring for layouts and shapes.
 """
 
-from r1jax.data.batching import (
-    PROMPT_BUCKETS,
-    PromptBatchIterDataset,
-    assemble_prompt_batch,
-    bucket_length,
-)
+from r1jax.config.schema import PROMPT_BUCKETS
+from r1jax.data.batching import PromptBatchIterDataset, assemble_prompt_batch, bucket_length
 from r1jax.data.errors import DataError
 from r1jax.data.formats import FORMATS, detect_format, extract_boxed, normalize_record
 from r1jax.data.packing import PackedBatchIterDataset

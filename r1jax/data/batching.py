@@ -27,9 +27,9 @@ import numpy as np
 
 from r1jax.data.packing import DROPPED, check_drop_streak
 
-# Prompt-length buckets (each compiles once): the RL batches' default, whose largest is also
-# their prompt-length limit, and the sampler's default (any prompt an evaluation may bring).
-PROMPT_BUCKETS = (64, 128, 256, 512)
+# Prompt-length buckets (each compiles once): the RL batches' default (``PROMPT_BUCKETS``, from
+# ``config.data.buckets``), whose largest is also their prompt-length limit, and the sampler's
+# default (any prompt an evaluation may bring).
 SAMPLER_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 

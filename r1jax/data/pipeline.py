@@ -40,7 +40,8 @@ from typing import Any
 import grain
 import numpy as np
 
-from r1jax.data.batching import PROMPT_BUCKETS, PromptBatchIterDataset
+from r1jax.config.schema import PROMPT_BUCKETS
+from r1jax.data.batching import PromptBatchIterDataset
 from r1jax.data.errors import DataError, OnError, OnTooLong, check_choice
 from r1jax.data.formats import Purpose
 from r1jax.data.packing import DROPPED, PackedBatchIterDataset
