@@ -323,13 +323,20 @@ class SampleConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TokenizerConfig:
-    """A sentencepiece model trained on a built-in task's text (R1 tags as single ids)."""
+    """A sentencepiece model (R1 tags as single ids) trained on ``inputs`` (.txt / .jsonl files,
+    the JSONL ``field``) and ``num_examples`` of a built-in ``task``'s text (either may be
+    empty), written to ``model_prefix``.model (a recipe stage writes into its directory)."""
 
-    task: str = "arithmetic"
+    inputs: tuple[str, ...] = ()
+    field: str = "text"
+    task: str = ""
     task_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     seed: int = 0
     num_examples: int = 2000
     vocab_size: int = 512
+    model_type: str = "bpe"  # "bpe" | "unigram"
+    split_digits: bool = True
+    model_prefix: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

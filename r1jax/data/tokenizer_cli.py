@@ -1,77 +1,62 @@
-"""``r1jax tokenizer train``: train a sentencepiece model on a text/JSONL corpus or a built-in task.
+"""``r1jax tokenizer``: train a sentencepiece model on a text/JSONL corpus or a built-in task.
 
 Examples::
 
-    r1jax tokenizer train --input corpus.txt --model-prefix out/tok --vocab-size 8000
-    r1jax tokenizer train --input data.jsonl --field text --model-prefix out/tok --vocab-size 8000
-    r1jax tokenizer train --task countdown --model-prefix out/tok --vocab-size 512
+    r1jax tokenizer --config.tokenizer.inputs="('corpus.txt',)" \\
+        --config.tokenizer.model_prefix=out/tok --config.tokenizer.vocab_size=8000
+    r1jax tokenizer --config.tokenizer.inputs="('data.jsonl',)" --config.tokenizer.field=text \\
+        --config.tokenizer.model_prefix=out/tok --config.tokenizer.vocab_size=8000
+    r1jax tokenizer --config.tokenizer.task=countdown --config.tokenizer.model_prefix=out/tok
+
+The R1 tags (``<think>``, ``</answer>``, ...) are single ids; digits are split unless
+``split_digits=False``.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
-from collections.abc import Iterator
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="r1jax tokenizer", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a sentencepiece model (R1 tags as single ids)")
-    train.add_argument(
-        "--input", action="append", default=[], help="a .txt or .jsonl file (repeatable)"
-    )
-    train.add_argument(
-        "--field", default="text", help="JSONL field holding the text (default: text)"
-    )
-    train.add_argument(
-        "--task", action="append", default=[], help="also train on a built-in task's text"
-    )
-    train.add_argument("--task-examples", type=int, default=5000, help="examples per --task")
-    train.add_argument("--model-prefix", required=True, help="writes PREFIX.model and PREFIX.vocab")
-    train.add_argument("--vocab-size", type=int, required=True)
-    train.add_argument("--model-type", default="bpe", choices=("bpe", "unigram"))
-    train.add_argument("--no-split-digits", action="store_true", help="keep digit runs together")
-    return parser
-
-
-def _task_texts(names: list[str], n: int) -> Iterator[str]:
-    """Lazily, so that an unknown task name is reported by ``main`` like any corpus error."""
-    from r1jax.data.tokenizer_train import tokenizer_corpus
-
-    for name in names:
-        yield from tokenizer_corpus(name, n, layout="template_once")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns a process exit code (errors are printed, not raised)."""
+    """Entry point; returns a process exit code (corpus errors are printed, not raised)."""
+    from r1jax.config import typed
+    from r1jax.config.flags import parse_config
+    from r1jax.data import get_task
     from r1jax.data.errors import DataError
     from r1jax.data.tokenizer import SentencePieceTokenizer
-    from r1jax.data.tokenizer_train import iter_corpus_lines, train_sentencepiece
+    from r1jax.data.tokenizer_train import iter_corpus_lines, tokenizer_corpus, train_sentencepiece
 
-    args = build_parser().parse_args(argv)
-    if not args.input and not args.task:
-        print("error: give at least one --input FILE or --task NAME", file=sys.stderr)
-        return 2
-    corpus = itertools.chain(
-        iter_corpus_lines(args.input, args.field), _task_texts(args.task, args.task_examples)
+    config, _ = parse_config(
+        argv or [], command="r1jax tokenizer", default="tokenizer", doc=__doc__
     )
+    tok = typed(config).tokenizer
+    if not tok.inputs and not tok.task:
+        raise ValueError("set config.tokenizer.inputs (files) and/or config.tokenizer.task")
+    if not tok.model_prefix:
+        raise ValueError("set config.tokenizer.model_prefix (writes PREFIX.model, PREFIX.vocab)")
     try:
+        task = get_task(tok.task, **dict(tok.task_options)) if tok.task else None
+        task_text = (
+            tokenizer_corpus(task, tok.num_examples, tok.seed, layout="template_once")
+            if task
+            else []
+        )
+        corpus = itertools.chain(iter_corpus_lines(list(tok.inputs), tok.field), task_text)
         path = train_sentencepiece(
             corpus,
-            args.model_prefix,
-            args.vocab_size,
-            model_type=args.model_type,
-            split_digits=not args.no_split_digits,
+            tok.model_prefix,
+            tok.vocab_size,
+            model_type=tok.model_type,
+            split_digits=tok.split_digits,
         )
     except (DataError, FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    tok = SentencePieceTokenizer(path)
-    print(f"wrote {path} (vocab_size={tok.vocab_size}, special ids {tok.special_ids})")
+    trained = SentencePieceTokenizer(path)
+    print(f"wrote {path} (vocab_size={trained.vocab_size}, special ids {trained.special_ids})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

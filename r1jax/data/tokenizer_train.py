@@ -56,7 +56,7 @@ def tokenizer_corpus(
     - ``"example"``: per example, the R1-Zero prompt followed by its formatted completion, one
       text (the recipes' ``tokenizer`` stage);
     - ``"template_once"``: the R1-Zero template once, then per example the bare question and the
-      formatted completion (``r1jax tokenizer train --task``).
+      formatted completion (``r1jax tokenizer`` with ``config.tokenizer.task``).
     """
     if layout not in CORPUS_LAYOUTS:
         raise ValueError(f"tokenizer corpus layout {layout!r}: one of {CORPUS_LAYOUTS}")

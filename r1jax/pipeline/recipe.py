@@ -88,13 +88,19 @@ def _init_params(stage: Stage, run_dir: Path):
 
 def _run_tokenizer(stage: Stage, stage_dir: Path, run_dir: Path) -> dict:
     from r1jax.data import get_task, tokenizer_corpus, train_sentencepiece
+    from r1jax.data.tokenizer_train import iter_corpus_lines
 
     tok = stage.tokenizer
-    task = get_task(tok.task, **dict(tok.task_options))
-    lines = tokenizer_corpus(task, tok.num_examples, tok.seed, layout="example")
+    lines = list(iter_corpus_lines(list(tok.inputs), tok.field))
+    if tok.task:
+        task = get_task(tok.task, **dict(tok.task_options))
+        lines += tokenizer_corpus(task, tok.num_examples, tok.seed, layout="example")
+    if not lines:
+        raise ValueError("a tokenizer stage needs tokenizer.task and/or tokenizer.inputs")
     prefix = stage_dir / "tokenizer"
     if distributed.is_main_process():  # one writer; the stage's barrier publishes it
-        train_sentencepiece(lines, prefix, tok.vocab_size)
+        options = dict(model_type=tok.model_type, split_digits=tok.split_digits)
+        train_sentencepiece(lines, prefix, tok.vocab_size, **options)
     return {"tokenizer": f"{prefix}.model"}
 
 

@@ -116,9 +116,10 @@ def test_cli_trains_on_jsonl_txt_and_task(tmp_path, capsys):
     txt = tmp_path / "corpus.txt"
     txt.write_text("\n".join(EXTRA_TEXT))
     prefix = tmp_path / "out" / "tok"
-    argv = ["train", "--input", str(jsonl), "--input", str(txt), "--field", "text"]
-    argv += ["--task", "countdown", "--task-examples", "200"]
-    assert tokenizer_main([*argv, "--model-prefix", str(prefix), "--vocab-size", "400"]) == 0
+    argv = [f"--config.tokenizer.inputs=('{jsonl}', '{txt}')", "--config.tokenizer.field=text"]
+    argv += ["--config.tokenizer.task=countdown", "--config.tokenizer.num_examples=200"]
+    argv += [f"--config.tokenizer.model_prefix={prefix}", "--config.tokenizer.vocab_size=400"]
+    assert tokenizer_main(argv) == 0
     tok = load_tokenizer(str(prefix) + ".model")
     assert tok.vocab_size <= 400 and tok.encode("</answer>") == [tok.answer_end_id]
     assert "wrote" in capsys.readouterr().out
@@ -128,15 +129,12 @@ def test_cli_reports_bad_jsonl_line(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"text": 3}\n')
     argv = [
-        "train",
-        "--input",
-        str(bad),
-        "--model-prefix",
-        str(tmp_path / "t"),
-        "--vocab-size",
-        "300",
+        f"--config.tokenizer.inputs=('{bad}',)",
+        f"--config.tokenizer.model_prefix={tmp_path / 't'}",
+        "--config.tokenizer.vocab_size=300",
     ]
     assert tokenizer_main(argv) == 1
     err = capsys.readouterr().err
     assert f"{bad}:2" in err and "'text'" in err
-    assert tokenizer_main(["train", "--model-prefix", "x", "--vocab-size", "300"]) == 2
+    with pytest.raises(ValueError, match="config.tokenizer.inputs"):
+        tokenizer_main(["--config.tokenizer.model_prefix=x"])
