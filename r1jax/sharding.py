@@ -47,6 +47,30 @@ DEFAULT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+def mesh_shape(mesh_config: MeshConfig, num_devices: int) -> tuple[int, int, int]:
+    """(data, fsdp, tensor) sizes of ``mesh_config`` (one axis may be -1: the rest) on
+    ``num_devices`` devices."""
+    sizes = [mesh_config.data, mesh_config.fsdp, mesh_config.tensor]
+    named = lambda s: dict(zip(MESH_AXES, s, strict=True))
+    if sizes.count(-1) > 1:
+        raise ValueError(f"config.mesh: at most one axis may be -1, got {named(sizes)}")
+    if any(s == 0 or s < -1 for s in sizes):
+        raise ValueError(f"config.mesh: axis sizes must be positive or -1, got {named(sizes)}")
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        if num_devices % known:
+            raise ValueError(
+                f"config.mesh: {num_devices} devices are not divisible by the fixed axes "
+                f"{named(sizes)}"
+            )
+        sizes[sizes.index(-1)] = num_devices // known
+    if math.prod(sizes) != num_devices:
+        raise ValueError(
+            f"config.mesh: {named(sizes)} needs {math.prod(sizes)} devices, {num_devices} available"
+        )
+    return tuple(sizes)
+
+
 def make_mesh(mesh_config: MeshConfig | Mapping | None = None, devices=None) -> Mesh:
     """Builds a ``("data", "fsdp", "tensor")`` mesh over ``devices`` (default: all devices) and
     makes ``mesh_config.rules`` the ambient sharding rules (``current_rules``).
@@ -59,7 +83,7 @@ def make_mesh(mesh_config: MeshConfig | Mapping | None = None, devices=None) -> 
     mesh_config = resolve_mesh(mesh_config or MeshConfig())
     set_rules(ShardingRules.from_mapping(mesh_config.rules))
     devices = jax.devices() if devices is None else list(devices)
-    shape = mesh_config.resolve(len(devices))
+    shape = mesh_shape(mesh_config, len(devices))
     axis_types = (AxisType.Auto,) * len(MESH_AXES)
     if len(devices) == len(jax.devices()):  # lets jax order devices by the physical topology
         return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)

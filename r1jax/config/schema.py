@@ -5,7 +5,8 @@ A config file edits the ml-collections ``ConfigDict`` generated from these class
 the edited dict into these frozen sections once, at the edge (unknown keys are rejected with the
 nearest valid one). A run config is one stage: its ``kind`` is the objective or the job.
 
-    config.kind                "sft" | "distill" | "grpo" (training) | "eval" | "rejection_sample"
+    config.kind                "sft" | "distill" | "grpo" (training), or a job: "eval",
+                               "rejection_sample", "sample", "convert", "tokenizer"
     config.model / .mesh       the network and the device mesh (``ModelConfig``, ``MeshConfig``)
     config.optim / .train      optimizer and loop (``optim.total_steps`` 0 = ``train.steps``)
     config.data                prompts / SFT records and the tokenizer
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 from typing import Any
 
 
@@ -53,29 +53,6 @@ class MeshConfig:
     rules: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     strict: bool = False
     replicated_warn_size: int = 2**20  # elements: a larger replicated leaf is reported
-
-    def resolve(self, num_devices: int) -> tuple[int, int, int]:
-        """(data, fsdp, tensor) sizes for ``num_devices`` devices."""
-        sizes = [self.data, self.fsdp, self.tensor]
-        named = lambda s: dict(zip(MESH_AXES, s, strict=True))
-        if sizes.count(-1) > 1:
-            raise ValueError(f"config.mesh: at most one axis may be -1, got {named(sizes)}")
-        if any(s == 0 or s < -1 for s in sizes):
-            raise ValueError(f"config.mesh: axis sizes must be positive or -1, got {named(sizes)}")
-        known = math.prod(s for s in sizes if s != -1)
-        if -1 in sizes:
-            if num_devices % known:
-                raise ValueError(
-                    f"config.mesh: {num_devices} devices are not divisible by the fixed axes "
-                    f"{named(sizes)}"
-                )
-            sizes[sizes.index(-1)] = num_devices // known
-        if math.prod(sizes) != num_devices:
-            raise ValueError(
-                f"config.mesh: {named(sizes)} needs {math.prod(sizes)} devices, "
-                f"{num_devices} available"
-            )
-        return tuple(sizes)
 
 
 @dataclasses.dataclass(frozen=True)

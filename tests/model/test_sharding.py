@@ -82,13 +82,13 @@ def test_indivisible_dims_fall_back_to_replication_and_are_reported():
 
 
 def test_mesh_config_resolves_the_rest_and_rejects_bad_sizes():
-    assert sharding.MeshConfig(data=-1, fsdp=2, tensor=2).resolve(8) == (2, 2, 2)
+    assert sharding.mesh_shape(sharding.MeshConfig(data=-1, fsdp=2, tensor=2), 8) == (2, 2, 2)
     with pytest.raises(ValueError, match="at most one axis"):
-        sharding.MeshConfig(-1, -1, 1).resolve(8)
+        sharding.mesh_shape(sharding.MeshConfig(-1, -1, 1), 8)
     with pytest.raises(ValueError, match="not divisible"):
-        sharding.MeshConfig(-1, 3, 1).resolve(8)
+        sharding.mesh_shape(sharding.MeshConfig(-1, 3, 1), 8)
     with pytest.raises(ValueError, match="needs 4 devices"):
-        sharding.MeshConfig(2, 2, 1).resolve(8)
+        sharding.mesh_shape(sharding.MeshConfig(2, 2, 1), 8)
     with pytest.raises(ValueError, match="did you mean config.mesh.data"):
         section(sharding.MeshConfig, {"dat": 2}, "config.mesh")
 

@@ -7,7 +7,7 @@ import pytest
 
 from r1jax.config import mesh_presets, typed
 from r1jax.config.flags import parse_config
-from r1jax.sharding import make_mesh
+from r1jax.sharding import make_mesh, mesh_shape
 
 CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "meshes.py"
 
@@ -22,7 +22,7 @@ def load_config(name):
 @pytest.mark.parametrize("name", sorted(mesh_presets.PRESETS))
 def test_preset_sizes_multiply_to_its_devices_and_config_matches(name):
     preset = mesh_presets.get(name)
-    assert preset.mesh.resolve(preset.devices) == (preset.data, preset.fsdp, preset.tensor)
+    assert mesh_shape(preset.mesh, preset.devices) == (preset.data, preset.fsdp, preset.tensor)
     config = load_config(name)
     mesh = typed(config).mesh
     assert (mesh.data, mesh.fsdp, mesh.tensor) == preset.axes and mesh.preset == name
