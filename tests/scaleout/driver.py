@@ -110,8 +110,8 @@ def dump_params(params, path: str) -> None:
 
 
 def setup(mc):
-    from r1jax.config import OptimConfig
-    from r1jax.sharding import MeshConfig, make_mesh
+    from r1jax.config import MeshConfig, OptimConfig
+    from r1jax.sharding import make_mesh
     from r1jax.train.optim import make_optimizer
 
     mesh = make_mesh(MeshConfig(data=-1, fsdp=2, tensor=1))
@@ -123,6 +123,7 @@ def train(args) -> None:
     from jax.experimental import multihost_utils
 
     from r1jax.checkpoint import Checkpointer
+    from r1jax.config import GRPOConfig
     from r1jax.sampling import Sampler
     from r1jax.train import objectives
     from r1jax.train.state import create_train_state, refresh_frozen
@@ -140,7 +141,7 @@ def train(args) -> None:
         metrics["sft"].append(float(m["loss"]))
 
     state = refresh_frozen(state)  # the GRPO reference = the SFT policy
-    options = objectives.GRPOOptions(beta=0.04)
+    options = GRPOConfig(beta=0.04)
     grpo_step = make_train_step(mc, objectives.grpo(mc, options), optim, mesh, frozen_config=mc)
     logprobs = make_logprobs_fn(mc, mesh)
     # Multi-process: each process passes its prompts and gets its rows; buckets agreed globally.
