@@ -280,6 +280,8 @@ def load_params(
     Returns the model config and the param tree (leaves as in ``abstract_params``, e.g.
     ``layers/q`` [L, D, N, H] in the config's ``param_dtype``).
     """
+    if model_config is not None and not isinstance(model_config, ModelConfig):
+        raise TypeError(f"load_params: model_config must be a ModelConfig, got {model_config!r}")
     p = Path(path)
     if not p.is_dir():
         raise FileNotFoundError(f"checkpoint {p}: not a directory")

@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
     distributed.initialize(config)
     mesh = make_mesh(stage.mesh)
     overrides = {"compute_dtype": stage.link("dtype")} if stage.link("dtype") else {}
-    model_config, params = load_params(checkpoint, mesh, **overrides)
+    model_config, params = load_params(checkpoint, mesh=mesh, **overrides)
     tokenizer_path = stage.link("tokenizer") or find_tokenizer(checkpoint)
     if tokenizer_path is None:
         raise FileNotFoundError(f"no tokenizer found next to {checkpoint}: set config.tokenizer")
