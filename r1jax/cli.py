@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("r1jax.commands.convert:main", "Hugging Face safetensors <-> r1jax checkpoints"),
     "tokenizer": ("r1jax.data.tokenizer_cli:main", "train a sentencepiece tokenizer"),
     "forward": ("r1jax.commands.forward:main", "build a model from a config, run a forward pass"),
+    "plan": ("r1jax.commands.plan:main", "compile a run's programs for a topology: fits? FLOPs?"),
 }
 
 

@@ -1,0 +1,179 @@
+"""The programs a run executes, at the run's shapes, mesh and shardings, as jitted functions and
+abstract arguments (``jax.ShapeDtypeStruct`` with shardings: nothing is allocated).
+
+  train_step       ``make_train_step`` of the stage's objective on one global batch: GRPO rows
+                   ``num_prompts * num_samples`` x (prompt bucket + ``max_new_tokens``); SFT and
+                   distillation rows ``train.batch_size`` x ``train.seq_len``
+  sampler_prefill  (GRPO) the prompts once, the KV cache for prompt + completion
+  sampler_decode   (GRPO) the decode loop (one ``while_loop``; its memory is a step's)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from r1jax.checkpoint import with_shardings
+from r1jax.config import Stage
+from r1jax.config.typed import model_config as typed_model_config
+from r1jax.model import abstract_params, param_shardings
+from r1jax.sampling import loop as sampling_loop
+from r1jax.sampling.methods import make_method
+from r1jax.sharding import named_sharding
+from r1jax.train import objectives
+from r1jax.train.optim import make_optimizer, make_schedule
+from r1jax.train.state import abstract_train_state
+from r1jax.train.step import batch_sharding, make_train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """A jitted function, its abstract arguments, and the work it does per call (model FLOPs:
+    6 x params x trained tokens (+2x for a reference forward) + attention; 2x for inference)."""
+
+    name: str
+    fn: Callable
+    args: tuple
+    arg_names: tuple[str, ...]
+    model_flops: float
+    tokens: int
+
+
+PREFILL_ARGS = ("params", "prompt", "prompt_mask", "key", "stop_table")
+DECODE_ARGS = ("params", "state", "stop_table")
+STOP_WIDTH = 8  # tokens of the stop table's rows (the stop strings' longest encoding, bounded)
+
+
+def _abstract(shape, dtype, mesh, logical) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=named_sharding(mesh, logical, shape))
+
+
+def _batch(fields: dict[str, tuple[tuple[int, ...], Any]], mesh) -> dict:
+    sh = batch_sharding(mesh)
+    return {k: jax.ShapeDtypeStruct(s, d, sharding=sh) for k, (s, d) in fields.items()}
+
+
+def attention_flops(config, rows: int, queries: int, context: float) -> float:
+    """Forward FLOPs of QK^T and PV: ``rows`` x ``queries`` attending to ``context`` keys."""
+    return 4.0 * rows * queries * context * config.num_heads * config.head_dim * config.num_layers
+
+
+def matmul_params(config) -> int:
+    """Parameters a token's forward multiplies with (the LM head included, the lookup not)."""
+    embed = config.vocab_size * config.hidden_size
+    return config.num_params - (embed if not config.tie_embeddings else 0)
+
+
+def train_step(stage: Stage, mesh) -> Program:
+    """The stage's train step on one global batch (see the module docstring)."""
+    model, train = stage.model, stage.train
+    frozen_config = None
+    if stage.kind == "grpo":
+        grpo = stage.grpo
+        objective = objectives.grpo(model, grpo)
+        frozen_config = model if grpo.beta > 0 else None
+        rows, prompt, completion = (
+            grpo.num_prompts * grpo.num_samples,
+            max(stage.data.buckets),
+            grpo.max_new_tokens,
+        )
+        fields = {
+            "prompt_tokens": ((rows, prompt), jnp.int32),
+            "prompt_mask": ((rows, prompt), jnp.int32),
+            "completion_tokens": ((rows, completion), jnp.int32),
+            "completion_mask": ((rows, completion), jnp.int32),
+            "old_logprobs": ((rows, completion), jnp.float32),
+            "advantages": ((rows,), jnp.float32),
+        }
+        if grpo.keep_sampler_logprobs:
+            fields["sampler_logprobs"] = ((rows, completion), jnp.float32)
+        seq, trained = prompt + completion, completion
+    else:
+        if stage.kind == "distill" and stage.distill.teacher != "online":
+            raise ValueError("plan: distillation with precomputed top-k targets is not planned")
+        rows, seq = train.batch_size, train.seq_len
+        if stage.kind == "sft":
+            objective = objectives.sft(model)
+        else:
+            frozen_config = typed_model_config(stage.distill.teacher_model, "distill.teacher_model")
+            objective = objectives.distill(model, stage.distill, frozen_config)
+        fields = {
+            k: ((rows, seq), jnp.int32) for k in ("tokens", "loss_mask", "segment_ids", "positions")
+        }
+        trained = seq
+    optimizer = make_optimizer(stage.optim)
+    step = make_train_step(
+        model,
+        objective,
+        optimizer,
+        mesh,
+        num_microbatches=train.num_microbatches,
+        frozen_config=frozen_config,
+        schedule=make_schedule(stage.optim),
+        donate=True,
+    )
+    state = abstract_train_state(model, optimizer, mesh, frozen_config=frozen_config)
+    forward = 2 * matmul_params(model) * rows * seq + attention_flops(model, rows, seq, seq / 2)
+    flops = 3 * forward
+    if frozen_config is not None:  # the reference's / teacher's forward
+        teacher = 2 * matmul_params(frozen_config) * rows * seq
+        flops += teacher + attention_flops(frozen_config, rows, seq, seq / 2)
+    args = (state, _batch(fields, mesh))
+    return Program("train_step", step.jitted, args, ("state", "batch"), flops, rows * trained)
+
+
+def sampler(stage: Stage, mesh) -> list[Program]:
+    """GRPO's sampler: the prefill of ``num_prompts`` prompts and the decode loop of their
+    ``num_prompts * num_samples`` rows, the KV cache holding prompt + ``max_new_tokens``."""
+    grpo, model = stage.grpo, stage.model
+    q, g, p, t = grpo.num_prompts, grpo.num_samples, max(stage.data.buckets), grpo.max_new_tokens
+    method = make_method(temperature=grpo.temperature, top_k=grpo.top_k, top_p=grpo.top_p)
+    common = dict(config=model, pad_id=0, mesh=mesh)
+    params = with_shardings(abstract_params(model), param_shardings(model, mesh))
+    prompt = _abstract((q, p), jnp.int32, mesh, ("batch", None))
+    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=named_sharding(mesh, (), ()))
+    table = _abstract((max(len(grpo.stop_strings), 1), STOP_WIDTH), jnp.int32, mesh, (None, None))
+    prefill = jax.jit(
+        lambda params, tokens, mask, key, table: sampling_loop.prefill(
+            params,
+            tokens,
+            mask,
+            key,
+            table,
+            method=method,
+            num_samples=g,
+            max_new_tokens=t,
+            **common,
+        )
+    )
+    args = (params, prompt, prompt, key, table)
+    with jax.set_mesh(mesh):
+        state = jax.eval_shape(prefill, *args)
+    shardings = sampling_loop.state_shardings(model, q * g, t, STOP_WIDTH, p + t, mesh)
+    state = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state, shardings
+    )
+    decode = jax.jit(
+        lambda params, state, table: sampling_loop.decode(
+            params, state, table, method=method, **common
+        ),
+        donate_argnums=(1,),
+    )
+    prefill_flops = 2 * matmul_params(model) * q * p + attention_flops(model, q, p, p / 2)
+    decode_flops = 2 * matmul_params(model) * q * g + attention_flops(model, q * g, 1, p + t)
+    return [
+        Program("sampler_prefill", prefill, args, PREFILL_ARGS, prefill_flops, q * p),
+        Program("sampler_decode", decode, (params, state, table), DECODE_ARGS, decode_flops, q * g),
+    ]
+
+
+def programs_for(stage: Stage, mesh) -> list[Program]:
+    """Every program of a training stage (the sampler's too for GRPO)."""
+    out = [train_step(stage, mesh)]
+    if stage.kind == "grpo":
+        out += sampler(stage, mesh)
+    return out
