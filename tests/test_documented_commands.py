@@ -21,6 +21,7 @@ SOURCES = [
 ]
 CONFIG_COMMANDS = (
     *("train", "demo", "sample", "eval", "rejection-sample", "convert", "forward", "tokenizer"),
+    "plan",
 )
 
 
