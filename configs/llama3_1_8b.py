@@ -11,27 +11,11 @@ The tiny branch (``get_config("tiny")``) keeps the family's features with toy si
 
 from r1jax.config import presets
 
-SHAPE = dict(
-    vocab_size=128256,
-    hidden_size=4096,
-    num_layers=32,
-    num_heads=32,
-    num_kv_heads=8,
-    head_dim=128,
-    mlp_dim=14336,
-    rope_theta=500000.0,
-    rms_norm_eps=1e-05,
-    qkv_bias=False,
-    tie_embeddings=False,
-    max_position_embeddings=131072,
-)
-ROPE_SCALING = dict(
-    factor=8.0, high_freq_factor=4.0, low_freq_factor=1.0, original_max_position_embeddings=8192
-)
-
 
 def get_config(variant: str = ""):
-    config = presets.pretrained_family(SHAPE, variant, rope_scaling=ROPE_SCALING)
+    config = presets.pretrained_family(
+        presets.LLAMA3_1_8B, variant, rope_scaling=presets.LLAMA3_ROPE_SCALING
+    )
     if variant != "tiny":
         config.mesh.update(data=1, fsdp=-1, tensor=1)
     return config

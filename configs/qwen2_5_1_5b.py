@@ -10,23 +10,7 @@ The tiny branch (``get_config("tiny")``) keeps the family's features with toy si
 
 from r1jax.config import presets
 
-SHAPE = dict(
-    vocab_size=151936,
-    hidden_size=1536,
-    num_layers=28,
-    num_heads=12,
-    num_kv_heads=2,
-    head_dim=128,
-    mlp_dim=8960,
-    rope_theta=1000000.0,
-    rms_norm_eps=1e-06,
-    qkv_bias=True,
-    tie_embeddings=True,
-    max_position_embeddings=131072,
-)
-ROPE_SCALING = None
-
 
 def get_config(variant: str = ""):
-    config = presets.pretrained_family(SHAPE, variant, rope_scaling=ROPE_SCALING)
+    config = presets.pretrained_family(presets.QWEN2_5_1_5B, variant)
     return config

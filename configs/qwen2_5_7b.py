@@ -10,25 +10,9 @@ The tiny branch (``get_config("tiny")``) keeps the family's features with toy si
 
 from r1jax.config import presets
 
-SHAPE = dict(
-    vocab_size=152064,
-    hidden_size=3584,
-    num_layers=28,
-    num_heads=28,
-    num_kv_heads=4,
-    head_dim=128,
-    mlp_dim=18944,
-    rope_theta=1000000.0,
-    rms_norm_eps=1e-06,
-    qkv_bias=True,
-    tie_embeddings=False,
-    max_position_embeddings=131072,
-)
-ROPE_SCALING = None
-
 
 def get_config(variant: str = ""):
-    config = presets.pretrained_family(SHAPE, variant, rope_scaling=ROPE_SCALING)
+    config = presets.pretrained_family(presets.QWEN2_5_7B, variant)
     if variant != "tiny":
         config.mesh.update(data=1, fsdp=-1, tensor=1)
     return config

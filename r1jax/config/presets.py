@@ -20,6 +20,37 @@ TINY_MODEL = dict(
 )
 
 
+# Real checkpoints' shapes (Hugging Face config.json fields in r1jax names).
+QWEN2_5_0_5B = dict(
+    vocab_size=151936, hidden_size=896, num_layers=24, num_heads=14, num_kv_heads=2, head_dim=64,
+    mlp_dim=4864, rope_theta=1e6, rms_norm_eps=1e-6, qkv_bias=True, tie_embeddings=True,
+    max_position_embeddings=32768,
+)  # fmt: skip
+QWEN2_5_1_5B = dict(
+    vocab_size=151936, hidden_size=1536, num_layers=28, num_heads=12, num_kv_heads=2,
+    head_dim=128, mlp_dim=8960, rope_theta=1e6, rms_norm_eps=1e-6, qkv_bias=True,
+    tie_embeddings=True, max_position_embeddings=131072,
+)  # fmt: skip
+QWEN2_5_7B = dict(
+    vocab_size=152064, hidden_size=3584, num_layers=28, num_heads=28, num_kv_heads=4,
+    head_dim=128, mlp_dim=18944, rope_theta=1e6, rms_norm_eps=1e-6, qkv_bias=True,
+    tie_embeddings=False, max_position_embeddings=131072,
+)  # fmt: skip
+QWEN2_5_32B = dict(
+    vocab_size=152064, hidden_size=5120, num_layers=64, num_heads=40, num_kv_heads=8,
+    head_dim=128, mlp_dim=27648, rope_theta=1e6, rms_norm_eps=1e-5, qkv_bias=True,
+    tie_embeddings=False, max_position_embeddings=131072,
+)  # fmt: skip
+LLAMA3_1_8B = dict(
+    vocab_size=128256, hidden_size=4096, num_layers=32, num_heads=32, num_kv_heads=8,
+    head_dim=128, mlp_dim=14336, rope_theta=500000.0, rms_norm_eps=1e-5, qkv_bias=False,
+    tie_embeddings=False, max_position_embeddings=131072,
+)  # fmt: skip
+LLAMA3_ROPE_SCALING = dict(
+    factor=8.0, high_freq_factor=4.0, low_freq_factor=1.0, original_max_position_embeddings=8192
+)
+
+
 def tiny(kind: str, **model_overrides) -> ml_collections.ConfigDict:
     """``defaults(kind)`` with the tiny model (and ``model_overrides``)."""
     return defaults(kind, **(TINY_MODEL | model_overrides))

@@ -54,6 +54,22 @@ def restore_or_create(ckpt: Checkpointer, job: Job, seed: int, params=None):
     return (refresh_frozen(state) if job.reference else state), None
 
 
+def initial_params(path: str, job: Job):
+    """A fresh run's starting model (``init_from``: an r1jax run or a Hugging Face directory),
+    placed on the run's mesh; its shapes must be the configured model's."""
+    from r1jax.checkpoint import load_params
+
+    loaded, params = load_params(path, mesh=job.setup.mesh)
+    model = job.setup.model_config
+    for field in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads"):
+        if getattr(loaded, field) != getattr(model, field):
+            raise ValueError(
+                f"config.init_from={path}: its {field}={getattr(loaded, field)} but "
+                f"config.model.{field}={getattr(model, field)}"
+            )
+    return params
+
+
 def build_job(stage: Stage, workdir: Path) -> Job:
     """The objective's job: the one place that dispatches on ``stage.kind``."""
     if stage.kind in ("sft", "distill"):
@@ -70,7 +86,8 @@ def build_job(stage: Stage, workdir: Path) -> Job:
 def run(stage: Stage, workdir: str | Path, *, init_params=None) -> dict[str, float]:
     """Runs (or resumes) a training stage; returns the last logged metrics.
 
-    ``init_params``: the model a fresh run starts from (ignored when resuming).
+    ``init_params``: the model a fresh run starts from (ignored when resuming); without it,
+    the stage's ``init_from`` (a path) when set, else a random init.
     """
     workdir = Path(workdir)
     job = build_job(stage, workdir)
@@ -79,6 +96,8 @@ def run(stage: Stage, workdir: str | Path, *, init_params=None) -> dict[str, flo
         workdir / CHECKPOINTS, save_every=train.checkpoint_every, keep=train.keep_checkpoints
     )
     try:
+        if init_params is None and stage.link("init_from") and ckpt.latest_step() is None:
+            init_params = initial_params(stage.link("init_from"), job)
         state, data_state = restore_or_create(ckpt, job, stage.seed, init_params)
         if data_state is not None:
             job.data.set_state(data_state)
