@@ -76,6 +76,8 @@ def _table(result: dict) -> str:
             f"{name:<16} {peak:>9.2f} {temp:>9.2f} {'yes' if p['fits'] else 'NO':>5}"
             f" {p['flops_per_chip'] / 1e12:>11.3f} {roof:>11} {mfu:>5}  {top}"
         )
+        if p["compile_error"]:
+            lines.append(f"{'':<16}   the compiler refused it: {p['compile_error']}")
         for kind, c in p["collectives"].items():
             lines.append(f"{'':<16}   {kind}: {c['count']} ops, {c['bytes'] / 2**20:.1f} MiB")
     lines.append("fits" if result["fits"] else "DOES NOT FIT")

@@ -64,17 +64,52 @@ def argument_groups(program: Program) -> dict[str, int]:
     return dict(groups)
 
 
-def analyse(program: Program, target: Target) -> dict:
-    """Compiles ``program`` for ``target`` and reports its per-chip figures (module docstring)."""
-    compiled = program.fn.lower(*program.args).compile()
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+_TOO_BIG = re.compile(r"HLO temporaries \(([\d.]+)([KMGT]?)\)")
+
+
+def _too_big(error: Exception, program: Program) -> dict | None:
+    """The figures of a program the TPU compiler refused for lack of HBM (it stops at buffer
+    assignment and reports the temporaries it needed), or None for any other error."""
+    if "RESOURCE_EXHAUSTED" not in str(error):
+        return None
+    match = _TOO_BIG.search(str(error))
+    temp = int(float(match.group(1)) * _UNITS[match.group(2)]) if match else 0
+    args = sum(argument_groups(program).values())
+    return dict(args=args, outputs=0, alias=0, temp=temp, cost={}, hlo="",
+                error=str(error).splitlines()[0][:300])  # fmt: skip
+
+
+def compile_figures(program: Program) -> dict:
+    """Memory (bytes per device), the HLO's cost analysis and text of the compiled program."""
+    try:
+        compiled = program.fn.lower(*program.args).compile()
+    except Exception as e:  # jax's JaxRuntimeError; its module moves between versions
+        figures = _too_big(e, program)
+        if figures is None:
+            raise
+        return figures
     memory = compiled.memory_analysis()
-    args = int(memory.argument_size_in_bytes)
-    outputs = int(memory.output_size_in_bytes)
-    alias = int(memory.alias_size_in_bytes)
-    temp = int(memory.temp_size_in_bytes)
-    peak = args + outputs - alias + temp
     cost = compiled.cost_analysis() or {}
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return dict(
+        args=int(memory.argument_size_in_bytes),
+        outputs=int(memory.output_size_in_bytes),
+        alias=int(memory.alias_size_in_bytes),
+        temp=int(memory.temp_size_in_bytes),
+        cost=cost[0] if isinstance(cost, list | tuple) else cost,
+        hlo=compiled.as_text(),
+        error=None,
+    )
+
+
+def analyse(program: Program, target: Target) -> dict:
+    """Compiles ``program`` for ``target`` and reports its per-chip figures (module docstring).
+    A program the compiler refuses for lack of HBM is reported as not fitting, with the
+    temporaries it asked for and its arguments' size."""
+    figures = compile_figures(program)
+    args, outputs, alias, temp = (figures[k] for k in ("args", "outputs", "alias", "temp"))
+    peak = args + outputs - alias + temp
+    cost = figures["cost"]
     chip, chips = target.chip, target.chips
     flops_per_chip = program.model_flops / chips
     compute_s = flops_per_chip / chip.peak_flops if chip.peak_flops else None
@@ -90,12 +125,13 @@ def analyse(program: Program, target: Target) -> dict:
         "alias_bytes_per_chip": alias,
         "temp_bytes_per_chip": temp,
         "peak_bytes_per_chip": peak,
-        "fits": peak <= chip.hbm_bytes,
+        "fits": figures["error"] is None and peak <= chip.hbm_bytes,
+        "compile_error": figures["error"],
         "flops": program.model_flops,
         "flops_per_chip": flops_per_chip,
         "flops_hlo_per_chip": float(cost.get("flops", 0.0)),
         "tokens": program.tokens,
-        "collectives": collectives(compiled.as_text()),
+        "collectives": collectives(figures["hlo"]),
         "roofline_s": roofline,
         "roofline_bound": None
         if roofline is None

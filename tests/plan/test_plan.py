@@ -82,6 +82,19 @@ def test_collectives_are_read_from_hlo_text():
     }
 
 
+def test_a_program_the_compiler_refuses_for_lack_of_hbm_is_reported_as_not_fitting():
+    stage = _stage(*TINY_GRPO)
+    step = programs.train_step(stage, make_mesh(stage.mesh))
+    error = RuntimeError(
+        "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+        "temporaries (48.73G) exceeds available HBM (15.75G)."
+    )
+    figures = analysis._too_big(error, step)
+    assert figures["temp"] == int(48.73 * 2**30) and figures["error"].startswith("RESOURCE")
+    assert figures["args"] == sum(analysis.argument_groups(step).values()) > 0
+    assert analysis._too_big(RuntimeError("INVALID_ARGUMENT: x"), step) is None
+
+
 def test_slice_names_map_to_topologies_and_unknown_names_list_the_valid_ones():
     assert targets.tpu_topology("v5e-8") == ("v5e", "v5e:2x4")
     assert targets.tpu_topology("v5p-64") == ("v5p", "v5p:2x4x4")
