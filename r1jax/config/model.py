@@ -47,6 +47,9 @@ class ModelConfig:
     compute_dtype: str = "float32"
     remat_policy: str = "none"
     init_std: float = 0.02
+    # Losses run the LM head over chunks of this many positions under remat, so only
+    # [B, chunk, V] logits exist at a time (r1jax.losses.chunked); 0 = all positions at once.
+    logits_chunk: int = 1024
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
@@ -61,6 +64,8 @@ class ModelConfig:
                 raise ValueError(f"model.{name}={getattr(self, name)!r}; one of {list(_DTYPES)}")
         if self.head_dim % 2:
             raise ValueError(f"model.head_dim={self.head_dim} must be even for RoPE")
+        if self.logits_chunk < 0:
+            raise ValueError(f"model.logits_chunk={self.logits_chunk}; >= 0 (0 = unchunked)")
 
     @property
     def params_dtype(self):

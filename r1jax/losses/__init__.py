@@ -9,25 +9,36 @@ Gradient accumulation: compute `batch_normalizer(full_mask_BT, aggregation, max_
 over the FULL batch, pass it as `normalizer=` to the loss of each micro-batch, and sum the
 micro-batch losses and gradients; that equals the full-batch loss and gradient. Advantages are
 computed on the full batch of whole groups before micro-batching.
+
+Memory linear in T: the ``*_positions`` functions give a loss's per-position terms from the
+logits of those positions only, and ``chunked_map`` runs them (with the LM head) over chunks of
+positions under remat; the ``*_reduce`` functions (and ``grpo_loss``) then take the ``[B, T]``
+terms. The ``*_loss`` functions on full ``[B, T, V]`` logits are the two composed.
 """
 
 from r1jax.losses.advantages import group_advantages, group_is_degenerate
 from r1jax.losses.aggregation import AGGREGATIONS, aggregate, batch_normalizer, masked_mean
-from r1jax.losses.distill import distill_loss, teacher_topk
+from r1jax.losses.chunked import chunked_map
+from r1jax.losses.distill import distill_loss, distill_positions, distill_reduce, teacher_topk
 from r1jax.losses.grpo import grpo_loss, truncated_is_weights
 from r1jax.losses.logprobs import token_entropy, token_logprobs
-from r1jax.losses.sft import sft_loss
+from r1jax.losses.sft import sft_loss, sft_positions, sft_reduce
 
 __all__ = [
     "AGGREGATIONS",
     "aggregate",
     "batch_normalizer",
+    "chunked_map",
     "distill_loss",
+    "distill_positions",
+    "distill_reduce",
     "grpo_loss",
     "group_advantages",
     "group_is_degenerate",
     "masked_mean",
     "sft_loss",
+    "sft_positions",
+    "sft_reduce",
     "teacher_topk",
     "token_entropy",
     "token_logprobs",

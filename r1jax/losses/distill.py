@@ -101,6 +101,57 @@ def _topk_categories(logq_BTV, indices_BTK, logprobs_BTK) -> tuple[jax.Array, ja
     )
 
 
+def distill_positions(
+    student_logits_BTV: jax.Array,
+    teacher: jax.Array | TopK,
+    *,
+    kind: Kind = "forward_kl",
+    beta: float = 0.5,
+    temperature: float = 1.0,
+) -> tuple[jax.Array, jax.Array]:
+    """Per-position terms of ``distill_loss`` (same arguments): (divergence f32 [B, T],
+    top1_agreement f32 [B, T] = student argmax == teacher argmax).
+
+    Needs only the logits (or top-k) of the positions it returns, so ``r1jax.losses.chunked``
+    can run it over chunks of positions.
+    """
+    if kind == "jsd" and not 0.0 < beta < 1.0:
+        raise ValueError(f"distill_loss: jsd needs 0 < beta < 1, got beta={beta}")
+    logq_BTV = jax.nn.log_softmax(student_logits_BTV.astype(jnp.float32) / temperature, axis=-1)
+    if isinstance(teacher, tuple | list):
+        indices_BTK, logprobs_BTK = jax.lax.stop_gradient(tuple(teacher))
+        logp, logq = _topk_categories(logq_BTV, indices_BTK.astype(jnp.int32), logprobs_BTK)
+        teacher_top1_BT = jnp.take_along_axis(
+            indices_BTK, jnp.argmax(logprobs_BTK, axis=-1)[..., None], axis=-1
+        )[..., 0]
+    else:
+        t = jax.lax.stop_gradient(teacher).astype(jnp.float32) / temperature
+        logp, logq = jax.nn.log_softmax(t, axis=-1), logq_BTV
+        teacher_top1_BT = jnp.argmax(t, axis=-1)
+    div_BT = _divergence(logp, logq, kind, beta)
+    agree_BT = (jnp.argmax(logq_BTV, axis=-1) == teacher_top1_BT).astype(jnp.float32)
+    return div_BT, agree_BT
+
+
+def distill_reduce(
+    div_BT: jax.Array,
+    agree_BT: jax.Array,
+    mask_BT: jax.Array,
+    *,
+    normalizer: jax.Array | float | None = None,
+) -> tuple[jax.Array, dict]:
+    """``distill_loss`` from its per-position terms (``distill_positions``), all [B, T]."""
+    m = as_mask(mask_BT)
+    loss = aggregate(div_BT, m, "token_mean", normalizer=normalizer)
+    metrics = {
+        "loss": loss,
+        "divergence": masked_mean(div_BT, m),
+        "top1_agreement": masked_mean(agree_BT, m),
+        "num_tokens": jnp.sum(m),
+    }
+    return loss, jax.lax.stop_gradient(metrics)
+
+
 def distill_loss(
     student_logits_BTV: jax.Array,
     teacher: jax.Array | TopK,
@@ -127,27 +178,7 @@ def distill_loss(
 
     Returns: (loss, {"loss", "divergence" (local token mean), "top1_agreement", "num_tokens"}).
     """
-    if kind == "jsd" and not 0.0 < beta < 1.0:
-        raise ValueError(f"distill_loss: jsd needs 0 < beta < 1, got beta={beta}")
-    m = as_mask(mask_BT)
-    logq_BTV = jax.nn.log_softmax(student_logits_BTV.astype(jnp.float32) / temperature, axis=-1)
-    if isinstance(teacher, tuple | list):
-        indices_BTK, logprobs_BTK = jax.lax.stop_gradient(tuple(teacher))
-        logp, logq = _topk_categories(logq_BTV, indices_BTK.astype(jnp.int32), logprobs_BTK)
-        teacher_top1_BT = jnp.take_along_axis(
-            indices_BTK, jnp.argmax(logprobs_BTK, axis=-1)[..., None], axis=-1
-        )[..., 0]
-    else:
-        t = jax.lax.stop_gradient(teacher).astype(jnp.float32) / temperature
-        logp, logq = jax.nn.log_softmax(t, axis=-1), logq_BTV
-        teacher_top1_BT = jnp.argmax(t, axis=-1)
-    div_BT = _divergence(logp, logq, kind, beta)
-    loss = aggregate(div_BT, m, "token_mean", normalizer=normalizer)
-    agree_BT = (jnp.argmax(logq_BTV, axis=-1) == teacher_top1_BT).astype(jnp.float32)
-    metrics = {
-        "loss": loss,
-        "divergence": masked_mean(div_BT, m),
-        "top1_agreement": masked_mean(agree_BT, m),
-        "num_tokens": jnp.sum(m),
-    }
-    return loss, jax.lax.stop_gradient(metrics)
+    div_BT, agree_BT = distill_positions(
+        student_logits_BTV, teacher, kind=kind, beta=beta, temperature=temperature
+    )
+    return distill_reduce(div_BT, agree_BT, mask_BT, normalizer=normalizer)

@@ -10,6 +10,36 @@ from r1jax.losses.aggregation import aggregate, as_mask, masked_mean
 from r1jax.losses.logprobs import token_logprobs
 
 
+def sft_positions(logits_BTV: jax.Array, targets_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-position terms of ``sft_loss``: (nll f32 [B, T], correct f32 [B, T] = argmax == target).
+
+    Needs only the logits of the positions it returns, so ``r1jax.losses.chunked`` can run it
+    over chunks of positions.
+    """
+    nll_BT = -token_logprobs(logits_BTV, targets_BT)
+    correct_BT = (jnp.argmax(logits_BTV, axis=-1) == targets_BT).astype(jnp.float32)
+    return nll_BT, correct_BT
+
+
+def sft_reduce(
+    nll_BT: jax.Array,
+    correct_BT: jax.Array,
+    loss_mask_BT: jax.Array,
+    *,
+    normalizer: jax.Array | float | None = None,
+) -> tuple[jax.Array, dict]:
+    """``sft_loss`` from its per-position terms (``sft_positions``), all [B, T]."""
+    m = as_mask(loss_mask_BT)
+    loss = aggregate(nll_BT, m, "token_mean", normalizer=normalizer)
+    metrics = {
+        "loss": loss,
+        "nll": masked_mean(nll_BT, m),
+        "token_accuracy": masked_mean(correct_BT, m),
+        "num_tokens": jnp.sum(m),
+    }
+    return loss, jax.lax.stop_gradient(metrics)
+
+
 def sft_loss(
     logits_BTV: jax.Array,
     targets_BT: jax.Array,
@@ -31,14 +61,5 @@ def sft_loss(
 
     Returns: (loss, {"loss", "nll" (local token mean), "token_accuracy", "num_tokens"}).
     """
-    m = as_mask(loss_mask_BT)
-    nll_BT = -token_logprobs(logits_BTV, targets_BT)
-    loss = aggregate(nll_BT, m, "token_mean", normalizer=normalizer)
-    correct_BT = (jnp.argmax(logits_BTV, axis=-1) == targets_BT).astype(jnp.float32)
-    metrics = {
-        "loss": loss,
-        "nll": masked_mean(nll_BT, m),
-        "token_accuracy": masked_mean(correct_BT, m),
-        "num_tokens": jnp.sum(m),
-    }
-    return loss, jax.lax.stop_gradient(metrics)
+    nll_BT, correct_BT = sft_positions(logits_BTV, targets_BT)
+    return sft_reduce(nll_BT, correct_BT, loss_mask_BT, normalizer=normalizer)

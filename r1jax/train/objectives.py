@@ -18,6 +18,11 @@ Batches (B rows, T positions, P prompt positions, K teacher top-k), all int32 un
   GRPO: prompt_tokens, prompt_mask [B, P] (left-padded), completion_tokens, completion_mask
     [B, T], old_logprobs f32 [B, T], advantages f32 [B], and optionally sampler_logprobs f32 [B, T]
     (needed when ``GRPOConfig.tis_cap`` is set).
+
+Memory linear in T: no objective forms ``[B, T, V]`` logits. Each takes the final hidden states
+``[B, T, D]`` and runs the LM head with the loss's per-position terms over chunks of
+``ModelConfig.logits_chunk`` positions under remat (``over_chunks``, ``losses.chunked_map``);
+the ``[B, T]`` terms then go to the losses' reductions.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import jax.numpy as jnp
 
 from r1jax import losses
 from r1jax.config import DistillConfig, GRPOConfig
-from r1jax.model import ModelConfig, forward, hidden_states, logits_from_hidden
+from r1jax.model import ModelConfig, hidden_states, logits_from_hidden
 
 
 class Objective(NamedTuple):
@@ -60,23 +65,58 @@ def sft_normalizer(batch: dict) -> jax.Array:
     return losses.batch_normalizer(shifted_targets(batch)[1], "token_mean")
 
 
-def _student_logits(params, batch, model_config) -> jax.Array:
-    logits_BTV, _ = forward(
+def _head(params: dict, config: ModelConfig) -> dict:
+    """The one weight ``logits_from_hidden`` reads: ``{"embed": [V, D]}`` when tied, else
+    ``{"lm_head": [D, V]}`` (only it enters the chunk scan, so only it gets a gradient there)."""
+    key = "embed" if config.tie_embeddings else "lm_head"
+    return {key: params[key]}
+
+
+def over_chunks(fn: Callable, models: tuple, xs: dict, chunk: int):
+    """``fn(logits, xs_chunk)`` for all positions, over chunks of ``chunk`` positions under remat
+    (``losses.chunked_map``), so only ``[B, chunk, V]`` logits exist at a time.
+
+    ``models``: ``(params, config, hidden [B, T, D])`` triples; ``logits`` is the tuple of their
+    f32 ``[B, C, V]`` logits for the chunk. ``xs``: further ``[B, T, ...]`` inputs (targets,
+    top-k teacher), sliced alike. ``fn`` returns per-position outputs ``[B, C]``.
+    """
+    configs = tuple(config for _, config, _ in models)
+    heads = tuple(_head(params, config) for params, config, _ in models)
+
+    def chunk_fn(heads, xs_chunk):
+        hidden = xs_chunk["hidden"]
+        logits = tuple(map(logits_from_hidden, heads, hidden, configs))
+        return fn(logits, xs_chunk)
+
+    xs = {**xs, "hidden": tuple(hidden for _, _, hidden in models)}
+    return losses.chunked_map(chunk_fn, heads, xs, chunk=chunk)
+
+
+def _sequence_hidden(params, batch, model_config) -> jax.Array:
+    """Final hidden states at the positions predicting tokens 1..T-1: ``[B, T-1, D]``."""
+    hidden_BTD, _ = hidden_states(
         params,
         batch["tokens"],
         model_config,
         positions=batch["positions"],
         segment_ids=batch["segment_ids"],
     )
-    return logits_BTV[:, :-1]
+    return hidden_BTD[:, :-1]
 
 
 def sft_objective(params, frozen, batch, model_config, normalizer, options=None):
-    """Masked next-token cross-entropy via ``losses.sft_loss``; ``frozen`` is unused."""
+    """Masked next-token cross-entropy (``losses.sft_positions`` over chunks of positions, then
+    ``losses.sft_reduce``); ``frozen`` is unused."""
     del frozen, options
     targets, mask = shifted_targets(batch)
-    logits = _student_logits(params, batch, model_config)
-    return losses.sft_loss(logits, targets, mask, normalizer=normalizer)
+    hidden = _sequence_hidden(params, batch, model_config)
+    nll, correct = over_chunks(
+        lambda logits, xs: losses.sft_positions(logits[0], xs["targets"]),
+        ((params, model_config, hidden),),
+        {"targets": targets},
+        model_config.logits_chunk,
+    )
+    return losses.sft_reduce(nll, correct, mask, normalizer=normalizer)
 
 
 # ---------------------------------------------------------------------------- distill
@@ -85,23 +125,26 @@ def sft_objective(params, frozen, batch, model_config, normalizer, options=None)
 def distill_objective(
     params, frozen, batch, model_config, normalizer, options: DistillConfig, teacher_config=None
 ):
-    """Student-vs-teacher divergence on the target positions via ``losses.distill_loss``;
-    ``teacher == "online"`` runs ``frozen`` with ``teacher_config``, "topk" reads the batch."""
+    """Student-vs-teacher divergence on the target positions (``losses.distill_positions``
+    over chunks of positions, then ``losses.distill_reduce``). ``teacher == "online"`` runs
+    ``frozen`` with ``teacher_config`` (its logits too are made chunk by chunk); "topk" reads
+    the batch's precomputed top-k."""
     _, mask = shifted_targets(batch)
-    logits = _student_logits(params, batch, model_config)
+    models = [(params, model_config, _sequence_hidden(params, batch, model_config))]
+    xs = {}
     if options.teacher == "topk":
-        teacher = (batch["teacher_topk_indices"][:, :-1], batch["teacher_topk_logprobs"][:, :-1])
+        xs["topk"] = (batch["teacher_topk_indices"][:, :-1], batch["teacher_topk_logprobs"][:, :-1])
     else:
-        teacher = jax.lax.stop_gradient(_student_logits(frozen, batch, teacher_config))
-    return losses.distill_loss(
-        logits,
-        teacher,
-        mask,
-        kind=options.kind,
-        beta=options.beta,
-        temperature=options.temperature,
-        normalizer=normalizer,
-    )
+        frozen = jax.lax.stop_gradient(frozen)
+        models.append((frozen, teacher_config, _sequence_hidden(frozen, batch, teacher_config)))
+    kw = dict(kind=options.kind, beta=options.beta, temperature=options.temperature)
+
+    def fn(logits, xs_chunk):
+        teacher = xs_chunk["topk"] if options.teacher == "topk" else logits[1]
+        return losses.distill_positions(logits[0], teacher, **kw)
+
+    div, agree = over_chunks(fn, tuple(models), xs, model_config.logits_chunk)
+    return losses.distill_reduce(div, agree, mask, normalizer=normalizer)
 
 
 # ------------------------------------------------------------------------------ GRPO
@@ -120,18 +163,37 @@ def grpo_inputs(batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
     return tokens.astype(jnp.int32), positions, seg
 
 
-def completion_logits(params, batch, model_config: ModelConfig) -> jax.Array:
-    """Logits predicting each completion token: f32 [B, T, V] (the LM head runs on T only)."""
+def completion_hidden(params, batch, model_config: ModelConfig) -> jax.Array:
+    """Final hidden states at the positions predicting each completion token: [B, T, D]."""
     tokens, positions, seg = grpo_inputs(batch)
     p = batch["prompt_tokens"].shape[1]
     hidden, _ = hidden_states(params, tokens, model_config, positions=positions, segment_ids=seg)
-    return logits_from_hidden(params, hidden[:, p - 1 : -1], model_config)
+    return hidden[:, p - 1 : -1]
+
+
+def completion_terms(
+    params, batch, model_config: ModelConfig, temperature: float = 1.0, *, entropy: str = ""
+) -> dict:
+    """Per-token terms of the completion at ``temperature``, f32 [B, T] (no masking applied):
+    ``"logp"`` = log pi(token | prefix), and ``"entropy"`` when ``entropy`` is "grad" (with its
+    gradient) or "metric" (gradient-stopped). Computed over chunks of
+    ``model_config.logits_chunk`` positions: only [B, chunk, V] logits exist at a time."""
+
+    def fn(logits, xs):
+        out = {"logp": losses.token_logprobs(logits[0], xs["targets"], temperature)}
+        if entropy:
+            h = losses.token_entropy(logits[0], temperature)
+            out["entropy"] = h if entropy == "grad" else jax.lax.stop_gradient(h)
+        return out
+
+    hidden = completion_hidden(params, batch, model_config)
+    targets = {"targets": batch["completion_tokens"]}
+    return over_chunks(fn, ((params, model_config, hidden),), targets, model_config.logits_chunk)
 
 
 def completion_logprobs(params, batch, model_config: ModelConfig, temperature: float = 1.0):
     """log pi(completion token | prefix) at ``temperature``: f32 [B, T] (no masking applied)."""
-    logits = completion_logits(params, batch, model_config)
-    return losses.token_logprobs(logits, batch["completion_tokens"], temperature)
+    return completion_terms(params, batch, model_config, temperature)["logp"]
 
 
 def grpo_normalizer(batch: dict, options: GRPOConfig) -> jax.Array:
@@ -146,25 +208,22 @@ def grpo_objective(params, frozen, batch, model_config, normalizer, options: GRP
     ``frozen``: reference params, used (stop-gradient) when ``options.beta > 0``.
     """
     mask = batch["completion_mask"]
-    logits = completion_logits(params, batch, model_config)
-    logp = losses.token_logprobs(logits, batch["completion_tokens"], options.temperature)
+    entropy = ""
+    if options.entropy_coef != 0 or options.log_entropy:
+        entropy = "grad" if options.entropy_coef != 0 else "metric"
+    terms = completion_terms(params, batch, model_config, options.temperature, entropy=entropy)
     ref_logp = None
     if options.beta > 0:
         ref_logp = jax.lax.stop_gradient(
             completion_logprobs(frozen, batch, model_config, options.temperature)
         )
-    entropy = None
-    if options.entropy_coef != 0 or options.log_entropy:
-        entropy = losses.token_entropy(logits, options.temperature)
-        if options.entropy_coef == 0:
-            entropy = jax.lax.stop_gradient(entropy)
     tis = None
     if options.tis_cap is not None:
         tis = losses.truncated_is_weights(
             batch["old_logprobs"], batch["sampler_logprobs"], mask, options.tis_cap
         )
     return losses.grpo_loss(
-        logp,
+        terms["logp"],
         batch["old_logprobs"],
         batch["advantages"],
         mask,
@@ -176,7 +235,7 @@ def grpo_objective(params, frozen, batch, model_config, normalizer, options: GRP
         max_tokens=options.max_tokens,
         importance=options.importance,
         tis_weights_BT=tis,
-        entropy_BT=entropy,
+        entropy_BT=terms.get("entropy"),
         entropy_coef=float(options.entropy_coef),
         normalizer=normalizer,
     )
