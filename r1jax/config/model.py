@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from r1jax.config.schema import unknown_key
 
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+# "xla": the reference (O(T*S) scores); "blockwise": online softmax in plain JAX; "cudnn" (GPU),
+# "splash" (TPU): fused kernels; "auto" picks per call (r1jax.model.attention_kernels).
+ATTENTION_IMPLS = ("auto", "xla", "blockwise", "cudnn", "splash")
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -42,6 +45,8 @@ class ModelConfig:
     qkv_bias: bool = False
     tie_embeddings: bool = True
     sliding_window: int | None = None
+    attention_impl: str = "auto"
+    attention_block: int = 512  # query/key block of "blockwise" (and "splash", rounded to 128)
     max_position_embeddings: int = 4096
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
@@ -59,6 +64,12 @@ class ModelConfig:
             )
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"model.remat_policy={self.remat_policy!r}; one of {REMAT_POLICIES}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(
+                f"model.attention_impl={self.attention_impl!r}; one of {ATTENTION_IMPLS}"
+            )
+        if not isinstance(self.attention_block, int) or self.attention_block < 1:
+            raise ValueError(f"model.attention_block={self.attention_block!r}; a positive int")
         for name in ("param_dtype", "compute_dtype"):
             if getattr(self, name) not in _DTYPES:
                 raise ValueError(f"model.{name}={getattr(self, name)!r}; one of {list(_DTYPES)}")

@@ -1,4 +1,8 @@
-"""Transformer building blocks as pure functions: RMSNorm, RoPE, attention mask, GQA, SwiGLU.
+"""Transformer building blocks as pure functions: RMSNorm, RoPE, GQA attention, SwiGLU.
+
+Attention: ``attention`` is the reference ("xla": the ``[B, T, S]`` mask and fp32 scores);
+``attend`` runs the implementation ``ModelConfig.attention_impl`` picks (``r1jax.model.attention``
+for the memory-linear ones; ``attention_mask``, the mask rule, lives there too).
 
 Shape letters (the key in ``r1jax/__init__.py``): B batch, T query positions, S key positions,
 D hidden, N query heads, K kv heads, A = N // K query heads per kv head, H head dim, F mlp dim.
@@ -12,10 +16,9 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.config.model import ModelConfig, RopeScaling
+from r1jax.model import attention_kernels
+from r1jax.model.attention import MASK_VALUE, attention_mask, blockwise_attention
 from r1jax.sharding import constrain
-
-# Large finite negative: a fully masked row (a padding query) softmaxes to uniform, not NaN.
-_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
 def dense(x: jax.Array, w: jax.Array, *, in_dims: int = 1, preferred_element_type=None):
@@ -71,27 +74,6 @@ def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, inv_freq: jax.Array) 
     return out.astype(x_BTNH.dtype)
 
 
-def attention_mask(
-    q_positions_BT: jax.Array,
-    q_segments_BT: jax.Array,
-    k_positions_BS: jax.Array,
-    k_segments_BS: jax.Array,
-    sliding_window: int | None = None,
-) -> jax.Array:
-    """Boolean ``[B, T, S]``: query t may attend key s.
-
-    Causal by position within the same segment; segment id 0 marks padding (and empty cache
-    slots), which no query attends.
-    """
-    same_segment = q_segments_BT[:, :, None] == k_segments_BS[:, None, :]
-    key_valid = (k_segments_BS != 0)[:, None, :]
-    delta = q_positions_BT[:, :, None] - k_positions_BS[:, None, :]
-    mask = same_segment & key_valid & (delta >= 0)
-    if sliding_window is not None:
-        mask &= delta < sliding_window
-    return mask
-
-
 def attention(
     q_BTNH: jax.Array, k_BKHS: jax.Array, v_BKSH: jax.Array, mask_BTS: jax.Array
 ) -> jax.Array:
@@ -109,10 +91,62 @@ def attention(
     a = n // k
     grouped_q = q_BTNH.reshape(b, t, k, a, h).transpose(0, 2, 3, 1, 4).reshape(b, k, a * t, h)
     scores = jnp.matmul(grouped_q, k_BKHS, preferred_element_type=jnp.float32) * (h**-0.5)
-    scores_BKATS = jnp.where(mask_BTS[:, None, None], scores.reshape(b, k, a, t, s), _MASK_VALUE)
+    scores_BKATS = jnp.where(mask_BTS[:, None, None], scores.reshape(b, k, a, t, s), MASK_VALUE)
     probs = jax.nn.softmax(scores_BKATS, axis=-1).astype(v_BKSH.dtype)
     grouped_out = jnp.matmul(probs.reshape(b, k, a * t, s), v_BKSH)  # [B, K, A*T, H]
     return grouped_out.reshape(b, k, a, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+
+
+def attend(
+    q_BTNH: jax.Array,
+    k_BKHS: jax.Array,
+    v_BKSH: jax.Array,
+    q_pos_BT: jax.Array,
+    q_seg_BT: jax.Array,
+    k_pos_BS: jax.Array,
+    k_seg_BS: jax.Array,
+    config: ModelConfig,
+    *,
+    q_offset: int | jax.Array = 0,
+) -> jax.Array:
+    """Attention by ``config.attention_impl`` (chosen per call at trace time). ``[B, T, N, H]``.
+
+    The mask is ``attention_mask``'s, given by positions and segment ids (``[B, T]`` queries,
+    ``[B, S]`` keys). ``q_offset``: the key slot of query 0; the Python int 0 with T == S means
+    self-attention without a cache (the keys are the queries' own tokens), a traced write index
+    means a KV cache. "xla" is ``attention`` over the ``[B, T, S]`` mask (memory O(T * S));
+    "blockwise", "cudnn" and "splash" are O(T + S) (``r1jax.model.attention``,
+    ``attention_kernels``, where "auto" is resolved).
+    """
+    t, s = q_BTNH.shape[1], k_BKHS.shape[3]
+    self_attention = isinstance(q_offset, int) and q_offset == 0 and t == s
+    impl = attention_kernels.choose_impl(
+        config.attention_impl,
+        t=t,
+        s=s,
+        self_attention=self_attention,
+        config=config,
+        backend=jax.default_backend(),
+    )
+    if impl == "xla":
+        mask = attention_mask(q_pos_BT, q_seg_BT, k_pos_BS, k_seg_BS, config.sliding_window)
+        return attention(q_BTNH, k_BKHS, v_BKSH, mask)
+    if impl == "blockwise":
+        return blockwise_attention(
+            q_BTNH,
+            k_BKHS,
+            v_BKSH,
+            q_pos_BT,
+            q_seg_BT,
+            k_pos_BS,
+            k_seg_BS,
+            q_offset=q_offset,
+            sliding_window=config.sliding_window,
+            block=config.attention_block,
+        )
+    return attention_kernels.fused_attention(
+        impl, q_BTNH, k_BKHS, v_BKSH, q_pos_BT, q_seg_BT, config
+    )
 
 
 def swiglu(x_BTD: jax.Array, gate_DF, up_DF, down_FD) -> jax.Array:

@@ -22,17 +22,17 @@ _REMAT_POLICIES = {
 }
 
 
-def _block(x_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn):
+def _block(x_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn, q_offset=0):
     """One pre-norm transformer block. ``kv_fn(k, v) -> (keys, values, k_pos, k_seg, extra)``
     decides which keys are attended (this call's, or the whole cache), in the layouts of
-    ``layers.attention``: keys ``[B, K, H, T or S]``, values ``[B, K, T or S, H]``."""
+    ``layers.attention``: keys ``[B, K, H, T or S]``, values ``[B, K, T or S, H]``;
+    ``q_offset`` is the key slot of this call's first token (``layers.attend``)."""
     h = layers.rms_norm(x_BTD, p["attn_norm"], config.rms_norm_eps)
     q, k, v = layers.qkv_projection(h, p, config)
     q = layers.apply_rope(q, q_pos, rope_freqs)
     k = layers.apply_rope(k, q_pos, rope_freqs)
     keys, values, k_pos, k_seg, extra = kv_fn(k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3))
-    mask = layers.attention_mask(q_pos, q_seg, k_pos, k_seg, config.sliding_window)
-    attn = layers.attention(q, keys, values, mask)
+    attn = layers.attend(q, keys, values, q_pos, q_seg, k_pos, k_seg, config, q_offset=q_offset)
     x_BTD = x_BTD + layers.dense(attn, p["o"], in_dims=2)
     x_BTD = constrain(x_BTD, ("batch", "seq", "act_embed"))
     h = layers.rms_norm(x_BTD, p["mlp_norm"], config.rms_norm_eps)
@@ -102,7 +102,7 @@ def hidden_states(
                 return keys, values, cache.positions, cache.segment_ids, (k_all, v_all)
 
             x, (k_cache, v_cache) = _block(
-                x, cast(p), config, freqs, positions, segment_ids, cached_keys
+                x, cast(p), config, freqs, positions, segment_ids, cached_keys, slot
             )
             return (x, k_cache, v_cache), None
 
