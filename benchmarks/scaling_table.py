@@ -25,16 +25,18 @@ ROWS = [
     ("configs/r1_zero_qwen2_5_7b.py:8192", "v5p-64", []),
     ("configs/r1_zero_qwen2_5_7b.py:32768", "v5p-64", []),
     ("configs/sft_r1_traces.py:1.5b:16384", "v5e-8", ["--config.mesh.preset=v5e-8"]),
-    ("configs/sft_r1_traces.py:32b:16384", "v5p-128", ["--config.mesh.fsdp=64", "--config.mesh.data=1"]),
+    ("configs/sft_r1_traces.py:32b:16384", "v5p-128", ["--config.mesh.fsdp=64",
+                                                        "--config.mesh.data=1"]),
 ]  # fmt: skip
 ADVICE = """
 ## When a run does not fit
 
 Read the plan's `dominant` entries (`r1jax plan ... --json`), then, in this order:
-- **temporaries** (activations): more micro-batches (`--config.train.num_microbatches`, fewer rows
-  per chip per pass), `--config.model.remat_policy=full`, a smaller `--config.model.logits_chunk`
-  (the LM head's `[rows, chunk, vocab]` logits), blockwise / splash / cuDNN attention
-  (`--config.model.attention_impl`, "auto" picks one), packed GRPO rows (`--config.grpo.pack_length`).
+- **temporaries** (activations): more micro-batches (`--config.train.num_microbatches`, fewer
+  rows per chip per pass), `--config.model.remat_policy=full`, a smaller
+  `--config.model.logits_chunk` (the LM head's `[rows, chunk, vocab]` logits), blockwise /
+  splash / cuDNN attention (`--config.model.attention_impl`; "auto" picks one), packed GRPO
+  rows (`--config.grpo.pack_length`).
 - **state.opt_state / state.params** (16 bytes per parameter with fp32 Adam): a larger `fsdp` axis
   (`--config.mesh.fsdp=-1 --config.mesh.data=1`), a bigger slice, or LoRA.
 - **state.cache** (the sampler's KV cache): fewer prompts per sampler call
