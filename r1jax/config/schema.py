@@ -155,6 +155,7 @@ class GRPOConfig:
     log_entropy: bool = True
     mu: int = 1
     ref_refresh_every: int = 0
+    pack_length: int = 0  # > 0: the update packs sequences in rows of this length (grpo_packing)
     accuracy_key: str = "accuracy"
     format_key: str = "format"
 

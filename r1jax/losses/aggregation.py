@@ -12,6 +12,10 @@ Aggregations (B = sequences, T = positions):
                  (e.g. truncated completions masked out) neither contribute nor dilute.
   - "token_mean" [DAPO, SFT, distillation]: w = mask; normaliser = total valid tokens.
   - "constant"   [Dr. GRPO]: w = mask; normaliser = B * max_tokens.
+
+Packed rows: with ``segment_ids_BT`` (1..n per row, 0 padding) each segment of a row is one
+sequence: "seq_mean" divides by the segment's valid tokens and counts segments with at least one,
+and "constant" counts ``num_sequences`` (default: the segments) instead of the rows B.
 """
 
 from typing import Literal
@@ -39,6 +43,23 @@ def masked_mean(x_BT: jax.Array, mask_BT: jax.Array, empty: float = 0.0) -> jax.
     return jnp.where(n > 0, total / jnp.maximum(n, 1.0), empty)
 
 
+def segment_sums(x_BT: jax.Array, segment_ids_BT: jax.Array) -> jax.Array:
+    """Per row, the sum of x over each segment id 0..T: f32 [B, T + 1] (row-local, so it shards
+    with the rows)."""
+    t = x_BT.shape[1]
+    one_row = lambda x, s: jax.ops.segment_sum(x, s, num_segments=t + 1)
+    return jax.vmap(one_row)(x_BT.astype(jnp.float32), segment_ids_BT.astype(jnp.int32))
+
+
+def sequence_totals(x_BT: jax.Array, segment_ids_BT: jax.Array | None = None) -> jax.Array:
+    """The sum of x over each position's sequence: f32 [B, 1] (the row) without segment ids,
+    [B, T] (the position's segment) with them."""
+    if segment_ids_BT is None:
+        return jnp.sum(x_BT.astype(jnp.float32), axis=-1, keepdims=True)
+    seg = segment_ids_BT.astype(jnp.int32)
+    return jnp.take_along_axis(segment_sums(x_BT, seg), seg, axis=1)
+
+
 def _check_aggregation(aggregation: str, max_tokens: int | None, normalizer) -> None:
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation={aggregation!r}: expected one of {AGGREGATIONS}")
@@ -47,20 +68,33 @@ def _check_aggregation(aggregation: str, max_tokens: int | None, normalizer) -> 
 
 
 def batch_normalizer(
-    mask_BT: jax.Array, aggregation: Aggregation = "token_mean", *, max_tokens: int | None = None
+    mask_BT: jax.Array,
+    aggregation: Aggregation = "token_mean",
+    *,
+    max_tokens: int | None = None,
+    segment_ids_BT: jax.Array | None = None,
+    num_sequences: jax.Array | int | None = None,
 ) -> jax.Array:
     """The denominator of `aggregation` over a whole batch: f32 scalar, never 0.
 
     Call this on the FULL batch's mask [B, T] and pass the result as `normalizer=` to the loss of
     each micro-batch; summing the micro-batch losses then reproduces the full-batch loss.
+    Packed rows pass ``segment_ids_BT`` and (for "constant") ``num_sequences``, the sequences
+    the batch stands for (module docstring).
     """
     _check_aggregation(aggregation, max_tokens, None)
     m = as_mask(mask_BT)
     if aggregation == "token_mean":
         return jnp.maximum(jnp.sum(m), 1.0)
     if aggregation == "seq_mean":
-        return jnp.maximum(jnp.sum(jnp.sum(m, axis=-1) > 0), 1).astype(jnp.float32)
-    return jnp.asarray(m.shape[0] * max_tokens, jnp.float32)
+        if segment_ids_BT is None:
+            return jnp.maximum(jnp.sum(jnp.sum(m, axis=-1) > 0), 1).astype(jnp.float32)
+        counts = segment_sums(m, segment_ids_BT)[:, 1:]  # segment 0 is padding
+        return jnp.maximum(jnp.sum(counts > 0), 1).astype(jnp.float32)
+    if num_sequences is None:  # segment ids run 1..n in each row
+        segments = None if segment_ids_BT is None else jnp.sum(jnp.max(segment_ids_BT, axis=1))
+        num_sequences = m.shape[0] if segments is None else segments
+    return jnp.asarray(num_sequences * max_tokens, jnp.float32)
 
 
 def aggregate(
@@ -70,17 +104,21 @@ def aggregate(
     *,
     max_tokens: int | None = None,
     normalizer: jax.Array | float | None = None,
+    segment_ids_BT: jax.Array | None = None,
 ) -> jax.Array:
     """Reduce per-token values x [B, T] to a f32 scalar as described in the module docstring.
 
     `normalizer=None` uses `batch_normalizer(mask_BT, ...)`, i.e. this (micro-)batch alone.
+    `segment_ids_BT` [B, T]: packed rows, one sequence per segment (None: one per row).
     """
     _check_aggregation(aggregation, max_tokens, normalizer)
     m = as_mask(mask_BT)
     x = jnp.where(m > 0, x_BT.astype(jnp.float32), 0.0) * m
     if aggregation == "seq_mean":
-        # Per-row length normalisation is local to the row, so it is micro-batch invariant.
-        x = x / jnp.maximum(jnp.sum(m, axis=-1, keepdims=True), 1.0)
+        # Per-sequence length normalisation is local to the row, so it is micro-batch invariant.
+        x = x / jnp.maximum(sequence_totals(m, segment_ids_BT), 1.0)
     if normalizer is None:
-        normalizer = batch_normalizer(m, aggregation, max_tokens=max_tokens)
+        normalizer = batch_normalizer(
+            m, aggregation, max_tokens=max_tokens, segment_ids_BT=segment_ids_BT
+        )
     return jnp.sum(x) / normalizer

@@ -13,12 +13,21 @@ and J_t aggregated over tokens as in `aggregation.py` ("seq_mean" / "token_mean"
 Gradient accumulation: compute `batch_normalizer(full_mask_BT, aggregation, max_tokens=...)` once
 over the full batch, pass it as `normalizer=` to every micro-batch call and SUM the micro-batch
 losses and gradients. Metrics are local to each call (means over its own valid tokens).
+
+Packed rows (``segment_ids_BT``): each segment of a row is one completion, the advantages come
+per token [B, T], and every per-sequence reduction (GSPO's ratio, "seq_mean") is per segment.
 """
 
 import jax
 import jax.numpy as jnp
 
-from r1jax.losses.aggregation import Aggregation, aggregate, as_mask, masked_mean
+from r1jax.losses.aggregation import (
+    Aggregation,
+    aggregate,
+    as_mask,
+    masked_mean,
+    sequence_totals,
+)
 
 
 def truncated_is_weights(
@@ -35,18 +44,19 @@ def truncated_is_weights(
     return jax.lax.stop_gradient(jnp.minimum(jnp.exp(log_w), cap) * m)
 
 
-def _importance_ratio(logp, old_logp, m, importance: str) -> jax.Array:
-    """rho [B, T]. "token": per-token ratio. "sequence" (GSPO): exp of the row's mean log-ratio,
-    broadcast to every token of the row, so clipping acts on whole sequences."""
+def _importance_ratio(logp, old_logp, m, importance: str, segment_ids=None) -> jax.Array:
+    """rho [B, T]. "token": per-token ratio. "sequence" (GSPO): exp of the sequence's mean
+    log-ratio (the row's, or the segment's when packed), broadcast to every token of it, so
+    clipping acts on whole sequences."""
     # Zero the log-ratio at masked positions first so exp() never sees garbage (inf -> NaN grads).
     log_ratio = jnp.where(m > 0, logp - old_logp, 0.0)
     if importance == "token":
         return jnp.exp(log_ratio)
     if importance == "sequence":
-        mean_lr_B1 = jnp.sum(log_ratio * m, -1, keepdims=True) / jnp.maximum(
-            jnp.sum(m, -1, keepdims=True), 1.0
+        mean_lr = sequence_totals(log_ratio * m, segment_ids) / jnp.maximum(
+            sequence_totals(m, segment_ids), 1.0
         )
-        return jnp.broadcast_to(jnp.exp(mean_lr_B1), logp.shape)
+        return jnp.broadcast_to(jnp.exp(mean_lr), logp.shape)
     raise ValueError(f"importance={importance!r}: expected 'token' or 'sequence'")
 
 
@@ -89,6 +99,7 @@ def grpo_loss(
     entropy_BT: jax.Array | None = None,
     entropy_coef: float = 0.0,
     normalizer: jax.Array | float | None = None,
+    segment_ids_BT: jax.Array | None = None,
 ) -> tuple[jax.Array, dict]:
     """Clipped-surrogate GRPO loss (formula in the module docstring): (f32 scalar, metrics).
 
@@ -98,7 +109,8 @@ def grpo_loss(
     Args:
       logp_BT: [B, T] log-probs of the sampled tokens under the current policy (differentiated).
       old_logp_BT: [B, T] pi_old log-probs (from the sampler, or recomputed when mu > 1).
-      adv_B: [B] advantages from `group_advantages`, one per completion, shared by its tokens.
+      adv_B: [B] advantages from `group_advantages`, one per completion, shared by its tokens;
+        or [B, T], one per token (packed rows: each token carries its segment's advantage).
       mask_BT: [B, T] bool/float, 1 on completion tokens in the loss. Fully masked rows add 0.
       ref_logp_BT: [B, T] reference-policy log-probs; required when beta > 0. When given with
         beta = 0 the KL is still reported in the metrics but not in the loss.
@@ -114,6 +126,8 @@ def grpo_loss(
         `entropy_coef * H` is added to J (subtracted from the loss) when entropy_coef != 0.
       normalizer: the aggregation's denominator; pass `batch_normalizer(full_mask, ...)` for
         gradient accumulation. None = this batch's own.
+      segment_ids_BT: [B, T] int, packed rows: each segment (1..n; 0 padding) is one
+        completion for GSPO's ratio and "seq_mean" (``aggregation.py``). None: one per row.
 
     Returns: (loss, metrics) with metrics loss, pg_loss, clip_frac(_low/_high), ratio_mean/min/max,
       num_tokens, and kl, entropy, tis_weight_mean when the inputs are given. All f32 scalars.
@@ -123,10 +137,16 @@ def grpo_loss(
     eps_high = eps_low if eps_high is None else eps_high
     m = as_mask(mask_BT)
     logp, old_logp = logp_BT.astype(jnp.float32), old_logp_BT.astype(jnp.float32)
-    adv_B1 = adv_B.astype(jnp.float32)[:, None]
-    agg = dict(aggregation=aggregation, max_tokens=max_tokens, normalizer=normalizer)
+    adv_B1 = adv_B.astype(jnp.float32)
+    adv_B1 = adv_B1[:, None] if adv_B1.ndim == 1 else adv_B1  # [B, 1] or per token [B, T]
+    agg = dict(
+        aggregation=aggregation,
+        max_tokens=max_tokens,
+        normalizer=normalizer,
+        segment_ids_BT=segment_ids_BT,
+    )
 
-    ratio = _importance_ratio(logp, old_logp, m, importance)
+    ratio = _importance_ratio(logp, old_logp, m, importance, segment_ids_BT)
     clipped = jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high)
     pg_obj = jnp.minimum(ratio * adv_B1, clipped * adv_B1)
     if tis_weights_BT is not None:

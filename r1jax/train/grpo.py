@@ -7,7 +7,8 @@ Each iteration has three visible stages:
                another engine), and scores them on the host with one long-lived
                ``CompositeReward`` (its process pool); DAPO dynamic sampling repeats this until
                the batch holds enough informative groups;
-  2. batch:    advantages over the WHOLE batch of complete groups, then the GRPO batch;
+  2. batch:    advantages over the WHOLE batch of complete groups, then the GRPO batch (packed
+               into rows of ``grpo.pack_length`` when set: ``r1jax.train.grpo_packing``);
   3. update:   ``update`` recomputes pi_old with the current params when mu > 1 (or for the
                truncated-IS correction) and takes mu jitted train steps on the batch.
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from r1jax import multihost
 from r1jax.config import GRPOConfig
-from r1jax.train import rl_metrics
+from r1jax.train import grpo_packing, rl_metrics
 from r1jax.train import rollout as rollout_lib
 from r1jax.train.state import TrainState, refresh_frozen
 from r1jax.train.step import batch_sharding
@@ -144,6 +145,7 @@ def grpo_iteration(
     )
     advantages = local_advantages(rollout.rewards, parts.grpo, parts.mesh)  # 2. batch
     batch = rollout_lib.build_grpo_batch(rollout, advantages, parts.grpo)
+    batch, pack_info = pack(batch, parts)
     if jax.process_count() > 1:  # this process's rows -> global arrays on the mesh
         batch = multihost.host_local_to_global(batch, parts.mesh)
     elif parts.mesh is not None:  # explicit placement: the update may run under a guard
@@ -155,6 +157,7 @@ def grpo_iteration(
     end = time.perf_counter()
     info = dynamic_counts(info, parts.mesh)
     metrics = rollout_metrics(rollout, parts) | info | rl_metrics.loss_metrics(step_metrics)
+    metrics |= pack_info
     metrics |= {
         "time/sample": sample_fn.seconds,
         "time/score": reward.evaluate.seconds,
@@ -162,6 +165,19 @@ def grpo_iteration(
         "time/step": end - start,
     }
     return state, metrics
+
+
+def pack(batch: dict, parts: GRPOParts) -> tuple[dict, dict[str, float]]:
+    """The batch packed into rows of ``grpo.pack_length`` (``grpo_packing``), ordered for the
+    step's micro-batches, and its statistics (this process's rows); with 0, the batch as is."""
+    if not parts.grpo.pack_length:
+        return batch, {}
+    return grpo_packing.pack_grpo_batch(
+        batch,
+        parts.grpo.pack_length,
+        num_microbatches=getattr(parts.step_fn, "num_microbatches", 1),
+        pad_id=parts.pad_id,
+    )
 
 
 def maybe_refresh_reference(state: TrainState, parts: GRPOParts, step: int) -> TrainState:

@@ -5,6 +5,7 @@ An ``Objective`` bundles two pure functions the train step calls:
   normalizer(batch) -> f32 []       the loss denominator over the FULL batch (computed before
                                     micro-batching, so accumulated gradients equal one big batch)
   loss(params, frozen, batch, normalizer) -> (loss f32 [], metrics {str: f32 []})
+  empty(batch) -> bool []           optional: the (micro-)batch adds nothing (the step skips it)
 
 They are ``functools.partial``s of the module-level functions
 ``*_objective(params, frozen, batch, model_config, normalizer, options)`` and ``*_normalizer``.
@@ -18,6 +19,9 @@ Batches (B rows, T positions, P prompt positions, K teacher top-k), all int32 un
   GRPO: prompt_tokens, prompt_mask [B, P] (left-padded), completion_tokens, completion_mask
     [B, T], old_logprobs f32 [B, T], advantages f32 [B], and optionally sampler_logprobs f32 [B, T]
     (needed when ``GRPOConfig.tis_cap`` is set).
+  GRPO packed (``GRPOConfig.pack_length`` = T > 0; ``r1jax.train.grpo_packing``): tokens,
+    segment_ids, positions, completion_mask [B, T], old_logprobs, advantages (per token) and
+    optionally sampler_logprobs f32 [B, T], all target-aligned like SFT's; num_sequences [B].
 
 Memory linear in T: no objective forms ``[B, T, V]`` logits. Each takes the final hidden states
 ``[B, T, D]`` and runs the LM head with the loss's per-position terms over chunks of
@@ -45,6 +49,7 @@ class Objective(NamedTuple):
     name: str
     loss: Callable
     normalizer: Callable
+    empty: Callable | None = None
 
 
 # ----------------------------------------------------------------------------- SFT
@@ -171,13 +176,8 @@ def completion_hidden(params, batch, model_config: ModelConfig) -> jax.Array:
     return hidden[:, p - 1 : -1]
 
 
-def completion_terms(
-    params, batch, model_config: ModelConfig, temperature: float = 1.0, *, entropy: str = ""
-) -> dict:
-    """Per-token terms of the completion at ``temperature``, f32 [B, T] (no masking applied):
-    ``"logp"`` = log pi(token | prefix), and ``"entropy"`` when ``entropy`` is "grad" (with its
-    gradient) or "metric" (gradient-stopped). Computed over chunks of
-    ``model_config.logits_chunk`` positions: only [B, chunk, V] logits exist at a time."""
+def _token_terms(params, hidden, targets, model_config, temperature, entropy) -> dict:
+    """``completion_terms``'s terms from final hidden states [B, T, D] and targets [B, T]."""
 
     def fn(logits, xs):
         out = {"logp": losses.token_logprobs(logits[0], xs["targets"], temperature)}
@@ -186,14 +186,50 @@ def completion_terms(
             out["entropy"] = h if entropy == "grad" else jax.lax.stop_gradient(h)
         return out
 
-    hidden = completion_hidden(params, batch, model_config)
-    targets = {"targets": batch["completion_tokens"]}
+    targets = {"targets": targets}
     return over_chunks(fn, ((params, model_config, hidden),), targets, model_config.logits_chunk)
+
+
+def completion_terms(
+    params, batch, model_config: ModelConfig, temperature: float = 1.0, *, entropy: str = ""
+) -> dict:
+    """Per-token terms of the completion at ``temperature``, f32 [B, T] (no masking applied):
+    ``"logp"`` = log pi(token | prefix), and ``"entropy"`` when ``entropy`` is "grad" (with its
+    gradient) or "metric" (gradient-stopped). Computed over chunks of
+    ``model_config.logits_chunk`` positions: only [B, chunk, V] logits exist at a time."""
+    hidden = completion_hidden(params, batch, model_config)
+    targets = batch["completion_tokens"]
+    return _token_terms(params, hidden, targets, model_config, temperature, entropy)
 
 
 def completion_logprobs(params, batch, model_config: ModelConfig, temperature: float = 1.0):
     """log pi(completion token | prefix) at ``temperature``: f32 [B, T] (no masking applied)."""
     return completion_terms(params, batch, model_config, temperature)["logp"]
+
+
+def packed_terms(
+    params, batch, model_config: ModelConfig, temperature: float = 1.0, *, entropy: str = ""
+) -> dict:
+    """``completion_terms`` of packed rows: f32 [B, T - 1], entry t about token t + 1 (of its
+    segment: one forward over the rows, attention within segments), chunked alike."""
+    hidden = _sequence_hidden(params, batch, model_config)
+    targets = batch["tokens"][:, 1:]
+    return _token_terms(params, hidden, targets, model_config, temperature, entropy)
+
+
+def packed_logprobs(params, batch, model_config: ModelConfig, temperature: float = 1.0):
+    """log pi(token t | its segment's prefix): f32 [B, T], aligned with the packed batch's
+    ``old_logprobs`` (0 at t = 0; meaningful where ``completion_mask`` is 1)."""
+    logp = packed_terms(params, batch, model_config, temperature)["logp"]
+    return jnp.pad(logp, ((0, 0), (1, 0)))
+
+
+_PER_TOKEN = ("completion_mask", "old_logprobs", "advantages", "sampler_logprobs", "segment_ids")
+
+
+def _packed_view(batch: dict) -> dict:
+    """The packed batch's per-token arrays aligned with ``packed_terms``: [B, T - 1]."""
+    return {k: batch[k][:, 1:] for k in _PER_TOKEN if k in batch}
 
 
 def grpo_normalizer(batch: dict, options: GRPOConfig) -> jax.Array:
@@ -202,30 +238,51 @@ def grpo_normalizer(batch: dict, options: GRPOConfig) -> jax.Array:
     )
 
 
-def grpo_objective(params, frozen, batch, model_config, normalizer, options: GRPOConfig):
+def grpo_packed_normalizer(batch: dict, options: GRPOConfig) -> jax.Array:
+    """``grpo_normalizer`` of the padded batch the packed ``batch`` was made from."""
+    view = _packed_view(batch)
+    return losses.batch_normalizer(
+        view["completion_mask"],
+        options.aggregation,
+        max_tokens=options.max_tokens,
+        segment_ids_BT=view["segment_ids"],
+        num_sequences=jnp.sum(batch["num_sequences"]),
+    )
+
+
+def no_sequences(batch: dict) -> jax.Array:
+    """bool []: the packed (micro-)batch holds no sequence (every row empty)."""
+    return jnp.all(batch["segment_ids"] == 0)
+
+
+def grpo_objective(
+    params, frozen, batch, model_config, normalizer, options: GRPOConfig, packed: bool = False
+):
     """Clipped-surrogate GRPO loss (``losses.grpo_loss``) of the current policy ``params``.
 
-    ``frozen``: reference params, used (stop-gradient) when ``options.beta > 0``.
+    ``frozen``: reference params, used (stop-gradient) when ``options.beta > 0``. ``packed``:
+    the batch is packed (``grpo_packing``); the loss and gradient are the padded batch's.
     """
-    mask = batch["completion_mask"]
+    terms_fn = packed_terms if packed else completion_terms
+    view = _packed_view(batch) if packed else batch
+    mask = view["completion_mask"]
     entropy = ""
     if options.entropy_coef != 0 or options.log_entropy:
         entropy = "grad" if options.entropy_coef != 0 else "metric"
-    terms = completion_terms(params, batch, model_config, options.temperature, entropy=entropy)
+    terms = terms_fn(params, batch, model_config, options.temperature, entropy=entropy)
     ref_logp = None
     if options.beta > 0:
-        ref_logp = jax.lax.stop_gradient(
-            completion_logprobs(frozen, batch, model_config, options.temperature)
-        )
+        ref = terms_fn(frozen, batch, model_config, options.temperature)
+        ref_logp = jax.lax.stop_gradient(ref["logp"])
     tis = None
     if options.tis_cap is not None:
         tis = losses.truncated_is_weights(
-            batch["old_logprobs"], batch["sampler_logprobs"], mask, options.tis_cap
+            view["old_logprobs"], view["sampler_logprobs"], mask, options.tis_cap
         )
     return losses.grpo_loss(
         terms["logp"],
-        batch["old_logprobs"],
-        batch["advantages"],
+        view["old_logprobs"],
+        view["advantages"],
         mask,
         ref_logp_BT=ref_logp,
         beta=float(options.beta),
@@ -238,6 +295,7 @@ def grpo_objective(params, frozen, batch, model_config, normalizer, options: GRP
         entropy_BT=terms.get("entropy"),
         entropy_coef=float(options.entropy_coef),
         normalizer=normalizer,
+        segment_ids_BT=view["segment_ids"] if packed else None,
     )
 
 
@@ -265,9 +323,15 @@ def distill(
 
 
 def grpo(model_config: ModelConfig, options: GRPOConfig) -> Objective:
-    """The GRPO objective; the state needs ``frozen`` (the reference) iff ``options.beta > 0``."""
-    loss = functools.partial(_bind, grpo_objective, model_config=model_config, options=options)
-    return Objective("grpo", loss, functools.partial(grpo_normalizer, options=options))
+    """The GRPO objective; the state needs ``frozen`` (the reference) iff ``options.beta > 0``.
+    With ``options.pack_length`` > 0 it takes packed batches and skips empty micro-batches."""
+    if not options.pack_length:
+        loss = functools.partial(_bind, grpo_objective, model_config=model_config, options=options)
+        return Objective("grpo", loss, functools.partial(grpo_normalizer, options=options))
+    fn = functools.partial(grpo_objective, packed=True)
+    loss = functools.partial(_bind, fn, model_config=model_config, options=options)
+    normalizer = functools.partial(grpo_packed_normalizer, options=options)
+    return Objective("grpo", loss, normalizer, no_sequences)
 
 
 def _bind(fn, params, frozen, batch, normalizer, *, model_config, options):

@@ -8,7 +8,9 @@ by the caller (``r1jax.train.objectives``); the step has no loss-specific branch
 Exactness of accumulation: the objective's normaliser is computed once over the FULL batch and
 passed to every micro-batch, whose losses and gradients are then summed (see ``r1jax.losses``).
 Micro-batch j takes rows j, j+M, j+2M, ... so that each device's contiguous shard of the batch
-feeds every micro-batch (no cross-device reshuffle).
+feeds every micro-batch (no cross-device reshuffle). An objective with an ``empty`` test (packed
+GRPO) has the micro-batches it finds empty skipped at run time (``lax.cond``): they add zero loss
+and gradient, and their metrics are left out of the averages.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from jax.sharding import PartitionSpec as P
 
 from r1jax.model import ModelConfig, param_shardings
 from r1jax.sharding import current_rules
-from r1jax.train.objectives import Objective, completion_logprobs
+from r1jax.train.objectives import Objective, completion_logprobs, packed_logprobs
 from r1jax.train.state import TrainState, train_state_shardings
 
 
@@ -58,6 +60,34 @@ def split_microbatches(batch: dict, num_microbatches: int) -> dict:
     return jax.tree.map(split, batch)
 
 
+def _microbatch_grads(grad_fn, objective: Objective) -> Callable:
+    """``fn(params, frozen, mb, normalizer) -> ((loss, metrics), grads, computed f32 [])``; a
+    micro-batch ``objective.empty`` finds empty gives zeros without running the model."""
+
+    def run(params, frozen, mb, normalizer):
+        return (*grad_fn(params, frozen, mb, normalizer), jnp.ones((), jnp.float32))
+
+    if objective.empty is None:
+        return run
+
+    def fn(params, frozen, mb, normalizer):
+        args = (params, frozen, mb, normalizer)
+        shapes = jax.eval_shape(run, *args)
+        zeros = lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        return jax.lax.cond(objective.empty(mb), zeros, lambda: run(*args))
+
+    return fn
+
+
+def _mean_metrics(metrics_M: dict, computed_M: jax.Array, skips: bool) -> dict:
+    """Metrics [M] averaged over the micro-batches computed (all of them unless ``skips``)."""
+    if not skips:
+        return jax.tree.map(jnp.mean, metrics_M)
+    n = jnp.maximum(jnp.sum(computed_M), 1.0)
+    mean = jax.tree.map(lambda m: jnp.sum(m * computed_M) / n, metrics_M)
+    return mean | {"microbatches_computed": jnp.sum(computed_M)}
+
+
 def _select(pred, new, old):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
@@ -86,7 +116,8 @@ def make_train_step(
       schedule: optional learning-rate schedule, reported as ``metrics["learning_rate"]``.
 
     Metrics (f32/int32 scalars, replicated): ``loss`` (exact full-batch loss), the objective's
-    metrics averaged over micro-batches, ``grad_norm`` (before clipping), ``param_norm``,
+    metrics averaged over micro-batches (those computed, and ``microbatches_computed``, when
+    the objective skips empty ones), ``grad_norm`` (before clipping), ``param_norm``,
     ``skipped`` (1 if this update was dropped as non-finite), ``skipped_total``, ``learning_rate``.
 
     Long because it is the one train step every objective runs, read top to bottom: a 34-line
@@ -94,19 +125,19 @@ def make_train_step(
     """
     state_sh = train_state_shardings(model_config, optimizer, mesh, frozen_config=frozen_config)
     batch_sh = batch_sharding(mesh)
-    grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
+    micro_grads = _microbatch_grads(jax.value_and_grad(objective.loss, has_aux=True), objective)
 
     def train_step(state: TrainState, batch: dict):
         normalizer = objective.normalizer(batch)  # over the FULL batch, before splitting
 
         def micro(grads, mb):
             mb = jax.lax.with_sharding_constraint(mb, batch_sh)
-            (loss, metrics), g = grad_fn(state.params, state.frozen, mb, normalizer)
-            return jax.tree.map(jnp.add, grads, g), (loss, metrics)
+            (loss, metrics), g, computed = micro_grads(state.params, state.frozen, mb, normalizer)
+            return jax.tree.map(jnp.add, grads, g), (loss, metrics, computed)
 
         zeros = jax.tree.map(jnp.zeros_like, state.params)
         mbs = split_microbatches(batch, num_microbatches)
-        grads, (losses_M, metrics_M) = jax.lax.scan(micro, zeros, mbs)
+        grads, (losses_M, metrics_M, computed_M) = jax.lax.scan(micro, zeros, mbs)
         loss = jnp.sum(losses_M)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -119,7 +150,7 @@ def make_train_step(
             opt_state=_select(finite, opt_state, state.opt_state),
             skipped=skipped,
         )
-        metrics = jax.tree.map(jnp.mean, metrics_M)
+        metrics = _mean_metrics(metrics_M, computed_M, objective.empty is not None)
         metrics |= {
             "loss": loss,
             "grad_norm": grad_norm,
@@ -144,7 +175,12 @@ def make_train_step(
 
     step.jitted = jitted  # for .lower(...).compile() (benchmarks, AOT checks)
     step.mesh = mesh
+    step.num_microbatches = num_microbatches  # packed GRPO orders its rows by micro-batch
     return step
+
+
+_PADDED_KEYS = ("prompt_tokens", "prompt_mask", "completion_tokens")
+_PACKED_KEYS = ("tokens", "segment_ids", "positions")
 
 
 def make_logprobs_fn(
@@ -157,12 +193,15 @@ def make_logprobs_fn(
 
     Recomputes pi_old (or reference log-probs) for a GRPO batch, e.g. before mu > 1 inner
     updates; uses the batch keys ``prompt_tokens``, ``prompt_mask``, ``completion_tokens``.
+    A packed batch (``grpo_packing``: it has ``segment_ids``) gives f32 [B, T] (T its row
+    length) aligned with its ``old_logprobs``, from ``tokens``, ``segment_ids``, ``positions``.
     """
     batch_sh = batch_sharding(mesh)
 
     def fn(params, batch):
-        keys = ("prompt_tokens", "prompt_mask", "completion_tokens")
-        return completion_logprobs(params, {k: batch[k] for k in keys}, model_config, temperature)
+        if "segment_ids" in batch:
+            return packed_logprobs(params, batch, model_config, temperature)
+        return completion_logprobs(params, batch, model_config, temperature)
 
     jitted = jax.jit(
         fn,
@@ -171,7 +210,7 @@ def make_logprobs_fn(
     )
 
     def logprobs(params, batch):
-        keys = ("prompt_tokens", "prompt_mask", "completion_tokens")
+        keys = _PACKED_KEYS if "segment_ids" in batch else _PADDED_KEYS
         with jax.set_mesh(mesh):
             return jitted(params, {k: batch[k] for k in keys})
 
