@@ -216,6 +216,7 @@ def test_splash_kernel_in_interpret_mode_equals_reference(window):
     _assert_same(lambda q, k, v: _splash(q, k, v, seg, window), ref, q, k, v, seg)
 
 
+@pytest.mark.slow
 def test_splash_kernel_runs_per_shard_under_a_mesh():
     """Under an ambient mesh the kernel is ``shard_map``-ped over batch (data, fsdp) and kv heads
     (tensor): same values as on one device."""
@@ -328,6 +329,7 @@ def _model_logits(config, params, tokens, mask):
     return full * valid, prefill * valid, *steps
 
 
+@pytest.mark.slow  # a whole model, twice (default run stays under 10 minutes)
 @pytest.mark.parametrize("impl", ["blockwise", "splash"])
 def test_model_with_memory_linear_attention_equals_xla(impl):
     """The whole decoder (2 layers, GQA 4/2) with blocks of 8 (splash: 128, interpret mode on

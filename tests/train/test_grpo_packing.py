@@ -179,6 +179,7 @@ def _packed_parts(parts, options: GRPOConfig, num_microbatches: int):
     return replace(parts, step_fn=step_fn, grpo=options)
 
 
+@pytest.mark.slow  # two toy GRPO loops compiled (default run stays under 10 minutes)
 def test_loop_with_packing_matches_the_padded_loop_and_skips_empty_micro_batches():
     """mu = 2 under TIS (pi_old recomputed on the packed rows), completions of varied length
     (stop strings), 8 micro-batches of which the empty ones are skipped."""
