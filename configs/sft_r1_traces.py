@@ -15,6 +15,9 @@ Sequences are packed (several traces per row, attention kept within each).
 from r1jax.config import presets
 
 STUDENTS = {"1.5b": presets.QWEN2_5_1_5B, "7b": presets.QWEN2_5_7B, "32b": presets.QWEN2_5_32B}
+# Micro-batches per update of 64 rows: one row per chip per pass on the slice each student is
+# planned for (v5e-8, v5p-64, v5p-128).
+MICROBATCHES = {"1.5b": 8, "7b": 2, "32b": 1}
 
 
 def get_config(arg: str = "1.5b:16384"):
@@ -25,7 +28,12 @@ def get_config(arg: str = "1.5b:16384"):
     config.model.remat_policy = "full"
     config.data.task = ""
     config.train.update(
-        seq_len=int(tokens or 16384), batch_size=64, steps=5000, log_every=10, checkpoint_every=500
+        seq_len=int(tokens or 16384),
+        batch_size=64,
+        num_microbatches=MICROBATCHES[student],
+        steps=5000,
+        log_every=10,
+        checkpoint_every=500,
     )
     config.optim.update(learning_rate=1e-5, warmup_steps=100, weight_decay=0.1)
     return config
