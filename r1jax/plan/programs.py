@@ -74,6 +74,11 @@ def train_step(stage: Stage, mesh) -> Program:
     frozen_config = None
     if stage.kind == "grpo":
         grpo = stage.grpo
+        if grpo.pack_length:
+            raise ValueError(
+                "plan: packed GRPO batches (config.grpo.pack_length) are not planned yet; plan "
+                "the padded layout (--config.grpo.pack_length=0), an upper bound on memory"
+            )
         objective = objectives.grpo(model, grpo)
         frozen_config = model if grpo.beta > 0 else None
         rows, prompt, completion = (
