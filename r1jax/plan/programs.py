@@ -68,48 +68,61 @@ def matmul_params(config) -> int:
     return config.num_params - (embed if not config.tie_embeddings else 0)
 
 
+def _grpo_inputs(stage: Stage):
+    """GRPO's objective, reference config, batch fields and (rows, seq, trained tokens per row)."""
+    model, grpo = stage.model, stage.grpo
+    if grpo.pack_length:
+        raise ValueError(
+            "plan: packed GRPO batches (config.grpo.pack_length) are not planned yet; plan "
+            "the padded layout (--config.grpo.pack_length=0), an upper bound on memory"
+        )
+    rows, prompt, completion = (
+        grpo.num_prompts * grpo.num_samples,
+        max(stage.data.buckets),
+        grpo.max_new_tokens,
+    )
+    fields = {
+        "prompt_tokens": ((rows, prompt), jnp.int32),
+        "prompt_mask": ((rows, prompt), jnp.int32),
+        "completion_tokens": ((rows, completion), jnp.int32),
+        "completion_mask": ((rows, completion), jnp.int32),
+        "old_logprobs": ((rows, completion), jnp.float32),
+        "advantages": ((rows,), jnp.float32),
+    }
+    if grpo.keep_sampler_logprobs:
+        fields["sampler_logprobs"] = ((rows, completion), jnp.float32)
+    frozen_config = model if grpo.beta > 0 else None
+    return (
+        objectives.grpo(model, grpo),
+        frozen_config,
+        fields,
+        (rows, prompt + completion, completion),
+    )
+
+
+def _token_inputs(stage: Stage):
+    """SFT's or online distillation's objective, teacher config, batch fields and shape."""
+    model, train = stage.model, stage.train
+    if stage.kind == "distill" and stage.distill.teacher != "online":
+        raise ValueError("plan: distillation with precomputed top-k targets is not planned")
+    rows, seq = train.batch_size, train.seq_len
+    frozen_config = None
+    if stage.kind == "sft":
+        objective = objectives.sft(model)
+    else:
+        frozen_config = typed_model_config(stage.distill.teacher_model, "distill.teacher_model")
+        objective = objectives.distill(model, stage.distill, frozen_config)
+    fields = {
+        k: ((rows, seq), jnp.int32) for k in ("tokens", "loss_mask", "segment_ids", "positions")
+    }
+    return objective, frozen_config, fields, (rows, seq, seq)
+
+
 def train_step(stage: Stage, mesh) -> Program:
     """The stage's train step on one global batch (see the module docstring)."""
     model, train = stage.model, stage.train
-    frozen_config = None
-    if stage.kind == "grpo":
-        grpo = stage.grpo
-        if grpo.pack_length:
-            raise ValueError(
-                "plan: packed GRPO batches (config.grpo.pack_length) are not planned yet; plan "
-                "the padded layout (--config.grpo.pack_length=0), an upper bound on memory"
-            )
-        objective = objectives.grpo(model, grpo)
-        frozen_config = model if grpo.beta > 0 else None
-        rows, prompt, completion = (
-            grpo.num_prompts * grpo.num_samples,
-            max(stage.data.buckets),
-            grpo.max_new_tokens,
-        )
-        fields = {
-            "prompt_tokens": ((rows, prompt), jnp.int32),
-            "prompt_mask": ((rows, prompt), jnp.int32),
-            "completion_tokens": ((rows, completion), jnp.int32),
-            "completion_mask": ((rows, completion), jnp.int32),
-            "old_logprobs": ((rows, completion), jnp.float32),
-            "advantages": ((rows,), jnp.float32),
-        }
-        if grpo.keep_sampler_logprobs:
-            fields["sampler_logprobs"] = ((rows, completion), jnp.float32)
-        seq, trained = prompt + completion, completion
-    else:
-        if stage.kind == "distill" and stage.distill.teacher != "online":
-            raise ValueError("plan: distillation with precomputed top-k targets is not planned")
-        rows, seq = train.batch_size, train.seq_len
-        if stage.kind == "sft":
-            objective = objectives.sft(model)
-        else:
-            frozen_config = typed_model_config(stage.distill.teacher_model, "distill.teacher_model")
-            objective = objectives.distill(model, stage.distill, frozen_config)
-        fields = {
-            k: ((rows, seq), jnp.int32) for k in ("tokens", "loss_mask", "segment_ids", "positions")
-        }
-        trained = seq
+    inputs = _grpo_inputs if stage.kind == "grpo" else _token_inputs
+    objective, frozen_config, fields, (rows, seq, trained) = inputs(stage)
     optimizer = make_optimizer(stage.optim)
     step = make_train_step(
         model,
