@@ -25,6 +25,9 @@ def get_config(seq_len: str = "32768"):
     total = int(seq_len)
     config = presets.pretrained_family(presets.QWEN2_5_1_5B, kind="grpo")
     config.model.remat_policy = "full"
+    # fp32 logits of 512 tokens x 151,936 at a time (0.3 GiB) for the log-probs and their
+    # gradient: what lets 32,768 tokens per chip fit on v5e (docs/scaling.md).
+    config.model.logits_chunk = 512
     config.grpo.update(num_prompts=1, num_samples=16, max_new_tokens=total - PROMPT_TOKENS)
     config.data.buckets = (PROMPT_TOKENS,)
     config.data.task = ""

@@ -83,7 +83,7 @@ def _too_big(error: Exception, program: Program) -> dict | None:
 def compile_figures(program: Program) -> dict:
     """Memory (bytes per device), the HLO's cost analysis and text of the compiled program."""
     try:
-        compiled = program.fn.lower(*program.args).compile()
+        compiled = program.lower().compile()
     except Exception as e:  # jax's JaxRuntimeError; its module moves between versions
         figures = _too_big(e, program)
         if figures is None:

@@ -32,8 +32,9 @@ from r1jax.train.step import batch_sharding, make_train_step
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """A jitted function, its abstract arguments, and the work it does per call (model FLOPs:
-    6 x params x trained tokens (+2x for a reference forward) + attention; 2x for inference)."""
+    """A jitted function, its abstract arguments, the mesh it runs under, and the work it does
+    per call (model FLOPs: 6 x params x trained tokens (+2x for a reference forward) +
+    attention; 2x for inference)."""
 
     name: str
     fn: Callable
@@ -41,6 +42,13 @@ class Program:
     arg_names: tuple[str, ...]
     model_flops: float
     tokens: int
+    mesh: jax.sharding.Mesh
+
+    def lower(self) -> jax.stages.Lowered:
+        """The program as a run lowers it: under its mesh, so that the model's activation
+        constraints (``r1jax.sharding.constrain``) apply, as they do in ``step()``."""
+        with jax.set_mesh(self.mesh):
+            return self.fn.lower(*self.args)
 
 
 PREFILL_ARGS = ("params", "prompt", "prompt_mask", "key", "stop_table")
@@ -141,7 +149,8 @@ def train_step(stage: Stage, mesh) -> Program:
         teacher = 2 * matmul_params(frozen_config) * rows * seq
         flops += teacher + attention_flops(frozen_config, rows, seq, seq / 2)
     args = (state, _batch(fields, mesh))
-    return Program("train_step", step.jitted, args, ("state", "batch"), flops, rows * trained)
+    names = ("state", "batch")
+    return Program("train_step", step.jitted, args, names, flops, rows * trained, mesh)
 
 
 def sampler(stage: Stage, mesh) -> list[Program]:
@@ -184,8 +193,10 @@ def sampler(stage: Stage, mesh) -> list[Program]:
     prefill_flops = 2 * matmul_params(model) * q * p + attention_flops(model, q, p, p / 2)
     decode_flops = 2 * matmul_params(model) * q * g + attention_flops(model, q * g, 1, p + t)
     return [
-        Program("sampler_prefill", prefill, args, PREFILL_ARGS, prefill_flops, q * p),
-        Program("sampler_decode", decode, (params, state, table), DECODE_ARGS, decode_flops, q * g),
+        Program("sampler_prefill", prefill, args, PREFILL_ARGS, prefill_flops, q * p, mesh),
+        Program(
+            "sampler_decode", decode, (params, state, table), DECODE_ARGS, decode_flops, q * g, mesh
+        ),
     ]
 
 

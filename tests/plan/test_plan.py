@@ -34,7 +34,13 @@ def test_figures_are_the_compilers_and_the_analytic_count():
     assert set(result["programs"]) == {"train_step", "sampler_prefill", "sampler_decode"}
     assert result["chips"] == len(jax.devices()) == 8 and result["seq_len"] == 32 + 16
     step = programs.train_step(stage, mesh)
-    memory = step.fn.lower(*step.args).compile().memory_analysis()
+    lowered = step.lower()
+    with jax.set_mesh(mesh):  # what ``step()`` of ``make_train_step`` runs
+        assert lowered.as_text() == step.fn.lower(*step.args).as_text()
+    # the model's activation constraints (no-ops without an ambient mesh) are in the program
+    constraints = lowered.as_text().count("sharding_constraint")
+    assert constraints > step.fn.lower(*step.args).as_text().count("sharding_constraint")
+    memory = lowered.compile().memory_analysis()
     got = result["programs"]["train_step"]
     assert got["temp_bytes_per_chip"] == memory.temp_size_in_bytes
     assert got["argument_bytes_per_chip"] == memory.argument_size_in_bytes
