@@ -52,6 +52,18 @@ class SampleOutput:
         """Each row's generated ids, stop token included."""
         return [row[:n].tolist() for row, n in zip(self.tokens, self.lengths, strict=True)]
 
+    def work(self) -> dict[str, int]:
+        """What the call computed and what of it was kept (this process's rows):
+        ``useful_tokens`` (completion tokens returned), ``slot_steps`` (rows x decode columns
+        run: a static batch computes every row at every column, finished or not),
+        ``prompt_slots`` and ``prompt_padding`` (the prefill's ``[B, P]`` and its padding)."""
+        return {
+            "useful_tokens": int(self.lengths.sum()),
+            "slot_steps": int(self.tokens.shape[0]) * self.num_steps,
+            "prompt_slots": int(self.prompt_mask.size),
+            "prompt_padding": int(self.prompt_mask.size - self.prompt_mask.sum()),
+        }
+
 
 def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int):
     """Prompts -> left-padded tokens and mask ``[Q, P]`` (int32 NumPy)."""

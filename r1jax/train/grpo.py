@@ -19,6 +19,7 @@ Each iteration has three visible stages:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import time
@@ -118,6 +119,31 @@ class _Timer:
             self.seconds += time.perf_counter() - start
 
 
+class _SamplerWork(_Timer):
+    """A timed sampler that also sums each call's ``SampleOutput.work()``."""
+
+    def __init__(self, fn):
+        super().__init__(fn)
+        self.work: collections.Counter = collections.Counter()
+
+    def __call__(self, *args, **kwargs):
+        out = super().__call__(*args, **kwargs)
+        self.work.update(out.work())
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        """``sample/useful_tokens_per_s`` (completion tokens kept per second of sampling),
+        ``sample/slot_utilisation`` (kept tokens / slot-steps computed; the rest is rows that
+        had finished, or tokens past a stop string) and ``sample/prompt_padding`` (the
+        padding fraction of the prefill batch). This process's rows."""
+        work = self.work
+        return {
+            "sample/useful_tokens_per_s": work["useful_tokens"] / max(self.seconds, 1e-9),
+            "sample/slot_utilisation": work["useful_tokens"] / max(work["slot_steps"], 1),
+            "sample/prompt_padding": work["prompt_padding"] / max(work["prompt_slots"], 1),
+        }
+
+
 class _TimedReward:
     def __init__(self, reward):
         self.evaluate = _Timer(reward.evaluate)
@@ -132,7 +158,8 @@ def grpo_iteration(
     explicitly before it); None runs the update unguarded.
     """
     start = time.perf_counter()
-    sample_fn, reward = _Timer(sample_fn_for(state, parts, step)), _TimedReward(parts.reward)
+    sample_fn = _SamplerWork(sample_fn_for(state, parts, step))
+    reward = _TimedReward(parts.reward)
     rollout, info = rollout_lib.collect(  # 1. rollout: sampler (jit) + rewards (pool)
         lambda _: next(data),
         sample_fn,
@@ -157,7 +184,7 @@ def grpo_iteration(
     end = time.perf_counter()
     info = dynamic_counts(info, parts.mesh)
     metrics = rollout_metrics(rollout, parts) | info | rl_metrics.loss_metrics(step_metrics)
-    metrics |= pack_info
+    metrics |= pack_info | sample_fn.metrics()
     metrics |= {
         "time/sample": sample_fn.seconds,
         "time/score": reward.evaluate.seconds,

@@ -34,7 +34,13 @@ from r1jax.train.rollout import ClippedVocabTokenizer, sample_and_score
 from r1jax.train.setup import Job, build_setup, check_vocab, make_source, make_tokenizer
 from r1jax.train.step import check_microbatches, make_logprobs_fn, make_train_step
 
-PROGRESS_KEYS = ("reward/total", "accuracy", "response_length/mean", "kl")
+PROGRESS_KEYS = (
+    "reward/total",
+    "accuracy",
+    "response_length/mean",
+    "kl",
+    "sample/useful_tokens_per_s",
+)
 
 
 def make_reward(stage: Stage) -> CompositeReward:

@@ -120,6 +120,13 @@ def test_loop_exits_early_when_every_row_has_stopped(sampler, params, greedy_ref
     ends = [_first(r, lambda t, r=r: int(r[t]) in stops) for r in greedy_ref]
     _check_cut(out, greedy_ref, ends)
     assert out.num_steps == max(ends) + 1 < MAX_NEW
+    # the static batch computes every row at every column until the last row stops
+    work = out.work()
+    assert work["useful_tokens"] == sum(e + 1 for e in ends) == out.mask.sum()
+    assert work["slot_steps"] == len(greedy_ref) * (max(ends) + 1)
+    lengths = [len(p) for p in PROMPTS]
+    assert work["prompt_slots"] == out.prompt_mask.size
+    assert work["prompt_padding"] == out.prompt_mask.size - sum(lengths) * out.num_samples
 
 
 def test_stop_string_matched_on_device_as_a_token_sequence(sampler, params, greedy_ref):

@@ -64,6 +64,9 @@ def test_iteration_samples_b_times_g_and_logs_rl_metrics():
     ):
         assert np.isfinite(metrics[key]), key
     assert metrics["truncation_rate"] == 1.0  # no stop token: every row runs to max_new_tokens
+    # ... so every slot-step the sampler computed is a kept token
+    assert metrics["sample/slot_utilisation"] == 1.0
+    assert 0 < metrics["sample/useful_tokens_per_s"] and 0 <= metrics["sample/prompt_padding"] < 1
     assert int(state.step) == 1
 
 
