@@ -25,6 +25,7 @@ ROWS = [
     ("configs/r1_zero_qwen2_5_7b.py:8192", "v5p-64", []),
     ("configs/r1_zero_qwen2_5_7b.py:32768", "v5p-64", []),
     ("configs/sft_r1_traces.py:1.5b:16384", "v5e-8", ["--config.mesh.preset=v5e-8"]),
+    ("configs/sft_r1_traces.py:7b:16384", "v5p-64", ["--config.mesh.preset=v5p-64"]),
     ("configs/sft_r1_traces.py:32b:16384", "v5p-128", ["--config.mesh.fsdp=64",
                                                         "--config.mesh.data=1"]),
 ]  # fmt: skip

@@ -32,6 +32,14 @@ def cudnn_fits(head_dim: int, dtype) -> bool:
     return jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0 and head_dim <= 128
 
 
+def target_platform() -> str:
+    """The platform the traced program is for: the ambient mesh's devices' (so a TPU slice
+    planned from a CPU host compiles what the slice runs: splash), else the default backend."""
+    mesh = jax.sharding.get_abstract_mesh()
+    device = None if mesh.empty else mesh.abstract_device
+    return getattr(device, "platform", None) or jax.default_backend()
+
+
 def choose_impl(impl: str, *, t: int, s: int, self_attention: bool, config, backend: str) -> str:
     """The implementation one call runs: ``impl`` = ``config.attention_impl``.
 

@@ -126,7 +126,7 @@ def attend(
         s=s,
         self_attention=self_attention,
         config=config,
-        backend=jax.default_backend(),
+        backend=attention_kernels.target_platform(),
     )
     if impl == "xla":
         mask = attention_mask(q_pos_BT, q_seg_BT, k_pos_BS, k_seg_BS, config.sliding_window)
