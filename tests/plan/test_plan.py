@@ -123,7 +123,7 @@ def test_a_tpu_slice_compiles_here_or_says_which_extra_to_install():
             raise
         pytest.skip("no TPU compiler in this environment")
     assert target.chips == 8 and target.chip.hbm_bytes == int(15.75 * 2**30)
-    with jax.set_mesh(make_mesh({"fsdp": -1}, devices=target.devices)):
+    with jax.set_mesh(make_mesh({"data": 1, "fsdp": -1}, devices=target.devices)):
         assert target_platform() == "tpu"  # "auto" attention picks splash, as on the slice
     assert target_platform() == jax.default_backend()
     result = plan_command.plan(_stage(*TINY_GRPO, "--config.mesh.preset=v5e-8"), "v5e-8")
