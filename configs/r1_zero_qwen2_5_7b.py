@@ -24,7 +24,7 @@ def get_config(seq_len: str = "32768"):
     config = presets.pretrained_family(presets.QWEN2_5_7B, kind="grpo")
     config.model.remat_policy = "full"
     # fp32 logits of 512 tokens x 151,936 at a time (0.3 GiB) for the log-probs and their
-    # gradient: what lets 32,768 tokens per chip fit on v5e (docs/scaling.md).
+    # gradient, as in the 1.5B recipe (docs/scaling.md).
     config.model.logits_chunk = 512
     config.mesh.preset = "v5p-64"
     # 2 prompts x 16 samples = 32 rows: one per chip of the 32-chip slice.
