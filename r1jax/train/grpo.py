@@ -131,12 +131,16 @@ class _SamplerWork(_Timer):
         self.work.update(out.work())
         return out
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self, mesh=None) -> dict[str, float]:
         """``sample/useful_tokens_per_s`` (completion tokens kept per second of sampling),
         ``sample/slot_utilisation`` (kept tokens / slot-steps computed; the rest is rows that
         had finished, or tokens past a stop string) and ``sample/prompt_padding`` (the
-        padding fraction of the prefill batch). This process's rows."""
-        work = self.work
+        padding fraction of the prefill batch); over every process's rows (a collective)."""
+        keys = ("useful_tokens", "slot_steps", "prompt_padding", "prompt_slots")
+        counts = np.asarray([[self.work[k] for k in keys]], np.float64)
+        if mesh is not None:
+            counts = multihost.gather_shards(counts, mesh)
+        work = dict(zip(keys, counts.sum(0).tolist(), strict=True))
         return {
             "sample/useful_tokens_per_s": work["useful_tokens"] / max(self.seconds, 1e-9),
             "sample/slot_utilisation": work["useful_tokens"] / max(work["slot_steps"], 1),
@@ -184,7 +188,7 @@ def grpo_iteration(
     end = time.perf_counter()
     info = dynamic_counts(info, parts.mesh)
     metrics = rollout_metrics(rollout, parts) | info | rl_metrics.loss_metrics(step_metrics)
-    metrics |= pack_info | sample_fn.metrics()
+    metrics |= pack_info | sample_fn.metrics(parts.mesh)
     metrics |= {
         "time/sample": sample_fn.seconds,
         "time/score": reward.evaluate.seconds,

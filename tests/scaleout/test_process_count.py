@@ -29,7 +29,10 @@ GRPO = [
     "--config=configs/grpo_tiny.py", *STEPS, "--config.grpo.num_prompts=4",
     "--config.grpo.max_new_tokens=12", "--config.train.eval_every=3", "--config.eval.num_prompts=4",
 ]  # fmt: skip
-UNTIMED = ("time/", "tokens_per_s")
+
+
+def _timing(key: str) -> bool:
+    return key.startswith("time/") or key.endswith("tokens_per_s")  # e.g. sample/useful_...
 
 
 def _metrics(workdir: pathlib.Path) -> dict[int, dict[str, float]]:
@@ -39,7 +42,7 @@ def _metrics(workdir: pathlib.Path) -> dict[int, dict[str, float]]:
         row = json.loads(line)
         flat = _numbers(row)
         out.setdefault(int(row["step"]), {}).update(
-            {k: v for k, v in flat.items() if k != "step" and not k.startswith(UNTIMED)}
+            {k: v for k, v in flat.items() if k != "step" and not _timing(k)}
         )
     return out
 
