@@ -159,37 +159,27 @@ def sampler(stage: Stage, mesh) -> list[Program]:
     grpo, model = stage.grpo, stage.model
     q, g, p, t = grpo.num_prompts, grpo.num_samples, max(stage.data.buckets), grpo.max_new_tokens
     method = make_method(temperature=grpo.temperature, top_k=grpo.top_k, top_p=grpo.top_p)
-    common = dict(config=model, pad_id=0, mesh=mesh)
     params = with_shardings(abstract_params(model), param_shardings(model, mesh))
     prompt = _abstract((q, p), jnp.int32, mesh, ("batch", None))
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=named_sharding(mesh, (), ()))
     table = _abstract((max(len(grpo.stop_strings), 1), STOP_WIDTH), jnp.int32, mesh, (None, None))
-    prefill = jax.jit(
-        lambda params, tokens, mask, key, table: sampling_loop.prefill(
-            params,
-            tokens,
-            mask,
-            key,
-            table,
+    args = (params, prompt, prompt, key, table)
+    with jax.set_mesh(mesh):  # the sampler's own programs, in the state layout it would use
+        pair = sampling_loop.programs(
+            *args,
+            config=model,
             method=method,
             num_samples=g,
             max_new_tokens=t,
-            **common,
+            pad_id=0,
+            mesh=mesh,
+            layout=sampling_loop.state_layout(mesh),
         )
-    )
-    args = (params, prompt, prompt, key, table)
-    with jax.set_mesh(mesh):
-        state = jax.eval_shape(prefill, *args)
     shardings = sampling_loop.state_shardings(model, q * g, t, STOP_WIDTH, p + t, mesh)
     state = jax.tree.map(
-        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state, shardings
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), pair.state, shardings
     )
-    decode = jax.jit(
-        lambda params, state, table: sampling_loop.decode(
-            params, state, table, method=method, **common
-        ),
-        donate_argnums=(1,),
-    )
+    prefill, decode = pair.prefill, pair.decode
     prefill_flops = 2 * matmul_params(model) * q * p + attention_flops(model, q, p, p / 2)
     decode_flops = 2 * matmul_params(model) * q * g + attention_flops(model, q * g, 1, p + t)
     return [

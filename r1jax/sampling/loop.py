@@ -14,9 +14,12 @@ loop exits as soon as every row has stopped. The state, KV cache included, is do
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.experimental.layout import Format, Layout
 
 from r1jax.model import KVCache, ModelConfig, cache_shardings, init_cache
 from r1jax.model.transformer import hidden_states, logits_from_hidden
@@ -182,3 +185,71 @@ def decode(
         return _constrain(_record(s, tokens_B, logprobs_B, stop_table_EW, pad_id), shardings)
 
     return jax.lax.while_loop(keep_going, step, _constrain(state, shardings))
+
+
+def state_layout(mesh=None) -> str:
+    """``programs``' layout for a mesh's devices (default: the local ones): "auto" on TPU, where
+    the default layout makes the decode loop copy its KV cache; "default" elsewhere."""
+    devices = jax.devices() if mesh is None else mesh.devices.flat
+    return "auto" if next(iter(devices)).platform == "tpu" else "default"
+
+
+@dataclasses.dataclass(frozen=True)
+class Programs:
+    """The jitted prefill and decode loop of one shape (``programs``); ``state`` is the
+    abstract ``SamplingState`` passed between them."""
+
+    prefill: Callable  # (params, prompt_QP, prompt_mask_QP, key, stop_table_EW) -> state
+    decode: Callable  # (params, state, stop_table_EW) -> state; donates the state
+    state: SamplingState
+
+
+def programs(
+    params,
+    prompt_QP,
+    prompt_mask_QP,
+    key,
+    stop_table_EW,
+    *,
+    config: ModelConfig,
+    method: SamplingMethod,
+    num_samples: int,
+    max_new_tokens: int,
+    pad_id: int,
+    mesh=None,
+    layout: str = "default",
+) -> Programs:
+    """Jits ``prefill`` and ``decode`` for these (abstract or concrete) arguments; call under
+    the mesh (``jax.set_mesh``) the programs will run under.
+
+    ``layout="auto"`` lets XLA choose the state's device layout: the decode loop is compiled
+    once with ``Layout.AUTO``, and the prefill then returns the state in the layout it chose, so
+    the loop updates the donated KV cache in place. With the default layout the TPU compiler
+    copies the cache into its preferred tiling before the loop and back after it, holding it
+    twice (Qwen2.5-1.5B, 16 rows x 32,768 tokens on v5e-8: 2.97 GiB of temporaries for a
+    1.75 GiB cache; 1.24 GiB with "auto"). It costs one extra compile of the decode loop.
+    """
+    common = dict(config=config, pad_id=pad_id, mesh=mesh)
+    prefill_fn = functools.partial(
+        prefill, method=method, num_samples=num_samples, max_new_tokens=max_new_tokens, **common
+    )
+    decode_fn = functools.partial(decode, method=method, **common)
+    state = jax.eval_shape(prefill_fn, params, prompt_QP, prompt_mask_QP, key, stop_table_EW)
+    state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), state)
+    if layout == "default":
+        return Programs(jax.jit(prefill_fn), jax.jit(decode_fn, donate_argnums=(1,)), state)
+    if layout != "auto":
+        raise ValueError(f"layout={layout!r}: 'default' or 'auto'")
+    rows, width = state.recent_BW.shape
+    shardings = state_shardings(
+        config, rows, max_new_tokens, width, state.cache.max_length, mesh
+    ) or jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), state)
+    # Arrays only: a PRNG key's layout is that of its uint32 data, not of its shape.
+    auto = jax.tree.map(lambda sh: Format(Layout.AUTO, sh), shardings)
+    auto = dataclasses.replace(auto, key=shardings.key)
+    jit_decode = lambda formats: jax.jit(
+        decode_fn, in_shardings=(None, formats, None), out_shardings=formats, donate_argnums=(1,)
+    )
+    chosen = jit_decode(auto).lower(params, state, stop_table_EW).compile().input_formats[0][1]
+    chosen = dataclasses.replace(chosen, key=shardings.key)
+    return Programs(jax.jit(prefill_fn, out_shardings=chosen), jit_decode(chosen), state)

@@ -94,23 +94,44 @@ class Sampler:
         mesh=None,
         buckets: Sequence[int] = SAMPLER_BUCKETS,
         pad_id: int = 0,
+        layout: str | None = None,
     ):
         self.config, self.mesh, self.pad_id = model_config, mesh, int(pad_id)
         self.buckets = tuple(sorted(int(b) for b in buckets))
-        common = dict(config=model_config, pad_id=self.pad_id, mesh=mesh)
-        self._prefill = jax.jit(
-            functools.partial(loop.prefill, **common),
-            static_argnames=("method", "num_samples", "max_new_tokens"),
-        )
-        self._decode = jax.jit(
-            functools.partial(loop.decode, **common),
-            static_argnames=("method",),
-            donate_argnums=(1,),
-        )
+        self._layout = layout
+        self._programs: dict[tuple, loop.Programs] = {}  # by the prefill's shapes and statics
+        self._decoders: dict[tuple, loop.Programs] = {}  # the same, by the state's shapes
+
+    @property
+    def layout(self) -> str:
+        """The state's device layout (``loop.programs``): the constructor's ``layout``, else
+        ``loop.state_layout`` of the mesh (XLA's choice on TPU, the default elsewhere)."""
+        return self._layout or loop.state_layout(self.mesh)
 
     def compile_counts(self) -> tuple[int, int]:
         """How many programs the prefill and the decode loop have compiled so far."""
-        return self._prefill._cache_size(), self._decode._cache_size()
+        pairs = self._programs.values()
+        return sum(p.prefill._cache_size() for p in pairs), sum(
+            p.decode._cache_size() for p in pairs
+        )
+
+    def _pair(self, params, tokens, mask, rng, table, **static) -> loop.Programs:
+        key = (tokens.shape, table.shape, *sorted(static.items()))
+        if key not in self._programs:
+            pair = loop.programs(
+                params,
+                tokens,
+                mask,
+                rng,
+                table,
+                config=self.config,
+                pad_id=self.pad_id,
+                mesh=self.mesh,
+                layout=self.layout,
+                **static,
+            )
+            self._programs[key] = self._decoders[_state_key(pair.state, static["method"])] = pair
+        return self._programs[key]
 
     @functools.cached_property
     def multi_process(self) -> bool:
@@ -142,22 +163,19 @@ class Sampler:
         length = self._bucket(prompts)
         tokens_QP, mask_QP = left_pad(prompts, length, self.pad_id)
         args = (self._put(tokens_QP, ("batch", None)), self._put(mask_QP, ("batch", None)))
+        table = self._put(table, (None, None))
+        static = dict(method=method, num_samples=num_samples, max_new_tokens=max_new_tokens)
         with jax.set_mesh(self.mesh) if self.mesh is not None else _nullcontext():
-            state = self._prefill(
-                params,
-                *args,
-                rng,
-                self._put(table, (None, None)),
-                method=method,
-                num_samples=num_samples,
-                max_new_tokens=max_new_tokens,
+            state = self._pair(params, *args, rng, table, **static).prefill(
+                params, *args, rng, table
             )
         return state, tokens_QP, mask_QP
 
     def decode(self, params, state, *, method, table):
         """Runs the decode loop (donating ``state``) and returns the final state."""
+        decode = self._decoders[_state_key(state, method)].decode
         with jax.set_mesh(self.mesh) if self.mesh is not None else _nullcontext():
-            return self._decode(params, state, self._put(table, (None, None)), method=method)
+            return decode(params, state, self._put(table, (None, None)))
 
     def __call__(
         self,
@@ -220,6 +238,11 @@ class Sampler:
             prompt_index=np.repeat(np.arange(len(tokens_QP), dtype=np.int32), num_samples),
             num_steps=int(steps),
         )
+
+
+def _state_key(state, method) -> tuple:
+    """What selects a decode program: the shapes of the state's leaves and the method."""
+    return (*(x.shape for x in jax.tree.leaves(state)), method)
 
 
 class _nullcontext:

@@ -12,6 +12,7 @@ from r1jax.config import typed
 from r1jax.config.flags import parse_config
 from r1jax.model.attention_kernels import target_platform
 from r1jax.plan import analysis, programs, targets
+from r1jax.sampling import loop as sampling_loop
 from r1jax.sharding import make_mesh
 
 TINY_GRPO = [
@@ -131,3 +132,24 @@ def test_a_tpu_slice_compiles_here_or_says_which_extra_to_install():
     step = result["programs"]["train_step"]
     assert step["roofline_s"] > 0 and 0 < step["mfu_at_roofline"] <= 1
     assert "all-gather" in step["collectives"]  # fsdp gathers the params per layer
+
+
+def test_on_tpu_the_decode_loop_keeps_its_state_in_the_layout_xla_chose():
+    """The sampler (and so the plan) compiles decode with ``Layout.AUTO`` on TPU and has the
+    prefill return the state in that layout: the donated KV cache goes from prefill through
+    the loop and out without a copy (1.5B, 16 rows x 32,768 tokens on v5e-8: decode
+    temporaries 1.24 GiB instead of 2.97, docs/scaling.md)."""
+    try:
+        target = targets.resolve_target("v5e-8")
+    except RuntimeError:
+        if os.environ.get("R1JAX_REQUIRE_TPU_COMPILER"):
+            raise
+        pytest.skip("no TPU compiler in this environment")
+    stage = _stage(*TINY_GRPO, "--config.grpo.num_samples=8", "--config.mesh.preset=v5e-8")
+    mesh = make_mesh(stage.mesh, devices=target.devices)
+    assert sampling_loop.state_layout(mesh) == "auto"
+    prefill, decode = (p.lower().compile() for p in programs.sampler(stage, mesh))
+    state_in, state_out = decode.input_formats[0][1], decode.output_formats
+    for field in ("k", "v"):
+        formats = [getattr(s.cache, field) for s in (prefill.output_formats, state_in, state_out)]
+        assert formats[0] == formats[1] == formats[2], field

@@ -18,11 +18,14 @@ def unsharded(params):
     return Sampler(CONFIG, buckets=BUCKETS)(params, PROMPTS, rng=jax.random.key(11), **KW)
 
 
-@pytest.mark.parametrize("shape", [(8, 1, 1), (2, 2, 2)], ids=str)
-def test_sharded_sampling_equals_unsharded(params, unsharded, shape):
+@pytest.mark.parametrize(
+    "shape, layout", [((8, 1, 1), "default"), ((2, 2, 2), "default"), ((2, 2, 2), "auto")], ids=str
+)
+def test_sharded_sampling_equals_unsharded(params, unsharded, shape, layout):
+    """Also with the state in the device layout XLA picks for the decode loop (what TPUs run)."""
     mesh = make_mesh(MeshConfig(*shape))
     sharded_params = jax.device_put(params, param_shardings(CONFIG, mesh))
-    sampler = Sampler(CONFIG, mesh=mesh, buckets=BUCKETS)
+    sampler = Sampler(CONFIG, mesh=mesh, buckets=BUCKETS, layout=layout)
     out = sampler(sharded_params, PROMPTS, rng=jax.random.key(11), **KW)
     np.testing.assert_array_equal(out.tokens, unsharded.tokens)
     np.testing.assert_array_equal(out.lengths, unsharded.lengths)
