@@ -173,7 +173,6 @@ def sampler(stage: Stage, mesh) -> list[Program]:
             max_new_tokens=t,
             pad_id=0,
             mesh=mesh,
-            layout=sampling_loop.state_layout(mesh),
         )
     shardings = sampling_loop.state_shardings(model, q * g, t, STOP_WIDTH, p + t, mesh)
     state = jax.tree.map(

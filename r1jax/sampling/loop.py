@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jax.experimental.layout import Format, Layout
 
 from r1jax.model import KVCache, ModelConfig, cache_shardings, init_cache
+from r1jax.model.attention_kernels import target_platform
 from r1jax.model.transformer import hidden_states, logits_from_hidden
 from r1jax.sampling.methods import SamplingMethod
 from r1jax.sampling.stop import matches
@@ -187,13 +188,6 @@ def decode(
     return jax.lax.while_loop(keep_going, step, _constrain(state, shardings))
 
 
-def state_layout(mesh=None) -> str:
-    """``programs``' layout for a mesh's devices (default: the local ones): "auto" on TPU, where
-    the default layout makes the decode loop copy its KV cache; "default" elsewhere."""
-    devices = jax.devices() if mesh is None else mesh.devices.flat
-    return "auto" if next(iter(devices)).platform == "tpu" else "default"
-
-
 @dataclasses.dataclass(frozen=True)
 class Programs:
     """The jitted prefill and decode loop of one shape (``programs``); ``state`` is the
@@ -217,7 +211,7 @@ def programs(
     max_new_tokens: int,
     pad_id: int,
     mesh=None,
-    layout: str = "default",
+    layout: str | None = None,
 ) -> Programs:
     """Jits ``prefill`` and ``decode`` for these (abstract or concrete) arguments; call under
     the mesh (``jax.set_mesh``) the programs will run under.
@@ -228,6 +222,8 @@ def programs(
     copies the cache into its preferred tiling before the loop and back after it, holding it
     twice (Qwen2.5-1.5B, 16 rows x 32,768 tokens on v5e-8: 2.97 GiB of temporaries for a
     1.75 GiB cache; 1.24 GiB with "auto"). It costs one extra compile of the decode loop.
+    ``layout=None`` takes "auto" when the ambient mesh is on TPU (``target_platform``),
+    "default" elsewhere.
     """
     common = dict(config=config, pad_id=pad_id, mesh=mesh)
     prefill_fn = functools.partial(
@@ -236,6 +232,8 @@ def programs(
     decode_fn = functools.partial(decode, method=method, **common)
     state = jax.eval_shape(prefill_fn, params, prompt_QP, prompt_mask_QP, key, stop_table_EW)
     state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), state)
+    if layout is None:
+        layout = "auto" if target_platform() == "tpu" else "default"
     if layout == "default":
         return Programs(jax.jit(prefill_fn), jax.jit(decode_fn, donate_argnums=(1,)), state)
     if layout != "auto":

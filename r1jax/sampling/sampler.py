@@ -98,15 +98,9 @@ class Sampler:
     ):
         self.config, self.mesh, self.pad_id = model_config, mesh, int(pad_id)
         self.buckets = tuple(sorted(int(b) for b in buckets))
-        self._layout = layout
+        self.layout = layout  # the state's device layout (``loop.programs``; None: by platform)
         self._programs: dict[tuple, loop.Programs] = {}  # by the prefill's shapes and statics
         self._decoders: dict[tuple, loop.Programs] = {}  # the same, by the state's shapes
-
-    @property
-    def layout(self) -> str:
-        """The state's device layout (``loop.programs``): the constructor's ``layout``, else
-        ``loop.state_layout`` of the mesh (XLA's choice on TPU, the default elsewhere)."""
-        return self._layout or loop.state_layout(self.mesh)
 
     def compile_counts(self) -> tuple[int, int]:
         """How many programs the prefill and the decode loop have compiled so far."""
