@@ -5,9 +5,11 @@ keys ``[L, B, K, H, S]``, values ``[L, B, K, S, H]``, the layouts attention mult
 (``layers.attention``). A decode step then reads each layer as it lies: slots-first caches
 cost a transposed copy of every layer per step, and ``[S, H]`` keys a slow transposed product
 (together: 14 -> 12 ms per greedy decode step, 64 rows of the TRL benchmark's model, XLA:CPU).
-Every row writes at the same slot index (prompts are left-padded to a common length), and each
-slot remembers the position and segment id of the token written there: the attention mask is
-then computed from those, and padding (segment 0) is never attended.
+Every row writes at the same slot index (prompts are left-padded to a common length; ``length``
+a scalar), or, for one-token steps, each row at its own (``length`` ``[B]``: the continuous
+sampler's slots, each at its own point of its own request). Each slot remembers the position
+and segment id of the token written there: the attention mask is computed from those, and
+padding (segment 0) is never attended.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ CACHE_V_AXES = ("layers", "batch", "act_kv_heads", "cache_seq", "head_dim")
 @dataclasses.dataclass(frozen=True)
 class KVCache:
     """Keys ``[L, B, K, H, S]``, values ``[L, B, K, S, H]``; slot ``positions`` and
-    ``segment_ids`` ``[B, S]`` (int32); ``length``: number of slots written so far (int32
-    scalar, the next write index)."""
+    ``segment_ids`` ``[B, S]`` (int32); ``length``: number of slots written so far, the next
+    write index (int32: a scalar shared by all rows, or ``[B]``, one per row)."""
 
     k: jax.Array
     v: jax.Array
@@ -75,7 +77,19 @@ def cache_shardings(config: ModelConfig, batch_size: int, max_length: int, mesh)
 
 def write_slots(cache: KVCache, positions_BT: jax.Array, segment_ids_BT: jax.Array) -> KVCache:
     """Records positions/segments of the T new tokens and advances ``length`` (K/V are written
-    per layer by the forward pass)."""
+    per layer by the forward pass). A per-row ``length`` ``[B]`` takes one token per row."""
+    if cache.length.ndim == 1:
+        if positions_BT.shape[1] != 1:
+            raise ValueError(
+                f"per-row cache writes take one token per row, got {positions_BT.shape}"
+            )
+        rows_B = jnp.arange(positions_BT.shape[0])
+        return dataclasses.replace(
+            cache,
+            positions=cache.positions.at[rows_B, cache.length].set(positions_BT[:, 0]),
+            segment_ids=cache.segment_ids.at[rows_B, cache.length].set(segment_ids_BT[:, 0]),
+            length=cache.length + 1,
+        )
     start = (0, cache.length)
     return dataclasses.replace(
         cache,

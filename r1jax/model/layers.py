@@ -107,14 +107,15 @@ def attend(
     k_seg_BS: jax.Array,
     config: ModelConfig,
     *,
-    q_offset: int | jax.Array = 0,
+    q_offset: int | jax.Array | None = 0,
 ) -> jax.Array:
     """Attention by ``config.attention_impl`` (chosen per call at trace time). ``[B, T, N, H]``.
 
     The mask is ``attention_mask``'s, given by positions and segment ids (``[B, T]`` queries,
     ``[B, S]`` keys). ``q_offset``: the key slot of query 0; the Python int 0 with T == S means
     self-attention without a cache (the keys are the queries' own tokens), a traced write index
-    means a KV cache. "xla" is ``attention`` over the ``[B, T, S]`` mask (memory O(T * S));
+    means a KV cache (an upper bound of the rows' write indices; None: unknown, no block is
+    skipped). "xla" is ``attention`` over the ``[B, T, S]`` mask (memory O(T * S));
     "blockwise", "cudnn" and "splash" are O(T + S) (``r1jax.model.attention``,
     ``attention_kernels``, where "auto" is resolved).
     """

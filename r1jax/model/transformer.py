@@ -40,6 +40,20 @@ def _block(x_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn, q_off
     return constrain(x_BTD, ("batch", "seq", "act_embed")), extra
 
 
+def _write_kv(k_cache, v_cache, k_BKHT, v_BKTH, index, slot):
+    """Writes layer ``index``'s new keys/values at cache slot ``slot`` (a scalar: all rows at
+    ``[slot, slot + T)``; ``[B]``: row b's one token at ``slot[b]``)."""
+    k_new, v_new = k_BKHT.astype(k_cache.dtype), v_BKTH.astype(v_cache.dtype)
+    if slot.ndim == 0:
+        k_all = jax.lax.dynamic_update_slice(k_cache, k_new[None], (index, 0, 0, 0, slot))
+        v_all = jax.lax.dynamic_update_slice(v_cache, v_new[None], (index, 0, 0, slot, 0))
+        return k_all, v_all
+    rows_B = jnp.arange(slot.shape[0])
+    k_all = k_cache.at[index, rows_B, :, :, slot].set(k_new[..., 0])
+    v_all = v_cache.at[index, rows_B, :, slot, :].set(v_new[:, :, 0, :])
+    return k_all, v_all
+
+
 def _maybe_remat(fn, config: ModelConfig):
     if config.remat_policy == "none":
         return fn
@@ -63,6 +77,7 @@ def hidden_states(
     b, t = tokens_BT.shape
     if positions is None:
         start = 0 if cache is None else cache.length
+        start = jnp.reshape(start, (-1, 1))  # [1, 1], or [B, 1] for per-row cache lengths
         positions = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
     if segment_ids is None:
         segment_ids = jnp.ones((b, t), jnp.int32)
@@ -85,24 +100,22 @@ def hidden_states(
         x, _ = jax.lax.scan(_maybe_remat(body, config), x, params["layers"])
     else:
         cache = write_slots(cache, positions, segment_ids)
-        slot = cache.length - t
+        slot = cache.length - t  # scalar, or [B]: each row's own write index
+        q_offset = slot if slot.ndim == 0 else jnp.max(slot)  # no key after it is attended
+        if slot.ndim and config.sliding_window:
+            q_offset = None  # a window's reach differs per row: visit every key block
 
         def body(carry, xs):
             x, k_cache, v_cache = carry
             p, index = xs
 
             def cached_keys(k, v):
-                k_all = jax.lax.dynamic_update_slice(
-                    k_cache, k.astype(k_cache.dtype)[None], (index, 0, 0, 0, slot)
-                )
-                v_all = jax.lax.dynamic_update_slice(
-                    v_cache, v.astype(v_cache.dtype)[None], (index, 0, 0, slot, 0)
-                )
+                k_all, v_all = _write_kv(k_cache, v_cache, k, v, index, slot)
                 keys, values = k_all[index].astype(dtype), v_all[index].astype(dtype)
                 return keys, values, cache.positions, cache.segment_ids, (k_all, v_all)
 
             x, (k_cache, v_cache) = _block(
-                x, cast(p), config, freqs, positions, segment_ids, cached_keys, slot
+                x, cast(p), config, freqs, positions, segment_ids, cached_keys, q_offset
             )
             return (x, k_cache, v_cache), None
 

@@ -9,6 +9,10 @@ The prefill runs the Q distinct prompts once and repeats the cache G times (a gr
 prompt), then samples the first token. The decode loop carries an explicit ``SamplingState``;
 rows that have stopped keep flowing through the (fixed-shape) batch but write padding, and the
 loop exits as soon as every row has stopped. The state, KV cache included, is donated.
+
+Randomness (``keys``): "step" draws one key per step for the whole batch; "request" gives every
+row its own key sequence (``methods.request_keys``), so a row's tokens do not depend on the
+batch it runs in: the continuous sampler (``continuous.py``) returns exactly these rows.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from jax.experimental.layout import Format, Layout
 from r1jax.model import KVCache, ModelConfig, cache_shardings, init_cache
 from r1jax.model.attention_kernels import target_platform
 from r1jax.model.transformer import hidden_states, logits_from_hidden
-from r1jax.sampling.methods import SamplingMethod
+from r1jax.sampling.methods import SamplingMethod, request_keys, sample_rows
 from r1jax.sampling.stop import matches
 from r1jax.sharding import named_sharding
 
@@ -77,6 +81,17 @@ def state_shardings(config: ModelConfig, rows: int, max_new: int, width: int, ca
     )
 
 
+KEY_SCHEMES = ("step", "request")
+
+
+def _sample(method, logits_BV, key, step, keys: str):
+    """Tokens and log-probs ``[B]`` of column ``step`` under the key scheme ``keys``."""
+    if keys == "step":
+        return method(logits_BV, jax.random.fold_in(key, step))
+    rows_B = jnp.arange(logits_BV.shape[0], dtype=jnp.int32)
+    return sample_rows(method, logits_BV, request_keys(key, rows_B, jnp.full_like(rows_B, step)))
+
+
 def _record(state: SamplingState, tokens_B, logprobs_B, stop_table_EW, pad_id: int):
     """Writes column ``state.step`` for the rows still running and updates the stop flags."""
     alive_B = ~state.done_B
@@ -108,6 +123,7 @@ def prefill(
     max_new_tokens: int,
     pad_id: int,
     mesh=None,
+    keys: str = "step",
 ) -> SamplingState:
     """Runs the left-padded prompts ``[Q, P]`` once and samples token 0 of all ``Q * G`` rows."""
     num_prompts, length = prompt_QP.shape
@@ -146,7 +162,7 @@ def prefill(
     )
     shardings = state_shardings(config, rows, max_new_tokens, width, cache_len, mesh)
     state = _constrain(state, shardings)
-    tokens_B, logprobs_B = method(repeat(logits_QV, 0), jax.random.fold_in(key, 0))
+    tokens_B, logprobs_B = _sample(method, repeat(logits_QV, 0), key, 0, keys)
     return _constrain(_record(state, tokens_B, logprobs_B, stop_table_EW, pad_id), shardings)
 
 
@@ -159,6 +175,7 @@ def decode(
     method: SamplingMethod,
     pad_id: int,
     mesh=None,
+    keys: str = "step",
 ) -> SamplingState:
     """Decode steps until every row has stopped or ``max_new_tokens`` columns are filled."""
     rows, max_new = state.tokens_BT.shape
@@ -181,7 +198,7 @@ def decode(
             cache=s.cache,
         )
         logits_BV = logits_from_hidden(params, hidden_B1D, config)[:, 0]
-        tokens_B, logprobs_B = method(logits_BV, jax.random.fold_in(s.key, s.step))
+        tokens_B, logprobs_B = _sample(method, logits_BV, s.key, s.step, keys)
         s = dataclasses.replace(s, cache=cache)
         return _constrain(_record(s, tokens_B, logprobs_B, stop_table_EW, pad_id), shardings)
 
@@ -212,6 +229,7 @@ def programs(
     pad_id: int,
     mesh=None,
     layout: str | None = None,
+    keys: str = "step",
 ) -> Programs:
     """Jits ``prefill`` and ``decode`` for these (abstract or concrete) arguments; call under
     the mesh (``jax.set_mesh``) the programs will run under.
@@ -225,7 +243,9 @@ def programs(
     ``layout=None`` takes "auto" when the ambient mesh is on TPU (``target_platform``),
     "default" elsewhere.
     """
-    common = dict(config=config, pad_id=pad_id, mesh=mesh)
+    if keys not in KEY_SCHEMES:
+        raise ValueError(f"keys={keys!r}; one of {KEY_SCHEMES}")
+    common = dict(config=config, pad_id=pad_id, mesh=mesh, keys=keys)
     prefill_fn = functools.partial(
         prefill, method=method, num_samples=num_samples, max_new_tokens=max_new_tokens, **common
     )

@@ -122,6 +122,21 @@ class Categorical:
 SamplingMethod = Greedy | Categorical
 
 
+def request_keys(key: jax.Array, requests_B: jax.Array, steps_B: jax.Array) -> jax.Array:
+    """One key per row: that of token ``steps_B[b]`` of request ``requests_B[b]`` (a request is
+    one (prompt, sample) pair, numbered as the static sampler numbers its rows)."""
+    fold = lambda r, t: jax.random.fold_in(jax.random.fold_in(key, r), t)
+    return jax.vmap(fold)(requests_B, steps_B)
+
+
+def sample_rows(method, logits_BV: jax.Array, keys_B: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``method`` with one key per row: row b's token depends only on its logits and
+    ``keys_B[b]``, so a request samples the same token whichever batch, slot or step runs it
+    (the continuous sampler's slots; the static loop with ``keys="request"``)."""
+    tokens_B1, logprobs_B1 = jax.vmap(lambda row_V, k: method(row_V[None], k))(logits_BV, keys_B)
+    return tokens_B1[:, 0], logprobs_B1[:, 0]
+
+
 def make_method(
     *, greedy: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
 ) -> SamplingMethod:

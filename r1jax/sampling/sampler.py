@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +16,7 @@ import numpy as np
 from r1jax import multihost
 from r1jax.data.batching import SAMPLER_BUCKETS, bucket_length
 from r1jax.model import ModelConfig
-from r1jax.sampling import loop
+from r1jax.sampling import continuous, loop
 from r1jax.sampling.methods import SamplingMethod, make_method
 from r1jax.sampling.stop import stop_sequences, stop_table, truncate_at_stop_strings
 from r1jax.sharding import named_sharding
@@ -31,7 +31,9 @@ class SampleOutput:
     including the stop token. logprobs ``[B, T]`` fp32: ``log_softmax(logits / temperature)`` at the
     sampled token before top-k/top-p truncation (temperature 1 for greedy), 0 after the end.
     lengths ``[B]`` int32; finish_reason ``[B]`` str, ``"stop"`` or ``"length"``;
-    prompt_index ``[B]`` int32; num_steps: decode steps run (< T when every row stopped early).
+    prompt_index ``[B]`` int32; num_steps: token columns computed per row (< T when every row
+    stopped early) or, with ``num_slots`` > 0 (continuous batching, this process's share of
+    the slots), decode steps of the slots (each request's first token came from the prefill).
     """
 
     prompt_tokens: np.ndarray
@@ -43,6 +45,7 @@ class SampleOutput:
     finish_reason: np.ndarray
     prompt_index: np.ndarray
     num_steps: int
+    num_slots: int = 0
 
     @property
     def num_samples(self) -> int:
@@ -55,11 +58,17 @@ class SampleOutput:
     def work(self) -> dict[str, int]:
         """What the call computed and what of it was kept (this process's rows):
         ``useful_tokens`` (completion tokens returned), ``slot_steps`` (rows x decode columns
-        run: a static batch computes every row at every column, finished or not),
-        ``prompt_slots`` and ``prompt_padding`` (the prefill's ``[B, P]`` and its padding)."""
+        run: a static batch computes every row at every column, finished or not; continuous
+        batching, one first token per row plus slots x decode steps), ``prompt_slots`` and
+        ``prompt_padding`` (the prefill's ``[B, P]`` and its padding)."""
+        rows = int(self.tokens.shape[0])
+        if self.num_slots:
+            slot_steps = rows + self.num_slots * self.num_steps
+        else:
+            slot_steps = rows * self.num_steps
         return {
             "useful_tokens": int(self.lengths.sum()),
-            "slot_steps": int(self.tokens.shape[0]) * self.num_steps,
+            "slot_steps": slot_steps,
             "prompt_slots": int(self.prompt_mask.size),
             "prompt_padding": int(self.prompt_mask.size - self.prompt_mask.sum()),
         }
@@ -85,6 +94,12 @@ class Sampler:
     the unsharded run's for the same key. On a mesh spanning several processes (a pod), every
     process calls the sampler in step with the same ``rng`` and ITS prompts (the same number on
     each), and gets back the rows of its prompts.
+
+    ``slots`` > 0 decodes with continuous batching (``continuous.py``): that many decode slots
+    take the Q * G requests from a queue, so rows that stop early free their slot for the next
+    request. ``keys``: "step" (one key per step for the whole batch) or "request" (each row's
+    own keys; its tokens then do not depend on the batch); continuous batching needs "request",
+    the default then. Both give the same rows for the same ``rng`` and "request" keys.
     """
 
     def __init__(
@@ -95,10 +110,19 @@ class Sampler:
         buckets: Sequence[int] = SAMPLER_BUCKETS,
         pad_id: int = 0,
         layout: str | None = None,
+        slots: int = 0,
+        keys: str | None = None,
     ):
         self.config, self.mesh, self.pad_id = model_config, mesh, int(pad_id)
         self.buckets = tuple(sorted(int(b) for b in buckets))
         self.layout = layout  # the state's device layout (``loop.programs``; None: by platform)
+        self.slots = int(slots)
+        self.keys = keys or ("request" if self.slots else "step")
+        if self.slots < 0 or self.keys not in loop.KEY_SCHEMES:
+            raise ValueError(f"Sampler: slots={slots} (>= 0), keys={keys!r} {loop.KEY_SCHEMES}")
+        if self.slots and self.keys != "request":
+            raise ValueError("Sampler: continuous batching (slots > 0) needs keys='request'")
+        self._continuous: dict[tuple, Callable] = {}  # jitted continuous.sample by statics
         self._programs: dict[tuple, loop.Programs] = {}  # by the prefill's shapes and statics
         self._decoders: dict[tuple, loop.Programs] = {}  # the same, by the state's shapes
 
@@ -122,6 +146,7 @@ class Sampler:
                 pad_id=self.pad_id,
                 mesh=self.mesh,
                 layout=self.layout,
+                keys=self.keys,
                 **static,
             )
             self._programs[key] = self._decoders[_state_key(pair.state, static["method"])] = pair
@@ -195,6 +220,13 @@ class Sampler:
             raise ValueError(f"max_new_tokens={max_new_tokens}, num_samples={num_samples}: >= 1")
         prompts = [[int(t) for t in p] for p in prompts]
         table = stop_table(stop_sequences(stop_token_ids, stop_strings, tokenizer))
+        if self.slots:
+            state, tokens_QP, mask_QP = self._continuous_sample(
+                params, prompts, rng, method, num_samples, max_new_tokens, table
+            )
+            fields = (state.tokens_RT, state.logprobs_RT, state.lengths_R, state.done_R)
+            finish = (tokens_QP, mask_QP, num_samples, stop_strings, tokenizer)
+            return self._finish(fields, state.iterations, *finish)
         state, tokens_QP, mask_QP = self.prefill(
             params,
             prompts,
@@ -205,16 +237,41 @@ class Sampler:
             table=table,
         )
         state = self.decode(params, state, method=method, table=table)
-        return self._finish(state, tokens_QP, mask_QP, num_samples, stop_strings, tokenizer)
-
-    def _finish(self, state, tokens_QP, mask_QP, num_samples, stop_strings, tokenizer):
         fields = (state.tokens_BT, state.logprobs_BT, state.lengths_B, state.done_B)
+        finish = (tokens_QP, mask_QP, num_samples, stop_strings, tokenizer)
+        return self._finish(fields, state.step, *finish)
+
+    def _continuous_sample(self, params, prompts, rng, method, num_samples, max_new, table):
+        """Continuous batching (``continuous.sample``); returns ``(state, tokens, mask)``."""
+        length = self._bucket(prompts)
+        tokens_QP, mask_QP = left_pad(prompts, length, self.pad_id)
+        args = (self._put(tokens_QP, ("batch", None)), self._put(mask_QP, ("batch", None)))
+        static = dict(method=method, num_samples=num_samples, max_new_tokens=max_new)
+        key = (*sorted(static.items()),)
+        if key not in self._continuous:
+            self._continuous[key] = jax.jit(
+                functools.partial(
+                    continuous.sample,
+                    config=self.config,
+                    num_slots=self.slots,
+                    pad_id=self.pad_id,
+                    mesh=self.mesh,
+                    **static,
+                )
+            )
+        with jax.set_mesh(self.mesh) if self.mesh is not None else _nullcontext():
+            state = self._continuous[key](params, *args, rng, self._put(table, (None, None)))
+        return state, tokens_QP, mask_QP
+
+    def _finish(self, fields, steps, tokens_QP, mask_QP, num_samples, stop_strings, tokenizer):
+        """Host ``SampleOutput`` from the device's per-row ``(tokens, logprobs, lengths,
+        done)`` and the step count ``steps``."""
         if self.multi_process:  # this process's rows only (the rest live on other hosts)
             rows = lambda x: multihost.data_shard_rows(x, self.mesh)
             tokens, logprobs, lengths, done = map(rows, fields)
-            steps = np.asarray(state.step.addressable_data(0))
+            steps = np.asarray(steps.addressable_data(0))
         else:
-            tokens, logprobs, lengths, done, steps = jax.device_get((*fields, state.step))
+            tokens, logprobs, lengths, done, steps = jax.device_get((*fields, steps))
         lengths, done = lengths.astype(np.int32), done.copy()
         if stop_strings:
             cut = truncate_at_stop_strings(tokens, lengths, stop_strings, tokenizer)
@@ -231,6 +288,7 @@ class Sampler:
             finish_reason=np.where(done, "stop", "length"),
             prompt_index=np.repeat(np.arange(len(tokens_QP), dtype=np.int32), num_samples),
             num_steps=int(steps),
+            num_slots=self.slots * len(tokens) // fields[0].shape[0],  # this process's share
         )
 
 

@@ -1,0 +1,269 @@
+"""Continuous batching: C decode slots fed from a queue of requests inside one compiled loop.
+
+Shape letters as in ``loop.py``, plus C decode slots and R = Q * G requests (request ``i * G +
+j`` is sample j of prompt i: the static sampler's row numbering, and the order of the queue).
+
+A static batch decodes every row until the longest one stops; with long-tailed completion
+lengths most rows are finished most of the time. Here the Q prompts are prefilled once, as the
+static sampler does (one forward, shared by the G samples of a prompt), into a prompt cache
+(``Prompts``). Then a ``while_loop`` keeps C slots busy. Each iteration decodes one token for
+every busy slot: the slots are the rows of a KV cache, each writing at its own index
+(``KVCache.length`` ``[C]``). A slot whose request stopped takes the next request of the queue
+in the same iteration (``_refill``): its cache row gets the prompt's P columns copied from the
+prompt cache, the columns after them are marked empty (segment 0), and the request's first
+token is sampled from the prompt's last logits. The loop ends when the queue is empty and every
+slot is idle. Shapes are static: one compile per (Q, P, T, C), whatever the lengths drawn.
+
+Every request samples with its own keys (``methods.request_keys``), so its tokens do not depend
+on which slot runs it or when: the rows equal the static loop's with ``keys="request"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from r1jax.model import KVCache, ModelConfig, cache_shardings, init_cache
+from r1jax.model.transformer import hidden_states, logits_from_hidden
+from r1jax.sampling.methods import SamplingMethod, request_keys, sample_rows
+from r1jax.sampling.stop import matches
+from r1jax.sharding import named_sharding
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Prompts:
+    """The prefilled prompts, read by every refill: keys ``[L, Q, K, H, P]``, values
+    ``[L, Q, K, P, H]``, slot ``positions``/``segment_ids`` ``[Q, P]``, real prompt
+    ``lengths_Q`` and the last position's fp32 ``logits_QV``."""
+
+    k: jax.Array
+    v: jax.Array
+    positions: jax.Array
+    segment_ids: jax.Array
+    lengths_Q: jax.Array
+    logits_QV: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SlotState:
+    """What the loop carries. Per slot: ``request_C`` (-1: idle), ``count_C`` (tokens its
+    request has so far), ``last_C`` (its last token), ``recent_CW`` (last W tokens, -1 before
+    the first), the ``cache`` row. Per request: ``tokens_RT``, ``logprobs_RT``, ``lengths_R``,
+    ``done_R`` as ``loop.SamplingState`` has them per row. ``iterations``: decode steps run;
+    ``next_request``: the head of the queue; ``key``: the call's key."""
+
+    iterations: jax.Array
+    next_request: jax.Array
+    request_C: jax.Array
+    count_C: jax.Array
+    last_C: jax.Array
+    recent_CW: jax.Array
+    cache: KVCache
+    tokens_RT: jax.Array
+    logprobs_RT: jax.Array
+    lengths_R: jax.Array
+    done_R: jax.Array
+    key: jax.Array
+
+
+def prefill_prompts(params, prompt_QP, prompt_mask_QP, *, config: ModelConfig, max_new_tokens):
+    """The left-padded prompts ``[Q, P]`` run once; the cache is sized ``P + T`` as the static
+    prefill's (the same program, so the same numbers) and its first P columns kept."""
+    length = prompt_QP.shape[1]
+    cache = init_cache(config, prompt_QP.shape[0], length + max_new_tokens)
+    hidden_QPD, cache = hidden_states(
+        params,
+        prompt_QP,
+        config,
+        positions=jnp.maximum(jnp.cumsum(prompt_mask_QP, axis=1) - 1, 0),
+        segment_ids=prompt_mask_QP,
+        cache=cache,
+    )
+    return Prompts(
+        k=cache.k[..., :length],
+        v=cache.v[:, :, :, :length],
+        positions=cache.positions[:, :length],
+        segment_ids=cache.segment_ids[:, :length],
+        lengths_Q=jnp.sum(prompt_mask_QP, axis=1).astype(jnp.int32),
+        logits_QV=logits_from_hidden(params, hidden_QPD[:, -1:], config)[:, 0],
+    )
+
+
+def _record(s: SlotState, write_C, tokens_C, logprobs_C, stop_table_EW, max_new: int):
+    """Writes each writing slot's token at its request's next column; returns the state and
+    ``finished_C`` (a writing slot whose request just stopped or filled its T columns)."""
+    num_requests = s.tokens_RT.shape[0]
+    rows_C = jnp.where(write_C, s.request_C, num_requests)  # out of range: dropped
+    column_C = jnp.minimum(s.count_C, max_new - 1)
+    recent_CW = jnp.where(
+        write_C[:, None], jnp.concatenate([s.recent_CW[:, 1:], tokens_C[:, None]], 1), s.recent_CW
+    )
+    count_C = s.count_C + write_C.astype(jnp.int32)
+    stopped_C = write_C & matches(recent_CW, stop_table_EW)
+    s = dataclasses.replace(
+        s,
+        count_C=count_C,
+        last_C=jnp.where(write_C, tokens_C, s.last_C),
+        recent_CW=recent_CW,
+        tokens_RT=s.tokens_RT.at[rows_C, column_C].set(tokens_C, mode="drop"),
+        logprobs_RT=s.logprobs_RT.at[rows_C, column_C].set(logprobs_C, mode="drop"),
+        lengths_R=s.lengths_R.at[rows_C].set(count_C, mode="drop"),
+        done_R=s.done_R.at[rows_C].set(stopped_C, mode="drop"),
+    )
+    return s, stopped_C | (write_C & (count_C >= max_new))
+
+
+def _assign(cache: KVCache, prompts: Prompts, slot, prompt) -> KVCache:
+    """Slot ``slot``'s cache row: prompt ``prompt``'s P columns, then empty columns."""
+    length = prompts.k.shape[-1]
+    take = lambda a, axis: jax.lax.dynamic_slice_in_dim(a, prompt, 1, axis=axis)
+    empty = jnp.zeros((cache.max_length - length,), jnp.int32)
+    row = lambda a: jnp.concatenate([take(a, 0)[0], empty])
+    return KVCache(
+        k=jax.lax.dynamic_update_slice(cache.k, take(prompts.k, 1), (0, slot, 0, 0, 0)),
+        v=jax.lax.dynamic_update_slice(cache.v, take(prompts.v, 1), (0, slot, 0, 0, 0)),
+        positions=cache.positions.at[slot].set(row(prompts.positions)),
+        segment_ids=cache.segment_ids.at[slot].set(row(prompts.segment_ids)),
+        length=cache.length.at[slot].set(length),
+    )
+
+
+def _refill(s: SlotState, need_C, prompts: Prompts, stop_table_EW, *, method, num_samples, max_new):
+    """Gives each slot in ``need_C`` the next request of the queue (its first token sampled
+    from the prompt's logits; a request that stops at once passes the slot on); slots left
+    without one go idle."""
+    num_requests = s.tokens_RT.shape[0]
+    slots_C = jnp.arange(need_C.shape[0])
+
+    def more(carry):
+        s, need_C = carry
+        return jnp.any(need_C) & (s.next_request < num_requests)
+
+    def assign_next(carry):
+        s, need_C = carry
+        slot, request = jnp.argmax(need_C), s.next_request
+        prompt = request // num_samples
+        s = dataclasses.replace(
+            s,
+            next_request=request + 1,
+            request_C=s.request_C.at[slot].set(request),
+            count_C=s.count_C.at[slot].set(0),
+            recent_CW=s.recent_CW.at[slot].set(-1),
+            cache=_assign(s.cache, prompts, slot, prompt),
+        )
+        logits_1V = jax.lax.dynamic_slice_in_dim(prompts.logits_QV, prompt, 1)
+        key_1 = request_keys(s.key, request[None], jnp.zeros((1,), jnp.int32))
+        token_1, logprob_1 = sample_rows(method, logits_1V, key_1)
+        write_C = slots_C == slot
+        tokens_C = jnp.broadcast_to(token_1, write_C.shape)
+        logprobs_C = jnp.broadcast_to(logprob_1, write_C.shape)
+        s, finished_C = _record(s, write_C, tokens_C, logprobs_C, stop_table_EW, max_new)
+        return s, need_C & (~write_C | finished_C)
+
+    s, need_C = jax.lax.while_loop(more, assign_next, (s, need_C))
+    return dataclasses.replace(s, request_C=jnp.where(need_C, -1, s.request_C))
+
+
+def slot_state_shardings(config, num_requests, max_new, width, num_slots, cache_len, mesh):
+    """NamedShardings of a ``SlotState``: slots and requests over the data axes."""
+    if mesh is None:
+        return None
+    rep = named_sharding(mesh, (), ())
+    per_row = lambda *shape: named_sharding(mesh, ("batch",) + (None,) * (len(shape) - 1), shape)
+    cache = cache_shardings(config, num_slots, cache_len, mesh)
+    return SlotState(
+        iterations=rep,
+        next_request=rep,
+        request_C=per_row(num_slots),
+        count_C=per_row(num_slots),
+        last_C=per_row(num_slots),
+        recent_CW=per_row(num_slots, width),
+        cache=dataclasses.replace(cache, length=per_row(num_slots)),
+        tokens_RT=per_row(num_requests, max_new),
+        logprobs_RT=per_row(num_requests, max_new),
+        lengths_R=per_row(num_requests),
+        done_R=per_row(num_requests),
+        key=rep,
+    )
+
+
+def sample(
+    params,
+    prompt_QP: jax.Array,
+    prompt_mask_QP: jax.Array,
+    key: jax.Array,
+    stop_table_EW: jax.Array,
+    *,
+    config: ModelConfig,
+    method: SamplingMethod,
+    num_samples: int,
+    max_new_tokens: int,
+    num_slots: int,
+    pad_id: int,
+    mesh=None,
+) -> SlotState:
+    """Samples ``num_samples`` completions of each prompt with ``num_slots`` decode slots;
+    the final state holds them per request (``tokens_RT`` etc.). Jit with the keywords static.
+    """
+    num_prompts, length = prompt_QP.shape
+    num_requests, width = num_prompts * num_samples, stop_table_EW.shape[1]
+    cache_len = length + max_new_tokens
+    shardings = slot_state_shardings(
+        config, num_requests, max_new_tokens, width, num_slots, cache_len, mesh
+    )
+    constrain = lambda s: s if mesh is None else jax.lax.with_sharding_constraint(s, shardings)
+    prompts = prefill_prompts(
+        params, prompt_QP, prompt_mask_QP, config=config, max_new_tokens=max_new_tokens
+    )
+    idle_C = jnp.full((num_slots,), -1, jnp.int32)
+    cache = init_cache(config, num_slots, cache_len)
+    s = SlotState(
+        iterations=jnp.zeros((), jnp.int32),
+        next_request=jnp.zeros((), jnp.int32),
+        request_C=idle_C,
+        count_C=jnp.zeros_like(idle_C),
+        last_C=jnp.full_like(idle_C, pad_id),
+        recent_CW=jnp.full((num_slots, width), -1, jnp.int32),
+        cache=dataclasses.replace(cache, length=jnp.full_like(idle_C, length)),
+        tokens_RT=jnp.full((num_requests, max_new_tokens), pad_id, jnp.int32),
+        logprobs_RT=jnp.zeros((num_requests, max_new_tokens), jnp.float32),
+        lengths_R=jnp.zeros((num_requests,), jnp.int32),
+        done_R=jnp.zeros((num_requests,), bool),
+        key=key,
+    )
+    refill = functools.partial(
+        _refill,
+        prompts=prompts,
+        stop_table_EW=stop_table_EW,
+        method=method,
+        num_samples=num_samples,
+        max_new=max_new_tokens,
+    )
+    s = constrain(refill(constrain(s), jnp.ones((num_slots,), bool)))
+
+    def decode_step(s: SlotState) -> SlotState:
+        busy_C = s.request_C >= 0
+        prompt_C = jnp.maximum(s.request_C, 0) // num_samples
+        positions_C1 = (prompts.lengths_Q[prompt_C] + s.count_C - 1)[:, None]
+        cache = dataclasses.replace(s.cache, length=jnp.where(busy_C, s.cache.length, length))
+        hidden_C1D, cache = hidden_states(
+            params,
+            s.last_C[:, None],
+            config,
+            positions=positions_C1,
+            segment_ids=busy_C[:, None].astype(jnp.int32),
+            cache=cache,
+        )
+        logits_CV = logits_from_hidden(params, hidden_C1D, config)[:, 0]
+        keys_C = request_keys(s.key, jnp.maximum(s.request_C, 0), s.count_C)
+        tokens_C, logprobs_C = sample_rows(method, logits_CV, keys_C)
+        s = dataclasses.replace(s, cache=cache, iterations=s.iterations + 1)
+        s, finished_C = _record(s, busy_C, tokens_C, logprobs_C, stop_table_EW, max_new_tokens)
+        return constrain(refill(s, finished_C))
+
+    return jax.lax.while_loop(lambda s: jnp.any(s.request_C >= 0), decode_step, s)
