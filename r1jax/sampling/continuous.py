@@ -54,8 +54,8 @@ class SlotState:
     """What the loop carries. Per slot: ``request_C`` (-1: idle), ``count_C`` (tokens its
     request has so far), ``last_C`` (its last token), ``recent_CW`` (last W tokens, -1 before
     the first), the ``cache`` row. Per request: ``tokens_RT``, ``logprobs_RT``, ``lengths_R``,
-    ``done_R`` as ``loop.SamplingState`` has them per row. ``iterations``: decode steps run;
-    ``next_request``: the head of the queue; ``key``: the call's key."""
+    ``done_R``, ``budget_R`` as ``loop.SamplingState`` has them per row. ``iterations``:
+    decode steps run; ``next_request``: the head of the queue; ``key``: the call's key."""
 
     iterations: jax.Array
     next_request: jax.Array
@@ -68,6 +68,7 @@ class SlotState:
     logprobs_RT: jax.Array
     lengths_R: jax.Array
     done_R: jax.Array
+    budget_R: jax.Array
     key: jax.Array
 
 
@@ -96,7 +97,7 @@ def prefill_prompts(params, prompt_QP, prompt_mask_QP, *, config: ModelConfig, m
 
 def _record(s: SlotState, write_C, tokens_C, logprobs_C, stop_table_EW, max_new: int):
     """Writes each writing slot's token at its request's next column; returns the state and
-    ``finished_C`` (a writing slot whose request just stopped or filled its T columns)."""
+    ``finished_C`` (a writing slot whose request just stopped or used up its budget)."""
     num_requests = s.tokens_RT.shape[0]
     rows_C = jnp.where(write_C, s.request_C, num_requests)  # out of range: dropped
     column_C = jnp.minimum(s.count_C, max_new - 1)
@@ -115,7 +116,8 @@ def _record(s: SlotState, write_C, tokens_C, logprobs_C, stop_table_EW, max_new:
         lengths_R=s.lengths_R.at[rows_C].set(count_C, mode="drop"),
         done_R=s.done_R.at[rows_C].set(stopped_C, mode="drop"),
     )
-    return s, stopped_C | (write_C & (count_C >= max_new))
+    budget_C = s.budget_R[jnp.maximum(s.request_C, 0)]
+    return s, stopped_C | (write_C & (count_C >= jnp.minimum(budget_C, max_new)))
 
 
 def _assign(cache: KVCache, prompts: Prompts, slot, prompt) -> KVCache:
@@ -188,6 +190,7 @@ def slot_state_shardings(config, num_requests, max_new, width, num_slots, cache_
         logprobs_RT=per_row(num_requests, max_new),
         lengths_R=per_row(num_requests),
         done_R=per_row(num_requests),
+        budget_R=per_row(num_requests),
         key=rep,
     )
 
@@ -206,9 +209,11 @@ def sample(
     num_slots: int,
     pad_id: int,
     mesh=None,
+    budget_R: jax.Array | None = None,
 ) -> SlotState:
     """Samples ``num_samples`` completions of each prompt with ``num_slots`` decode slots;
-    the final state holds them per request (``tokens_RT`` etc.). Jit with the keywords static.
+    the final state holds them per request (``tokens_RT`` etc.). Jit with the keywords static
+    (``budget_R``, each request's new-token limit, is an array: default ``max_new_tokens``).
     """
     num_prompts, length = prompt_QP.shape
     num_requests, width = num_prompts * num_samples, stop_table_EW.shape[1]
@@ -234,6 +239,9 @@ def sample(
         logprobs_RT=jnp.zeros((num_requests, max_new_tokens), jnp.float32),
         lengths_R=jnp.zeros((num_requests,), jnp.int32),
         done_R=jnp.zeros((num_requests,), bool),
+        budget_R=jnp.full((num_requests,), max_new_tokens, jnp.int32)
+        if budget_R is None
+        else budget_R.astype(jnp.int32),
         key=key,
     )
     refill = functools.partial(

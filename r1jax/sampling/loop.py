@@ -41,6 +41,7 @@ class SamplingState:
     ``step``: int32 scalar, tokens generated so far (the next column of ``tokens_BT``).
     ``tokens_BT`` int32 (pad after a row's end), ``logprobs_BT`` fp32 (0 after the end),
     ``lengths_B`` int32 (stop token included), ``done_B`` bool (a stop condition fired),
+    ``budget_B`` int32 (the row's own limit on new tokens, at most T),
     ``prompt_lengths_B`` int32 (real prompt tokens, i.e. the first generated position),
     ``recent_BW`` int32 last W tokens (-1 before the first), ``cache``, ``key`` (the call's key).
     """
@@ -50,6 +51,7 @@ class SamplingState:
     logprobs_BT: jax.Array
     lengths_B: jax.Array
     done_B: jax.Array
+    budget_B: jax.Array
     prompt_lengths_B: jax.Array
     recent_BW: jax.Array
     cache: KVCache
@@ -74,6 +76,7 @@ def state_shardings(config: ModelConfig, rows: int, max_new: int, width: int, ca
         logprobs_BT=per_row(rows, max_new),
         lengths_B=per_row(rows),
         done_B=per_row(rows),
+        budget_B=per_row(rows),
         prompt_lengths_B=per_row(rows),
         recent_BW=per_row(rows, width),
         cache=cache_shardings(config, rows, cache_len, mesh),
@@ -92,9 +95,14 @@ def _sample(method, logits_BV, key, step, keys: str):
     return sample_rows(method, logits_BV, request_keys(key, rows_B, jnp.full_like(rows_B, step)))
 
 
+def running(state: SamplingState) -> jax.Array:
+    """Bool ``[B]``: rows that neither stopped nor used up their budget."""
+    return ~state.done_B & (state.lengths_B < state.budget_B)
+
+
 def _record(state: SamplingState, tokens_B, logprobs_B, stop_table_EW, pad_id: int):
     """Writes column ``state.step`` for the rows still running and updates the stop flags."""
-    alive_B = ~state.done_B
+    alive_B = running(state)
     tokens_B = jnp.where(alive_B, tokens_B, pad_id)
     logprobs_B = jnp.where(alive_B, logprobs_B, 0.0)
     recent_BW = jnp.concatenate([state.recent_BW[:, 1:], tokens_B[:, None]], axis=1)
@@ -124,8 +132,10 @@ def prefill(
     pad_id: int,
     mesh=None,
     keys: str = "step",
+    budget_B: jax.Array | None = None,
 ) -> SamplingState:
-    """Runs the left-padded prompts ``[Q, P]`` once and samples token 0 of all ``Q * G`` rows."""
+    """Runs the left-padded prompts ``[Q, P]`` once and samples token 0 of all ``Q * G`` rows.
+    ``budget_B``: each row's limit on new tokens (default ``max_new_tokens``)."""
     num_prompts, length = prompt_QP.shape
     rows, cache_len = num_prompts * num_samples, length + max_new_tokens
     positions_QP = jnp.maximum(jnp.cumsum(prompt_mask_QP, axis=1) - 1, 0)
@@ -155,6 +165,9 @@ def prefill(
         logprobs_BT=jnp.zeros((rows, max_new_tokens), jnp.float32),
         lengths_B=jnp.zeros((rows,), jnp.int32),
         done_B=jnp.zeros((rows,), bool),
+        budget_B=jnp.full((rows,), max_new_tokens, jnp.int32)
+        if budget_B is None
+        else jnp.minimum(budget_B.astype(jnp.int32), max_new_tokens),
         prompt_lengths_B=repeat(jnp.sum(prompt_mask_QP, axis=1).astype(jnp.int32), 0),
         recent_BW=jnp.full((rows, width), -1, jnp.int32),
         cache=cache,
@@ -184,7 +197,7 @@ def decode(
     )
 
     def keep_going(s: SamplingState):
-        return (s.step < max_new) & ~jnp.all(s.done_B)
+        return (s.step < max_new) & jnp.any(running(s))
 
     def step(s: SamplingState) -> SamplingState:
         last_B1 = jax.lax.dynamic_slice_in_dim(s.tokens_BT, s.step - 1, 1, axis=1)

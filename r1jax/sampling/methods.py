@@ -124,8 +124,13 @@ SamplingMethod = Greedy | Categorical
 
 def request_keys(key: jax.Array, requests_B: jax.Array, steps_B: jax.Array) -> jax.Array:
     """One key per row: that of token ``steps_B[b]`` of request ``requests_B[b]`` (a request is
-    one (prompt, sample) pair, numbered as the static sampler numbers its rows)."""
-    fold = lambda r, t: jax.random.fold_in(jax.random.fold_in(key, r), t)
+    one (prompt, sample) pair, numbered as the static sampler numbers its rows).
+
+    The row keys are threefry keys derived from ``key`` whatever its implementation: threefry
+    is a pure function of key and counter, so a row draws the same bits in a batch of any size;
+    "rbg" draws under ``vmap`` depend on the batch (the tests' rbg keys showed it)."""
+    base = jax.random.wrap_key_data(jax.random.bits(key, (2,), jnp.uint32), impl="threefry2x32")
+    fold = lambda r, t: jax.random.fold_in(jax.random.fold_in(base, r), t)
     return jax.vmap(fold)(requests_B, steps_B)
 
 

@@ -127,11 +127,12 @@ class Sampler:
         self._decoders: dict[tuple, loop.Programs] = {}  # the same, by the state's shapes
 
     def compile_counts(self) -> tuple[int, int]:
-        """How many programs the prefill and the decode loop have compiled so far."""
+        """How many programs the prefill and the decode loop have compiled so far (continuous
+        batching compiles the two as one program, counted in both)."""
         pairs = self._programs.values()
-        return sum(p.prefill._cache_size() for p in pairs), sum(
-            p.decode._cache_size() for p in pairs
-        )
+        both = sum(fn._cache_size() for fn in self._continuous.values())
+        prefills = sum(p.prefill._cache_size() for p in pairs)
+        return prefills + both, sum(p.decode._cache_size() for p in pairs) + both
 
     def _pair(self, params, tokens, mask, rng, table, **static) -> loop.Programs:
         key = (tokens.shape, table.shape, *sorted(static.items()))
@@ -175,18 +176,31 @@ class Sampler:
             longest = int(multihost.gather_rows(np.asarray([longest], np.int32)).max())
         return bucket_length(longest, self.buckets, extend=True)
 
-    def prefill(self, params, prompts, *, rng, method, num_samples, max_new_tokens, table):
-        """Pads/buckets ``prompts`` and runs the prefill; returns ``(state, tokens, mask)``."""
+    def _inputs(self, prompts, num_samples: int, max_new_tokens: int, budget):
+        """Left-padded, bucketed prompts ``[Q, P]`` (host) and the device arguments
+        ``(tokens, mask)`` and ``budget_B`` (each row's new-token limit)."""
         if not len(prompts) or any(len(p) == 0 for p in prompts):
             raise ValueError("prompts: need at least one prompt and no empty prompt")
-        length = self._bucket(prompts)
-        tokens_QP, mask_QP = left_pad(prompts, length, self.pad_id)
+        rows = len(prompts) * num_samples
+        budget = np.full(rows, max_new_tokens) if budget is None else np.asarray(budget)
+        if budget.shape != (rows,) or budget.min() < 1:
+            raise ValueError(f"row_budget: {rows} values >= 1 (Q * G rows), got {budget.shape}")
+        tokens_QP, mask_QP = left_pad(prompts, self._bucket(prompts), self.pad_id)
         args = (self._put(tokens_QP, ("batch", None)), self._put(mask_QP, ("batch", None)))
+        return tokens_QP, mask_QP, args, self._put(budget.astype(np.int32), ("batch",))
+
+    def prefill(
+        self, params, prompts, *, rng, method, num_samples, max_new_tokens, table, budget=None
+    ):
+        """Pads/buckets ``prompts`` and runs the prefill; returns ``(state, tokens, mask)``."""
+        tokens_QP, mask_QP, args, budget_B = self._inputs(
+            prompts, num_samples, max_new_tokens, budget
+        )
         table = self._put(table, (None, None))
         static = dict(method=method, num_samples=num_samples, max_new_tokens=max_new_tokens)
         with jax.set_mesh(self.mesh) if self.mesh is not None else _nullcontext():
             state = self._pair(params, *args, rng, table, **static).prefill(
-                params, *args, rng, table
+                params, *args, rng, table, budget_B=budget_B
             )
         return state, tokens_QP, mask_QP
 
@@ -212,8 +226,11 @@ class Sampler:
         stop_token_ids: Sequence[int] = (),
         stop_strings: Sequence[str] = (),
         tokenizer=None,
+        row_budget: Sequence[int] | None = None,
     ) -> SampleOutput:
-        """Samples ``num_samples`` completions per prompt; see ``generate``."""
+        """Samples ``num_samples`` completions per prompt; see ``generate``. ``row_budget``:
+        optional per-row limits on new tokens ``[Q * G]`` (a row reaching its limit ends as
+        "length"; ``max_new_tokens`` stays the shape and the cap)."""
         if method is None:
             method = make_method(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p)
         if max_new_tokens < 1 or num_samples < 1:
@@ -222,7 +239,7 @@ class Sampler:
         table = stop_table(stop_sequences(stop_token_ids, stop_strings, tokenizer))
         if self.slots:
             state, tokens_QP, mask_QP = self._continuous_sample(
-                params, prompts, rng, method, num_samples, max_new_tokens, table
+                params, prompts, rng, method, num_samples, max_new_tokens, table, row_budget
             )
             fields = (state.tokens_RT, state.logprobs_RT, state.lengths_R, state.done_R)
             finish = (tokens_QP, mask_QP, num_samples, stop_strings, tokenizer)
@@ -235,17 +252,16 @@ class Sampler:
             num_samples=num_samples,
             max_new_tokens=max_new_tokens,
             table=table,
+            budget=row_budget,
         )
         state = self.decode(params, state, method=method, table=table)
         fields = (state.tokens_BT, state.logprobs_BT, state.lengths_B, state.done_B)
         finish = (tokens_QP, mask_QP, num_samples, stop_strings, tokenizer)
         return self._finish(fields, state.step, *finish)
 
-    def _continuous_sample(self, params, prompts, rng, method, num_samples, max_new, table):
+    def _continuous_sample(self, params, prompts, rng, method, num_samples, max_new, table, budget):
         """Continuous batching (``continuous.sample``); returns ``(state, tokens, mask)``."""
-        length = self._bucket(prompts)
-        tokens_QP, mask_QP = left_pad(prompts, length, self.pad_id)
-        args = (self._put(tokens_QP, ("batch", None)), self._put(mask_QP, ("batch", None)))
+        tokens_QP, mask_QP, args, budget_R = self._inputs(prompts, num_samples, max_new, budget)
         static = dict(method=method, num_samples=num_samples, max_new_tokens=max_new)
         key = (*sorted(static.items()),)
         if key not in self._continuous:
@@ -260,7 +276,8 @@ class Sampler:
                 )
             )
         with jax.set_mesh(self.mesh) if self.mesh is not None else _nullcontext():
-            state = self._continuous[key](params, *args, rng, self._put(table, (None, None)))
+            table = self._put(table, (None, None))
+            state = self._continuous[key](params, *args, rng, table, budget_R=budget_R)
         return state, tokens_QP, mask_QP
 
     def _finish(self, fields, steps, tokens_QP, mask_QP, num_samples, stop_strings, tokenizer):
