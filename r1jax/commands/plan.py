@@ -64,7 +64,7 @@ def _table(result: dict) -> str:
     lines = [
         f"{result['topology']}: {result['chips']} x {result['chip']} ({hbm:.2f} GiB HBM each), "
         f"mesh {result['mesh']}, {result['seq_len']} tokens per sequence",
-        f"{'program':<16} {'peak GiB':>9} {'temp GiB':>9} {'fits':>5} {'TFLOP/chip':>11} "
+        f"{'program':<18} {'peak GiB':>9} {'temp GiB':>9} {'fits':>5} {'TFLOP/chip':>11} "
         f"{'roofline s':>11} {'MFU':>5}  dominant",
     ]
     for name, p in result["programs"].items():
@@ -73,13 +73,13 @@ def _table(result: dict) -> str:
         top = ", ".join(f"{d['what']} {d['bytes_per_chip'] / GIB:.2f}" for d in p["dominant"])
         peak, temp = p["peak_bytes_per_chip"] / GIB, p["temp_bytes_per_chip"] / GIB
         lines.append(
-            f"{name:<16} {peak:>9.2f} {temp:>9.2f} {'yes' if p['fits'] else 'NO':>5}"
+            f"{name:<18} {peak:>9.2f} {temp:>9.2f} {'yes' if p['fits'] else 'NO':>5}"
             f" {p['flops_per_chip'] / 1e12:>11.3f} {roof:>11} {mfu:>5}  {top}"
         )
         if p["compile_error"]:
-            lines.append(f"{'':<16}   the compiler refused it: {p['compile_error']}")
+            lines.append(f"{'':<18}   the compiler refused it: {p['compile_error']}")
         for kind, c in p["collectives"].items():
-            lines.append(f"{'':<16}   {kind}: {c['count']} ops, {c['bytes'] / 2**20:.1f} MiB")
+            lines.append(f"{'':<18}   {kind}: {c['count']} ops, {c['bytes'] / 2**20:.1f} MiB")
     lines.append("fits" if result["fits"] else "DOES NOT FIT")
     return "\n".join(lines)
 

@@ -156,6 +156,9 @@ class GRPOConfig:
     mu: int = 1
     ref_refresh_every: int = 0
     pack_length: int = 0  # > 0: the update packs sequences in rows of this length (grpo_packing)
+    # > 0: the sampler decodes with continuous batching in this many slots (a slot whose row
+    # ends takes the next (prompt, sample) of the queue; per-request keys); 0: a static batch.
+    decode_slots: int = 0
     accuracy_key: str = "accuracy"
     format_key: str = "format"
 
@@ -179,6 +182,8 @@ class GRPOConfig:
                 f"config.grpo.overlong_cache={self.overlong_cache}: need 0 <= it <= "
                 f"max_new_tokens={self.max_new_tokens}"
             )
+        if self.decode_slots < 0:
+            raise ValueError(f"config.grpo.decode_slots={self.decode_slots}: >= 0 (0 = static)")
 
 
 # The settings a GRPO variant stands for; explicit config keys override them. "r1" is the
@@ -297,6 +302,7 @@ class SampleConfig:
     greedy: bool = False
     stop_strings: tuple[str, ...] = ("</answer>",)
     seed: int = 0
+    slots: int = 0  # > 0: continuous batching in this many decode slots (r1jax.sampling)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,11 +6,14 @@ abstract arguments (``jax.ShapeDtypeStruct`` with shardings: nothing is allocate
                    distillation rows ``train.batch_size`` x ``train.seq_len``
   sampler_prefill  (GRPO) the prompts once, the KV cache for prompt + completion
   sampler_decode   (GRPO) the decode loop (one ``while_loop``; its memory is a step's)
+  sampler_continuous  (GRPO with ``grpo.decode_slots``) both in one program: the prefill,
+                   then ``decode_slots`` slots decoding from the queue of requests
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +24,7 @@ from r1jax.checkpoint import with_shardings
 from r1jax.config import Stage
 from r1jax.config.typed import model_config as typed_model_config
 from r1jax.model import abstract_params, param_shardings
+from r1jax.sampling import continuous
 from r1jax.sampling import loop as sampling_loop
 from r1jax.sampling.methods import make_method
 from r1jax.sharding import named_sharding
@@ -189,9 +193,38 @@ def sampler(stage: Stage, mesh) -> list[Program]:
     ]
 
 
+def continuous_sampler(stage: Stage, mesh) -> list[Program]:
+    """GRPO's sampler with continuous batching (``grpo.decode_slots``): one program, the
+    prompts' prefill then the slots' loop (FLOPs: the prefill and one decode step)."""
+    grpo, model = stage.grpo, stage.model
+    q, g, p, t = grpo.num_prompts, grpo.num_samples, max(stage.data.buckets), grpo.max_new_tokens
+    c = grpo.decode_slots
+    method = make_method(temperature=grpo.temperature, top_k=grpo.top_k, top_p=grpo.top_p)
+    params = with_shardings(abstract_params(model), param_shardings(model, mesh))
+    prompt = _abstract((q, p), jnp.int32, mesh, ("batch", None))
+    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=named_sharding(mesh, (), ()))
+    table = _abstract((max(len(grpo.stop_strings), 1), STOP_WIDTH), jnp.int32, mesh, (None, None))
+    fn = jax.jit(
+        functools.partial(
+            continuous.sample,
+            config=model,
+            method=method,
+            num_samples=g,
+            max_new_tokens=t,
+            num_slots=c,
+            pad_id=0,
+            mesh=mesh,
+        )
+    )
+    flops = 2 * matmul_params(model) * (q * p + c) + attention_flops(model, q, p, p / 2)
+    flops += attention_flops(model, c, 1, p + t)
+    args = (params, prompt, prompt, key, table)
+    return [Program("sampler_continuous", fn, args, PREFILL_ARGS, flops, q * p + c, mesh)]
+
+
 def programs_for(stage: Stage, mesh) -> list[Program]:
     """Every program of a training stage (the sampler's too for GRPO)."""
     out = [train_step(stage, mesh)]
     if stage.kind == "grpo":
-        out += sampler(stage, mesh)
+        out += continuous_sampler(stage, mesh) if stage.grpo.decode_slots else sampler(stage, mesh)
     return out

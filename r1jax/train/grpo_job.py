@@ -124,7 +124,9 @@ def build(stage: Stage, workdir: Path) -> Job:
         schedule=setup.schedule,
     )
     parts = GRPOParts(
-        sampler=Sampler(model_config, mesh=setup.mesh, pad_id=tokenizer.pad_id),
+        sampler=Sampler(
+            model_config, mesh=setup.mesh, pad_id=tokenizer.pad_id, slots=grpo.decode_slots
+        ),
         reward=make_reward(stage),
         tokenizer=tokenizer,
         step_fn=step_fn,
