@@ -6,9 +6,17 @@ temperature 1 and no stop tokens (every row generates exactly ``--new-tokens``),
 warm-up call that compiles. ``--compare-hf`` saves the same weights as a Hugging Face checkpoint
 and times ``transformers.generate`` (sampling, KV cache) on identical shapes in this process.
 
+``--long-tail`` instead draws each row's length from a log-normal (median ``--median-tokens``,
+95th percentile ``--tail-ratio`` times the median, capped at ``--new-tokens``), ends each row
+there (a per-row budget, ``Sampler(row_budget=...)``: the row stops at its drawn length as if it
+had sampled EOS), and times the static loop and continuous batching (``--slots``) on the same
+rows in this process: ``{"static": {...}, "continuous": {...}}`` with useful tokens/s, slot
+utilisation (useful tokens / slot-steps computed) and wall seconds of each.
+
 Run::
 
     python benchmarks/sampler.py --compare-hf
+    python benchmarks/sampler.py --long-tail --prompts 32 --samples 8 --new-tokens 512 --json
     python benchmarks/sampler.py --hidden 1536 --layers 28 --heads 12 --kv-heads 2 --mlp 8960 \\
         --vocab 151936 --prompts 32 --samples 8 --prompt-len 256 --new-tokens 512 \\
         --dtype bfloat16 --peak-bw-gbs 4800          # the 1.5B shape on a GPU
@@ -93,6 +101,58 @@ def bench_r1jax(args, config, params) -> dict:
     return out
 
 
+def long_tail_lengths(args) -> np.ndarray:
+    """Per-row lengths ``[rows]``: log-normal with the given median and p95 / median, capped."""
+    sigma = np.log(args.tail_ratio) / 1.6449  # the 95th percentile of N(0, 1)
+    rng = np.random.default_rng(args.seed)
+    drawn = args.median_tokens * np.exp(sigma * rng.standard_normal(args.prompts * args.samples))
+    return np.clip(np.round(drawn), 1, args.new_tokens).astype(np.int32)
+
+
+def bench_long_tail(args, config, params) -> dict:
+    """The static loop and continuous batching on the same long-tailed rows, in turn."""
+    lengths, prompts = long_tail_lengths(args), _prompts(args)
+    kw = dict(num_samples=args.samples, max_new_tokens=args.new_tokens, row_budget=lengths)
+    kw["method"] = Categorical(temperature=1.0)
+    samplers = {
+        "static": Sampler(config, buckets=(args.prompt_len,), keys="request"),
+        "continuous": Sampler(config, buckets=(args.prompt_len,), slots=args.slots),
+    }
+    result = {
+        "rows": len(lengths),
+        "slots": args.slots,
+        "lengths": {
+            "median": float(np.median(lengths)),
+            "p95": float(np.percentile(lengths, 95)),
+            "max": int(lengths.max()),
+            "mean": float(lengths.mean()),
+        },
+    }
+    outs = {}
+    for name, sampler in samplers.items():
+        sampler(params, prompts, rng=jax.random.key(0), **kw)  # compiles
+        best = None
+        for seed in range(1, 1 + args.repeats):
+            t0 = time.perf_counter()
+            out = sampler(params, prompts, rng=jax.random.key(seed), **kw)
+            wall = time.perf_counter() - t0
+            best = wall if best is None else min(best, wall)
+        assert np.array_equal(out.lengths, lengths), "a row did not end at its drawn length"
+        work, outs[name] = out.work(), out
+        result[name] = {
+            "useful_tokens_per_s": work["useful_tokens"] / best,
+            "slot_utilisation": work["useful_tokens"] / work["slot_steps"],
+            "wall_s": best,
+            "decode_steps": out.num_steps,
+        }
+    same = np.array_equal(outs["static"].tokens, outs["continuous"].tokens)
+    result["same_tokens"] = bool(same)
+    result["speedup"] = (
+        result["continuous"]["useful_tokens_per_s"] / result["static"]["useful_tokens_per_s"]
+    )
+    return result
+
+
 def bench_hf(args, config, params) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
@@ -151,17 +211,28 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compare-hf", action="store_true")
     parser.add_argument("--torch-threads", type=int, default=0)
     parser.add_argument("--peak-bw-gbs", type=float, default=0.0, help="for %% of HBM bandwidth")
+    parser.add_argument("--long-tail", action="store_true", help="static vs continuous batching")
+    parser.add_argument("--slots", type=int, default=64, help="continuous batching's slots")
+    parser.add_argument("--median-tokens", type=int, default=32)
+    parser.add_argument("--tail-ratio", type=float, default=8.0, help="p95 / median of lengths")
+    parser.add_argument("--seed", type=int, default=0, help="of the drawn lengths")
+    parser.add_argument("--json", action="store_true", help="print one line of JSON")
     args = parser.parse_args(argv)
 
     config = _config(args)
     params = init_params(config, jax.random.key(0))
+    if args.long_tail:
+        result = bench_long_tail(args, config, params)
+        print(json.dumps(result, indent=None if args.json else 2))
+        return result
     result = {"device": str(jax.devices()[0].device_kind), "config": config.to_dict()}
     result["r1jax"] = bench_r1jax(args, config, params)
     if args.compare_hf:
         result["transformers"] = bench_hf(args, config, params)
         result["speedup"] = result["r1jax"]["tokens_per_s"] / result["transformers"]["tokens_per_s"]
     result["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=2))
+    shown = {k: v for k, v in result.items() if k != "config"}
+    print(json.dumps(shown, indent=None if args.json else 2))
     return result
 
 

@@ -171,6 +171,29 @@ def _refill(s: SlotState, need_C, prompts: Prompts, stop_table_EW, *, method, nu
     return dataclasses.replace(s, request_C=jnp.where(need_C, -1, s.request_C))
 
 
+def _decode_step(params, prompts: Prompts, s: SlotState, *, config, method, num_samples):
+    """One token for every busy slot; returns ``(state, busy_C, tokens_C, logprobs_C)`` for
+    ``_record`` (idle slots compute too, writing padding into their own rows)."""
+    busy_C = s.request_C >= 0
+    prompt_C = jnp.maximum(s.request_C, 0) // num_samples
+    positions_C1 = (prompts.lengths_Q[prompt_C] + s.count_C - 1)[:, None]
+    idle_length = prompts.positions.shape[1]
+    cache = dataclasses.replace(s.cache, length=jnp.where(busy_C, s.cache.length, idle_length))
+    hidden_C1D, cache = hidden_states(
+        params,
+        s.last_C[:, None],
+        config,
+        positions=positions_C1,
+        segment_ids=busy_C[:, None].astype(jnp.int32),
+        cache=cache,
+    )
+    logits_CV = logits_from_hidden(params, hidden_C1D, config)[:, 0]
+    keys_C = request_keys(s.key, jnp.maximum(s.request_C, 0), s.count_C)
+    tokens_C, logprobs_C = sample_rows(method, logits_CV, keys_C)
+    s = dataclasses.replace(s, cache=cache, iterations=s.iterations + 1)
+    return s, busy_C, tokens_C, logprobs_C
+
+
 def slot_state_shardings(config, num_requests, max_new, width, num_slots, cache_len, mesh):
     """NamedShardings of a ``SlotState``: slots and requests over the data axes."""
     if mesh is None:
@@ -192,6 +215,27 @@ def slot_state_shardings(config, num_requests, max_new, width, num_slots, cache_
         done_R=per_row(num_requests),
         budget_R=per_row(num_requests),
         key=rep,
+    )
+
+
+def _empty_state(config, num_requests, num_slots, length, max_new, width, pad_id, key):
+    """Every slot idle, nothing generated, every budget ``max_new``."""
+    idle_C = jnp.full((num_slots,), -1, jnp.int32)
+    cache = init_cache(config, num_slots, length + max_new)
+    return SlotState(
+        iterations=jnp.zeros((), jnp.int32),
+        next_request=jnp.zeros((), jnp.int32),
+        request_C=idle_C,
+        count_C=jnp.zeros_like(idle_C),
+        last_C=jnp.full_like(idle_C, pad_id),
+        recent_CW=jnp.full((num_slots, width), -1, jnp.int32),
+        cache=dataclasses.replace(cache, length=jnp.full_like(idle_C, length)),
+        tokens_RT=jnp.full((num_requests, max_new), pad_id, jnp.int32),
+        logprobs_RT=jnp.zeros((num_requests, max_new), jnp.float32),
+        lengths_R=jnp.zeros((num_requests,), jnp.int32),
+        done_R=jnp.zeros((num_requests,), bool),
+        budget_R=jnp.full((num_requests,), max_new, jnp.int32),
+        key=key,
     )
 
 
@@ -217,33 +261,16 @@ def sample(
     """
     num_prompts, length = prompt_QP.shape
     num_requests, width = num_prompts * num_samples, stop_table_EW.shape[1]
-    cache_len = length + max_new_tokens
     shardings = slot_state_shardings(
-        config, num_requests, max_new_tokens, width, num_slots, cache_len, mesh
+        config, num_requests, max_new_tokens, width, num_slots, length + max_new_tokens, mesh
     )
     constrain = lambda s: s if mesh is None else jax.lax.with_sharding_constraint(s, shardings)
     prompts = prefill_prompts(
         params, prompt_QP, prompt_mask_QP, config=config, max_new_tokens=max_new_tokens
     )
-    idle_C = jnp.full((num_slots,), -1, jnp.int32)
-    cache = init_cache(config, num_slots, cache_len)
-    s = SlotState(
-        iterations=jnp.zeros((), jnp.int32),
-        next_request=jnp.zeros((), jnp.int32),
-        request_C=idle_C,
-        count_C=jnp.zeros_like(idle_C),
-        last_C=jnp.full_like(idle_C, pad_id),
-        recent_CW=jnp.full((num_slots, width), -1, jnp.int32),
-        cache=dataclasses.replace(cache, length=jnp.full_like(idle_C, length)),
-        tokens_RT=jnp.full((num_requests, max_new_tokens), pad_id, jnp.int32),
-        logprobs_RT=jnp.zeros((num_requests, max_new_tokens), jnp.float32),
-        lengths_R=jnp.zeros((num_requests,), jnp.int32),
-        done_R=jnp.zeros((num_requests,), bool),
-        budget_R=jnp.full((num_requests,), max_new_tokens, jnp.int32)
-        if budget_R is None
-        else budget_R.astype(jnp.int32),
-        key=key,
-    )
+    s = _empty_state(config, num_requests, num_slots, length, max_new_tokens, width, pad_id, key)
+    if budget_R is not None:
+        s = dataclasses.replace(s, budget_R=budget_R.astype(jnp.int32))
     refill = functools.partial(
         _refill,
         prompts=prompts,
@@ -254,24 +281,8 @@ def sample(
     )
     s = constrain(refill(constrain(s), jnp.ones((num_slots,), bool)))
 
-    def decode_step(s: SlotState) -> SlotState:
-        busy_C = s.request_C >= 0
-        prompt_C = jnp.maximum(s.request_C, 0) // num_samples
-        positions_C1 = (prompts.lengths_Q[prompt_C] + s.count_C - 1)[:, None]
-        cache = dataclasses.replace(s.cache, length=jnp.where(busy_C, s.cache.length, length))
-        hidden_C1D, cache = hidden_states(
-            params,
-            s.last_C[:, None],
-            config,
-            positions=positions_C1,
-            segment_ids=busy_C[:, None].astype(jnp.int32),
-            cache=cache,
-        )
-        logits_CV = logits_from_hidden(params, hidden_C1D, config)[:, 0]
-        keys_C = request_keys(s.key, jnp.maximum(s.request_C, 0), s.count_C)
-        tokens_C, logprobs_C = sample_rows(method, logits_CV, keys_C)
-        s = dataclasses.replace(s, cache=cache, iterations=s.iterations + 1)
-        s, finished_C = _record(s, busy_C, tokens_C, logprobs_C, stop_table_EW, max_new_tokens)
-        return constrain(refill(s, finished_C))
-
-    return jax.lax.while_loop(lambda s: jnp.any(s.request_C >= 0), decode_step, s)
+    decode_step = functools.partial(
+        _decode_step, params, prompts, config=config, method=method, num_samples=num_samples
+    )
+    step = lambda s: constrain(refill(*_record(*decode_step(s), stop_table_EW, max_new_tokens)))
+    return jax.lax.while_loop(lambda s: jnp.any(s.request_C >= 0), step, s)

@@ -113,30 +113,27 @@ def build(stage: Stage, workdir: Path) -> Job:
         shard_index=shard.index,
         shard_count=shard.count,
     )
-    objective = objectives.grpo(model_config, grpo)
     step_fn = make_train_step(
         model_config,
-        objective,
+        objectives.grpo(model_config, grpo),
         setup.optimizer,
         setup.mesh,
         num_microbatches=stage.train.num_microbatches,
         frozen_config=frozen_config,
         schedule=setup.schedule,
     )
+    pad = tokenizer.pad_id
     parts = GRPOParts(
-        sampler=Sampler(
-            model_config, mesh=setup.mesh, pad_id=tokenizer.pad_id, slots=grpo.decode_slots
-        ),
+        sampler=Sampler(model_config, mesh=setup.mesh, pad_id=pad, slots=grpo.decode_slots),
         reward=make_reward(stage),
         tokenizer=tokenizer,
         step_fn=step_fn,
         logprobs_fn=make_logprobs_fn(model_config, setup.mesh, temperature=grpo.temperature),
         grpo=grpo,
-        pad_id=tokenizer.pad_id,
+        pad_id=pad,
         mesh=setup.mesh,
     )
-    data_iter = iter(dataset)
-    data = _PoppingStats(data_iter)
+    data = _PoppingStats(data_iter := iter(dataset))
 
     def iteration(state, step, guard):
         state, metrics = grpo_iteration(state, data, parts, step, guard)
