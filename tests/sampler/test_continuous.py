@@ -36,8 +36,15 @@ def _assert_same_rows(out, ref, atol=0.0):
     np.testing.assert_allclose(out.logprobs, ref.logprobs, rtol=0, atol=atol)
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
-@pytest.mark.parametrize("slots", [1, 4, 7, 12, 16])
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "slots, method",
+    [(1, "sampled"), (4, "greedy"), (7, "sampled")]
+    + [pytest.param(*case, marks=SLOW) for case in [(1, "greedy"), (4, "sampled"), (7, "greedy")]]
+    + [pytest.param(n, m, marks=SLOW) for n in (12, 16) for m in METHODS],
+)
 def test_continuous_rows_equal_the_static_loop(params, static_rows, method, slots):
     """1 slot runs the requests one after another, 4 and 7 refill slots mid-run (some rows stop
     at a stop token, so refills happen at different steps), 12 and 16 never refill. Log-probs
@@ -95,7 +102,7 @@ def test_one_compile_across_calls_and_refill_patterns(params):
     assert sampler.compile_counts() == counts == (1, 1)
 
 
-@pytest.mark.parametrize("shape", [(8, 1, 1), (2, 2, 2)], ids=str)
+@pytest.mark.parametrize("shape", [pytest.param((8, 1, 1), marks=SLOW), (2, 2, 2)], ids=str)
 def test_sharded_continuous_equals_unsharded(params, static_rows, shape):
     mesh = make_mesh(MeshConfig(*shape))
     sharded_params = jax.device_put(params, param_shardings(CONFIG, mesh))
