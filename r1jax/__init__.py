@@ -24,6 +24,7 @@ Shape suffixes: an array's name may end in one capital letter per axis (``logits
     H  head dim
     E  stop sequences (entries of the sampler's stop table)
     W  stop-sequence width (the recent tokens compared with them)
+    C  decode slots of the continuous sampler (rows of its KV cache)
     1  an axis of size one (``positions_B1``)
 """
 

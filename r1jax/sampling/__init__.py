@@ -4,6 +4,7 @@ Public API::
 
     out = generate(params, config, prompts, rng=key, num_samples=G, max_new_tokens=N, ...)
     sampler = Sampler(config, mesh=mesh); out = sampler(params, prompts, rng=key, ...)
+    Sampler(config, slots=C)  # continuous batching: C decode slots fed from the request queue
     Greedy(), Categorical(temperature, top_k, top_p)  # methods: (logits_BV, key) -> tokens, logp
 """
 
