@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from r1jax.commands import demo
 
 STAGES = [
@@ -18,6 +20,7 @@ STAGES = [
 ]
 
 
+@pytest.mark.slow  # about a minute on 2 cores; the default suite stays under 10 minutes
 def test_demo_smoke_run_writes_report_plots_and_stage_results(tmp_path, capsys):
     run_dir = tmp_path / "demo"
     assert demo.main(["--config=configs/demo.py:smoke", f"--run_dir={run_dir}"]) == 0
