@@ -116,11 +116,14 @@ def bench_long_tail(args, config, params) -> dict:
     kw["method"] = Categorical(temperature=1.0)
     samplers = {
         "static": Sampler(config, buckets=(args.prompt_len,), keys="request"),
-        "continuous": Sampler(config, buckets=(args.prompt_len,), slots=args.slots),
+        "continuous": Sampler(
+            config, buckets=(args.prompt_len,), slots=args.slots, min_slots=args.min_slots
+        ),
     }
     result = {
         "rows": len(lengths),
         "slots": args.slots,
+        "min_slots": args.min_slots,
         "lengths": {
             "median": float(np.median(lengths)),
             "p95": float(np.percentile(lengths, 95)),
@@ -213,6 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--peak-bw-gbs", type=float, default=0.0, help="for %% of HBM bandwidth")
     parser.add_argument("--long-tail", action="store_true", help="static vs continuous batching")
     parser.add_argument("--slots", type=int, default=64, help="continuous batching's slots")
+    parser.add_argument("--min-slots", type=int, default=0, help="shrink the tail's batch to")
     parser.add_argument("--median-tokens", type=int, default=32)
     parser.add_argument("--tail-ratio", type=float, default=8.0, help="p95 / median of lengths")
     parser.add_argument("--seed", type=int, default=0, help="of the drawn lengths")

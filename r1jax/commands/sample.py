@@ -68,7 +68,8 @@ def main(argv: list[str]) -> int:
     rendered = [format_r1_zero(t) if opts.template == "r1_zero" else t for t in texts]
     prompts = [encode_prompt(tokenizer, t) for t in rendered]
     stop_ids = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
-    out = Sampler(model_config, mesh=mesh, pad_id=tokenizer.pad_id, slots=opts.slots)(
+    slots = dict(slots=opts.slots, min_slots=opts.min_slots)
+    out = Sampler(model_config, mesh=mesh, pad_id=tokenizer.pad_id, **slots)(
         params,
         prompts,
         rng=jax.random.key(opts.seed),

@@ -159,6 +159,9 @@ class GRPOConfig:
     # > 0: the sampler decodes with continuous batching in this many slots (a slot whose row
     # ends takes the next (prompt, sample) of the queue; per-request keys); 0: a static batch.
     decode_slots: int = 0
+    # > 0: once the queue is empty, the slots halve while at most half are busy, down to this
+    # many (the tail of long rows decodes in a small batch); 0: the slot count stays.
+    decode_min_slots: int = 0
     accuracy_key: str = "accuracy"
     format_key: str = "format"
 
@@ -182,8 +185,11 @@ class GRPOConfig:
                 f"config.grpo.overlong_cache={self.overlong_cache}: need 0 <= it <= "
                 f"max_new_tokens={self.max_new_tokens}"
             )
-        if self.decode_slots < 0:
-            raise ValueError(f"config.grpo.decode_slots={self.decode_slots}: >= 0 (0 = static)")
+        if self.decode_slots < 0 or not 0 <= self.decode_min_slots <= max(self.decode_slots, 0):
+            raise ValueError(
+                f"config.grpo.decode_slots={self.decode_slots} (>= 0, 0 = static), "
+                f"decode_min_slots={self.decode_min_slots} (0 or 1 ... decode_slots)"
+            )
 
 
 # The settings a GRPO variant stands for; explicit config keys override them. "r1" is the
@@ -303,6 +309,7 @@ class SampleConfig:
     stop_strings: tuple[str, ...] = ("</answer>",)
     seed: int = 0
     slots: int = 0  # > 0: continuous batching in this many decode slots (r1jax.sampling)
+    min_slots: int = 0  # > 0: the slots halve down to this many once the queue is empty
 
 
 @dataclasses.dataclass(frozen=True)

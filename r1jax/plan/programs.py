@@ -212,6 +212,7 @@ def continuous_sampler(stage: Stage, mesh) -> list[Program]:
             num_samples=g,
             max_new_tokens=t,
             num_slots=c,
+            min_slots=grpo.decode_min_slots,
             pad_id=0,
             mesh=mesh,
         )

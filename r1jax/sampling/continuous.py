@@ -55,9 +55,11 @@ class SlotState:
     request has so far), ``last_C`` (its last token), ``recent_CW`` (last W tokens, -1 before
     the first), the ``cache`` row. Per request: ``tokens_RT``, ``logprobs_RT``, ``lengths_R``,
     ``done_R``, ``budget_R`` as ``loop.SamplingState`` has them per row. ``iterations``:
-    decode steps run; ``next_request``: the head of the queue; ``key``: the call's key."""
+    decode steps run; ``slot_steps``: slots x decode steps summed over the phases (the slots
+    computed, busy or idle); ``next_request``: the head of the queue; ``key``: the call's key."""
 
     iterations: jax.Array
+    slot_steps: jax.Array
     next_request: jax.Array
     request_C: jax.Array
     count_C: jax.Array
@@ -190,7 +192,9 @@ def _decode_step(params, prompts: Prompts, s: SlotState, *, config, method, num_
     logits_CV = logits_from_hidden(params, hidden_C1D, config)[:, 0]
     keys_C = request_keys(s.key, jnp.maximum(s.request_C, 0), s.count_C)
     tokens_C, logprobs_C = sample_rows(method, logits_CV, keys_C)
-    s = dataclasses.replace(s, cache=cache, iterations=s.iterations + 1)
+    s = dataclasses.replace(
+        s, cache=cache, iterations=s.iterations + 1, slot_steps=s.slot_steps + busy_C.shape[0]
+    )
     return s, busy_C, tokens_C, logprobs_C
 
 
@@ -203,6 +207,7 @@ def slot_state_shardings(config, num_requests, max_new, width, num_slots, cache_
     cache = cache_shardings(config, num_slots, cache_len, mesh)
     return SlotState(
         iterations=rep,
+        slot_steps=rep,
         next_request=rep,
         request_C=per_row(num_slots),
         count_C=per_row(num_slots),
@@ -224,6 +229,7 @@ def _empty_state(config, num_requests, num_slots, length, max_new, width, pad_id
     cache = init_cache(config, num_slots, length + max_new)
     return SlotState(
         iterations=jnp.zeros((), jnp.int32),
+        slot_steps=jnp.zeros((), jnp.int32),
         next_request=jnp.zeros((), jnp.int32),
         request_C=idle_C,
         count_C=jnp.zeros_like(idle_C),
@@ -236,6 +242,49 @@ def _empty_state(config, num_requests, num_slots, length, max_new, width, pad_id
         done_R=jnp.zeros((num_requests,), bool),
         budget_R=jnp.full((num_requests,), max_new, jnp.int32),
         key=key,
+    )
+
+
+def slot_phases(num_slots: int, min_slots: int) -> tuple[int, ...]:
+    """The slot counts the loop runs with: ``num_slots``, then halved down to ``min_slots``
+    (0: no shrinking)."""
+    if num_slots < 1 or not 0 <= min_slots <= num_slots:
+        raise ValueError(f"slots={num_slots}, min_slots={min_slots}: 1 <= min <= slots, or 0")
+    phases = [num_slots]
+    while min_slots and phases[-1] // 2 >= min_slots:
+        phases.append(phases[-1] // 2)
+    return tuple(phases)
+
+
+def _constrain(s: SlotState, *, config, mesh) -> SlotState:
+    """``s`` constrained to ``slot_state_shardings`` (nothing without a mesh)."""
+    if mesh is None:
+        return s
+    (requests, max_new), width = s.tokens_RT.shape, s.recent_CW.shape[1]
+    slots, cache_len = s.request_C.shape[0], s.cache.max_length
+    shardings = slot_state_shardings(config, requests, max_new, width, slots, cache_len, mesh)
+    return jax.lax.with_sharding_constraint(s, shardings)
+
+
+def _compact(s: SlotState, num_slots: int) -> SlotState:
+    """The state with its slots cut to ``num_slots``: the busy ones (at most that many), in
+    slot order, then idle ones."""
+    keep_C = jnp.argsort(s.request_C < 0, stable=True)[:num_slots]
+    take = lambda a, axis=0: jnp.take(a, keep_C, axis=axis)
+    cache = s.cache
+    return dataclasses.replace(
+        s,
+        request_C=take(s.request_C),
+        count_C=take(s.count_C),
+        last_C=take(s.last_C),
+        recent_CW=take(s.recent_CW),
+        cache=KVCache(
+            k=take(cache.k, 1),
+            v=take(cache.v, 1),
+            positions=take(cache.positions),
+            segment_ids=take(cache.segment_ids),
+            length=take(cache.length),
+        ),
     )
 
 
@@ -253,18 +302,21 @@ def sample(
     num_slots: int,
     pad_id: int,
     mesh=None,
+    min_slots: int = 0,
     budget_R: jax.Array | None = None,
 ) -> SlotState:
     """Samples ``num_samples`` completions of each prompt with ``num_slots`` decode slots;
     the final state holds them per request (``tokens_RT`` etc.). Jit with the keywords static
     (``budget_R``, each request's new-token limit, is an array: default ``max_new_tokens``).
+
+    ``min_slots`` > 0: once the queue is empty and at most half the slots are busy, the busy
+    ones move to a loop with half as many slots (``_compact``), down to ``min_slots``, so the
+    long tail of a call decodes in a smaller batch (phases of ``slot_phases``).
     """
     num_prompts, length = prompt_QP.shape
     num_requests, width = num_prompts * num_samples, stop_table_EW.shape[1]
-    shardings = slot_state_shardings(
-        config, num_requests, max_new_tokens, width, num_slots, length + max_new_tokens, mesh
-    )
-    constrain = lambda s: s if mesh is None else jax.lax.with_sharding_constraint(s, shardings)
+
+    constrain = functools.partial(_constrain, config=config, mesh=mesh)
     prompts = prefill_prompts(
         params, prompt_QP, prompt_mask_QP, config=config, max_new_tokens=max_new_tokens
     )
@@ -285,4 +337,14 @@ def sample(
         _decode_step, params, prompts, config=config, method=method, num_samples=num_samples
     )
     step = lambda s: constrain(refill(*_record(*decode_step(s), stop_table_EW, max_new_tokens)))
-    return jax.lax.while_loop(lambda s: jnp.any(s.request_C >= 0), step, s)
+    for smaller in (*slot_phases(num_slots, min_slots)[1:], 0):
+
+        def keep_going(s, smaller=smaller):
+            busy = jnp.sum(s.request_C >= 0)
+            shrink = (s.next_request >= num_requests) & (busy <= smaller)
+            return (busy > 0) & ~shrink
+
+        s = jax.lax.while_loop(keep_going, step, s)
+        if smaller:
+            s = constrain(_compact(s, smaller))
+    return s

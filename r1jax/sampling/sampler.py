@@ -32,8 +32,9 @@ class SampleOutput:
     sampled token before top-k/top-p truncation (temperature 1 for greedy), 0 after the end.
     lengths ``[B]`` int32; finish_reason ``[B]`` str, ``"stop"`` or ``"length"``;
     prompt_index ``[B]`` int32; num_steps: token columns computed per row (< T when every row
-    stopped early) or, with ``num_slots`` > 0 (continuous batching, this process's share of
-    the slots), decode steps of the slots (each request's first token came from the prefill).
+    stopped early) or, with continuous batching, decode steps of the slots (each request's
+    first token came from the prefill); decode_slot_steps: continuous batching's slots x decode
+    steps over its phases (this process's share), 0 for a static batch.
     """
 
     prompt_tokens: np.ndarray
@@ -45,7 +46,7 @@ class SampleOutput:
     finish_reason: np.ndarray
     prompt_index: np.ndarray
     num_steps: int
-    num_slots: int = 0
+    decode_slot_steps: int = 0
 
     @property
     def num_samples(self) -> int:
@@ -59,11 +60,11 @@ class SampleOutput:
         """What the call computed and what of it was kept (this process's rows):
         ``useful_tokens`` (completion tokens returned), ``slot_steps`` (rows x decode columns
         run: a static batch computes every row at every column, finished or not; continuous
-        batching, one first token per row plus slots x decode steps), ``prompt_slots`` and
+        batching, one first token per row plus ``decode_slot_steps``), ``prompt_slots`` and
         ``prompt_padding`` (the prefill's ``[B, P]`` and its padding)."""
         rows = int(self.tokens.shape[0])
-        if self.num_slots:
-            slot_steps = rows + self.num_slots * self.num_steps
+        if self.decode_slot_steps:
+            slot_steps = rows + self.decode_slot_steps
         else:
             slot_steps = rows * self.num_steps
         return {
@@ -97,9 +98,11 @@ class Sampler:
 
     ``slots`` > 0 decodes with continuous batching (``continuous.py``): that many decode slots
     take the Q * G requests from a queue, so rows that stop early free their slot for the next
-    request. ``keys``: "step" (one key per step for the whole batch) or "request" (each row's
-    own keys; its tokens then do not depend on the batch); continuous batching needs "request",
-    the default then. Both give the same rows for the same ``rng`` and "request" keys.
+    request; with ``min_slots`` the loop halves its slots once the queue is empty and at most
+    half are busy, down to ``min_slots``, so a long tail decodes in a small batch.
+    ``keys``: "step" (one key per step for the whole batch) or "request" (each row's own keys;
+    its tokens then do not depend on the batch); continuous batching needs "request", the
+    default then. Both give the same rows for the same ``rng`` and "request" keys.
     """
 
     def __init__(
@@ -111,12 +114,15 @@ class Sampler:
         pad_id: int = 0,
         layout: str | None = None,
         slots: int = 0,
+        min_slots: int = 0,
         keys: str | None = None,
     ):
         self.config, self.mesh, self.pad_id = model_config, mesh, int(pad_id)
         self.buckets = tuple(sorted(int(b) for b in buckets))
         self.layout = layout  # the state's device layout (``loop.programs``; None: by platform)
-        self.slots = int(slots)
+        self.slots, self.min_slots = int(slots), int(min_slots)
+        if self.slots:
+            continuous.slot_phases(self.slots, self.min_slots)  # validates
         self.keys = keys or ("request" if self.slots else "step")
         if self.slots < 0 or self.keys not in loop.KEY_SCHEMES:
             raise ValueError(f"Sampler: slots={slots} (>= 0), keys={keys!r} {loop.KEY_SCHEMES}")
@@ -243,7 +249,8 @@ class Sampler:
             )
             fields = (state.tokens_RT, state.logprobs_RT, state.lengths_R, state.done_R)
             finish = (tokens_QP, mask_QP, num_samples, stop_strings, tokenizer)
-            return self._finish(fields, state.iterations, *finish)
+            counters = (state.iterations, state.slot_steps)
+            return self._finish(fields, counters, *finish)
         state, tokens_QP, mask_QP = self.prefill(
             params,
             prompts,
@@ -257,7 +264,7 @@ class Sampler:
         state = self.decode(params, state, method=method, table=table)
         fields = (state.tokens_BT, state.logprobs_BT, state.lengths_B, state.done_B)
         finish = (tokens_QP, mask_QP, num_samples, stop_strings, tokenizer)
-        return self._finish(fields, state.step, *finish)
+        return self._finish(fields, (state.step, None), *finish)
 
     def _continuous_sample(self, params, prompts, rng, method, num_samples, max_new, table, budget):
         """Continuous batching (``continuous.sample``); returns ``(state, tokens, mask)``."""
@@ -270,6 +277,7 @@ class Sampler:
                     continuous.sample,
                     config=self.config,
                     num_slots=self.slots,
+                    min_slots=self.min_slots,
                     pad_id=self.pad_id,
                     mesh=self.mesh,
                     **static,
@@ -280,15 +288,19 @@ class Sampler:
             state = self._continuous[key](params, *args, rng, table, budget_R=budget_R)
         return state, tokens_QP, mask_QP
 
-    def _finish(self, fields, steps, tokens_QP, mask_QP, num_samples, stop_strings, tokenizer):
+    def _finish(self, fields, counters, tokens_QP, mask_QP, num_samples, stop_strings, tokenizer):
         """Host ``SampleOutput`` from the device's per-row ``(tokens, logprobs, lengths,
-        done)`` and the step count ``steps``."""
+        done)`` and ``counters``: the step count and continuous batching's slot-steps (or
+        None)."""
         if self.multi_process:  # this process's rows only (the rest live on other hosts)
             rows = lambda x: multihost.data_shard_rows(x, self.mesh)
             tokens, logprobs, lengths, done = map(rows, fields)
-            steps = np.asarray(steps.addressable_data(0))
+            scalar = lambda x: None if x is None else np.asarray(x.addressable_data(0))
+            steps, slot_steps = map(scalar, counters)
         else:
-            tokens, logprobs, lengths, done, steps = jax.device_get((*fields, steps))
+            tokens, logprobs, lengths, done, (steps, slot_steps) = jax.device_get(
+                (*fields, counters)
+            )
         lengths, done = lengths.astype(np.int32), done.copy()
         if stop_strings:
             cut = truncate_at_stop_strings(tokens, lengths, stop_strings, tokenizer)
@@ -305,7 +317,8 @@ class Sampler:
             finish_reason=np.where(done, "stop", "length"),
             prompt_index=np.repeat(np.arange(len(tokens_QP), dtype=np.int32), num_samples),
             num_steps=int(steps),
-            num_slots=self.slots * len(tokens) // fields[0].shape[0],  # this process's share
+            # this process's share of the slot-steps (each process has as many rows)
+            decode_slot_steps=int(slot_steps or 0) * len(tokens) // fields[0].shape[0],
         )
 
 

@@ -124,7 +124,7 @@ def build(stage: Stage, workdir: Path) -> Job:
     )
     pad = tokenizer.pad_id
     parts = GRPOParts(
-        sampler=Sampler(model_config, mesh=setup.mesh, pad_id=pad, slots=grpo.decode_slots),
+        sampler=Sampler(model_config, mesh=setup.mesh, pad_id=pad, **sampler_options(grpo)),
         reward=make_reward(stage),
         tokenizer=tokenizer,
         step_fn=step_fn,
@@ -150,6 +150,11 @@ def build(stage: Stage, workdir: Path) -> Job:
         eval_fn=make_eval_fn(stage, parts, tokenizer) if stage.train.eval_every else None,
         close=parts.reward.close,
     )
+
+
+def sampler_options(grpo) -> dict:
+    """The ``Sampler`` keywords of ``config.grpo`` (continuous batching's slots)."""
+    return dict(slots=grpo.decode_slots, min_slots=grpo.decode_min_slots)
 
 
 class _PoppingStats:

@@ -9,7 +9,7 @@ import pytest
 from sampler_common import BUCKETS, CONFIG, full_logits, layout
 
 from r1jax.model import param_shardings
-from r1jax.sampling import Categorical, Greedy, Sampler
+from r1jax.sampling import Categorical, Greedy, Sampler, continuous
 from r1jax.sharding import MeshConfig, make_mesh
 
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2, 6], [5, 3, 5, 8, 9, 7], [9]]  # 4 prompts x G=3 = 12 rows
@@ -72,6 +72,20 @@ def test_long_tailed_budgets_fill_the_slots(params):
     utilisation = lambda o: o.work()["useful_tokens"] / o.work()["slot_steps"]
     assert utilisation(static) == 68 / 320
     assert utilisation(out) == 68 / (16 + 4 * out.num_steps) > 0.6 > 2 * utilisation(static)
+    # Shrinking to 2 then 1 slot once the queue is empty: the tail's 2 rows in a smaller batch.
+    shrunk = Sampler(CONFIG, buckets=BUCKETS, slots=4, min_slots=1)
+    out = shrunk(params, prompts, rng=jax.random.key(4), **kw)
+    _assert_same_rows(out, static, atol=1e-5)  # one row alone: XLA:CPU's matrix-vector path
+    assert utilisation(out) > 0.9
+    assert out.decode_slot_steps < 4 * out.num_steps
+
+
+def test_slot_phases():
+    assert continuous.slot_phases(64, 0) == (64,)
+    assert continuous.slot_phases(64, 8) == (64, 32, 16, 8)
+    assert continuous.slot_phases(6, 1) == (6, 3, 1)
+    with pytest.raises(ValueError, match="min_slots=9"):
+        Sampler(CONFIG, slots=8, min_slots=9)
 
 
 def test_continuous_logprobs_equal_full_forward_recompute(params, static_rows):
