@@ -191,6 +191,15 @@ class Sampler:
         budget = np.full(rows, max_new_tokens) if budget is None else np.asarray(budget)
         if budget.shape != (rows,) or budget.min() < 1:
             raise ValueError(f"row_budget: {rows} values >= 1 (Q * G rows), got {budget.shape}")
+        longest = max(range(len(prompts)), key=lambda i: len(prompts[i]))
+        reach = len(prompts[longest]) + max_new_tokens
+        if reach > self.config.max_position_embeddings:
+            raise ValueError(
+                f"prompt {longest} has {len(prompts[longest])} tokens: with max_new_tokens="
+                f"{max_new_tokens} its rows reach position {reach}, past the model's "
+                f"max_position_embeddings={self.config.max_position_embeddings}; shorten the "
+                "prompt or lower max_new_tokens"
+            )
         tokens_QP, mask_QP = left_pad(prompts, self._bucket(prompts), self.pad_id)
         args = (self._put(tokens_QP, ("batch", None)), self._put(mask_QP, ("batch", None)))
         return tokens_QP, mask_QP, args, self._put(budget.astype(np.int32), ("batch",))

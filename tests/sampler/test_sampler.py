@@ -208,3 +208,9 @@ def test_no_recompile_across_calls_in_the_same_bucket(sampler, params, greedy_ou
 def test_bad_prompts_are_rejected(sampler, params):
     with pytest.raises(ValueError, match="empty"):
         sampler(params, [[1], []], rng=jax.random.key(0), max_new_tokens=2)
+
+
+def test_a_prompt_reaching_past_the_model_positions_is_named(sampler, params):
+    limit = CONFIG.max_position_embeddings
+    with pytest.raises(ValueError, match=r"prompt 1 has 9 tokens: with max_new_tokens=\d+"):
+        sampler(params, [[1], [2] * 9], rng=jax.random.key(0), max_new_tokens=limit - 8)
