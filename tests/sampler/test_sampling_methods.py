@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from r1jax.sampling import Categorical, Greedy, make_method
+from r1jax.sampling.methods import request_keys
 
 LOGITS_V = np.array([2.0, 1.6, 1.1, 0.7, 0.2, -0.1, -0.6, -1.0, -1.7, -2.5], np.float32)
 DRAWS = 40_000
@@ -28,8 +29,22 @@ def reference_probs(logits, temperature=1.0, top_k=0, top_p=1.0):
     return out / out.sum()
 
 
-def draw(method, seed=0):
-    fn = jax.jit(lambda logits, key: method(logits, key))
+def _per_row(method):
+    """The per-request scheme: each row its own key (``sample_rows``)."""
+
+    def fn(logits_BV, key):
+        rows_B = jnp.arange(logits_BV.shape[0])
+        return method.sample_rows(logits_BV, request_keys(key, rows_B, jnp.zeros_like(rows_B)))
+
+    return fn
+
+
+def draw(method, seed=0, scheme="step"):
+    fn = (
+        jax.jit(lambda logits, key: method(logits, key))
+        if scheme == "step"
+        else jax.jit(_per_row(method))
+    )
     logits_BV = jnp.broadcast_to(jnp.asarray(LOGITS_V), (DRAWS, LOGITS_V.size))
     tokens, logprobs = fn(logits_BV, jax.random.key(seed))
     return np.asarray(tokens), np.asarray(logprobs)
@@ -51,10 +66,13 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("scheme", ["step", "request"])
 @pytest.mark.parametrize("flags", CASES, ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()))
-def test_frequencies_match_truncated_renormalised_distribution(flags):
+def test_frequencies_match_truncated_renormalised_distribution(flags, scheme):
+    """Both schemes: a Gumbel draw per step (``method(logits, key)``), an inverse CDF per row
+    (``sample_rows``, per-request keys)."""
     probs = reference_probs(LOGITS_V, **flags)
-    tokens, logprobs = draw(make_method(**flags))
+    tokens, logprobs = draw(make_method(**flags), scheme=scheme)
     pvalue, counts = chi2_pvalue(tokens, probs)
     assert np.all(counts[probs == 0] == 0), (counts, probs)  # truncated tokens never drawn
     if (probs > 0).sum() > 1:
@@ -64,9 +82,10 @@ def test_frequencies_match_truncated_renormalised_distribution(flags):
     np.testing.assert_allclose(logprobs, np.asarray(full)[tokens], atol=1e-6)
 
 
-def test_chi_square_has_power_against_the_untruncated_distribution():
+@pytest.mark.parametrize("scheme", ["step", "request"])
+def test_chi_square_has_power_against_the_untruncated_distribution(scheme):
     """Negative control: nucleus samples are clearly not from the full distribution."""
-    tokens, _ = draw(Categorical(top_p=0.8))
+    tokens, _ = draw(Categorical(top_p=0.8), scheme=scheme)
     wrong = reference_probs(LOGITS_V)
     pvalue, _ = chi2_pvalue(tokens, wrong)
     assert pvalue < 1e-6
