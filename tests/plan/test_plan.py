@@ -62,6 +62,19 @@ def test_figures_are_the_compilers_and_the_analytic_count():
     assert got["collectives"]["all-reduce"]["count"] >= 1
 
 
+def test_continuous_batching_is_planned_as_one_program():
+    """``grpo.decode_slots``: the sampler's prefill and slot loop compile as one program, with
+    the slots' KV cache (4 slots of 48 tokens, then 2, then 1) instead of the 8 rows'."""
+    stage = _stage(*TINY_GRPO, "--config.grpo.decode_slots=4", "--config.grpo.decode_min_slots=1")
+    result = plan_command.plan(stage, "local")
+    assert set(result["programs"]) == {"train_step", "sampler_continuous"}
+    got = result["programs"]["sampler_continuous"]
+    assert got["fits"] and got["compile_error"] is None
+    (program,) = programs.continuous_sampler(stage, make_mesh(stage.mesh))
+    out = jax.eval_shape(program.fn, *program.args)
+    assert out.cache.k.shape[1] == 1 and out.tokens_RT.shape == (8, 16)  # the last phase's
+
+
 def test_a_run_that_does_not_fit_exits_1_and_says_what_dominates(capsys):
     # 2M x 512 embedding: 4 GiB of fp32 params, 12 GiB with Adam, on every data-parallel device
     big = [*TINY_GRPO, "--config.model.vocab_size=2097152", "--config.model.hidden_size=512"]
