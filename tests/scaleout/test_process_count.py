@@ -119,3 +119,14 @@ def test_fewer_prompts_than_batch_shards_run_alike_on_one_and_two_processes(tmp_
     r1jax_on_one_process("train", *args, f"--workdir={one}")
     r1jax_on_two_processes("train", *args, f"--workdir={two}")
     _assert_same_run(two, one)
+
+
+@pytest.mark.slow
+def test_continuous_batching_runs_alike_on_one_and_two_processes(tmp_path):
+    """GRPO sampling with 8 decode slots shrinking to 2 (``grpo.decode_slots``): one queue of
+    requests over both processes' prompts; each process gets its own rows back."""
+    args = [*GRPO, *MESH, "--config.grpo.decode_slots=8", "--config.grpo.decode_min_slots=2"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    r1jax_on_one_process("train", *args, f"--workdir={one}")
+    r1jax_on_two_processes("train", *args, f"--workdir={two}")
+    _assert_same_run(two, one)
