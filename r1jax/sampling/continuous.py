@@ -54,7 +54,8 @@ class SlotState:
     """What the loop carries. Per slot: ``request_C`` (-1: idle), ``count_C`` (tokens its
     request has so far), ``last_C`` (its last token), ``recent_CW`` (last W tokens, -1 before
     the first), the ``cache`` row. Per request: ``tokens_RT``, ``logprobs_RT``, ``lengths_R``,
-    ``done_R``, ``budget_R`` as ``loop.SamplingState`` has them per row. ``iterations``:
+    ``done_R``, ``budget_R`` as ``loop.SamplingState`` has them per row, and ``wait_R``, the
+    decode steps run before the request got a slot (its queue wait). ``iterations``:
     decode steps run; ``slot_steps``: slots x decode steps summed over the phases (the slots
     computed, busy or idle); ``next_request``: the head of the queue; ``key``: the call's key."""
 
@@ -71,6 +72,7 @@ class SlotState:
     lengths_R: jax.Array
     done_R: jax.Array
     budget_R: jax.Array
+    wait_R: jax.Array
     key: jax.Array
 
 
@@ -157,6 +159,7 @@ def _refill(s: SlotState, need_C, prompts: Prompts, stop_table_EW, *, method, nu
             next_request=request + 1,
             request_C=s.request_C.at[slot].set(request),
             count_C=s.count_C.at[slot].set(0),
+            wait_R=s.wait_R.at[request].set(s.iterations),
             recent_CW=s.recent_CW.at[slot].set(-1),
             cache=_assign(s.cache, prompts, slot, prompt),
         )
@@ -219,6 +222,7 @@ def slot_state_shardings(config, num_requests, max_new, width, num_slots, cache_
         lengths_R=per_row(num_requests),
         done_R=per_row(num_requests),
         budget_R=per_row(num_requests),
+        wait_R=per_row(num_requests),
         key=rep,
     )
 
@@ -241,6 +245,7 @@ def _empty_state(config, num_requests, num_slots, length, max_new, width, pad_id
         lengths_R=jnp.zeros((num_requests,), jnp.int32),
         done_R=jnp.zeros((num_requests,), bool),
         budget_R=jnp.full((num_requests,), max_new, jnp.int32),
+        wait_R=jnp.zeros((num_requests,), jnp.int32),
         key=key,
     )
 

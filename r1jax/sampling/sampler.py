@@ -5,7 +5,6 @@ Shape letters as in ``loop.py``: B = Q * G output rows, P prompt bucket, T ``max
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 
@@ -18,72 +17,9 @@ from r1jax.data.batching import SAMPLER_BUCKETS, bucket_length
 from r1jax.model import ModelConfig
 from r1jax.sampling import continuous, loop
 from r1jax.sampling.methods import SamplingMethod, make_method
+from r1jax.sampling.output import SampleOutput, left_pad
 from r1jax.sampling.stop import stop_sequences, stop_table, truncate_at_stop_strings
 from r1jax.sharding import named_sharding
-
-
-@dataclasses.dataclass(frozen=True)
-class SampleOutput:
-    """Host NumPy results; rows are group-contiguous (row ``i * G + j``: sample j of prompt i).
-
-    prompt_tokens ``[B, P]`` int32, left-padded with ``pad_id``; prompt_mask ``[B, P]`` int32.
-    tokens ``[B, T]`` int32, ``pad_id`` after each row's end; mask ``[B, T]`` int32, 1 up to and
-    including the stop token. logprobs ``[B, T]`` fp32: ``log_softmax(logits / temperature)`` at the
-    sampled token before top-k/top-p truncation (temperature 1 for greedy), 0 after the end.
-    lengths ``[B]`` int32; finish_reason ``[B]`` str, ``"stop"`` or ``"length"``;
-    prompt_index ``[B]`` int32; num_steps: token columns computed per row (< T when every row
-    stopped early) or, with continuous batching, decode steps of the slots (each request's
-    first token came from the prefill); decode_slot_steps: continuous batching's slots x decode
-    steps over its phases (this process's share), 0 for a static batch.
-    """
-
-    prompt_tokens: np.ndarray
-    prompt_mask: np.ndarray
-    tokens: np.ndarray
-    logprobs: np.ndarray
-    mask: np.ndarray
-    lengths: np.ndarray
-    finish_reason: np.ndarray
-    prompt_index: np.ndarray
-    num_steps: int
-    decode_slot_steps: int = 0
-
-    @property
-    def num_samples(self) -> int:
-        return self.tokens.shape[0] // (int(self.prompt_index.max()) + 1)
-
-    def completions(self) -> list[list[int]]:
-        """Each row's generated ids, stop token included."""
-        return [row[:n].tolist() for row, n in zip(self.tokens, self.lengths, strict=True)]
-
-    def work(self) -> dict[str, int]:
-        """What the call computed and what of it was kept (this process's rows):
-        ``useful_tokens`` (completion tokens returned), ``slot_steps`` (rows x decode columns
-        run: a static batch computes every row at every column, finished or not; continuous
-        batching, one first token per row plus ``decode_slot_steps``), ``prompt_slots`` and
-        ``prompt_padding`` (the prefill's ``[B, P]`` and its padding)."""
-        rows = int(self.tokens.shape[0])
-        if self.decode_slot_steps:
-            slot_steps = rows + self.decode_slot_steps
-        else:
-            slot_steps = rows * self.num_steps
-        return {
-            "useful_tokens": int(self.lengths.sum()),
-            "slot_steps": slot_steps,
-            "prompt_slots": int(self.prompt_mask.size),
-            "prompt_padding": int(self.prompt_mask.size - self.prompt_mask.sum()),
-        }
-
-
-def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int):
-    """Prompts -> left-padded tokens and mask ``[Q, P]`` (int32 NumPy)."""
-    tokens = np.full((len(prompts), length), pad_id, np.int32)
-    mask = np.zeros((len(prompts), length), np.int32)
-    for i, ids in enumerate(prompts):
-        if len(ids):
-            tokens[i, length - len(ids) :] = ids
-            mask[i, length - len(ids) :] = 1
-    return tokens, mask
 
 
 class Sampler:
@@ -257,6 +193,7 @@ class Sampler:
                 params, prompts, rng, method, num_samples, max_new_tokens, table, row_budget
             )
             fields = (state.tokens_RT, state.logprobs_RT, state.lengths_R, state.done_R)
+            fields += (state.wait_R,)
             finish = (tokens_QP, mask_QP, num_samples, stop_strings, tokenizer)
             counters = (state.iterations, state.slot_steps)
             return self._finish(fields, counters, *finish)
@@ -301,15 +238,15 @@ class Sampler:
         """Host ``SampleOutput`` from the device's per-row ``(tokens, logprobs, lengths,
         done)`` and ``counters``: the step count and continuous batching's slot-steps (or
         None)."""
+        global_rows = fields[0].shape[0]
         if self.multi_process:  # this process's rows only (the rest live on other hosts)
             rows = lambda x: multihost.data_shard_rows(x, self.mesh)
-            tokens, logprobs, lengths, done = map(rows, fields)
+            tokens, logprobs, lengths, done, *wait = map(rows, fields)
             scalar = lambda x: None if x is None else np.asarray(x.addressable_data(0))
             steps, slot_steps = map(scalar, counters)
         else:
-            tokens, logprobs, lengths, done, (steps, slot_steps) = jax.device_get(
-                (*fields, counters)
-            )
+            host, (steps, slot_steps) = jax.device_get((fields, counters))
+            tokens, logprobs, lengths, done, *wait = host
         lengths, done = lengths.astype(np.int32), done.copy()
         if stop_strings:
             cut = truncate_at_stop_strings(tokens, lengths, stop_strings, tokenizer)
@@ -327,7 +264,8 @@ class Sampler:
             prompt_index=np.repeat(np.arange(len(tokens_QP), dtype=np.int32), num_samples),
             num_steps=int(steps),
             # this process's share of the slot-steps (each process has as many rows)
-            decode_slot_steps=int(slot_steps or 0) * len(tokens) // fields[0].shape[0],
+            decode_slot_steps=int(slot_steps or 0) * len(tokens) // global_rows,
+            queue_wait=np.asarray(wait[0], np.int32) if wait else None,
         )
 
 

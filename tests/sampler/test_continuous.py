@@ -72,6 +72,9 @@ def test_long_tailed_budgets_fill_the_slots(params):
     utilisation = lambda o: o.work()["useful_tokens"] / o.work()["slot_steps"]
     assert utilisation(static) == 68 / 320
     assert utilisation(out) == 68 / (16 + 4 * out.num_steps) > 0.6 > 2 * utilisation(static)
+    # Requests 0-3 start at once; 4 slots of 2-token rows free one slot per step after that.
+    assert list(out.queue_wait[:4]) == [0] * 4 and list(static.queue_wait or []) == []
+    assert np.all(np.diff(out.queue_wait) >= 0) and out.queue_wait[-1] > 0
     # Shrinking to 2 then 1 slot once the queue is empty: the tail's 2 rows in a smaller batch.
     shrunk = Sampler(CONFIG, buckets=BUCKETS, slots=4, min_slots=1)
     out = shrunk(params, prompts, rng=jax.random.key(4), **kw)
