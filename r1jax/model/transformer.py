@@ -68,11 +68,16 @@ def hidden_states(
     positions: jax.Array | None = None,
     segment_ids: jax.Array | None = None,
     cache: KVCache | None = None,
+    cache_window: int | None = None,
 ) -> tuple[jax.Array, KVCache | None]:
     """Final-norm hidden states ``[B, T, D]`` (compute dtype) and the updated cache.
 
-    See ``forward`` for the arguments. Long because the decoder's scan over layers (with and
-    without a KV cache, remat) is one piece a reader follows from embedding to final norm.
+    See ``forward`` for the arguments; ``cache_window``: attention reads only the cache's first
+    this many slots (the caller keeps every written slot below it; decode at long lengths
+    then reads the live part of the cache, not all of it).
+
+    Long because the decoder's scan over layers (with and without a KV cache, remat) is one
+    piece a reader follows from embedding to final norm.
     """
     b, t = tokens_BT.shape
     if positions is None:
@@ -111,8 +116,11 @@ def hidden_states(
 
             def cached_keys(k, v):
                 k_all, v_all = _write_kv(k_cache, v_cache, k, v, index, slot)
-                keys, values = k_all[index].astype(dtype), v_all[index].astype(dtype)
-                return keys, values, cache.positions, cache.segment_ids, (k_all, v_all)
+                w = cache_window or cache.max_length
+                keys = k_all[index, :, :, :, :w].astype(dtype)
+                values = v_all[index, :, :, :w].astype(dtype)
+                slots = (cache.positions[:, :w], cache.segment_ids[:, :w])
+                return keys, values, *slots, (k_all, v_all)
 
             x, (k_cache, v_cache) = _block(
                 x, cast(p), config, freqs, positions, segment_ids, cached_keys, q_offset

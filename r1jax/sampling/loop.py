@@ -85,6 +85,7 @@ def state_shardings(config: ModelConfig, rows: int, max_new: int, width: int, ca
 
 
 KEY_SCHEMES = ("step", "request")
+DECODE_WINDOWS = 4  # phases of the decode loop, each attending over a longer cache prefix
 
 
 def _sample(method, logits_BV, key, step, keys: str):
@@ -189,17 +190,19 @@ def decode(
     pad_id: int,
     mesh=None,
     keys: str = "step",
+    windows: int = DECODE_WINDOWS,
 ) -> SamplingState:
-    """Decode steps until every row has stopped or ``max_new_tokens`` columns are filled."""
+    """Decode steps until every row has stopped or ``max_new_tokens`` columns are filled, in
+    ``windows`` phases that attend over growing prefixes of the cache (``decode_windows``)."""
     rows, max_new = state.tokens_BT.shape
     shardings = state_shardings(
         config, rows, max_new, state.recent_BW.shape[1], state.cache.max_length, mesh
     )
 
-    def keep_going(s: SamplingState):
-        return (s.step < max_new) & jnp.any(running(s))
+    def keep_going(s: SamplingState, window: int):  # the next write stays inside the window
+        return (s.step < max_new) & jnp.any(running(s)) & (s.cache.length < window)
 
-    def step(s: SamplingState) -> SamplingState:
+    def step(s: SamplingState, window: int) -> SamplingState:
         last_B1 = jax.lax.dynamic_slice_in_dim(s.tokens_BT, s.step - 1, 1, axis=1)
         positions_B1 = (s.prompt_lengths_B + s.step - 1)[:, None]
         hidden_B1D, cache = hidden_states(
@@ -209,13 +212,33 @@ def decode(
             positions=positions_B1,
             segment_ids=jnp.ones_like(last_B1),
             cache=s.cache,
+            cache_window=window,
         )
         logits_BV = logits_from_hidden(params, hidden_B1D, config)[:, 0]
         tokens_B, logprobs_B = _sample(method, logits_BV, s.key, s.step, keys)
         s = dataclasses.replace(s, cache=cache)
         return _constrain(_record(s, tokens_B, logprobs_B, stop_table_EW, pad_id), shardings)
 
-    return jax.lax.while_loop(keep_going, step, _constrain(state, shardings))
+    state = _constrain(state, shardings)
+    prompt_len = state.cache.max_length - max_new
+    for window in decode_windows(prompt_len, max_new, windows):
+        state = jax.lax.while_loop(
+            functools.partial(keep_going, window=window),
+            functools.partial(step, window=window),
+            state,
+        )
+    return state
+
+
+def decode_windows(prompt_len: int, max_new: int, count: int) -> tuple[int, ...]:
+    """The cache prefixes the decode loop's ``count`` phases attend over: the prompt plus
+    ``i / count`` of the new tokens, rounded up to 128 slots (8 under 1,024), the last the whole
+    cache. A decode step then reads the cache's live part, not all ``P + T`` slots (at 32,768
+    tokens, most steps of a long row read under half the cache)."""
+    total = prompt_len + max_new
+    multiple = 128 if total >= 1024 else 8
+    ends = (prompt_len + -(-max_new * i // count) for i in range(1, count + 1))
+    return tuple(sorted({min(total, -(-end // multiple) * multiple) for end in ends}))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,6 +266,7 @@ def programs(
     mesh=None,
     layout: str | None = None,
     keys: str = "step",
+    windows: int = DECODE_WINDOWS,
 ) -> Programs:
     """Jits ``prefill`` and ``decode`` for these (abstract or concrete) arguments; call under
     the mesh (``jax.set_mesh``) the programs will run under.
@@ -262,7 +286,7 @@ def programs(
     prefill_fn = functools.partial(
         prefill, method=method, num_samples=num_samples, max_new_tokens=max_new_tokens, **common
     )
-    decode_fn = functools.partial(decode, method=method, **common)
+    decode_fn = functools.partial(decode, method=method, windows=windows, **common)
     state = jax.eval_shape(prefill_fn, params, prompt_QP, prompt_mask_QP, key, stop_table_EW)
     state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), state)
     if layout is None:

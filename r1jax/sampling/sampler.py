@@ -38,7 +38,10 @@ class Sampler:
     half are busy, down to ``min_slots``, so a long tail decodes in a small batch.
     ``keys``: "step" (one key per step for the whole batch) or "request" (each row's own keys;
     its tokens then do not depend on the batch); continuous batching needs "request", the
-    default then. Both give the same rows for the same ``rng`` and "request" keys.
+    default then. Both give the same rows for the same ``rng`` and "request" keys (to fp32
+    rounding: the static loop's ``decode_windows`` phases attend over growing prefixes of the
+    cache, which sums the same terms in another order; ``decode_windows=1`` reads it whole,
+    as continuous batching does, and matches it bit for bit).
     """
 
     def __init__(
@@ -52,11 +55,13 @@ class Sampler:
         slots: int = 0,
         min_slots: int = 0,
         keys: str | None = None,
+        decode_windows: int = loop.DECODE_WINDOWS,
     ):
         self.config, self.mesh, self.pad_id = model_config, mesh, int(pad_id)
         self.buckets = tuple(sorted(int(b) for b in buckets))
         self.layout = layout  # the state's device layout (``loop.programs``; None: by platform)
         self.slots, self.min_slots = int(slots), int(min_slots)
+        self.decode_windows = int(decode_windows)  # the static loop's phases (loop.decode)
         if self.slots:
             continuous.slot_phases(self.slots, self.min_slots)  # validates
         self.keys = keys or ("request" if self.slots else "step")
@@ -90,6 +95,7 @@ class Sampler:
                 mesh=self.mesh,
                 layout=self.layout,
                 keys=self.keys,
+                windows=self.decode_windows,
                 **static,
             )
             self._programs[key] = self._decoders[_state_key(pair.state, static["method"])] = pair

@@ -23,8 +23,8 @@ def _sample(sampler, params, method, rng=11, prompts=PROMPTS, **kw):
 
 @pytest.fixture(scope="module")
 def static_rows(params):
-    """The static loop with per-request keys: the reference rows."""
-    sampler = Sampler(CONFIG, buckets=BUCKETS, keys="request")
+    """The static loop with per-request keys, reading its whole cache: the reference rows."""
+    sampler = Sampler(CONFIG, buckets=BUCKETS, keys="request", decode_windows=1)
     return {m: _sample(sampler, params, m) for m in METHODS}
 
 
@@ -62,7 +62,7 @@ def test_long_tailed_budgets_fill_the_slots(params):
     budget = [2] * 14 + [20, 20]
     prompts = [[3, 1, 4], [1, 5], [9, 2, 6, 5], [3, 5], [8], [9, 7, 9], [3, 2], [3, 8]]
     kw = dict(num_samples=2, max_new_tokens=20, row_budget=budget, method=METHODS["sampled"])
-    static = Sampler(CONFIG, buckets=BUCKETS, keys="request")(
+    static = Sampler(CONFIG, buckets=BUCKETS, keys="request", decode_windows=1)(
         params, prompts, rng=jax.random.key(4), **kw
     )
     out = Sampler(CONFIG, buckets=BUCKETS, slots=4)(params, prompts, rng=jax.random.key(4), **kw)

@@ -15,7 +15,7 @@ from sampler_common import (
     reference_greedy,
 )
 
-from r1jax.sampling import generate, truncate_at_stop_strings
+from r1jax.sampling import Sampler, generate, loop, truncate_at_stop_strings
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +214,16 @@ def test_a_prompt_reaching_past_the_model_positions_is_named(sampler, params):
     limit = CONFIG.max_position_embeddings
     with pytest.raises(ValueError, match=r"prompt 1 has 9 tokens: with max_new_tokens=\d+"):
         sampler(params, [[1], [2] * 9], rng=jax.random.key(0), max_new_tokens=limit - 8)
+
+
+def test_decode_phases_over_cache_prefixes_sample_what_the_whole_cache_gives(params):
+    """``decode_windows``: the loop's phases attend over the prompt + 1/4, 1/2, ... of the new
+    tokens (rounded up to 8 slots here, 128 at real lengths); rows as with the whole cache."""
+    assert loop.decode_windows(8, 40, 4) == (24, 32, 40, 48)
+    assert loop.decode_windows(512, 32256, 4) == (8576, 16640, 24704, 32768)
+    assert loop.decode_windows(8, 8, 4) == (16,)
+    kw = dict(rng=jax.random.key(2), num_samples=2, max_new_tokens=40, temperature=0.8)
+    whole = Sampler(CONFIG, buckets=BUCKETS, decode_windows=1)(params, PROMPTS, **kw)
+    phased = Sampler(CONFIG, buckets=BUCKETS, decode_windows=4)(params, PROMPTS, **kw)
+    np.testing.assert_array_equal(phased.tokens, whole.tokens)
+    np.testing.assert_allclose(phased.logprobs, whole.logprobs, rtol=1e-5, atol=1e-6)

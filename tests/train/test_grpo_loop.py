@@ -224,7 +224,8 @@ def test_continuous_batching_iteration_equals_the_static_one_with_request_keys()
     from r1jax.sampling import Sampler
 
     results = {}
-    for name, kw in {"static": dict(keys="request"), "continuous": dict(slots=8)}.items():
+    static = dict(keys="request", decode_windows=1)
+    for name, kw in {"static": static, "continuous": dict(slots=8)}.items():
         reward = InlineReward()
         state, parts = make_parts(reward=reward)
         parts = replace(parts, sampler=Sampler(CONFIG, mesh=_mesh(), buckets=(PROMPT_LEN,), **kw))
