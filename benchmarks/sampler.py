@@ -60,7 +60,7 @@ def _prompts(args) -> list[list[int]]:
 
 
 def bench_r1jax(args, config, params) -> dict:
-    sampler = Sampler(config, buckets=(args.prompt_len,))
+    sampler = Sampler(config, buckets=(args.prompt_len,), decode_windows=args.decode_windows)
     prompts, method = _prompts(args), Categorical(temperature=1.0)
     table = stop_table([])
     kw = dict(method=method, num_samples=args.samples, max_new_tokens=args.new_tokens)
@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tail-ratio", type=float, default=8.0, help="p95 / median of lengths")
     parser.add_argument("--seed", type=int, default=0, help="of the drawn lengths")
     parser.add_argument("--json", action="store_true", help="print one line of JSON")
+    parser.add_argument("--decode-windows", type=int, default=4, help="static loop's phases")
     args = parser.parse_args(argv)
 
     config = _config(args)
