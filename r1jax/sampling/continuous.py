@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from r1jax.model import KVCache, ModelConfig, cache_shardings, init_cache
 from r1jax.model.transformer import hidden_states, logits_from_hidden
+from r1jax.sampling.loop import prompt_forward
 from r1jax.sampling.methods import SamplingMethod, request_keys, sample_rows
 from r1jax.sampling.stop import matches
 from r1jax.sharding import named_sharding
@@ -77,25 +78,19 @@ class SlotState:
 
 
 def prefill_prompts(params, prompt_QP, prompt_mask_QP, *, config: ModelConfig, max_new_tokens):
-    """The left-padded prompts ``[Q, P]`` run once; the cache is sized ``P + T`` as the static
-    prefill's (the same program, so the same numbers) and its first P columns kept."""
+    """The left-padded prompts ``[Q, P]`` run once by the static prefill's forward
+    (``loop.prompt_forward``, its cache sized ``P + T`` too, so the same numbers), the cache's
+    first P columns kept."""
     length = prompt_QP.shape[1]
-    cache = init_cache(config, prompt_QP.shape[0], length + max_new_tokens)
-    hidden_QPD, cache = hidden_states(
-        params,
-        prompt_QP,
-        config,
-        positions=jnp.maximum(jnp.cumsum(prompt_mask_QP, axis=1) - 1, 0),
-        segment_ids=prompt_mask_QP,
-        cache=cache,
-    )
+    cache_len = length + max_new_tokens
+    cache, logits_QV = prompt_forward(params, prompt_QP, prompt_mask_QP, config, cache_len)
     return Prompts(
         k=cache.k[..., :length],
         v=cache.v[:, :, :, :length],
         positions=cache.positions[:, :length],
         segment_ids=cache.segment_ids[:, :length],
         lengths_Q=jnp.sum(prompt_mask_QP, axis=1).astype(jnp.int32),
-        logits_QV=logits_from_hidden(params, hidden_QPD[:, -1:], config)[:, 0],
+        logits_QV=logits_QV,
     )
 
 

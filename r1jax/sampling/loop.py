@@ -119,6 +119,22 @@ def _record(state: SamplingState, tokens_B, logprobs_B, stop_table_EW, pad_id: i
     )
 
 
+def prompt_forward(params, prompt_QP, prompt_mask_QP, config: ModelConfig, cache_len: int):
+    """The left-padded prompts ``[Q, P]`` through the model once: a ``[Q, cache_len]`` cache
+    holding them and the fp32 logits ``[Q, V]`` of each prompt's last token."""
+    cache = init_cache(config, prompt_QP.shape[0], cache_len)
+    hidden_QPD, cache = hidden_states(
+        params,
+        prompt_QP,
+        config,
+        positions=jnp.maximum(jnp.cumsum(prompt_mask_QP, axis=1) - 1, 0),
+        segment_ids=prompt_mask_QP,
+        cache=cache,
+    )
+    # Left padding puts every prompt's last token in the last column.
+    return cache, logits_from_hidden(params, hidden_QPD[:, -1:], config)[:, 0]
+
+
 def prefill(
     params,
     prompt_QP: jax.Array,
@@ -139,18 +155,7 @@ def prefill(
     ``budget_B``: each row's limit on new tokens (default ``max_new_tokens``)."""
     num_prompts, length = prompt_QP.shape
     rows, cache_len = num_prompts * num_samples, length + max_new_tokens
-    positions_QP = jnp.maximum(jnp.cumsum(prompt_mask_QP, axis=1) - 1, 0)
-    cache = init_cache(config, num_prompts, cache_len)
-    hidden_QPD, cache = hidden_states(
-        params,
-        prompt_QP,
-        config,
-        positions=positions_QP,
-        segment_ids=prompt_mask_QP,
-        cache=cache,
-    )
-    # Left padding puts every prompt's last token in the last column.
-    logits_QV = logits_from_hidden(params, hidden_QPD[:, -1:], config)[:, 0]
+    cache, logits_QV = prompt_forward(params, prompt_QP, prompt_mask_QP, config, cache_len)
     repeat = lambda a, axis: jnp.repeat(a, num_samples, axis=axis)
     cache = KVCache(
         k=repeat(cache.k, 1),
