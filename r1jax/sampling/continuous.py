@@ -9,7 +9,7 @@ static sampler does (one forward, shared by the G samples of a prompt), into a p
 (``Prompts``). Then a ``while_loop`` keeps C slots busy. Each iteration decodes one token for
 every busy slot: the slots are the rows of a KV cache, each writing at its own index
 (``KVCache.length`` ``[C]``). A slot whose request stopped takes the next request of the queue
-in the same iteration (``_refill``): its cache row gets the prompt's P columns copied from the
+in the same iteration (``refill``): its cache row gets the prompt's P columns copied from the
 prompt cache, the columns after them are marked empty (segment 0), and the request's first
 token is sampled from the prompt's last logits. The loop ends when the queue is empty and every
 slot is idle. Shapes are static: one compile per (Q, P, T, C), whatever the lengths drawn.
@@ -58,11 +58,16 @@ class SlotState:
     ``done_R``, ``budget_R`` as ``loop.SamplingState`` has them per row, and ``wait_R``, the
     decode steps run before the request got a slot (its queue wait). ``iterations``:
     decode steps run; ``slot_steps``: slots x decode steps summed over the phases (the slots
-    computed, busy or idle); ``next_request``: the head of the queue; ``key``: the call's key."""
+    computed, busy or idle); ``key``: the call's key.
+
+    Requests carry absolute ids: the queue is ids ``next_request ... queue_end - 1``, and id
+    ``r`` lives in row ``r % R`` (its keys come from ``r``). One call queues ids ``0 ... R - 1``;
+    ``r1jax.sampling.pool`` reuses the rows as a ring, queueing more ids as it admits prompts."""
 
     iterations: jax.Array
     slot_steps: jax.Array
     next_request: jax.Array
+    queue_end: jax.Array
     request_C: jax.Array
     count_C: jax.Array
     last_C: jax.Array
@@ -94,11 +99,11 @@ def prefill_prompts(params, prompt_QP, prompt_mask_QP, *, config: ModelConfig, m
     )
 
 
-def _record(s: SlotState, write_C, tokens_C, logprobs_C, stop_table_EW, max_new: int):
+def record(s: SlotState, write_C, tokens_C, logprobs_C, stop_table_EW, max_new: int):
     """Writes each writing slot's token at its request's next column; returns the state and
     ``finished_C`` (a writing slot whose request just stopped or used up its budget)."""
     num_requests = s.tokens_RT.shape[0]
-    rows_C = jnp.where(write_C, s.request_C, num_requests)  # out of range: dropped
+    rows_C = jnp.where(write_C, s.request_C % num_requests, num_requests)  # out of range: dropped
     column_C = jnp.minimum(s.count_C, max_new - 1)
     recent_CW = jnp.where(
         write_C[:, None], jnp.concatenate([s.recent_CW[:, 1:], tokens_C[:, None]], 1), s.recent_CW
@@ -115,7 +120,7 @@ def _record(s: SlotState, write_C, tokens_C, logprobs_C, stop_table_EW, max_new:
         lengths_R=s.lengths_R.at[rows_C].set(count_C, mode="drop"),
         done_R=s.done_R.at[rows_C].set(stopped_C, mode="drop"),
     )
-    budget_C = s.budget_R[jnp.maximum(s.request_C, 0)]
+    budget_C = s.budget_R[jnp.maximum(s.request_C, 0) % num_requests]
     return s, stopped_C | (write_C & (count_C >= jnp.minimum(budget_C, max_new)))
 
 
@@ -134,7 +139,7 @@ def _assign(cache: KVCache, prompts: Prompts, slot, prompt) -> KVCache:
     )
 
 
-def _refill(s: SlotState, need_C, prompts: Prompts, stop_table_EW, *, method, num_samples, max_new):
+def refill(s: SlotState, need_C, prompts: Prompts, stop_table_EW, *, method, num_samples, max_new):
     """Gives each slot in ``need_C`` the next request of the queue (its first token sampled
     from the prompt's logits; a request that stops at once passes the slot on); slots left
     without one go idle."""
@@ -143,18 +148,18 @@ def _refill(s: SlotState, need_C, prompts: Prompts, stop_table_EW, *, method, nu
 
     def more(carry):
         s, need_C = carry
-        return jnp.any(need_C) & (s.next_request < num_requests)
+        return jnp.any(need_C) & (s.next_request < s.queue_end)
 
     def assign_next(carry):
         s, need_C = carry
         slot, request = jnp.argmax(need_C), s.next_request
-        prompt = request // num_samples
+        prompt = request % num_requests // num_samples
         s = dataclasses.replace(
             s,
             next_request=request + 1,
             request_C=s.request_C.at[slot].set(request),
             count_C=s.count_C.at[slot].set(0),
-            wait_R=s.wait_R.at[request].set(s.iterations),
+            wait_R=s.wait_R.at[request % num_requests].set(s.iterations),
             recent_CW=s.recent_CW.at[slot].set(-1),
             cache=_assign(s.cache, prompts, slot, prompt),
         )
@@ -164,18 +169,18 @@ def _refill(s: SlotState, need_C, prompts: Prompts, stop_table_EW, *, method, nu
         write_C = slots_C == slot
         tokens_C = jnp.broadcast_to(token_1, write_C.shape)
         logprobs_C = jnp.broadcast_to(logprob_1, write_C.shape)
-        s, finished_C = _record(s, write_C, tokens_C, logprobs_C, stop_table_EW, max_new)
+        s, finished_C = record(s, write_C, tokens_C, logprobs_C, stop_table_EW, max_new)
         return s, need_C & (~write_C | finished_C)
 
     s, need_C = jax.lax.while_loop(more, assign_next, (s, need_C))
     return dataclasses.replace(s, request_C=jnp.where(need_C, -1, s.request_C))
 
 
-def _decode_step(params, prompts: Prompts, s: SlotState, *, config, method, num_samples):
+def decode_step(params, prompts: Prompts, s: SlotState, *, config, method, num_samples):
     """One token for every busy slot; returns ``(state, busy_C, tokens_C, logprobs_C)`` for
-    ``_record`` (idle slots compute too, writing padding into their own rows)."""
+    ``record`` (idle slots compute too, writing padding into their own rows)."""
     busy_C = s.request_C >= 0
-    prompt_C = jnp.maximum(s.request_C, 0) // num_samples
+    prompt_C = jnp.maximum(s.request_C, 0) % s.tokens_RT.shape[0] // num_samples
     positions_C1 = (prompts.lengths_Q[prompt_C] + s.count_C - 1)[:, None]
     idle_length = prompts.positions.shape[1]
     cache = dataclasses.replace(s.cache, length=jnp.where(busy_C, s.cache.length, idle_length))
@@ -207,6 +212,7 @@ def slot_state_shardings(config, num_requests, max_new, width, num_slots, cache_
         iterations=rep,
         slot_steps=rep,
         next_request=rep,
+        queue_end=rep,
         request_C=per_row(num_slots),
         count_C=per_row(num_slots),
         last_C=per_row(num_slots),
@@ -222,7 +228,7 @@ def slot_state_shardings(config, num_requests, max_new, width, num_slots, cache_
     )
 
 
-def _empty_state(config, num_requests, num_slots, length, max_new, width, pad_id, key):
+def empty_state(config, num_requests, num_slots, length, max_new, width, pad_id, key):
     """Every slot idle, nothing generated, every budget ``max_new``."""
     idle_C = jnp.full((num_slots,), -1, jnp.int32)
     cache = init_cache(config, num_slots, length + max_new)
@@ -230,6 +236,7 @@ def _empty_state(config, num_requests, num_slots, length, max_new, width, pad_id
         iterations=jnp.zeros((), jnp.int32),
         slot_steps=jnp.zeros((), jnp.int32),
         next_request=jnp.zeros((), jnp.int32),
+        queue_end=jnp.full((), num_requests, jnp.int32),
         request_C=idle_C,
         count_C=jnp.zeros_like(idle_C),
         last_C=jnp.full_like(idle_C, pad_id),
@@ -256,7 +263,7 @@ def slot_phases(num_slots: int, min_slots: int) -> tuple[int, ...]:
     return tuple(phases)
 
 
-def _constrain(s: SlotState, *, config, mesh) -> SlotState:
+def constrain(s: SlotState, *, config, mesh) -> SlotState:
     """``s`` constrained to ``slot_state_shardings`` (nothing without a mesh)."""
     if mesh is None:
         return s
@@ -316,35 +323,35 @@ def sample(
     num_prompts, length = prompt_QP.shape
     num_requests, width = num_prompts * num_samples, stop_table_EW.shape[1]
 
-    constrain = functools.partial(_constrain, config=config, mesh=mesh)
+    fit = functools.partial(constrain, config=config, mesh=mesh)
     prompts = prefill_prompts(
         params, prompt_QP, prompt_mask_QP, config=config, max_new_tokens=max_new_tokens
     )
-    s = _empty_state(config, num_requests, num_slots, length, max_new_tokens, width, pad_id, key)
+    s = empty_state(config, num_requests, num_slots, length, max_new_tokens, width, pad_id, key)
     if budget_R is not None:
         s = dataclasses.replace(s, budget_R=budget_R.astype(jnp.int32))
-    refill = functools.partial(
-        _refill,
+    refill_next = functools.partial(
+        refill,
         prompts=prompts,
         stop_table_EW=stop_table_EW,
         method=method,
         num_samples=num_samples,
         max_new=max_new_tokens,
     )
-    s = constrain(refill(constrain(s), jnp.ones((num_slots,), bool)))
+    s = fit(refill_next(fit(s), jnp.ones((num_slots,), bool)))
 
-    decode_step = functools.partial(
-        _decode_step, params, prompts, config=config, method=method, num_samples=num_samples
+    decode_one = functools.partial(
+        decode_step, params, prompts, config=config, method=method, num_samples=num_samples
     )
-    step = lambda s: constrain(refill(*_record(*decode_step(s), stop_table_EW, max_new_tokens)))
+    step = lambda s: fit(refill_next(*record(*decode_one(s), stop_table_EW, max_new_tokens)))
     for smaller in (*slot_phases(num_slots, min_slots)[1:], 0):
 
         def keep_going(s, smaller=smaller):
             busy = jnp.sum(s.request_C >= 0)
-            shrink = (s.next_request >= num_requests) & (busy <= smaller)
+            shrink = (s.next_request >= s.queue_end) & (busy <= smaller)
             return (busy > 0) & ~shrink
 
         s = jax.lax.while_loop(keep_going, step, s)
         if smaller:
-            s = constrain(_compact(s, smaller))
+            s = fit(_compact(s, smaller))
     return s

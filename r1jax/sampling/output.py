@@ -24,7 +24,9 @@ class SampleOutput:
     stopped early) or, with continuous batching, decode steps of the slots (each request's
     first token came from the prefill); decode_slot_steps: continuous batching's slots x decode
     steps over its phases (this process's share), 0 for a static batch; queue_wait ``[B]``
-    int32: decode steps a row waited for a slot (0 in a static batch).
+    int32: decode steps a row waited for a slot (0 in a static batch). useful_tokens /
+    slot_steps: set by partial rollouts (``RolloutPool``), whose calls also decode rows that
+    are not returned: the tokens generated and the slot-steps computed for every row in flight.
     """
 
     prompt_tokens: np.ndarray
@@ -38,6 +40,8 @@ class SampleOutput:
     num_steps: int
     decode_slot_steps: int = 0
     queue_wait: np.ndarray | None = None
+    useful_tokens: int | None = None
+    slot_steps: int | None = None
 
     @property
     def num_samples(self) -> int:
@@ -55,12 +59,16 @@ class SampleOutput:
         ``prompt_padding`` (the prefill's ``[B, P]`` and its padding), ``rows`` and
         ``queue_wait_steps`` (decode steps the rows waited for a slot, summed)."""
         rows = int(self.tokens.shape[0])
-        if self.decode_slot_steps:
+        if self.slot_steps is not None:
+            slot_steps = self.slot_steps
+        elif self.decode_slot_steps:
             slot_steps = rows + self.decode_slot_steps
         else:
             slot_steps = rows * self.num_steps
         return {
-            "useful_tokens": int(self.lengths.sum()),
+            "useful_tokens": int(
+                self.lengths.sum() if self.useful_tokens is None else self.useful_tokens
+            ),
             "slot_steps": slot_steps,
             "prompt_slots": int(self.prompt_mask.size),
             "prompt_padding": int(self.prompt_mask.size - self.prompt_mask.sum()),

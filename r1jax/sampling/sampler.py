@@ -109,7 +109,13 @@ class Sampler:
             return False
         return any(d.process_index != jax.process_index() for d in self.mesh.devices.flat)
 
-    def _put(self, x: np.ndarray, logical):
+    def mesh_context(self):
+        """``jax.set_mesh(mesh)`` for the sampler's programs (nothing without a mesh)."""
+        return jax.set_mesh(self.mesh) if self.mesh is not None else _nullcontext()
+
+    def put(self, x: np.ndarray, logical):
+        """A host array on the sampler's mesh, split by ``logical`` axis names (a pod: this
+        process's rows of the global array)."""
         if self.mesh is None:
             return jnp.asarray(x)
         if self.multi_process and logical[0] == "batch":
@@ -143,8 +149,8 @@ class Sampler:
                 "prompt or lower max_new_tokens"
             )
         tokens_QP, mask_QP = left_pad(prompts, self._bucket(prompts), self.pad_id)
-        args = (self._put(tokens_QP, ("batch", None)), self._put(mask_QP, ("batch", None)))
-        return tokens_QP, mask_QP, args, self._put(budget.astype(np.int32), ("batch",))
+        args = (self.put(tokens_QP, ("batch", None)), self.put(mask_QP, ("batch", None)))
+        return tokens_QP, mask_QP, args, self.put(budget.astype(np.int32), ("batch",))
 
     def prefill(
         self, params, prompts, *, rng, method, num_samples, max_new_tokens, table, budget=None
@@ -153,9 +159,9 @@ class Sampler:
         tokens_QP, mask_QP, args, budget_B = self._inputs(
             prompts, num_samples, max_new_tokens, budget
         )
-        table = self._put(table, (None, None))
+        table = self.put(table, (None, None))
         static = dict(method=method, num_samples=num_samples, max_new_tokens=max_new_tokens)
-        with jax.set_mesh(self.mesh) if self.mesh is not None else _nullcontext():
+        with self.mesh_context():
             state = self._pair(params, *args, rng, table, **static).prefill(
                 params, *args, rng, table, budget_B=budget_B
             )
@@ -164,8 +170,8 @@ class Sampler:
     def decode(self, params, state, *, method, table):
         """Runs the decode loop (donating ``state``) and returns the final state."""
         decode = self._decoders[_state_key(state, method)].decode
-        with jax.set_mesh(self.mesh) if self.mesh is not None else _nullcontext():
-            return decode(params, state, self._put(table, (None, None)))
+        with self.mesh_context():
+            return decode(params, state, self.put(table, (None, None)))
 
     def __call__(
         self,
@@ -202,7 +208,7 @@ class Sampler:
             fields += (state.wait_R,)
             finish = (tokens_QP, mask_QP, num_samples, stop_strings, tokenizer)
             counters = (state.iterations, state.slot_steps)
-            return self._finish(fields, counters, *finish)
+            return self.to_output(fields, counters, *finish)
         state, tokens_QP, mask_QP = self.prefill(
             params,
             prompts,
@@ -216,7 +222,7 @@ class Sampler:
         state = self.decode(params, state, method=method, table=table)
         fields = (state.tokens_BT, state.logprobs_BT, state.lengths_B, state.done_B)
         finish = (tokens_QP, mask_QP, num_samples, stop_strings, tokenizer)
-        return self._finish(fields, (state.step, None), *finish)
+        return self.to_output(fields, (state.step, None), *finish)
 
     def _continuous_sample(self, params, prompts, rng, method, num_samples, max_new, table, budget):
         """Continuous batching (``continuous.sample``); returns ``(state, tokens, mask)``."""
@@ -235,12 +241,12 @@ class Sampler:
                     **static,
                 )
             )
-        with jax.set_mesh(self.mesh) if self.mesh is not None else _nullcontext():
-            table = self._put(table, (None, None))
+        with self.mesh_context():
+            table = self.put(table, (None, None))
             state = self._continuous[key](params, *args, rng, table, budget_R=budget_R)
         return state, tokens_QP, mask_QP
 
-    def _finish(self, fields, counters, tokens_QP, mask_QP, num_samples, stop_strings, tokenizer):
+    def to_output(self, fields, counters, tokens_QP, mask_QP, num_samples, stop_strings, tokenizer):
         """Host ``SampleOutput`` from the device's per-row ``(tokens, logprobs, lengths,
         done)`` and ``counters``: the step count and continuous batching's slot-steps (or
         None)."""

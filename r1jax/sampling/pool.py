@@ -1,0 +1,194 @@
+"""Partial rollouts: a pool of prompt lanes whose requests outlive one sampler call.
+
+Shape letters as in ``continuous.py``, plus L prompt lanes (a multiple of Q, the prompts one
+GRPO batch takes) and R = L * G request rows.
+
+A GRPO batch needs Q complete groups; with long-tailed lengths, waiting for the last row of the
+batch leaves the decode slots idle. Here the slots stay busy with the prompts of LATER batches:
+the pool holds L >= 2Q prompts (lanes, a ring) and the continuous sampler's slots take their
+requests in admission order. A call (``advance``) decodes until the oldest Q lanes are complete
+(or ``max_steps`` decode steps have run); the host then takes those lanes' rows (``harvest``)
+and admits Q new prompts into them (``admit``). Every other request keeps its slot, its KV cache
+and its tokens, and continues in the next call, after the policy was updated: its tokens then
+come from several policies, each recorded with the log-prob under the policy that sampled it
+(the behaviour log-probs the loss's importance ratios need). ``RolloutPool``
+(``rollout_pool.py``) is the host side.
+
+Requests have absolute ids (admission order; row ``id % R``) and sample with the keys of their
+id (``methods.request_keys``), so a request's tokens do not depend on where calls cut it: with
+unchanged params, a run cut into many calls returns exactly the rows of one uninterrupted call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from r1jax.model import ModelConfig, cache_shardings, init_cache
+from r1jax.sampling import continuous
+from r1jax.sampling.continuous import Prompts, SlotState
+from r1jax.sampling.methods import SamplingMethod
+from r1jax.sharding import named_sharding
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Pool:
+    """The device state kept between calls: the L lanes' prefilled prompts and the slots with
+    the R = L * G request rows (``SlotState``; ``queue_end`` counts the admitted requests)."""
+
+    prompts: Prompts
+    slots: SlotState
+
+
+def pool_shardings(config, lanes, width, num_samples, max_new, slots, stop_width, mesh):
+    """NamedShardings of a ``Pool``: lanes, requests and slots over the data axes."""
+    if mesh is None:
+        return None
+    cache = cache_shardings(config, lanes, width, mesh)
+    per_row = lambda *shape: named_sharding(mesh, ("batch",) + (None,) * (len(shape) - 1), shape)
+    prompts = Prompts(
+        k=cache.k,
+        v=cache.v,
+        positions=cache.positions,
+        segment_ids=cache.segment_ids,
+        lengths_Q=per_row(lanes),
+        logits_QV=per_row(lanes, config.vocab_size),
+    )
+    cache_len = width + max_new
+    requests = lanes * num_samples
+    slot_state = continuous.slot_state_shardings(
+        config, requests, max_new, stop_width, slots, cache_len, mesh
+    )
+    return Pool(prompts=prompts, slots=slot_state)
+
+
+def empty_pool(
+    key,
+    *,
+    config: ModelConfig,
+    lanes,
+    width,
+    num_samples,
+    max_new_tokens,
+    slots,
+    stop_width,
+    pad_id,
+) -> Pool:
+    """No lane admitted, every slot idle: prompts ``[L, width]``, R = L * G rows of
+    ``max_new_tokens``, ``slots`` decode slots; ``key`` draws every request's keys."""
+    cache = init_cache(config, lanes, width)
+    prompts = Prompts(
+        k=cache.k,
+        v=cache.v,
+        positions=cache.positions,
+        segment_ids=cache.segment_ids,
+        lengths_Q=jnp.zeros((lanes,), jnp.int32),
+        logits_QV=jnp.zeros((lanes, config.vocab_size), jnp.float32),
+    )
+    s = continuous.empty_state(
+        config, lanes * num_samples, slots, width, max_new_tokens, stop_width, pad_id, key
+    )
+    s = dataclasses.replace(s, queue_end=jnp.zeros_like(s.queue_end))  # nothing queued yet
+    return Pool(prompts=prompts, slots=s)
+
+
+def _write_rows(a, rows, start, axis=0):
+    return jax.lax.dynamic_update_slice_in_dim(a, rows.astype(a.dtype), start, axis)
+
+
+def admit(
+    params, pool: Pool, prompt_QP, prompt_mask_QP, *, config, num_samples, max_new_tokens, pad_id
+) -> Pool:
+    """Prefills Q left-padded prompts ``[Q, P]`` into the next Q lanes of the ring (the host
+    has harvested them) and queues their Q * G requests, rows reset."""
+    q = prompt_QP.shape[0]
+    lanes = pool.prompts.lengths_Q.shape[0]
+    new = continuous.prefill_prompts(
+        params, prompt_QP, prompt_mask_QP, config=config, max_new_tokens=max_new_tokens
+    )
+    s = pool.slots
+    lane0 = s.queue_end // num_samples % lanes
+    old = pool.prompts
+    prompts = Prompts(
+        k=_write_rows(old.k, new.k, lane0, axis=1),
+        v=_write_rows(old.v, new.v, lane0, axis=1),
+        positions=_write_rows(old.positions, new.positions, lane0),
+        segment_ids=_write_rows(old.segment_ids, new.segment_ids, lane0),
+        lengths_Q=_write_rows(old.lengths_Q, new.lengths_Q, lane0),
+        logits_QV=_write_rows(old.logits_QV, new.logits_QV, lane0),
+    )
+    n, row0 = q * num_samples, lane0 * num_samples
+    fill = lambda a, value: _write_rows(a, jnp.full((n, *a.shape[1:]), value, a.dtype), row0)
+    s = dataclasses.replace(
+        s,
+        queue_end=s.queue_end + n,
+        tokens_RT=fill(s.tokens_RT, pad_id),
+        logprobs_RT=fill(s.logprobs_RT, 0),
+        lengths_R=fill(s.lengths_R, 0),
+        done_R=fill(s.done_R, False),
+        budget_R=fill(s.budget_R, max_new_tokens),
+        wait_R=fill(s.wait_R, 0),
+    )
+    return Pool(prompts=prompts, slots=s)
+
+
+def advance(
+    params,
+    pool: Pool,
+    stop_table_EW,
+    target_end,
+    max_steps,
+    *,
+    config: ModelConfig,
+    method: SamplingMethod,
+    num_samples: int,
+    max_new_tokens: int,
+    mesh=None,
+) -> Pool:
+    """Decodes until every request with an id below ``target_end`` has finished, nothing is
+    left to do, or ``max_steps`` decode steps have run (int32 scalars, traced: one compile).
+    Idle slots first take queued requests."""
+    constrain = functools.partial(continuous.constrain, config=config, mesh=mesh)
+    refill = functools.partial(
+        continuous.refill,
+        prompts=pool.prompts,
+        stop_table_EW=stop_table_EW,
+        method=method,
+        num_samples=num_samples,
+        max_new=max_new_tokens,
+    )
+    decode_step = functools.partial(
+        continuous.decode_step,
+        params,
+        pool.prompts,
+        config=config,
+        method=method,
+        num_samples=num_samples,
+    )
+    s = constrain(pool.slots)
+    s = constrain(refill(s, s.request_C < 0))
+    start = s.iterations
+
+    def keep_going(s):
+        busy_C = s.request_C >= 0
+        target_left = (s.next_request < target_end) | jnp.any(busy_C & (s.request_C < target_end))
+        work_left = jnp.any(busy_C) | (s.next_request < s.queue_end)
+        return work_left & target_left & (s.iterations - start < max_steps)
+
+    step = lambda s: constrain(
+        refill(*continuous.record(*decode_step(s), stop_table_EW, max_new_tokens))
+    )
+    return Pool(prompts=pool.prompts, slots=jax.lax.while_loop(keep_going, step, s))
+
+
+def harvest(pool: Pool, row0, *, rows: int):
+    """Rows ``row0 ... row0 + rows - 1`` of the ring, ``(tokens, logprobs, lengths, done,
+    wait)``, and the pool's counters ``(decode steps, slot-steps)`` so far."""
+    s = pool.slots
+    take = lambda a: jax.lax.dynamic_slice_in_dim(a, row0, rows)
+    fields = (s.tokens_RT, s.logprobs_RT, s.lengths_R, s.done_R, s.wait_R)
+    return tuple(map(take, fields)), (s.iterations, s.slot_steps)
