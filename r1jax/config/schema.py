@@ -24,6 +24,8 @@ import dataclasses
 import difflib
 from typing import Any
 
+from r1jax.config.variants import VARIANTS
+
 
 def unknown_key(where: str, key: str, known) -> str:
     """The error message for ``where.key`` not in ``known``, naming the nearest valid key."""
@@ -162,6 +164,10 @@ class GRPOConfig:
     # > 0: once the queue is empty, the slots halve while at most half are busy, down to this
     # many (the tail of long rows decodes in a small batch); 0: the slot count stays.
     decode_min_slots: int = 0
+    # > 0: partial rollouts (r1jax.train.partial_rollouts): prompts in flight (a multiple of
+    # num_prompts, >= 2x); rows unfinished once the oldest batch is done go on next update.
+    partial_lanes: int = 0
+    partial_step_budget: int = 0  # > 0: decode steps per partial-rollout call (0: unbounded)
     accuracy_key: str = "accuracy"
     format_key: str = "format"
 
@@ -190,36 +196,21 @@ class GRPOConfig:
                 f"config.grpo.decode_slots={self.decode_slots} (>= 0, 0 = static), "
                 f"decode_min_slots={self.decode_min_slots} (0 or 1 ... decode_slots)"
             )
-
-
-# The settings a GRPO variant stands for; explicit config keys override them. "r1" is the
-# baseline every other variant starts from. A callable value is computed from the section.
-VARIANTS: dict[str, dict[str, Any]] = {
-    "r1": dict(
-        beta=0.001,
-        eps_low=0.2,
-        eps_high=None,  # = eps_low
-        aggregation="seq_mean",
-        importance="token",
-        advantage_scale="group",
-        dynamic_sampling=False,
-        mask_truncated=False,
-        overlong_cache=0,
-    ),
-    # DAPO (Yu et al., 2025): clip-higher, dynamic sampling, token-level loss, soft overlong
-    # punishment over the last fifth of the budget, no KL.
-    "dapo": dict(
-        beta=0.0,
-        eps_high=0.28,
-        dynamic_sampling=True,
-        aggregation="token_mean",
-        overlong_cache=lambda grpo: grpo.max_new_tokens // 5,
-    ),
-    # Dr. GRPO (Liu et al., 2025): no std scaling, a constant divisor, no KL.
-    "dr_grpo": dict(beta=0.0, advantage_scale="none", aggregation="constant"),
-    # GSPO (Zheng et al., 2025): sequence-level ratio with its small clip range, no KL.
-    "gspo": dict(beta=0.0, importance="sequence", eps_low=3e-4, eps_high=4e-4),
-}
+        q, lanes, mu = self.num_prompts, self.partial_lanes, self.mu
+        if lanes and (
+            lanes < 2 * q
+            or lanes % q
+            or not self.decode_slots
+            or self.decode_min_slots
+            or (mu > 1 and self.tis_cap is None)
+            or self.partial_step_budget < 0
+        ):
+            raise ValueError(
+                f"config.grpo.partial_lanes={lanes} needs a multiple of num_prompts={q} >= "
+                f"{2 * q}, decode_slots > 0 (got {self.decode_slots}), decode_min_slots=0 (got "
+                f"{self.decode_min_slots}), partial_step_budget >= 0, and mu=1 or tis_cap set "
+                f"(mu={mu}: pi_old recomputed, tokens of older policies need the correction)"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

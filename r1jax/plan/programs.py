@@ -8,6 +8,8 @@ abstract arguments (``jax.ShapeDtypeStruct`` with shardings: nothing is allocate
   sampler_decode   (GRPO) the decode loop (one ``while_loop``; its memory is a step's)
   sampler_continuous  (GRPO with ``grpo.decode_slots``) both in one program: the prefill,
                    then ``decode_slots`` slots decoding from the queue of requests
+  sampler_admit / sampler_advance  (GRPO with ``grpo.partial_lanes``) a batch of prompts into
+                   the partial-rollout pool; the pool's slots decoding until a batch is complete
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from r1jax.config.typed import model_config as typed_model_config
 from r1jax.model import abstract_params, param_shardings
 from r1jax.sampling import continuous
 from r1jax.sampling import loop as sampling_loop
+from r1jax.sampling import pool as pool_lib
 from r1jax.sampling.methods import make_method
 from r1jax.sharding import named_sharding
 from r1jax.train import objectives
@@ -223,9 +226,51 @@ def continuous_sampler(stage: Stage, mesh) -> list[Program]:
     return [Program("sampler_continuous", fn, args, PREFILL_ARGS, flops, q * p + c, mesh)]
 
 
+def partial_rollout_sampler(stage: Stage, mesh) -> list[Program]:
+    """GRPO's sampler with partial rollouts (``grpo.partial_lanes``): admitting a batch of
+    prompts into the pool, and advancing the pool (the lanes' prompt cache, the slots' cache,
+    every lane's rows); both donate the pool (FLOPs: the prefill, one decode step)."""
+    grpo, model = stage.grpo, stage.model
+    q, g, p, t = grpo.num_prompts, grpo.num_samples, max(stage.data.buckets), grpo.max_new_tokens
+    c, lanes = grpo.decode_slots, grpo.partial_lanes
+    method = make_method(temperature=grpo.temperature, top_k=grpo.top_k, top_p=grpo.top_p)
+    params = with_shardings(abstract_params(model), param_shardings(model, mesh))
+    prompt = _abstract((q, p), jnp.int32, mesh, ("batch", None))
+    table = _abstract((max(len(grpo.stop_strings), 1), STOP_WIDTH), jnp.int32, mesh, (None, None))
+    statics = dict(config=model, num_samples=g, max_new_tokens=t)
+    shapes = dict(lanes=lanes, width=p, slots=c, stop_width=STOP_WIDTH, pad_id=0)
+    shardings = pool_lib.pool_shardings(model, lanes, p, g, t, c, STOP_WIDTH, mesh)
+    empty = functools.partial(pool_lib.empty_pool, **statics, **shapes)
+    pool = jax.tree.map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+        jax.eval_shape(empty, jax.random.key(0)),
+        shardings,
+    )
+    jit = lambda fn, **kw: jax.jit(
+        functools.partial(fn, **statics, **kw), donate_argnums=1, out_shardings=shardings
+    )
+    admit, advance = jit(pool_lib.admit, pad_id=0), jit(pool_lib.advance, method=method, mesh=mesh)
+    scalar = _abstract((), jnp.int32, mesh, ())
+    prefill_flops = 2 * matmul_params(model) * q * p + attention_flops(model, q, p, p / 2)
+    decode_flops = 2 * matmul_params(model) * c + attention_flops(model, c, 1, p + t)
+    admit_names = ("params", "pool", "prompt", "prompt_mask")
+    advance_names = ("params", "pool", "stop_table", "target_end", "max_steps")
+    return [
+        Program("sampler_admit", admit, (params, pool, prompt, prompt), admit_names,
+                prefill_flops, q * p, mesh),
+        Program("sampler_advance", advance, (params, pool, table, scalar, scalar), advance_names,
+                decode_flops, c, mesh),
+    ]  # fmt: skip
+
+
 def programs_for(stage: Stage, mesh) -> list[Program]:
     """Every program of a training stage (the sampler's too for GRPO)."""
     out = [train_step(stage, mesh)]
     if stage.kind == "grpo":
-        out += continuous_sampler(stage, mesh) if stage.grpo.decode_slots else sampler(stage, mesh)
+        if stage.grpo.partial_lanes:
+            out += partial_rollout_sampler(stage, mesh)
+        else:
+            out += (
+                continuous_sampler(stage, mesh) if stage.grpo.decode_slots else sampler(stage, mesh)
+            )
     return out

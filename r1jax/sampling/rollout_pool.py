@@ -76,20 +76,7 @@ class RolloutPool:
         max_steps: int = 0,
     ):
         q, g, t = batch_prompts, num_samples, max_new_tokens
-        if not sampler.slots or sampler.min_slots:
-            raise ValueError(
-                f"partial rollouts decode with continuous batching: Sampler(slots > 0, "
-                f"min_slots=0), got slots={sampler.slots}, min_slots={sampler.min_slots}"
-            )
-        if q < 1 or lanes < 2 * q or lanes % q:
-            raise ValueError(f"lanes={lanes}: a multiple of the batch's {q} prompts, >= {2 * q}")
-        if sampler.multi_process:
-            raise NotImplementedError("partial rollouts run on one process (a mesh is fine)")
-        if prompt_length + t > sampler.config.max_position_embeddings:
-            raise ValueError(
-                f"prompt_length={prompt_length} + max_new_tokens={t} is past the model's "
-                f"max_position_embeddings={sampler.config.max_position_embeddings}"
-            )
+        _check(sampler, q, lanes, prompt_length, t)
         self.sampler, self.q, self.g, self.t, self.width = sampler, q, g, t, prompt_length
         self.lanes, self.max_steps, self.stop_strings = lanes, int(max_steps), tuple(stop_strings)
         self.tokenizer = tokenizer
@@ -210,3 +197,21 @@ class RolloutPool:
         self.batches.popleft()
         self.counters, self.generated = (int(counters[0]), int(counters[1])), 0
         return Harvest(batch.payload, sample, versions, calls)
+
+
+def _check(sampler, q: int, lanes: int, prompt_length: int, t: int) -> None:
+    """Errors for a pool ``sampler`` cannot run."""
+    if not sampler.slots or sampler.min_slots:
+        raise ValueError(
+            f"partial rollouts decode with continuous batching: Sampler(slots > 0, "
+            f"min_slots=0), got slots={sampler.slots}, min_slots={sampler.min_slots}"
+        )
+    if q < 1 or lanes < 2 * q or lanes % q:
+        raise ValueError(f"lanes={lanes}: a multiple of the batch's {q} prompts, >= {2 * q}")
+    if sampler.multi_process:
+        raise NotImplementedError("partial rollouts run on one process (a mesh is fine)")
+    if prompt_length + t > sampler.config.max_position_embeddings:
+        raise ValueError(
+            f"prompt_length={prompt_length} + max_new_tokens={t} is past the model's "
+            f"max_position_embeddings={sampler.config.max_position_embeddings}"
+        )

@@ -31,7 +31,7 @@ import numpy as np
 
 from r1jax import multihost
 from r1jax.config import GRPOConfig
-from r1jax.train import grpo_packing, rl_metrics
+from r1jax.train import grpo_packing, partial_rollouts, rl_metrics
 from r1jax.train import rollout as rollout_lib
 from r1jax.train.state import TrainState, refresh_frozen
 from r1jax.train.step import batch_sharding
@@ -57,6 +57,8 @@ class GRPOParts:
     grpo: GRPOConfig
     pad_id: int = 0
     mesh: Any = None
+    prompt_length: int = 0  # partial rollouts: the pool's prompt width (the largest bucket)
+    pool: Any = None  # partial rollouts: the ``RolloutPool``, made at the first iteration
 
 
 def recomputes_old_logprobs(parts: GRPOParts) -> bool:
@@ -166,10 +168,10 @@ def grpo_iteration(
     explicitly before it); None runs the update unguarded.
     """
     start = time.perf_counter()
-    sample_fn = _SamplerWork(sample_fn_for(state, parts, step))
+    next_prompts, sample_fn, partial = rollout_source(state, data, parts, step)
     reward = _TimedReward(parts.reward)
     rollout, info = rollout_lib.collect(  # 1. rollout: sampler (jit) + rewards (pool)
-        lambda _: next(data),
+        next_prompts,
         sample_fn,
         reward,
         parts.tokenizer,
@@ -193,13 +195,27 @@ def grpo_iteration(
     info = dynamic_counts(info, parts.mesh)
     metrics = rollout_metrics(rollout, parts) | info | rl_metrics.loss_metrics(step_metrics)
     metrics |= pack_info | sample_fn.metrics(parts.mesh)
+    metrics |= partial.metrics() if partial is not None else {}
     metrics |= {
-        "time/sample": sample_fn.seconds,
+        "time/sample": sample_fn.seconds + getattr(next_prompts, "seconds", 0.0),
         "time/score": reward.evaluate.seconds,
         "time/update": end - update_start,
         "time/step": end - start,
     }
     return state, metrics
+
+
+def rollout_source(state: TrainState, data: Iterator[Mapping], parts: GRPOParts, step: int):
+    """``collect``'s ``(next_prompts, sample_fn)`` (the sampler timed and its work counted)
+    and the ``PartialRounds`` behind them with partial rollouts (else None)."""
+    if not parts.grpo.partial_lanes:
+        return (lambda _: next(data)), _SamplerWork(sample_fn_for(state, parts, step)), None
+    if parts.pool is None:
+        num_prompts = local_num_prompts(parts)
+        parts.pool = partial_rollouts.make_pool(parts, state, num_prompts, parts.prompt_length)
+    rounds = partial_rollouts.PartialRounds(parts.pool, data, state.params, step)
+    # The pool decodes while ``next_prompts`` runs: timed there (time/sample adds both).
+    return _Timer(rounds.next_prompts), _SamplerWork(rounds.sample_fn), rounds
 
 
 def pack(batch: dict, parts: GRPOParts) -> tuple[dict, dict[str, float]]:

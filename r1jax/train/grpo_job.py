@@ -132,6 +132,7 @@ def build(stage: Stage, workdir: Path) -> Job:
         grpo=grpo,
         pad_id=pad,
         mesh=setup.mesh,
+        prompt_length=max(stage.data.buckets),
     )
     data = _PoppingStats(data_iter := iter(dataset))
 

@@ -75,6 +75,24 @@ def test_continuous_batching_is_planned_as_one_program():
     assert out.cache.k.shape[1] == 1 and out.tokens_RT.shape == (8, 16)  # the last phase's
 
 
+def test_partial_rollouts_are_planned_as_admit_and_advance():
+    """``grpo.partial_lanes``: admitting a batch and advancing the pool compile, the pool
+    (4 lanes' prompts, 4 slots' cache, 16 rows) donated and returned in place."""
+    flags = ["--config.grpo.decode_slots=4", "--config.grpo.partial_lanes=4"]
+    stage = _stage(*TINY_GRPO, *flags)
+    result = plan_command.plan(stage, "local")
+    assert set(result["programs"]) == {"train_step", "sampler_admit", "sampler_advance"}
+    for name in ("sampler_admit", "sampler_advance"):
+        got = result["programs"][name]
+        assert got["fits"] and got["compile_error"] is None, name
+    admit, advance = programs.partial_rollout_sampler(stage, make_mesh(stage.mesh))
+    out = jax.eval_shape(advance.fn, *advance.args)
+    assert out.slots.cache.k.shape[1] == 4 and out.slots.tokens_RT.shape == (16, 16)
+    assert out.prompts.k.shape[1] == 4
+    alias = advance.lower().compile().as_text()
+    assert "input_output_alias" in alias  # the pool is donated: updated in place
+
+
 def test_a_run_that_does_not_fit_exits_1_and_says_what_dominates(capsys):
     # 2M x 512 embedding: 4 GiB of fp32 params, 12 GiB with Adam, on every data-parallel device
     big = [*TINY_GRPO, "--config.model.vocab_size=2097152", "--config.model.hidden_size=512"]
