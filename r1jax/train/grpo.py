@@ -197,7 +197,7 @@ def grpo_iteration(
     metrics |= pack_info | sample_fn.metrics(parts.mesh)
     metrics |= partial.metrics() if partial is not None else {}
     metrics |= {
-        "time/sample": sample_fn.seconds + getattr(next_prompts, "seconds", 0.0),
+        "time/sample": sample_fn.seconds,
         "time/score": reward.evaluate.seconds,
         "time/update": end - update_start,
         "time/step": end - start,
@@ -214,8 +214,16 @@ def rollout_source(state: TrainState, data: Iterator[Mapping], parts: GRPOParts,
         num_prompts = local_num_prompts(parts)
         parts.pool = partial_rollouts.make_pool(parts, state, num_prompts, parts.prompt_length)
     rounds = partial_rollouts.PartialRounds(parts.pool, data, state.params, step)
-    # The pool decodes while ``next_prompts`` runs: timed there (time/sample adds both).
-    return _Timer(rounds.next_prompts), _SamplerWork(rounds.sample_fn), rounds
+    work = _SamplerWork(rounds.sample_fn)
+
+    def next_prompts(round_index):  # the pool decodes here: sampling time
+        start = time.perf_counter()
+        try:
+            return rounds.next_prompts(round_index)
+        finally:
+            work.seconds += time.perf_counter() - start
+
+    return next_prompts, work, rounds
 
 
 def pack(batch: dict, parts: GRPOParts) -> tuple[dict, dict[str, float]]:

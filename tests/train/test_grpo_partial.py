@@ -49,6 +49,10 @@ def test_rows_sampled_before_an_update_feed_their_behaviour_logprobs_to_the_loss
         now = np.asarray(parts.logprobs_fn(params[step], batch))
         assert np.abs(now[stale] - batch["old_logprobs"][stale]).max() > 1e-3
     assert metrics["sample/pool_calls"] == 1
+    # The pool decodes while the round draws its batch: that time is the sampling time that
+    # tokens/s divides by (at most every lane's rows' tokens were sampled this iteration).
+    tokens = metrics["sample/useful_tokens_per_s"] * metrics["time/sample"]
+    assert 0 < tokens <= 2 * NUM_PROMPTS * options.num_samples * options.max_new_tokens
 
 
 @pytest.mark.parametrize(
