@@ -13,10 +13,17 @@ had sampled EOS), and times the static loop and continuous batching (``--slots``
 rows in this process: ``{"static": {...}, "continuous": {...}}`` with useful tokens/s, slot
 utilisation (useful tokens / slot-steps computed) and wall seconds of each.
 
+``--partial-batches N`` draws N such batches and decodes them one after another with continuous
+batching (a call per batch: each ends with its longest row) and with partial rollouts (a pool of
+two batches in flight: the next batch's rows fill the slots while a batch's tail finishes):
+``{"continuous": {...}, "partial": {...}, "speedup": ...}``.
+
 Run::
 
     python benchmarks/sampler.py --compare-hf
     python benchmarks/sampler.py --long-tail --prompts 32 --samples 8 --new-tokens 512 --json
+    python benchmarks/sampler.py --partial-batches 4 --prompts 8 --samples 8 --slots 32 \
+        --new-tokens 256 --json
     python benchmarks/sampler.py --hidden 1536 --layers 28 --heads 12 --kv-heads 2 --mlp 8960 \\
         --vocab 151936 --prompts 32 --samples 8 --prompt-len 256 --new-tokens 512 \\
         --dtype bfloat16 --peak-bw-gbs 4800          # the 1.5B shape on a GPU
@@ -35,6 +42,7 @@ import numpy as np
 
 from r1jax.model import ModelConfig, hf, init_params
 from r1jax.sampling import Categorical, Sampler
+from r1jax.sampling.rollout_pool import RolloutPool
 from r1jax.sampling.stop import stop_table
 
 
@@ -101,11 +109,13 @@ def bench_r1jax(args, config, params) -> dict:
     return out
 
 
-def long_tail_lengths(args) -> np.ndarray:
-    """Per-row lengths ``[rows]``: log-normal with the given median and p95 / median, capped."""
+def long_tail_lengths(args, rows: int = 0) -> np.ndarray:
+    """Per-row lengths ``[rows]`` (default prompts x samples): log-normal with the given median
+    and p95 / median, capped."""
     sigma = np.log(args.tail_ratio) / 1.6449  # the 95th percentile of N(0, 1)
     rng = np.random.default_rng(args.seed)
-    drawn = args.median_tokens * np.exp(sigma * rng.standard_normal(args.prompts * args.samples))
+    rows = rows or args.prompts * args.samples
+    drawn = args.median_tokens * np.exp(sigma * rng.standard_normal(rows))
     return np.clip(np.round(drawn), 1, args.new_tokens).astype(np.int32)
 
 
@@ -152,6 +162,53 @@ def bench_long_tail(args, config, params) -> dict:
     result["same_tokens"] = bool(same)
     result["speedup"] = (
         result["continuous"]["useful_tokens_per_s"] / result["static"]["useful_tokens_per_s"]
+    )
+    return result
+
+
+def bench_partial(args, config, params) -> dict:
+    """``--partial-batches N``: N batches of long-tailed rows (``--prompts`` x ``--samples``
+    each), decoded batch after batch by continuous batching (one call each) and by a partial
+    rollout pool of 2 batches in flight (``RolloutPool``), on the same rows."""
+    rows = args.prompts * args.samples
+    lengths = long_tail_lengths(args, rows * args.partial_batches).reshape(-1, rows)
+    prompts, method = _prompts(args), Categorical(temperature=1.0)
+    kw = dict(num_samples=args.samples, max_new_tokens=args.new_tokens, method=method)
+    sampler = Sampler(config, buckets=(args.prompt_len,), slots=args.slots)
+    pool = RolloutPool(
+        sampler, batch_prompts=args.prompts, lanes=2 * args.prompts, prompt_length=args.prompt_len,
+        key=jax.random.key(0), **kw,
+    )  # fmt: skip
+
+    def continuous():
+        return [
+            sampler(params, prompts, rng=jax.random.key(0), row_budget=b, **kw) for b in lengths
+        ]
+
+    def partial():
+        pending, outs = list(lengths), []
+        while pending or pool.batches:
+            while pending and pool.wants_prompts:
+                pool.admit(params, prompts, budget=pending.pop(0))
+            outs.append(pool.next_batch(params).sample)
+        return outs
+
+    result = {"batches": args.partial_batches, "rows_per_batch": rows, "slots": args.slots}
+    for name, run in {"continuous": continuous, "partial": partial}.items():
+        run()  # compiles
+        t0 = time.perf_counter()
+        outs = run()
+        wall = time.perf_counter() - t0
+        assert np.array_equal(np.stack([o.lengths for o in outs]), lengths), name
+        work = [o.work() for o in outs]
+        useful = sum(w["useful_tokens"] for w in work)
+        result[name] = {
+            "useful_tokens_per_s": useful / wall,
+            "slot_utilisation": useful / sum(w["slot_steps"] for w in work),
+            "wall_s": wall,
+        }
+    result["speedup"] = (
+        result["partial"]["useful_tokens_per_s"] / result["continuous"]["useful_tokens_per_s"]
     )
     return result
 
@@ -221,13 +278,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tail-ratio", type=float, default=8.0, help="p95 / median of lengths")
     parser.add_argument("--seed", type=int, default=0, help="of the drawn lengths")
     parser.add_argument("--json", action="store_true", help="print one line of JSON")
+    parser.add_argument("--partial-batches", type=int, default=0, help="continuous vs partial")
     parser.add_argument("--decode-windows", type=int, default=4, help="static loop's phases")
     args = parser.parse_args(argv)
 
     config = _config(args)
     params = init_params(config, jax.random.key(0))
-    if args.long_tail:
-        result = bench_long_tail(args, config, params)
+    if args.long_tail or args.partial_batches:
+        bench = bench_partial if args.partial_batches else bench_long_tail
+        result = bench(args, config, params)
         print(json.dumps(result, indent=None if args.json else 2))
         return result
     result = {"device": str(jax.devices()[0].device_kind), "config": config.to_dict()}

@@ -101,10 +101,20 @@ def _write_rows(a, rows, start, axis=0):
 
 
 def admit(
-    params, pool: Pool, prompt_QP, prompt_mask_QP, *, config, num_samples, max_new_tokens, pad_id
+    params,
+    pool: Pool,
+    prompt_QP,
+    prompt_mask_QP,
+    budget_N=None,
+    *,
+    config,
+    num_samples,
+    max_new_tokens,
+    pad_id,
 ) -> Pool:
     """Prefills Q left-padded prompts ``[Q, P]`` into the next Q lanes of the ring (the host
-    has harvested them) and queues their Q * G requests, rows reset."""
+    has harvested them) and queues their N = Q * G requests, rows reset; ``budget_N``: each
+    request's new-token limit (default ``max_new_tokens``)."""
     q = prompt_QP.shape[0]
     lanes = pool.prompts.lengths_Q.shape[0]
     new = continuous.prefill_prompts(
@@ -130,7 +140,9 @@ def admit(
         logprobs_RT=fill(s.logprobs_RT, 0),
         lengths_R=fill(s.lengths_R, 0),
         done_R=fill(s.done_R, False),
-        budget_R=fill(s.budget_R, max_new_tokens),
+        budget_R=fill(s.budget_R, max_new_tokens)
+        if budget_N is None
+        else _write_rows(s.budget_R, budget_N, row0),
         wait_R=fill(s.wait_R, 0),
     )
     return Pool(prompts=prompts, slots=s)

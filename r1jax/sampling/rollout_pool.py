@@ -117,9 +117,12 @@ class RolloutPool:
         """True while fewer than L lanes hold prompts."""
         return len(self.batches) * self.q < self.lanes
 
-    def admit(self, params, prompts: Sequence[Sequence[int]], payload: Any = None) -> None:
+    def admit(
+        self, params, prompts: Sequence[Sequence[int]], payload: Any = None, budget=None
+    ) -> None:
         """Queues Q prompts (token-id lists, each at most ``prompt_length`` tokens), G requests
-        each; ``payload`` comes back with their ``Harvest``."""
+        each; ``payload`` comes back with their ``Harvest``. ``budget``: optional per-request
+        new-token limits ``[Q * G]`` (as ``Sampler(row_budget=...)``)."""
         if not self.wants_prompts:
             raise RuntimeError(f"all {self.lanes} lanes are in flight: take a batch first")
         if len(prompts) != self.q:
@@ -130,6 +133,12 @@ class RolloutPool:
                     f"prompt {i} has {len(ids)} tokens: 1 ... {self.width} (the pool's "
                     "prompt_length) fit"
                 )
+        n = self.q * self.g
+        if budget is not None:
+            budget = np.asarray(budget, np.int32)
+            if budget.shape != (n,) or budget.min() < 1:
+                raise ValueError(f"budget: {n} values >= 1 (Q * G requests), got {budget.shape}")
+            budget = self.sampler.put(budget, ("batch",))
         tokens_QP, mask_QP = left_pad(prompts, self.width, self.sampler.pad_id)
         rows = self._rows(self.queue_end)
         self.seen_R[rows], self.versions_RT[rows] = 0, -1
@@ -137,8 +146,8 @@ class RolloutPool:
         self.batches.append(_Batch(payload, tokens_QP, mask_QP, self.queue_end, steps))
         put = lambda x: self.sampler.put(x, ("batch", None))
         with self.sampler.mesh_context():
-            self.pool = self._admit(params, self.pool, put(tokens_QP), put(mask_QP))
-        self.queue_end += self.q * self.g
+            self.pool = self._admit(params, self.pool, put(tokens_QP), put(mask_QP), budget)
+        self.queue_end += n
 
     def _rows(self, first_request: int) -> slice:
         start = first_request % (self.lanes * self.g)

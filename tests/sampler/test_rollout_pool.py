@@ -146,3 +146,23 @@ def test_bad_pools_and_prompts_are_errors(params):
         pool.admit(params, [[1], list(range(1, 10))])
     with pytest.raises(RuntimeError, match="admit prompts first"):
         pool.next_batch(params)
+
+
+def test_request_budgets_end_rows_at_their_limit(params):
+    """Per-request limits at admission (as ``Sampler(row_budget=...)``): a row ends at its
+    limit ("length") unless a stop token came first."""
+    sampler = Sampler(CONFIG, buckets=BUCKETS, slots=4)
+    budgets = np.asarray([[1, 2, 3, 10, 4, 5], [6, 7, 8, 9, 10, 1]])
+    pool = _pool(sampler)
+    for prompts, budget in zip(BATCHES[:2], budgets, strict=True):
+        pool.admit(params, prompts, budget=budget)
+    hit = 0
+    for budget in budgets:
+        got = pool.next_batch(params).sample
+        by_length = got.finish_reason == "length"
+        np.testing.assert_array_equal(got.lengths[by_length], budget[by_length])
+        assert np.all(got.lengths <= budget)
+        hit += np.sum(by_length & (budget < T))
+    assert hit > 0
+    with pytest.raises(ValueError, match="budget: 6 values >= 1"):
+        pool.admit(params, BATCHES[0], budget=[0] * 6)
