@@ -272,7 +272,9 @@ class EvalConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RejectionConfig:
-    """Filters of rejection sampling and the per-prompt cap."""
+    """Filters of rejection sampling (R1: mixed languages, long paragraphs, code blocks in the
+    chain of thought; incorrect, malformed, truncated, degenerate) and the per-prompt cap.
+    ``language``: the target where an example has no ``language`` field of its own."""
 
     max_per_prompt: int = 3
     require_correct: bool = True
@@ -282,6 +284,8 @@ class RejectionConfig:
     repetition_ngram: int = 4
     max_repetition: float = 0.5
     drop_truncated: bool = True
+    max_paragraph_words: int = 400  # a longer paragraph of the chain of thought: rejected (0: off)
+    drop_code_blocks: bool = True  # a fenced ``` block in the chain of thought: rejected
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from r1jax.data.errors import DataError
+from r1jax.rewards.language import LANGUAGE_SCRIPTS
 
 Purpose = Literal["rl", "sft"]
 FORMATS = ("auto", "gsm8k", "math", "prompt_answer", "messages")
@@ -201,6 +202,13 @@ def normalize_record(
             f"empty gold answer {out['answer']!r}: no completion could ever earn its reward",
             origin=origin,
             field=field_map_inverse(field_map, "answer"),
+        )
+    language = out.get("language")
+    if language is not None and language not in LANGUAGE_SCRIPTS:
+        raise DataError(
+            f"unknown language {language!r}; known: {sorted(LANGUAGE_SCRIPTS)}",
+            origin=origin,
+            field=field_map_inverse(field_map, "language"),
         )
     out["_origin"] = origin
     return out

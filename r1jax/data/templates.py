@@ -28,14 +28,28 @@ R1_ZERO_TEMPLATE = (
 )
 """The R1-Zero prompt [R1, table 1], verbatim; ``{prompt}`` is the question."""
 
+R1_ZERO_TEMPLATE_ZH = (
+    "用户与助手之间的对话。用户提出一个问题，助手来解决它。助手先在脑海中思考推理过程，然后向用户"
+    "给出答案。推理过程和答案分别包含在 <think> </think> 和 <answer> </answer> 标签中，即 "
+    "<think> 推理过程 </think> <answer> 答案 </answer>。用户：{prompt}。助手："
+)
+"""The R1-Zero prompt in Chinese (the same sentences and the same tags)."""
+
+R1_ZERO_TEMPLATES = {"en": R1_ZERO_TEMPLATE, "zh": R1_ZERO_TEMPLATE_ZH}
+
 # Simple chat layout for models without a chat template of their own.
 FALLBACK_CHAT_TEMPLATE = "<|{role}|>\n{content}\n"
 FALLBACK_GENERATION_PROMPT = "<|assistant|>\n"
 
 
-def format_r1_zero(prompt: str) -> str:
-    """The R1-Zero prompt text for one question (``str.replace``, so braces in it are safe)."""
-    return R1_ZERO_TEMPLATE.replace("{prompt}", prompt)
+def format_r1_zero(prompt: str, language: str = "en") -> str:
+    """The R1-Zero prompt text for one question in ``language``'s template (``"en"`` or
+    ``"zh"``; ``str.replace``, so braces in the question are safe)."""
+    if language not in R1_ZERO_TEMPLATES:
+        raise ValueError(
+            f"no R1-Zero template for language {language!r}; known: {sorted(R1_ZERO_TEMPLATES)}"
+        )
+    return R1_ZERO_TEMPLATES[language].replace("{prompt}", prompt)
 
 
 def format_completion(think: str, answer: str) -> str:
@@ -97,8 +111,10 @@ class PromptFormatter:
     """Record → prompt text, picklable (grain workers). ``template`` is ``"r1_zero"``,
     ``"chat"``, ``"raw"`` or a callable ``record -> str``.
 
-    ``"r1_zero"`` and ``"raw"`` use the record's ``prompt``; ``"chat"`` renders the record's
-    ``messages`` (or a single user turn made of ``prompt``) with a generation prompt.
+    ``"r1_zero"`` and ``"raw"`` use the record's ``prompt``; ``"r1_zero"`` speaks the record's
+    ``language`` (its field: "zh" takes the Chinese template, anything else English).
+    ``"chat"`` renders the record's ``messages`` (or a single user turn made of ``prompt``)
+    with a generation prompt.
     """
 
     def __init__(self, template: str | Callable[[dict[str, Any]], str], tokenizer: Tokenizer):
@@ -113,11 +129,18 @@ class PromptFormatter:
         if callable(self.template):
             return self.template(record)
         if self.template == "r1_zero":
-            return format_r1_zero(record["prompt"])
+            return format_r1_zero(record["prompt"], _template_language(record))
         if self.template == "raw":
             return record["prompt"]
         msgs = record.get("messages") or [{"role": "user", "content": record["prompt"]}]
         return self.chat.render(msgs, add_generation_prompt=True)
+
+
+def _template_language(record: dict[str, Any]) -> str:
+    """The record's ``language`` field when it has an R1-Zero template, else English (a
+    language without a template of its own, e.g. "fr", is asked in English)."""
+    language = record.get("language") or "en"
+    return language if language in R1_ZERO_TEMPLATES else "en"
 
 
 def encode_prompt(tokenizer: Tokenizer, text: str, *, add_bos: bool = True) -> list[int]:

@@ -1,6 +1,10 @@
 """Rejection sampling (R1 stage 3): sample k completions per prompt, keep the correct, well-formed,
 readable, non-degenerate ones, at most N distinct per prompt, and write SFT-ready JSONL.
 
+Readable as R1 filters it: the chain of thought is in the example's language (its ``language``
+field, else the run's), and has no code block and no overlong paragraph. Each rejection reason
+is counted in the stage's statistics (``rejected/<reason>``).
+
 Correct means `JudgedSample.correct` (``r1jax.evaluation.metrics.is_correct`` of the
 correctness reward), the same verdict pass@1 averages.
 """
@@ -8,6 +12,7 @@ correctness reward), the same verdict pass@1 averages.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,14 +40,23 @@ def rejection_reason(sample: JudgedSample, settings: RejectionConfig) -> str | N
     think = thinking_region(sample.completion)
     # Traces made only of numbers and symbols (arithmetic) have no language to check.
     has_words = sum(script_word_counts(think).values()) > 0
-    if (
-        has_words
-        and language_consistency(think, settings.language) < settings.min_language_consistency
-    ):
+    language = sample.fields.get("language") or settings.language
+    if has_words and language_consistency(think, language) < settings.min_language_consistency:
         return "language"
     if repetition_fraction(sample.completion, settings.repetition_ngram) > settings.max_repetition:
         return "degenerate"
+    if settings.drop_code_blocks and "```" in think:
+        return "code_block"
+    if settings.max_paragraph_words and longest_paragraph(think) > settings.max_paragraph_words:
+        return "long_paragraph"
     return None
+
+
+def longest_paragraph(text: str) -> int:
+    """Words (``script_word_counts``: a Chinese character is one) of the longest paragraph of
+    ``text``, paragraphs being separated by blank lines."""
+    paragraphs = re.split(r"\n\s*\n", text)
+    return max(sum(script_word_counts(p).values()) for p in paragraphs)
 
 
 def select(

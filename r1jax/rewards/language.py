@@ -6,6 +6,12 @@ Greek, Arabic, Hebrew, Devanagari, Thai or Hangul letters is one word; Chinese h
 each Han character is one word, and so is each kana character. LaTeX commands (``\\frac``), digits,
 punctuation and maths are not words. Greek letters are neutral unless the target is Greek, since
 maths uses them (π, θ) in every language.
+
+Maths written in Latin letters is in no language either, so a Chinese derivation full of
+variables is not "mixed": inline maths (``$...$``, ``\\(...\\)``, ``\\[...\\]``) is skipped, and
+a Latin word is neutral when it is a single letter (x, n), a short all-capitals name (AB, ABC),
+touches a digit or an operator (2x, x2, x^2, f(x) -> f), or is a function or unit name
+(``MATH_WORDS``: sin, log, gcd, cm, kg, ...).
 """
 
 from __future__ import annotations
@@ -31,6 +37,26 @@ _WORD_RE = re.compile(
     r"\\[A-Za-z]+|" + "|".join(f"(?P<{name}>{pattern})" for name, pattern in _SCRIPTS.items())
 )
 
+_MATH_SPAN_RE = re.compile(r"\$\$.*?\$\$|\$[^$\n]*\$|\\\(.*?\\\)|\\\[.*?\\\]", flags=re.DOTALL)
+# Function, operator and unit names that maths writes in Latin letters in every language.
+MATH_WORDS = frozenset(
+    "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln lg exp lim max min "
+    "gcd lcm mod sqrt det deg rad abs floor ceil sgn mm cm km kg mg ml mol hz kb mb gb km/h "
+    "mph sec hr".split()
+)
+_OPERATORS = set("0123456789+-*/=^_()<>[]{}|'")
+
+
+def _is_math_word(text: str, start: int, end: int) -> bool:
+    """Whether the Latin word ``text[start:end]`` is maths (see the module docstring)."""
+    word = text[start:end]
+    if len(word) == 1 or word.lower() in MATH_WORDS or (word.isupper() and len(word) <= 3):
+        return True
+    before = text[start - 1] if start else ""
+    after = text[end] if end < len(text) else ""
+    return before in _OPERATORS or after in _OPERATORS
+
+
 # Target language -> scripts whose words count as "in the language".
 LANGUAGE_SCRIPTS: dict[str, frozenset[str]] = {
     **{lang: frozenset({"latin"}) for lang in ("en", "fr", "de", "es", "it", "pt", "nl", "vi")},
@@ -48,10 +74,14 @@ LANGUAGE_SCRIPTS: dict[str, frozenset[str]] = {
 
 
 def script_word_counts(text: str) -> dict[str, int]:
-    """Number of words per script in `text` (LaTeX commands skipped)."""
+    """Number of words per script in `text` (LaTeX commands, inline maths and maths words in
+    Latin letters skipped)."""
+    text = _MATH_SPAN_RE.sub(" ", text)
     counts: dict[str, int] = {}
     for match in _WORD_RE.finditer(text):
         script = match.lastgroup
+        if script == "latin" and _is_math_word(text, *match.span()):
+            continue
         if script is not None:
             counts[script] = counts.get(script, 0) + 1
     return counts

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -102,9 +103,16 @@ def overlong_penalty(lengths_R, max_length: int, cache_length: int) -> np.ndarra
     return np.where(lengths > max_length, -1.0, penalty)
 
 
+# Scripts written without spaces: each character is one token of the n-grams (a Chinese loop
+# has no spaces to split on). Everything else splits on whitespace.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df"
+_TOKEN_RE = re.compile(f"[{_CJK}]|[^\\s{_CJK}]+")
+
+
 def repetition_fraction(text: str, ngram_size: int) -> float:
-    """1 - distinct/total over the word n-grams of `text`; 0.0 when there are too few words."""
-    words = text.lower().split()
+    """1 - distinct/total over the n-grams of `text`'s tokens (whitespace-separated words, and
+    each Chinese or Japanese character on its own); 0.0 when there are too few tokens."""
+    words = _TOKEN_RE.findall(text.lower())
     total = len(words) - ngram_size + 1
     if total <= 0:
         return 0.0

@@ -15,13 +15,20 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 # Reflection phrases (the R1 paper's "aha" signal), each a case-insensitive whole-word pattern
-# that also takes the usual inflections and spellings ("verified", "re-check", "recheck").
+# that also takes the usual inflections and spellings ("verified", "re-check", "recheck"), and
+# their Chinese counterparts.
 REFLECTION_PATTERNS = {
     "wait": r"\bwait\b",
     "let me check": r"\blet me (?:double[\s-]?)?check\b",
     "verify": r"\bverif(?:y|ies|ied|ying|ication)\b",
     "re-evaluate": r"\bre[\s-]?evaluat(?:e|es|ed|ing|ion)\b",
     "re-check": r"\bre[\s-]?check(?:s|ed|ing)?\b",
+    # Chinese (no word boundaries): R1's own "aha" words in its Chinese traces.
+    "等等": r"等等|等一下",
+    "让我检查": r"让我(?:再)?(?:检查|验证|确认|核对)",
+    "重新": r"重新(?:计算|检查|考虑|思考|审视|看)",
+    "再想想": r"再想想|再想一下",
+    "验证": r"验证一下|验算",
 }
 _REFLECTION_RE = re.compile("|".join(REFLECTION_PATTERNS.values()), flags=re.IGNORECASE)
 

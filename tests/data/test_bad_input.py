@@ -29,6 +29,7 @@ CASES = {
     "nan_answer": ({"prompt": "Compute 0 / 0", "answer": float("nan")}, "answer", "non-finite"),
     "inf_answer": ({"prompt": "Compute 1 / 0", "answer": float("inf")}, "answer", "non-finite"),
     "gsm8k_blank": ({"question": "Q", "answer": "so #### ,"}, "answer", "empty final answer"),
+    "bad_language": ({**GOOD, "language": "zh-CN"}, "language", "unknown language 'zh-CN'"),
 }
 
 

@@ -118,3 +118,17 @@ def test_chat_template_bos_is_not_doubled(hf_tokenizer, sp_tokenizer):
 def test_unknown_template_is_rejected(sp_tokenizer):
     with pytest.raises(ValueError, match="template must be"):
         PromptFormatter("alpaca", sp_tokenizer)
+
+
+def test_the_r1_zero_template_speaks_the_records_language():
+    from r1jax.data.templates import R1_ZERO_TEMPLATE_ZH, PromptFormatter, format_r1_zero
+
+    formatter = PromptFormatter("r1_zero", tokenizer=None)
+    zh = formatter({"prompt": "3 + 4 等于多少", "language": "zh"})
+    assert zh == R1_ZERO_TEMPLATE_ZH.replace("{prompt}", "3 + 4 等于多少")
+    assert zh.endswith("用户：3 + 4 等于多少。助手：") and "<think> </think>" in zh
+    assert formatter({"prompt": "q"}) == format_r1_zero("q") == formatter(
+        {"prompt": "q", "language": "fr"}
+    )  # no French template: the English one
+    with pytest.raises(ValueError, match="no R1-Zero template for language 'de'"):
+        format_r1_zero("q", "de")

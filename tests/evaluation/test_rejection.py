@@ -1,5 +1,7 @@
 """Rejection sampling keeps only correct, well-formed, readable, distinct samples, capped."""
 
+import itertools
+
 from r1jax.evaluation.judge import JudgedSample
 from r1jax.evaluation.rejection import RejectionConfig, select
 
@@ -49,3 +51,26 @@ def test_language_mixing_and_degenerate_repetition_are_rejected():
     assert kept == [] and counts == {"language": 1, "degenerate": 1}
     # Arithmetic-only traces have no words to judge and pass the language filter.
     assert select([_sample(0)], RejectionConfig())[0]
+
+
+def test_each_example_is_judged_in_its_own_language():
+    """A Chinese trace is kept for an example whose ``language`` is "zh", rejected as mixed
+    for one without (the run's language, English); maths in it does not count."""
+    zh = "<think>设 x + 3 = 7，所以 x 等于 四。</think> <answer>4</answer>"
+    zh_sample = _sample(0, zh)
+    zh_sample = JudgedSample(**{**zh_sample.__dict__, "fields": {"answer": "4", "language": "zh"}})
+    kept, counts = select([zh_sample, _sample(1, zh)], RejectionConfig())
+    assert kept == [zh_sample] and counts == {"language": 1}
+
+
+def test_code_blocks_and_long_paragraphs_in_the_chain_of_thought_are_rejected():
+    code = "<think>We add.\n```python\nprint(2 + 2)\n```\nSo four.</think> <answer>4</answer>"
+    words = " ".join("".join(w) for w in itertools.product("bdfk", repeat=3))[:239]  # 60
+    long = f"<think>{words}\n\nshort one</think> <answer>4</answer>"
+    split = f"<think>{words[:200]}\n\n{words[200:]}</think> <answer>4</answer>"
+    settings = RejectionConfig(max_paragraph_words=50)
+    kept, counts = select([_sample(0, code), _sample(1, long), _sample(2, split)], settings)
+    assert [s.question for s in kept] == [2]
+    assert counts == {"code_block": 1, "long_paragraph": 1}
+    off = RejectionConfig(max_paragraph_words=0, drop_code_blocks=False)
+    assert len(select([_sample(0, code), _sample(1, long)], off)[0]) == 2

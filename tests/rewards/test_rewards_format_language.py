@@ -92,3 +92,22 @@ def test_language_reward_reads_chain_of_thought_and_language_field():
 def test_unknown_language_raises():
     with pytest.raises(ValueError, match="unknown language"):
         LanguageReward(language="xx")
+
+
+@pytest.mark.parametrize(
+    "text, language, low, high",
+    [
+        # Maths in Latin letters is in no language: Chinese derivations stay Chinese.
+        ("设 x + y = 10，则 x = 3 时 y = 7。", "zh", 1.0, 1.0),  # the probe (was 0.43)
+        ("设 x 为苹果的数量，则 2x + 3 = 11，所以 x = 4，面积是 12 cm²。", "zh", 1.0, 1.0),
+        ("三角形 ABC 中 AB = 5，f(x) = x^2 + 2x，gcd(12, 18) = 6，log 100 = 2。", "zh", 1.0, 1.0),
+        ("由 $a^2 + b^2 = c^2$ 和 \\(c = 5\\) 得到 sin θ = 0.6。", "zh", 1.0, 1.0),
+        ("Let x = 3, then sin x is small and triangle ABC has area 5 cm", "en", 1.0, 1.0),
+        # Mixed prose is mixed, whatever the maths around it.
+        ("我们 need to compute the total 然后 check 一下", "zh", 0.4, 0.6),
+        ("所以 the answer is x = 4，因为 we subtract 3 from both sides", "zh", 0.2, 0.5),
+        ("We add them: 因为 两个 数 相加, so x = 7", "en", 0.3, 0.6),
+    ],
+)
+def test_maths_is_neutral_and_mixed_prose_is_not(text, language, low, high):
+    assert low <= language_consistency(text, language) <= high

@@ -94,6 +94,16 @@ def test_length_rewards_count_tokens_not_characters():
         reward(["q"], [long_text])
 
 
+def test_chinese_repetition_is_detected_by_characters():
+    """Chinese has no spaces: its n-grams are of characters, so a loop is caught and ordinary
+    prose is not."""
+    loop = "我们再算一次。" * 12
+    prose = "首先计算两个数的和，然后把结果乘以三，最后检查答案是否满足题目的所有条件。"
+    reward = RepetitionReward(ngram_size=4)
+    looped, plain = reward(["q", "q"], [loop, prose])
+    assert looped < -0.8 and plain == 0.0
+
+
 def test_repetition_penalty():
     reward = RepetitionReward(ngram_size=2, max_penalty=-1.0)
     distinct = "a b c d e f"

@@ -270,6 +270,8 @@ def test_options_reject_bad_overlong_cache():
         ("We re-evaluate the sum.", 1),
         ("waiter awaits; Let me double-check", 1),  # whole words only
         ("no reflection here", 0),
+        ("等等，让我检查一下。重新计算：3 + 4 = 7。我再想想，验算一下。", 5),
+        ("苹果和香蕉一共七个。", 0),
     ],
 )
 def test_reflection_counts(text, count):
