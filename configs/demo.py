@@ -3,6 +3,7 @@
 Run:
   r1jax demo                                   # full demo, writes runs/demo/report.md
   r1jax demo --config=configs/demo.py:smoke    # a faster smoke run (CI uses it)
+  r1jax demo --config=configs/demo.py:zh       # the same in Chinese (also "smoke_zh")
   r1jax demo --run_dir=/tmp/demo --only=eval_grpo   # one stage alone (its inputs must exist)
 
 Stages (re-running resumes; finished stages are skipped):
@@ -105,10 +106,12 @@ def _grpo_stage(model, steps, lr, num_prompts, group):
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    smoke = variant == "smoke"
+    if variant not in ("", "smoke", "zh", "smoke_zh"):
+        raise ValueError(f"configs/demo.py:{variant}: one of smoke, zh, smoke_zh (or none)")
+    smoke, chinese = "smoke" in variant, "zh" in variant
     scale = lambda full, small: small if smoke else full
     config = ml_collections.ConfigDict()
-    config.run_dir = "runs/demo-smoke" if smoke else "runs/demo"
+    config.run_dir = "runs/demo" + ("-smoke" if smoke else "") + ("-zh" if chinese else "")
     config.prng_impl = "rbg"  # fast to compile on CPU; "threefry2x32" is JAX's default
     config.stages = ",".join(
         [
@@ -168,4 +171,17 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         for name in ("eval_base", "eval_grpo", "rejection", "eval_student_base", "eval_student"):
             config[name].eval.max_new_tokens = 24
         config.grpo.grpo.max_new_tokens = 24
+    if chinese:
+        _in_chinese(config)
     return config
+
+
+def _in_chinese(config) -> None:
+    """Every stage's task in Chinese: the questions, the worked solutions and the R1-Zero
+    template ("zh"; each example's ``language`` field, which the language reward and rejection
+    sampling read too)."""
+    for name in config.stages.split(","):
+        stage = config[name]
+        for section in ("data", "eval", "tokenizer"):
+            if section in stage and "task_options" in stage[section]:
+                stage[section].task_options = dict(stage[section].task_options, language="zh")

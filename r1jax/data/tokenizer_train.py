@@ -16,7 +16,12 @@ from pathlib import Path
 
 from r1jax.data.errors import DataError, origin_of
 from r1jax.data.tasks import Task, get_task, iter_examples
-from r1jax.data.templates import R1_ZERO_TEMPLATE, format_completion, format_r1_zero
+from r1jax.data.templates import (
+    R1_ZERO_TEMPLATE,
+    R1_ZERO_TEMPLATES,
+    format_completion,
+    format_r1_zero,
+)
 from r1jax.data.tokenizer import R1_TAGS
 
 # 256 byte pieces + pad/unk/bos/eos + the R1 tags: the smallest vocabulary that works.
@@ -62,15 +67,19 @@ def tokenizer_corpus(
         raise ValueError(f"tokenizer corpus layout {layout!r}: one of {CORPUS_LAYOUTS}")
     task = get_task(task) if isinstance(task, str) else task
     texts = [R1_ZERO_TEMPLATE] if layout == "template_once" else []
+    templates = {"en"}  # the R1-Zero templates in the corpus (a Chinese task adds its own)
     for _, ex in zip(range(num_examples), iter_examples(task, seed=seed), strict=False):
+        language = ex.get("language", "en")
+        prompt = format_r1_zero(ex["prompt"], language)
         if layout == "fields":
-            texts += [format_r1_zero(ex["prompt"]), ex["gold_cot"], str(ex["answer"])]
+            texts += [prompt, ex["gold_cot"], str(ex["answer"])]
         elif layout == "example":
-            texts.append(
-                format_r1_zero(ex["prompt"]) + format_completion(ex["gold_cot"], ex["answer"])
-            )
+            texts.append(prompt + format_completion(ex["gold_cot"], ex["answer"]))
         else:
+            if language not in templates:
+                texts.append(R1_ZERO_TEMPLATES[language])
             texts += [ex["prompt"], format_completion(ex["gold_cot"], ex["answer"])]
+        templates.add(language)
     return texts
 
 

@@ -169,3 +169,29 @@ def test_gold_completions_get_full_reward_from_the_rewards_package():
         fields = {k: [e.get(k) for e in exs] for k in exs[0]}
         for name in task.rewards:
             assert get(name)(prompts, completions, **fields) == [1.0] * 20, name
+
+
+def test_arithmetic_in_chinese_and_mixed_asks_the_same_questions_in_its_language():
+    """zh: Chinese prompt and working, fully consistent as zh, the gold answer still earns the
+    accuracy reward; mixed: both languages, each example tagged; en is unchanged."""
+    from r1jax.data import format_completion, format_r1_zero
+    from r1jax.rewards import get_reward, language_consistency
+
+    en, zh, mixed = (ArithmeticTask(language=x) for x in ("en", "zh", "mixed"))
+    for i in range(40):
+        e, z, m = en.example(i), zh.example(i), mixed.example(i)
+        assert "language" not in e and z["language"] == "zh" and m["language"] in ("en", "zh")
+        assert z["expression"] == e["expression"] and z["answer"] == e["answer"]
+        assert z["prompt"] == f"计算 {e['expression']}"
+        assert language_consistency(z["gold_cot"], "zh") == 1.0
+        assert re.findall(r"-?\d+", z["gold_cot"]) == re.findall(r"-?\d+", e["gold_cot"])
+        assert m == (z if m["language"] == "zh" else {**e, "language": "en"})
+    assert {mixed.example(i)["language"] for i in range(40)} == {"en", "zh"}
+    exs = [zh.example(i) for i in range(10)]
+    prompts = [format_r1_zero(x["prompt"], "zh") for x in exs]
+    completions = [format_completion(x["gold_cot"], x["answer"]) for x in exs]
+    fields = {k: [x.get(k) for x in exs] for k in exs[0]}
+    assert get_reward("accuracy")(prompts, completions, **fields) == [1.0] * 10
+    assert get_reward("language")(prompts, completions, **fields) == [1.0] * 10
+    with pytest.raises(ValueError, match="language must be"):
+        ArithmeticTask(language="fr")

@@ -127,8 +127,10 @@ def test_the_r1_zero_template_speaks_the_records_language():
     zh = formatter({"prompt": "3 + 4 等于多少", "language": "zh"})
     assert zh == R1_ZERO_TEMPLATE_ZH.replace("{prompt}", "3 + 4 等于多少")
     assert zh.endswith("用户：3 + 4 等于多少。助手：") and "<think> </think>" in zh
-    assert formatter({"prompt": "q"}) == format_r1_zero("q") == formatter(
-        {"prompt": "q", "language": "fr"}
+    assert (
+        formatter({"prompt": "q"})
+        == format_r1_zero("q")
+        == formatter({"prompt": "q", "language": "fr"})
     )  # no French template: the English one
     with pytest.raises(ValueError, match="no R1-Zero template for language 'de'"):
         format_r1_zero("q", "de")

@@ -48,3 +48,20 @@ def test_demo_smoke_run_writes_report_plots_and_stage_results(tmp_path, capsys):
     before = (run_dir / "eval_student" / "done.json").read_text()
     assert demo.main(["--config=configs/demo.py:smoke", f"--run_dir={run_dir}"]) == 0
     assert (run_dir / "eval_student" / "done.json").read_text() == before
+
+
+@pytest.mark.slow  # about a minute on 2 cores
+def test_demo_runs_end_to_end_in_chinese(tmp_path):
+    """``configs/demo.py:smoke_zh``: every stage on the Chinese task (Chinese questions, worked
+    solutions and R1-Zero template), and a second run resumes with nothing left to do."""
+    run_dir = tmp_path / "demo"
+    assert demo.main(["--config=configs/demo.py:smoke_zh", f"--run_dir={run_dir}"]) == 0
+    for stage in STAGES:
+        assert (run_dir / stage / "done.json").exists()
+    sample = json.loads((run_dir / "eval_base" / "samples.jsonl").read_text().splitlines()[0])
+    assert sample["prompt"].startswith("计算 ") and sample["fields"]["language"] == "zh"
+    trace = json.loads((run_dir / "rejection" / "traces.jsonl").read_text().splitlines()[0])
+    assert trace["language"] == "zh" and "。" in trace["gold_cot"]
+    before = (run_dir / "eval_student" / "done.json").read_text()
+    assert demo.main(["--config=configs/demo.py:smoke_zh", f"--run_dir={run_dir}"]) == 0
+    assert (run_dir / "eval_student" / "done.json").read_text() == before

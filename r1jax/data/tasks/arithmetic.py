@@ -16,6 +16,12 @@ solutions. A model trained on it answers hastily at that rate; reinforcement aga
 answer then has to discover that working it out pays (the demo's R1-Zero stage). Such examples
 are for pretraining corpora: they are marked ``"hasty": True`` and their ``answer`` is the
 guess, so a stage that scores answers must use ``hasty_rate=0``.
+
+``language``: "en" (the examples above), "zh" (``"计算 37 + 12 * 4 - 9"``, and a worked
+solution in Chinese: ``"先算 12 * 4 = 48。再算 37 + 48 = 85。最后算 85 - 9 = 76。"``) or
+"mixed" (each example one of the two, drawn); "zh" and "mixed" examples carry their
+``language`` field, which the R1-Zero template, the language reward and rejection sampling read.
+The questions are the same in every language.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class ArithmeticTask:
     max_digits: int = 2
     ops: str = "+-*"
     hasty_rate: float = 0.0
+    language: str = "en"  # "en" | "zh" | "mixed"
 
     name: ClassVar[str] = "arithmetic"
     rewards: ClassVar[tuple[str, ...]] = ("accuracy", "format")
@@ -48,6 +55,8 @@ class ArithmeticTask:
             raise ValueError(f"max_digits >= 1 and ops drawn from '+-*' required, got {self}")
         if not 0.0 <= self.hasty_rate < 1.0:
             raise ValueError(f"hasty_rate must be in [0, 1), got {self.hasty_rate}")
+        if self.language not in ("en", "zh", "mixed"):
+            raise ValueError(f"language must be 'en', 'zh' or 'mixed', got {self.language!r}")
 
     def example(self, index: int, *, seed: int = 0) -> dict[str, Any]:
         rng = task_rng(self.name, seed, index)
@@ -71,7 +80,23 @@ class ArithmeticTask:
                 scale = 10**self.max_digits
                 example |= {"answer": str(rng.randint(-scale, 2 * scale)), "gold_cot": ""}
             example["hasty"] = hasty
+        if self.language != "en":  # drawn after the rest: the same questions in every language
+            language = rng.choice(("en", "zh")) if self.language == "mixed" else self.language
+            example["language"] = language
+            if language == "zh":
+                example["prompt"] = f"计算 {expression}"
+                if example["gold_cot"]:
+                    example["gold_cot"] = _chinese_steps(steps)
         return example
+
+
+def _chinese_steps(steps: list[str]) -> str:
+    """The worked steps in Chinese: "先算 a * b = c。再算 ...。最后算 ...。"."""
+    steps = [step.rstrip(".") + "。" for step in steps]
+    if len(steps) == 1:
+        return "直接算 " + steps[0]
+    words = ["先算 "] + ["再算 "] * (len(steps) - 2) + ["最后算 "]
+    return "".join(w + step for w, step in zip(words, steps, strict=True))
 
 
 def _solve_steps(nums: list[int], ops: list[str]) -> tuple[list[str], int]:
