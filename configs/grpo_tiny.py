@@ -21,6 +21,7 @@ from r1jax.config import presets
 
 def get_config():
     config = presets.tiny("grpo")
+    config.grpo.num_samples = 8  # R1 samples 16 per question; 8 keeps this CPU run quick
     config.optim.update(learning_rate=1e-4, total_steps=100)
     config.train.update(steps=20, log_every=1, checkpoint_every=10, eval_every=10)
     config.data.task_options = dict(max_operands=2)

@@ -44,6 +44,7 @@ def test_r1_is_the_baseline_and_a_variant_fills_only_unset_fields():
     r1 = GRPOConfig()
     assert (r1.beta, r1.eps_low, r1.eps_high, r1.aggregation) == (0.001, 0.2, None, "seq_mean")
     assert (r1.importance, r1.advantage_scale, r1.dynamic_sampling) == ("token", "group", False)
+    assert r1.num_samples == 16 == GRPOConfig(variant="dapo").num_samples  # R1: G = 16
     dapo = GRPOConfig(variant="dapo", max_new_tokens=100)
     assert (dapo.beta, dapo.eps_high, dapo.aggregation) == (0.0, 0.28, "token_mean")
     assert dapo.dynamic_sampling and dapo.overlong_cache == 20 and dapo.eps_low == 0.2

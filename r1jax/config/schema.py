@@ -117,9 +117,9 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class GRPOConfig:
-    """GRPO's rollout, loss and loop (R1: beta 0.001, T 1.0, G 8). ``variant`` fills the
-    fields a config leaves unset (None here) from ``VARIANTS`` when the section is built;
-    explicit values win (``dataclasses.replace`` keeps the filled values).
+    """GRPO's rollout, loss and loop (R1: G 16, beta 0.001, T 1.0: ``variants.py``).
+    ``variant`` fills the fields a config leaves unset (None here) from ``VARIANTS`` when the
+    section is built; explicit values win (``dataclasses.replace`` keeps the filled values).
 
     Rollout: ``num_prompts`` groups of ``num_samples`` (G) completions per update; DAPO dynamic
     sampling redraws until the batch holds informative groups; ``overlong_cache`` tokens of soft
@@ -131,7 +131,7 @@ class GRPOConfig:
 
     variant: str = "r1"  # "r1" | "dapo" | "dr_grpo" | "gspo"
     num_prompts: int = 4
-    num_samples: int = 8
+    num_samples: int | None = None  # G; the variant's (16, R1's) unless set
     max_new_tokens: int = 48
     temperature: float = 1.0
     top_k: int = 0

@@ -10,7 +10,12 @@ from typing import Any
 # The settings a GRPO variant stands for; explicit config keys override them. "r1" is the
 # baseline every other variant starts from. A callable value is computed from the section.
 VARIANTS: dict[str, dict[str, Any]] = {
+    # R1's own settings (DeepSeek-R1, 2025; ../shared/SPEC.md section 6): G = 16 outputs per
+    # question sampled at temperature 1.0, KL coefficient beta = 0.001, learning rate 3e-6
+    # (an optimizer setting: ``configs/r1_zero_*.py``), chains of thought up to 32,768 tokens.
+    # The clip range 0.2 is the GRPO/PPO default.
     "r1": dict(
+        num_samples=16,
         beta=0.001,
         eps_low=0.2,
         eps_high=None,  # = eps_low
