@@ -1,7 +1,8 @@
 """Preemption: SIGTERM a ``r1jax train`` run mid-way, restart it, and get the same trajectory.
 
-The interrupted + resumed run must log bit-identical losses at every step and end with
-bit-identical params compared with an uninterrupted run (the data iterator resumes exactly).
+The interrupted + resumed run must log bit-identical metrics at every step (losses, and for
+GRPO rewards, lengths, KL...: the sampler's keys come from the step, the data iterator resumes
+exactly) and end with bit-identical params compared with an uninterrupted run; SFT and GRPO.
 """
 
 import os
@@ -22,20 +23,36 @@ from r1jax.train.metrics import read_metrics
 from r1jax.train.setup import make_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
-STEPS = 60
 MODEL = dict(hidden_size=32, head_dim=8, mlp_dim=64, num_layers=2)
+RUNS = {  # kind: (config file, steps, its own overrides)
+    "sft": ("configs/sft_tiny.py", 60, {"train.batch_size": 8, "train.seq_len": 160}),
+    "grpo": (
+        "configs/grpo_tiny.py",
+        16,
+        {
+            "grpo.num_prompts": 2,
+            "grpo.num_samples": 4,
+            "grpo.max_new_tokens": 16,
+            "train.eval_every": 0,
+            "reward_pool.num_workers": 1,
+            # From a random init every reward is 0 (no advantage): the entropy bonus moves the
+            # params at every step, so later samples depend on the restored params.
+            "grpo.entropy_coef": 0.01,
+        },
+    ),
+}
 
 
-def _command(workdir, tokenizer):
+def _command(workdir, tokenizer, kind):
+    config, steps, own = RUNS[kind]
     overrides = {
-        "train.steps": STEPS,
-        "train.batch_size": 8,
-        "train.seq_len": 160,
+        "train.steps": steps,
         "train.log_every": 1,
         "train.checkpoint_every": 1000,
         "data.tokenizer": tokenizer,
         "optim.warmup_steps": 5,
-        "optim.total_steps": STEPS,
+        "optim.total_steps": steps,
+        **own,
         **{f"model.{k}": v for k, v in MODEL.items()},
     }
     flags = [f"--config.{k}={v}" for k, v in overrides.items()]
@@ -43,16 +60,16 @@ def _command(workdir, tokenizer):
         sys.executable,
         "-c",
         "import sys; from r1jax.commands.train import main; sys.exit(main(sys.argv[1:]))",
-        "--config=configs/sft_tiny.py",
+        f"--config={config}",
         f"--workdir={workdir}",
         *flags,
     ]
 
 
-def _start(workdir, tokenizer):
+def _start(workdir, tokenizer, kind):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.Popen(
-        _command(workdir, tokenizer),
+        _command(workdir, tokenizer, kind),
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -67,27 +84,30 @@ def _logged_steps(path: Path) -> int:
     return len([line for line in path.read_text().splitlines() if line.strip()])
 
 
-def _final_params(workdir):
+def _final_params(workdir, steps):
     config = ModelConfig.from_mapping(presets.TINY_MODEL | MODEL)
     ckpt = Checkpointer(Path(workdir) / "checkpoints")
-    assert ckpt.latest_step() == STEPS
+    assert ckpt.latest_step() == steps
     _, params = load_params(workdir, config, format="r1jax")  # on the first local device
     return jax.device_get(params)
 
 
 def _losses(workdir):
-    drop = ("tokens_per_s",)
+    """Every logged metric but wall-clock figures (times and rates)."""
+    timing = lambda k: k.startswith("time/") or k.endswith("tokens_per_s")
     records = read_metrics(Path(workdir) / "metrics.jsonl")
-    return [{k: v for k, v in r.items() if k not in drop} for r in records]
+    return [{k: v for k, v in r.items() if not timing(k)} for r in records]
 
 
 @pytest.mark.slow  # three CLI subprocesses: ~1.5 min of CPU, several minutes on shared cores
-def test_sigterm_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("kind", sorted(RUNS))
+def test_sigterm_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, kind):
+    steps = RUNS[kind][1]
     tokenizer = make_tokenizer(DataConfig(tokenizer_examples=300), tmp_path)
     tokenizer_path = str(tmp_path / "tokenizer.model")
     del tokenizer
-    reference = _start(tmp_path / "reference", tokenizer_path)
-    interrupted = _start(tmp_path / "interrupted", tokenizer_path)
+    reference = _start(tmp_path / "reference", tokenizer_path, kind)
+    interrupted = _start(tmp_path / "interrupted", tokenizer_path, kind)
     metrics_file = tmp_path / "interrupted" / "metrics.jsonl"
     deadline = time.time() + 400
     while _logged_steps(metrics_file) < 3 and interrupted.poll() is None:
@@ -98,16 +118,19 @@ def test_sigterm_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert interrupted.returncode == 0, out[-3000:]
     stopped_at = _logged_steps(metrics_file)
     assert "preempted: checkpoint saved at step" in out, out[-3000:]
-    assert 3 <= stopped_at < STEPS
+    assert 3 <= stopped_at < steps
 
-    resumed = _start(tmp_path / "interrupted", tokenizer_path)
+    resumed = _start(tmp_path / "interrupted", tokenizer_path, kind)
     out_resumed, _ = resumed.communicate(timeout=400)
     assert resumed.returncode == 0, out_resumed[-3000:]
     out_reference, _ = reference.communicate(timeout=400)
     assert reference.returncode == 0, out_reference[-3000:]
 
     expected, got = _losses(tmp_path / "reference"), _losses(tmp_path / "interrupted")
-    assert [r["step"] for r in got] == list(range(1, STEPS + 1))
+    assert [r["step"] for r in got] == list(range(1, steps + 1))
     assert got == expected
-    a, b = _final_params(tmp_path / "reference"), _final_params(tmp_path / "interrupted")
+    if kind == "grpo":  # the params moved, so the resumed run's samples had to match
+        norms = [r["train/param_norm"] for r in got]
+        assert len(set(norms)) == steps and min(r["train/grad_norm"] for r in got) > 1e-6
+    a, b = (_final_params(tmp_path / run, steps) for run in ("reference", "interrupted"))
     assert jax.tree.all(jax.tree.map(np.array_equal, a, b))
