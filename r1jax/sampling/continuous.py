@@ -139,12 +139,28 @@ def _assign(cache: KVCache, prompts: Prompts, slot, prompt) -> KVCache:
     )
 
 
-def refill(s: SlotState, need_C, prompts: Prompts, stop_table_EW, *, method, num_samples, max_new):
+def refill(
+    s: SlotState,
+    need_C,
+    prompts: Prompts,
+    stop_table_EW,
+    *,
+    method,
+    num_samples,
+    max_new,
+    assign=None,
+    release=None,
+):
     """Gives each slot in ``need_C`` the next request of the queue (its first token sampled
     from the prompt's logits; a request that stops at once passes the slot on); slots left
-    without one go idle."""
+    without one go idle. ``assign(cache, prompts, slot, prompt)`` gives a slot its prompt
+    (default: copies it into the slot's cache row); ``release(cache, need_C)``, if given,
+    first frees what the slots in ``need_C`` held (a paged cache's pages)."""
     num_requests = s.tokens_RT.shape[0]
     slots_C = jnp.arange(need_C.shape[0])
+    assign = assign or _assign
+    if release is not None:
+        s = dataclasses.replace(s, cache=release(s.cache, need_C))
 
     def more(carry):
         s, need_C = carry
@@ -161,7 +177,7 @@ def refill(s: SlotState, need_C, prompts: Prompts, stop_table_EW, *, method, num
             count_C=s.count_C.at[slot].set(0),
             wait_R=s.wait_R.at[request % num_requests].set(s.iterations),
             recent_CW=s.recent_CW.at[slot].set(-1),
-            cache=_assign(s.cache, prompts, slot, prompt),
+            cache=assign(s.cache, prompts, slot, prompt),
         )
         logits_1V = jax.lax.dynamic_slice_in_dim(prompts.logits_QV, prompt, 1)
         key_1 = request_keys(s.key, request[None], jnp.zeros((1,), jnp.int32))

@@ -27,6 +27,8 @@ class SampleOutput:
     int32: decode steps a row waited for a slot (0 in a static batch). useful_tokens /
     slot_steps: set by partial rollouts (``RolloutPool``), whose calls also decode rows that
     are not returned: the tokens generated and the slot-steps computed for every row in flight.
+    paging (a paged cache): ``store_pages`` (all pages, prompts' included), ``peak_pages``
+    (most generation pages held at once), ``rewound_tokens`` (decoded again after a rewind).
     """
 
     prompt_tokens: np.ndarray
@@ -42,6 +44,7 @@ class SampleOutput:
     queue_wait: np.ndarray | None = None
     useful_tokens: int | None = None
     slot_steps: int | None = None
+    paging: dict[str, int] | None = None
 
     @property
     def num_samples(self) -> int:

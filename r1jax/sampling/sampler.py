@@ -5,6 +5,7 @@ Shape letters as in ``loop.py``: B = Q * G output rows, P prompt bucket, T ``max
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 
@@ -15,7 +16,7 @@ import numpy as np
 from r1jax import multihost
 from r1jax.data.batching import SAMPLER_BUCKETS, bucket_length
 from r1jax.model import ModelConfig
-from r1jax.sampling import continuous, loop
+from r1jax.sampling import continuous, loop, paged
 from r1jax.sampling.methods import SamplingMethod, make_method
 from r1jax.sampling.output import SampleOutput, left_pad
 from r1jax.sampling.stop import stop_sequences, stop_table, truncate_at_stop_strings
@@ -36,6 +37,10 @@ class Sampler:
     take the Q * G requests from a queue, so rows that stop early free their slot for the next
     request; with ``min_slots`` the loop halves its slots once the queue is empty and at most
     half are busy, down to ``min_slots``, so a long tail decodes in a small batch.
+    ``page_size`` > 0 pages that cache (``paged.py``): ``pages`` pages of that many tokens
+    for the generated tokens (0: enough for every slot to reach ``max_new_tokens``; fewer makes
+    slots wait or rewind when they run short, with the same rows), the prompts' pages shared
+    by their G samples.
     ``keys``: "step" (one key per step for the whole batch) or "request" (each row's own keys;
     its tokens then do not depend on the batch); continuous batching needs "request", the
     default then. Both give the same rows for the same ``rng`` and "request" keys (to fp32
@@ -56,6 +61,8 @@ class Sampler:
         min_slots: int = 0,
         keys: str | None = None,
         decode_windows: int = loop.DECODE_WINDOWS,
+        page_size: int = 0,
+        pages: int = 0,
     ):
         self.config, self.mesh, self.pad_id = model_config, mesh, int(pad_id)
         self.buckets = tuple(sorted(int(b) for b in buckets))
@@ -69,6 +76,12 @@ class Sampler:
             raise ValueError(f"Sampler: slots={slots} (>= 0), keys={keys!r} {loop.KEY_SCHEMES}")
         if self.slots and self.keys != "request":
             raise ValueError("Sampler: continuous batching (slots > 0) needs keys='request'")
+        self.page_size, self.pages = int(page_size), int(pages)
+        if self.page_size and (not self.slots or self.min_slots or self.page_size < 1):
+            raise ValueError(
+                f"Sampler: page_size={page_size} pages the continuous sampler's cache: needs "
+                f"slots > 0 and min_slots=0 (got {slots}, {min_slots})"
+            )
         self._continuous: dict[tuple, Callable] = {}  # jitted continuous.sample by statics
         self._programs: dict[tuple, loop.Programs] = {}  # by the prefill's shapes and statics
         self._decoders: dict[tuple, loop.Programs] = {}  # the same, by the state's shapes
@@ -208,7 +221,14 @@ class Sampler:
             fields += (state.wait_R,)
             finish = (tokens_QP, mask_QP, num_samples, stop_strings, tokenizer)
             counters = (state.iterations, state.slot_steps)
-            return self.to_output(fields, counters, *finish)
+            out = self.to_output(fields, counters, *finish)
+            if not self.page_size:
+                return out
+            stats = state.cache.free.shape[0], state.cache.peak_pages, state.cache.rewinds
+            scalar = lambda x: int(np.asarray(x.addressable_data(0)))
+            paging = dict(zip(("store_pages", "peak_pages", "rewound_tokens"), stats, strict=True))
+            paging = {k: v if isinstance(v, int) else scalar(v) for k, v in paging.items()}
+            return dataclasses.replace(out, paging=paging)
         state, tokens_QP, mask_QP = self.prefill(
             params,
             prompts,
@@ -230,21 +250,33 @@ class Sampler:
         static = dict(method=method, num_samples=num_samples, max_new_tokens=max_new)
         key = (*sorted(static.items()),)
         if key not in self._continuous:
-            self._continuous[key] = jax.jit(
-                functools.partial(
-                    continuous.sample,
-                    config=self.config,
-                    num_slots=self.slots,
-                    min_slots=self.min_slots,
-                    pad_id=self.pad_id,
-                    mesh=self.mesh,
-                    **static,
+            common = dict(config=self.config, num_slots=self.slots, pad_id=self.pad_id, **static)
+            if self.page_size:
+                fn = functools.partial(
+                    paged.sample,
+                    page_size=self.page_size,
+                    gen_pages=self._gen_pages(tokens_QP.shape[1], max_new),
+                    **common,
                 )
-            )
+            else:
+                fn = functools.partial(
+                    continuous.sample, min_slots=self.min_slots, mesh=self.mesh, **common
+                )
+            self._continuous[key] = jax.jit(fn)
         with self.mesh_context():
             table = self.put(table, (None, None))
             state = self._continuous[key](params, *args, rng, table, budget_R=budget_R)
         return state, tokens_QP, mask_QP
+
+    def _gen_pages(self, prompt_len: int, max_new: int) -> int:
+        """Generation pages of a paged call: ``pages``, or every slot's full reach."""
+        pp, m = paged.page_counts(prompt_len, max_new, self.page_size)
+        if self.pages and self.pages < m - pp:
+            raise ValueError(
+                f"Sampler: pages={self.pages} cannot hold one request of {max_new} new tokens "
+                f"({m - pp} pages of {self.page_size})"
+            )
+        return self.pages or self.slots * (m - pp)
 
     def to_output(self, fields, counters, tokens_QP, mask_QP, num_samples, stop_strings, tokenizer):
         """Host ``SampleOutput`` from the device's per-row ``(tokens, logprobs, lengths,

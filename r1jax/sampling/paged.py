@@ -1,0 +1,273 @@
+"""Continuous batching over a paged KV cache (``r1jax.model.paged_cache``): memory follows the
+tokens held, not slots x (prompt + new tokens).
+
+Shape letters as in ``continuous.py``, plus Z tokens per page, Pp = P / Z prompt pages per
+prompt, M = ceil((P + T) / Z) pages per slot, N pages in the store: page 0 (null), the Q
+prompts' Q * Pp pages (written once by the prefill and read by all G samples of a prompt: no
+copy per sample), then ``gen_pages`` pages for generated tokens, handed out from a free list.
+
+A slot takes a page when its next token starts one, oldest request first; a slot whose request
+ends gives its pages back. When pages run short a slot waits (it computes but writes nothing,
+and samples the same token again next step: its keys depend on its request and token count
+only). If every busy slot waits, the youngest slot holding pages is rewound to its first token
+(its pages freed; it decodes again from there, redrawing the same tokens), so the oldest
+request always finishes: ``gen_pages`` >= M - Pp (one request's worth) is enough for progress.
+Rows equal the contiguous continuous sampler's bit for bit when ``T`` is a multiple of Z.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from r1jax.model import ModelConfig
+from r1jax.model.paged_cache import PagedKVCache, init_paged_cache, paged_decode_states
+from r1jax.model.transformer import logits_from_hidden
+from r1jax.sampling import continuous
+from r1jax.sampling.continuous import Prompts, SlotState
+from r1jax.sampling.methods import SamplingMethod, request_keys, sample_rows
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PagedSlots:
+    """The slots' cache: ``pages`` (``PagedKVCache``), the free list ``free`` ``[N]`` (its
+    first ``top`` entries are free page ids), ``rewinds`` (tokens dropped by rewinding) and
+    ``peak_pages`` (the most generation pages held at once)."""
+
+    pages: PagedKVCache
+    free: jax.Array
+    top: jax.Array
+    rewinds: jax.Array
+    peak_pages: jax.Array
+
+    @property
+    def prompt_pages(self) -> int:  # Pp, from the first slot's table layout (static)
+        return self.pages.table.shape[1] - self.gen_pages_per_slot
+
+    gen_pages_per_slot: int = dataclasses.field(default=0, metadata=dict(static=True))
+
+
+def page_counts(prompt_len: int, max_new: int, page_size: int) -> tuple[int, int]:
+    """(Pp, pages per slot M) for a prompt bucket and ``max_new_tokens``."""
+    if prompt_len % page_size:
+        raise ValueError(f"page_size={page_size} must divide the prompt bucket {prompt_len}")
+    return prompt_len // page_size, -(-(prompt_len + max_new) // page_size)
+
+
+def _push(slots: PagedSlots, mask_CM) -> PagedSlots:
+    """Frees the table entries in ``mask_CM`` (their pages back on the free list)."""
+    pages = slots.pages
+    flat = mask_CM.reshape(-1)
+    ranks = jnp.cumsum(flat) - 1
+    where = jnp.where(flat, slots.top + ranks, slots.free.shape[0])
+    free = slots.free.at[where].set(pages.table.reshape(-1), mode="drop")
+    table = jnp.where(mask_CM, 0, pages.table)
+    top = slots.top + jnp.sum(flat, dtype=jnp.int32)
+    return dataclasses.replace(
+        slots, pages=dataclasses.replace(pages, table=table), free=free, top=top
+    )
+
+
+def _held_CM(slots: PagedSlots) -> jax.Array:
+    """bool ``[C, M]``: the generation pages each slot holds."""
+    table = slots.pages.table
+    columns = jnp.arange(table.shape[1])[None]
+    return (columns >= slots.prompt_pages) & (table != 0)
+
+
+def release(slots: PagedSlots, need_C) -> PagedSlots:
+    """``continuous.refill``'s hook: the slots in ``need_C`` give back their pages."""
+    return _push(slots, _held_CM(slots) & need_C[:, None])
+
+
+def assign(slots: PagedSlots, prompts: Prompts, slot, prompt) -> PagedSlots:
+    """``continuous.refill``'s hook: slot ``slot`` reads prompt ``prompt``'s pages."""
+    pp, pages = slots.prompt_pages, slots.pages
+    row = jnp.zeros((pages.table.shape[1],), jnp.int32)
+    row = row.at[:pp].set(1 + prompt * pp + jnp.arange(pp, dtype=jnp.int32))
+    width = pp * pages.page_size
+    pages = dataclasses.replace(
+        pages, table=pages.table.at[slot].set(row), length=pages.length.at[slot].set(width)
+    )
+    return dataclasses.replace(slots, pages=pages)
+
+
+def _allocate(s: SlotState, busy_C) -> tuple[SlotState, jax.Array]:
+    """Pages for the busy slots whose next token starts one, oldest request first; returns the
+    state and ``write_C`` (busy slots that can write this step)."""
+    slots, big = s.cache, jnp.iinfo(jnp.int32).max
+    pages, z = slots.pages, slots.pages.page_size
+    need_C = busy_C & (pages.length % z == 0)
+    order = jnp.argsort(jnp.where(need_C, s.request_C, big))
+    rank_C = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
+    grant_C = need_C & (rank_C < slots.top)
+    page_C = slots.free[jnp.maximum(slots.top - 1 - rank_C, 0)]
+    rows_C = jnp.where(grant_C, jnp.arange(busy_C.shape[0]), busy_C.shape[0])
+    column_C = pages.length // z
+    cleared = jnp.where(grant_C, page_C, slots.free.shape[0])  # stale slots: segment 0
+    pages = dataclasses.replace(
+        pages,
+        table=pages.table.at[rows_C, column_C].set(page_C, mode="drop"),
+        segment_ids=pages.segment_ids.at[cleared].set(0, mode="drop"),
+    )
+    top = slots.top - jnp.sum(grant_C, dtype=jnp.int32)
+    slots = dataclasses.replace(slots, pages=pages, top=top)
+    held = jnp.sum(_held_CM(slots), dtype=jnp.int32)
+    slots = dataclasses.replace(slots, peak_pages=jnp.maximum(slots.peak_pages, held))
+    return dataclasses.replace(s, cache=slots), busy_C & ~(need_C & ~grant_C)
+
+
+def _rewind_youngest(s: SlotState, busy_C) -> SlotState:
+    """Frees the pages of the youngest busy slot holding any and sets it back to its first
+    token (which needs no page: its keys are written by the next step)."""
+    slots = s.cache
+    holds_C = busy_C & jnp.any(_held_CM(slots), axis=1)
+    slot = jnp.argmax(jnp.where(holds_C, s.request_C, -1))
+    one_C = holds_C & (jnp.arange(busy_C.shape[0]) == slot)
+    slots = _push(slots, _held_CM(slots) & one_C[:, None])
+    width = slots.prompt_pages * slots.pages.page_size
+    pages = dataclasses.replace(slots.pages, length=jnp.where(one_C, width, slots.pages.length))
+    first = s.tokens_RT[jnp.maximum(s.request_C[slot], 0) % s.tokens_RT.shape[0], 0]
+    recent = jnp.full(s.recent_CW.shape[1:], -1, jnp.int32).at[-1].set(first)
+    dropped = jnp.where(jnp.any(one_C), s.count_C[slot] - 1, 0)
+    slots = dataclasses.replace(slots, pages=pages, rewinds=slots.rewinds + dropped)
+    return dataclasses.replace(
+        s,
+        cache=slots,
+        count_C=jnp.where(one_C, 1, s.count_C),
+        last_C=jnp.where(one_C, first, s.last_C),
+        recent_CW=jnp.where(one_C[:, None], recent[None], s.recent_CW),
+    )
+
+
+def decode_step(params, prompts: Prompts, s: SlotState, *, config, method, num_samples):
+    """``continuous.decode_step`` over pages: allocates, rewinds if every busy slot waits,
+    then one token for every slot that can write; returns ``(state, write_C, tokens,
+    logprobs)`` for ``continuous.record``."""
+    busy_C = s.request_C >= 0
+    s, write_C = _allocate(s, busy_C)
+    s = jax.lax.cond(
+        jnp.any(busy_C) & ~jnp.any(write_C), lambda s: _rewind_youngest(s, busy_C), lambda s: s, s
+    )
+    prompt_C = jnp.maximum(s.request_C, 0) % s.tokens_RT.shape[0] // num_samples
+    positions_C1 = (prompts.lengths_Q[prompt_C] + s.count_C - 1)[:, None]
+    hidden_C1D, pages = paged_decode_states(
+        params,
+        s.last_C[:, None],
+        config,
+        positions_C1=positions_C1,
+        write_C=write_C,
+        cache=s.cache.pages,
+    )
+    logits_CV = logits_from_hidden(params, hidden_C1D, config)[:, 0]
+    keys_C = request_keys(s.key, jnp.maximum(s.request_C, 0), s.count_C)
+    tokens_C, logprobs_C = sample_rows(method, logits_CV, keys_C)
+    s = dataclasses.replace(
+        s,
+        cache=dataclasses.replace(s.cache, pages=pages),
+        iterations=s.iterations + 1,
+        slot_steps=s.slot_steps + busy_C.shape[0],
+    )
+    return s, write_C, tokens_C, logprobs_C
+
+
+def prompt_page_store(prompts: Prompts, page_size: int):
+    """The prefilled prompts cut into pages: keys ``[L, Q * Pp, K, H, Z]``, values
+    ``[L, Q * Pp, K, Z, H]``, positions and segment ids ``[Q * Pp, Z]``."""
+    l, q, kh, h, p = prompts.k.shape
+    pp, z = p // page_size, page_size
+    k = (
+        prompts.k.reshape(l, q, kh, h, pp, z)
+        .transpose(0, 1, 4, 2, 3, 5)
+        .reshape(l, q * pp, kh, h, z)
+    )
+    v = (
+        prompts.v.reshape(l, q, kh, pp, z, h)
+        .transpose(0, 1, 3, 2, 4, 5)
+        .reshape(l, q * pp, kh, z, h)
+    )
+    return k, v, prompts.positions.reshape(q * pp, z), prompts.segment_ids.reshape(q * pp, z)
+
+
+def empty_slots(config, prompts: Prompts, *, slots, page_size, gen_pages, max_new) -> PagedSlots:
+    """The page store with the prompts' pages written and ``gen_pages`` free pages."""
+    q, p = prompts.positions.shape
+    pp, m = page_counts(p, max_new, page_size)
+    num_pages = 1 + q * pp + gen_pages
+    cache = init_paged_cache(config, slots, num_pages, page_size, m)
+    k, v, positions, segments = prompt_page_store(prompts, page_size)
+    write = lambda a, x, axis: jax.lax.dynamic_update_slice_in_dim(a, x.astype(a.dtype), 1, axis)
+    cache = dataclasses.replace(
+        cache,
+        k=write(cache.k, k, 1),
+        v=write(cache.v, v, 1),
+        positions=write(cache.positions, positions, 0),
+        segment_ids=write(cache.segment_ids, segments, 0),
+        length=jnp.full((slots,), p, jnp.int32),
+    )
+    free = jnp.arange(1 + q * pp, num_pages, dtype=jnp.int32)[::-1]
+    free = jnp.concatenate([free, jnp.zeros((num_pages - gen_pages,), jnp.int32)])
+    zero = jnp.zeros((), jnp.int32)
+    return PagedSlots(cache, free, jnp.full((), gen_pages, jnp.int32), zero, zero, m - pp)
+
+
+def sample(
+    params,
+    prompt_QP: jax.Array,
+    prompt_mask_QP: jax.Array,
+    key: jax.Array,
+    stop_table_EW: jax.Array,
+    *,
+    config: ModelConfig,
+    method: SamplingMethod,
+    num_samples: int,
+    max_new_tokens: int,
+    num_slots: int,
+    page_size: int,
+    gen_pages: int,
+    pad_id: int,
+    budget_R: jax.Array | None = None,
+) -> SlotState:
+    """``continuous.sample`` over a paged cache (no tail shrinking); the final state's
+    ``cache`` is the ``PagedSlots`` (``rewinds``, ``peak_pages``)."""
+    num_prompts, length = prompt_QP.shape
+    num_requests, width = num_prompts * num_samples, stop_table_EW.shape[1]
+    prompts = continuous.prefill_prompts(
+        params, prompt_QP, prompt_mask_QP, config=config, max_new_tokens=max_new_tokens
+    )
+    s = continuous.empty_state(
+        config, num_requests, num_slots, 1, max_new_tokens, width, pad_id, key
+    )
+    cache = empty_slots(
+        config,
+        prompts,
+        slots=num_slots,
+        page_size=page_size,
+        gen_pages=gen_pages,
+        max_new=max_new_tokens,
+    )
+    s = dataclasses.replace(s, cache=cache)
+    if budget_R is not None:
+        s = dataclasses.replace(s, budget_R=budget_R.astype(jnp.int32))
+    refill = functools.partial(
+        continuous.refill,
+        prompts=prompts,
+        stop_table_EW=stop_table_EW,
+        method=method,
+        num_samples=num_samples,
+        max_new=max_new_tokens,
+        assign=assign,
+        release=release,
+    )
+    s = refill(s, jnp.ones((num_slots,), bool))
+    step_fn = functools.partial(
+        decode_step, params, prompts, config=config, method=method, num_samples=num_samples
+    )
+    step = lambda s: refill(*continuous.record(*step_fn(s), stop_table_EW, max_new_tokens))
+    keep_going = lambda s: jnp.any(s.request_C >= 0)
+    del length
+    return jax.lax.while_loop(keep_going, step, s)
