@@ -69,6 +69,7 @@ def main(argv: list[str]) -> int:
     prompts = [encode_prompt(tokenizer, t) for t in rendered]
     stop_ids = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
     slots = dict(slots=opts.slots, min_slots=opts.min_slots)
+    slots |= dict(page_size=opts.page_size, pages=opts.pages)
     out = Sampler(model_config, mesh=mesh, pad_id=tokenizer.pad_id, **slots)(
         params,
         prompts,

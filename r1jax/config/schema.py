@@ -24,6 +24,7 @@ import dataclasses
 import difflib
 from typing import Any
 
+from r1jax.config.decoding import check_decoding
 from r1jax.config.variants import VARIANTS
 
 
@@ -164,6 +165,8 @@ class GRPOConfig:
     # > 0: once the queue is empty, the slots halve while at most half are busy, down to this
     # many (the tail of long rows decodes in a small batch); 0: the slot count stays.
     decode_min_slots: int = 0
+    decode_page_size: int = 0  # > 0: the slots' KV cache in pages of this many tokens (paged.py)
+    decode_pages: int = 0  # generation pages (0: every slot's reach; fewer: slots wait/rewind)
     # > 0: partial rollouts (r1jax.train.partial_rollouts): prompts in flight (a multiple of
     # num_prompts, >= 2x); rows unfinished once the oldest batch is done go on next update.
     partial_lanes: int = 0
@@ -191,26 +194,7 @@ class GRPOConfig:
                 f"config.grpo.overlong_cache={self.overlong_cache}: need 0 <= it <= "
                 f"max_new_tokens={self.max_new_tokens}"
             )
-        if self.decode_slots < 0 or not 0 <= self.decode_min_slots <= max(self.decode_slots, 0):
-            raise ValueError(
-                f"config.grpo.decode_slots={self.decode_slots} (>= 0, 0 = static), "
-                f"decode_min_slots={self.decode_min_slots} (0 or 1 ... decode_slots)"
-            )
-        q, lanes, mu = self.num_prompts, self.partial_lanes, self.mu
-        if lanes and (
-            lanes < 2 * q
-            or lanes % q
-            or not self.decode_slots
-            or self.decode_min_slots
-            or (mu > 1 and self.tis_cap is None)
-            or self.partial_step_budget < 0
-        ):
-            raise ValueError(
-                f"config.grpo.partial_lanes={lanes} needs a multiple of num_prompts={q} >= "
-                f"{2 * q}, decode_slots > 0 (got {self.decode_slots}), decode_min_slots=0 (got "
-                f"{self.decode_min_slots}), partial_step_budget >= 0, and mu=1 or tis_cap set "
-                f"(mu={mu}: pi_old recomputed, tokens of older policies need the correction)"
-            )
+        check_decoding(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,6 +289,8 @@ class SampleConfig:
     seed: int = 0
     slots: int = 0  # > 0: continuous batching in this many decode slots (r1jax.sampling)
     min_slots: int = 0  # > 0: the slots halve down to this many once the queue is empty
+    page_size: int = 0  # > 0: the slots' KV cache in pages of this many tokens
+    pages: int = 0  # generation pages (0: every slot's reach)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -210,6 +210,8 @@ class RolloutPool:
 
 def _check(sampler, q: int, lanes: int, prompt_length: int, t: int) -> None:
     """Errors for a pool ``sampler`` cannot run."""
+    if sampler.page_size:
+        raise NotImplementedError("partial rollouts keep a contiguous cache: Sampler(page_size=0)")
     if not sampler.slots or sampler.min_slots:
         raise ValueError(
             f"partial rollouts decode with continuous batching: Sampler(slots > 0, "

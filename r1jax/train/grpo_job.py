@@ -154,8 +154,13 @@ def build(stage: Stage, workdir: Path) -> Job:
 
 
 def sampler_options(grpo) -> dict:
-    """The ``Sampler`` keywords of ``config.grpo`` (continuous batching's slots)."""
-    return dict(slots=grpo.decode_slots, min_slots=grpo.decode_min_slots)
+    """The ``Sampler`` keywords of ``config.grpo`` (continuous batching's slots, pages)."""
+    return dict(
+        slots=grpo.decode_slots,
+        min_slots=grpo.decode_min_slots,
+        page_size=grpo.decode_page_size,
+        pages=grpo.decode_pages,
+    )
 
 
 class _PoppingStats:

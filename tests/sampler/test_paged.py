@@ -31,8 +31,12 @@ def contiguous(params):
     return {m: _sample(sampler, params, m) for m in METHODS}
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
-@pytest.mark.parametrize("pages", [0, 6, 3])
+SLOW = pytest.mark.slow
+CASES = [(0, "sampled"), (6, "greedy"), (3, "sampled")]
+CASES += [pytest.param(p, m, marks=SLOW) for p, m in [(0, "greedy"), (6, "sampled"), (3, "greedy")]]
+
+
+@pytest.mark.parametrize("pages, method", CASES)
 def test_paged_rows_equal_the_contiguous_cache(params, contiguous, method, pages):
     """0: every slot's reach (12 generation pages); 6: half, slots wait for pages; 3: one
     request's worth, the youngest slots rewind again and again. Every row is the same."""

@@ -78,7 +78,7 @@ def test_first_batch_equals_a_continuous_call(params):
     assert np.all(first.versions_BT[first.sample.mask == 1] == 0)
 
 
-@pytest.mark.parametrize("max_steps", [1, 3])
+@pytest.mark.parametrize("max_steps", [pytest.param(1, marks=pytest.mark.slow), 3])
 def test_cut_rows_resume_bit_identically(params, max_steps):
     """A step budget cuts rows mid-sequence (several calls per batch); with the same params
     every batch equals the uncut run's, with the same compiled programs throughout."""

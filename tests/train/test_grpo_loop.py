@@ -218,21 +218,25 @@ def test_sampler_reads_the_train_state_params_without_a_copy():
 
 def test_continuous_batching_iteration_equals_the_static_one_with_request_keys():
     """``grpo.decode_slots``: the sampler decodes 32 rows in 8 slots (on the test mesh); the
-    iteration's rollout and update equal a static sampler's with the same per-request keys."""
+    iteration's rollout and update equal a static sampler's with the same per-request keys,
+    and so do those of a paged cache with fewer pages than the slots could fill."""
     from grpo_toy import CONFIG, PROMPT_LEN, _mesh
 
     from r1jax.sampling import Sampler
 
     results = {}
     static = dict(keys="request", decode_windows=1)
-    for name, kw in {"static": static, "continuous": dict(slots=8)}.items():
+    paged = dict(slots=8, page_size=2, pages=12)  # 3 pages per row; 12 < 8 slots x 3
+    variants = {"static": static, "continuous": dict(slots=8), "paged": paged}
+    for name, kw in variants.items():
         reward = InlineReward()
         state, parts = make_parts(reward=reward)
         parts = replace(parts, sampler=Sampler(CONFIG, mesh=_mesh(), buckets=(PROMPT_LEN,), **kw))
         state, metrics = grpo.grpo_iteration(state, prompt_batches(NUM_PROMPTS), parts, 0)
         results[name] = (reward.calls[0]["completions"], metrics, state.params)
     (static_rows, static_m, static_p), (rows, m, p) = results["static"], results["continuous"]
-    assert rows == static_rows
+    assert rows == static_rows == results["paged"][0]  # the paged cache: the same rows
+    assert results["paged"][1]["train/loss"] == m["train/loss"]
     for key in ("reward/total", "train/loss", "train/grad_norm", "entropy"):
         assert m[key] == pytest.approx(static_m[key], abs=1e-6), key
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), p, static_p)
