@@ -26,7 +26,7 @@ from r1jax.checkpoint import with_shardings
 from r1jax.config import Stage
 from r1jax.config.typed import model_config as typed_model_config
 from r1jax.model import abstract_params, param_shardings
-from r1jax.sampling import continuous
+from r1jax.sampling import continuous, paged
 from r1jax.sampling import loop as sampling_loop
 from r1jax.sampling import pool as pool_lib
 from r1jax.sampling.methods import make_method
@@ -198,28 +198,28 @@ def sampler(stage: Stage, mesh) -> list[Program]:
 
 def continuous_sampler(stage: Stage, mesh) -> list[Program]:
     """GRPO's sampler with continuous batching (``grpo.decode_slots``): one program, the
-    prompts' prefill then the slots' loop (FLOPs: the prefill and one decode step)."""
+    prompts' prefill then the slots' loop (FLOPs: the prefill and one decode step); with
+    ``grpo.decode_page_size`` over a paged cache of ``grpo.decode_pages`` pages."""
     grpo, model = stage.grpo, stage.model
     q, g, p, t = grpo.num_prompts, grpo.num_samples, max(stage.data.buckets), grpo.max_new_tokens
-    c = grpo.decode_slots
+    c, z = grpo.decode_slots, grpo.decode_page_size
     method = make_method(temperature=grpo.temperature, top_k=grpo.top_k, top_p=grpo.top_p)
     params = with_shardings(abstract_params(model), param_shardings(model, mesh))
     prompt = _abstract((q, p), jnp.int32, mesh, ("batch", None))
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=named_sharding(mesh, (), ()))
     table = _abstract((max(len(grpo.stop_strings), 1), STOP_WIDTH), jnp.int32, mesh, (None, None))
-    fn = jax.jit(
-        functools.partial(
-            continuous.sample,
-            config=model,
-            method=method,
-            num_samples=g,
-            max_new_tokens=t,
-            num_slots=c,
-            min_slots=grpo.decode_min_slots,
-            pad_id=0,
-            mesh=mesh,
+    common = dict(config=model, method=method, num_samples=g, max_new_tokens=t, pad_id=0)
+    if z:  # the paged cache (``grpo.decode_page_size``): pages, not slots x reach
+        pp, m = paged.page_counts(p, t, z)
+        gen_pages = grpo.decode_pages or c * (m - pp)
+        fn = functools.partial(
+            paged.sample, num_slots=c, page_size=z, gen_pages=gen_pages, **common
         )
-    )
+    else:
+        fn = functools.partial(
+            continuous.sample, num_slots=c, min_slots=grpo.decode_min_slots, mesh=mesh, **common
+        )
+    fn = jax.jit(fn)
     flops = 2 * matmul_params(model) * (q * p + c) + attention_flops(model, q, p, p / 2)
     flops += attention_flops(model, c, 1, p + t)
     args = (params, prompt, prompt, key, table)

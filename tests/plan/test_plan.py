@@ -75,6 +75,19 @@ def test_continuous_batching_is_planned_as_one_program():
     assert out.cache.k.shape[1] == 1 and out.tokens_RT.shape == (8, 16)  # the last phase's
 
 
+def test_a_paged_cache_is_planned_with_its_pages():
+    """``grpo.decode_page_size``: the continuous program over a store of pages: 1 null page,
+    2 prompts x 4 prompt pages, 6 generation pages (fewer than 4 slots x 2)."""
+    flags = ["--config.grpo.decode_slots=4", "--config.grpo.decode_page_size=8"]
+    stage = _stage(*TINY_GRPO, *flags, "--config.grpo.decode_pages=6")
+    result = plan_command.plan(stage, "local")
+    got = result["programs"]["sampler_continuous"]
+    assert got["fits"] and got["compile_error"] is None
+    (program,) = programs.continuous_sampler(stage, make_mesh(stage.mesh))
+    out = jax.eval_shape(program.fn, *program.args)
+    assert out.cache.pages.k.shape[1] == 1 + 2 * 4 + 6 and out.cache.pages.table.shape == (4, 6)
+
+
 def test_partial_rollouts_are_planned_as_admit_and_advance():
     """``grpo.partial_lanes``: admitting a batch and advancing the pool compile, the pool
     (4 lanes' prompts, 4 slots' cache, 16 rows) donated and returned in place."""
