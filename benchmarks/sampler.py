@@ -13,6 +13,9 @@ had sampled EOS), and times the static loop and continuous batching (``--slots``
 rows in this process: ``{"static": {...}, "continuous": {...}}`` with useful tokens/s, slot
 utilisation (useful tokens / slot-steps computed) and wall seconds of each.
 
+``--page-size Z`` (with ``--long-tail``) adds the continuous sampler over a paged cache of
+``--pages`` generation pages (``"paged": {...}``, with its peak pages and rewound tokens).
+
 ``--partial-batches N`` draws N such batches and decodes them one after another with continuous
 batching (a call per batch: each ends with its longest row) and with partial rollouts (a pool of
 two batches in flight: the next batch's rows fill the slots while a batch's tail finishes):
@@ -130,6 +133,14 @@ def bench_long_tail(args, config, params) -> dict:
             config, buckets=(args.prompt_len,), slots=args.slots, min_slots=args.min_slots
         ),
     }
+    if args.page_size:  # the same slots over a paged cache
+        samplers["paged"] = Sampler(
+            config,
+            buckets=(args.prompt_len,),
+            slots=args.slots,
+            page_size=args.page_size,
+            pages=args.pages,
+        )
     result = {
         "rows": len(lengths),
         "slots": args.slots,
@@ -158,6 +169,8 @@ def bench_long_tail(args, config, params) -> dict:
             "wall_s": best,
             "decode_steps": out.num_steps,
         }
+        if out.paging:
+            result[name] |= out.paging
     same = np.array_equal(outs["static"].tokens, outs["continuous"].tokens)
     result["same_tokens"] = bool(same)
     result["speedup"] = (
@@ -278,6 +291,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tail-ratio", type=float, default=8.0, help="p95 / median of lengths")
     parser.add_argument("--seed", type=int, default=0, help="of the drawn lengths")
     parser.add_argument("--json", action="store_true", help="print one line of JSON")
+    parser.add_argument("--page-size", type=int, default=0, help="--long-tail: also paged")
+    parser.add_argument("--pages", type=int, default=0, help="generation pages (0: all)")
     parser.add_argument("--partial-batches", type=int, default=0, help="continuous vs partial")
     parser.add_argument("--decode-windows", type=int, default=4, help="static loop's phases")
     args = parser.parse_args(argv)
