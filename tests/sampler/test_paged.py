@@ -72,6 +72,7 @@ def test_memory_follows_the_tokens_held(params):
     assert paged.paging["peak_pages"] <= 8 and paged.paging["rewound_tokens"] == 0
 
 
+@pytest.mark.slow  # ~5 s: the default suite stays under 10 minutes; CI runs it with -m slow
 def test_sharded_paged_equals_unsharded(params, contiguous):
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
     sharded = jax.device_put(params, param_shardings(CONFIG, mesh))

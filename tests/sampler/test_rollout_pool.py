@@ -124,6 +124,7 @@ def test_rows_continue_under_new_params_with_behaviour_logprobs(params):
     assert mixed > 0 and checked > 0  # rows sampled by two policies; the second one checked
 
 
+@pytest.mark.slow  # ~8 s: the default suite stays under 10 minutes; CI runs it with -m slow
 def test_sharded_pool_equals_unsharded(params):
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
     sharded = jax.device_put(params, param_shardings(CONFIG, mesh))

@@ -55,6 +55,27 @@ def test_rows_sampled_before_an_update_feed_their_behaviour_logprobs_to_the_loss
     assert 0 < tokens <= 2 * NUM_PROMPTS * options.num_samples * options.max_new_tokens
 
 
+def test_each_dynamic_sampling_round_takes_the_pools_next_batch():
+    """DAPO dynamic sampling with every group degenerate (a constant reward): each of the 3
+    rounds takes the pool's oldest batch and the pool admits a new data batch into its lanes;
+    the batch trains on groups of the first round."""
+    options = toy(
+        partial_lanes=2 * NUM_PROMPTS, decode_slots=6, dynamic_sampling=True, max_sampling_rounds=3
+    )
+    reward = InlineReward(fn=lambda prompts, completions, **_: [0.5] * len(completions))
+    state, parts = make_parts(reward=reward, grpo=options)
+    sampler = Sampler(CONFIG, mesh=_mesh(), buckets=(PROMPT_LEN,), slots=6)
+    parts = grpo.dataclasses.replace(parts, sampler=sampler, prompt_length=PROMPT_LEN)
+    drawn = []
+    data = (drawn.append(b["prompts"]) or b for b in prompt_batches(NUM_PROMPTS))
+    state, metrics = grpo.grpo_iteration(state, data, parts, 0)
+    assert metrics["dynamic/rounds"] == 3 and metrics["sample/pool_calls"] == 3
+    assert metrics["dynamic/groups_dropped"] == 3 * NUM_PROMPTS
+    assert len(drawn) == 4  # two batches to fill the lanes, then one per later round
+    assert [c["prompts"][:: options.num_samples] for c in reward.calls] == drawn[:3]
+    assert len(parts.pool.batches) == 1  # the fourth batch stays in flight
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [
