@@ -6,7 +6,7 @@ from __future__ import annotations
 
 def check_decoding(grpo) -> None:
     """Raises ValueError naming the ``config.grpo`` keys of an impossible combination."""
-    paged = grpo.decode_page_size and (grpo.decode_min_slots or grpo.partial_lanes)
+    paged = grpo.decode_page_size and grpo.decode_min_slots
     if (
         grpo.decode_slots < 0
         or not 0 <= grpo.decode_min_slots <= max(grpo.decode_slots, 0)
@@ -16,8 +16,8 @@ def check_decoding(grpo) -> None:
         raise ValueError(
             f"config.grpo.decode_slots={grpo.decode_slots} (>= 0, 0 = static), "
             f"decode_min_slots={grpo.decode_min_slots} (0 or 1 ... decode_slots), "
-            f"decode_page_size={grpo.decode_page_size} (needs decode_slots > 0, and "
-            "decode_min_slots = 0 and partial_lanes = 0)"
+            f"decode_page_size={grpo.decode_page_size} (needs decode_slots > 0 and "
+            "decode_min_slots = 0)"
         )
     q, lanes, mu = grpo.num_prompts, grpo.partial_lanes, grpo.mu
     if lanes and (

@@ -239,12 +239,16 @@ def partial_rollout_sampler(stage: Stage, mesh) -> list[Program]:
     table = _abstract((max(len(grpo.stop_strings), 1), STOP_WIDTH), jnp.int32, mesh, (None, None))
     statics = dict(config=model, num_samples=g, max_new_tokens=t)
     shapes = dict(lanes=lanes, width=p, slots=c, stop_width=STOP_WIDTH, pad_id=0)
-    shardings = pool_lib.pool_shardings(model, lanes, p, g, t, c, STOP_WIDTH, mesh)
+    if z := grpo.decode_page_size:  # the slots' cache in pages
+        pp, m = paged.page_counts(p, t, z)
+        shapes |= dict(page_size=z, gen_pages=grpo.decode_pages or c * (m - pp))
+    shardings = pool_lib.pool_shardings(model, lanes, p, g, t, c, STOP_WIDTH, mesh, z)
     empty = functools.partial(pool_lib.empty_pool, **statics, **shapes)
+    abstract = jax.eval_shape(empty, jax.random.key(0))
+    rep = named_sharding(mesh, (), ())  # a paged pool: XLA places it (``pool_shardings``)
+    arg_shardings = shardings or jax.tree.map(lambda _: rep, abstract)
     pool = jax.tree.map(
-        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-        jax.eval_shape(empty, jax.random.key(0)),
-        shardings,
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), abstract, arg_shardings
     )
     jit = lambda fn, **kw: jax.jit(
         functools.partial(fn, **statics, **kw), donate_argnums=1, out_shardings=shardings

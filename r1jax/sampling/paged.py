@@ -193,26 +193,38 @@ def prompt_page_store(prompts: Prompts, page_size: int):
     return k, v, prompts.positions.reshape(q * pp, z), prompts.segment_ids.reshape(q * pp, z)
 
 
-def empty_slots(config, prompts: Prompts, *, slots, page_size, gen_pages, max_new) -> PagedSlots:
-    """The page store with the prompts' pages written and ``gen_pages`` free pages."""
-    q, p = prompts.positions.shape
-    pp, m = page_counts(p, max_new, page_size)
-    num_pages = 1 + q * pp + gen_pages
+def empty_store(
+    config, *, prompts: int, prompt_len: int, slots: int, page_size: int, gen_pages: int, max_new
+) -> PagedSlots:
+    """An empty page store: the null page, ``prompts`` x Pp prompt pages (written by
+    ``write_prompt_pages``), ``gen_pages`` free pages; every slot idle at the prompt width."""
+    pp, m = page_counts(prompt_len, max_new, page_size)
+    num_pages = 1 + prompts * pp + gen_pages
     cache = init_paged_cache(config, slots, num_pages, page_size, m)
-    k, v, positions, segments = prompt_page_store(prompts, page_size)
-    write = lambda a, x, axis: jax.lax.dynamic_update_slice_in_dim(a, x.astype(a.dtype), 1, axis)
-    cache = dataclasses.replace(
-        cache,
-        k=write(cache.k, k, 1),
-        v=write(cache.v, v, 1),
-        positions=write(cache.positions, positions, 0),
-        segment_ids=write(cache.segment_ids, segments, 0),
-        length=jnp.full((slots,), p, jnp.int32),
-    )
-    free = jnp.arange(1 + q * pp, num_pages, dtype=jnp.int32)[::-1]
+    cache = dataclasses.replace(cache, length=jnp.full((slots,), prompt_len, jnp.int32))
+    free = jnp.arange(1 + prompts * pp, num_pages, dtype=jnp.int32)[::-1]
     free = jnp.concatenate([free, jnp.zeros((num_pages - gen_pages,), jnp.int32)])
     zero = jnp.zeros((), jnp.int32)
     return PagedSlots(cache, free, jnp.full((), gen_pages, jnp.int32), zero, zero, m - pp)
+
+
+def write_prompt_pages(slots: PagedSlots, prompts: Prompts, first) -> PagedSlots:
+    """Prefilled prompts ``[Q, P]`` written as the prompt pages of prompts ``first ...
+    first + Q - 1`` (``first``: traced)."""
+    pages = slots.pages
+    k, v, positions, segments = prompt_page_store(prompts, pages.page_size)
+    start = 1 + first * slots.prompt_pages
+    write = lambda a, x, axis: jax.lax.dynamic_update_slice_in_dim(
+        a, x.astype(a.dtype), start, axis
+    )
+    pages = dataclasses.replace(
+        pages,
+        k=write(pages.k, k, 1),
+        v=write(pages.v, v, 1),
+        positions=write(pages.positions, positions, 0),
+        segment_ids=write(pages.segment_ids, segments, 0),
+    )
+    return dataclasses.replace(slots, pages=pages)
 
 
 def sample(
@@ -242,14 +254,16 @@ def sample(
     s = continuous.empty_state(
         config, num_requests, num_slots, 1, max_new_tokens, width, pad_id, key
     )
-    cache = empty_slots(
+    cache = empty_store(
         config,
-        prompts,
+        prompts=num_prompts,
+        prompt_len=length,
         slots=num_slots,
         page_size=page_size,
         gen_pages=gen_pages,
         max_new=max_new_tokens,
     )
+    cache = write_prompt_pages(cache, prompts, 0)
     s = dataclasses.replace(s, cache=cache)
     if budget_R is not None:
         s = dataclasses.replace(s, budget_R=budget_R.astype(jnp.int32))
@@ -269,5 +283,4 @@ def sample(
     )
     step = lambda s: refill(*continuous.record(*step_fn(s), stop_table_EW, max_new_tokens))
     keep_going = lambda s: jnp.any(s.request_C >= 0)
-    del length
     return jax.lax.while_loop(keep_going, step, s)

@@ -12,7 +12,9 @@ and admits Q new prompts into them (``admit``). Every other request keeps its sl
 and its tokens, and continues in the next call, after the policy was updated: its tokens then
 come from several policies, each recorded with the log-prob under the policy that sampled it
 (the behaviour log-probs the loss's importance ratios need). ``RolloutPool``
-(``rollout_pool.py``) is the host side.
+(``rollout_pool.py``) is the host side. With a paged sampler (``Sampler(page_size=Z)``) the
+lanes' prompts are prompt pages of the slots' page store and the slots hold generation pages
+only while they decode (``paged.py``): rows carried across calls keep exactly their pages.
 
 Requests have absolute ids (admission order; row ``id % R``) and sample with the keys of their
 id (``methods.request_keys``), so a request's tokens do not depend on where calls cut it: with
@@ -28,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.model import ModelConfig, cache_shardings, init_cache
-from r1jax.sampling import continuous
+from r1jax.sampling import continuous, paged
 from r1jax.sampling.continuous import Prompts, SlotState
 from r1jax.sampling.methods import SamplingMethod
 from r1jax.sharding import named_sharding
@@ -44,9 +46,12 @@ class Pool:
     slots: SlotState
 
 
-def pool_shardings(config, lanes, width, num_samples, max_new, slots, stop_width, mesh):
-    """NamedShardings of a ``Pool``: lanes, requests and slots over the data axes."""
-    if mesh is None:
+def pool_shardings(
+    config, lanes, width, num_samples, max_new, slots, stop_width, mesh, page_size=0
+):
+    """NamedShardings of a ``Pool``: lanes, requests and slots over the data axes (None
+    without a mesh, or with a paged cache: XLA places the page store)."""
+    if mesh is None or page_size:
         return None
     cache = cache_shardings(config, lanes, width, mesh)
     per_row = lambda *shape: named_sharding(mesh, ("batch",) + (None,) * (len(shape) - 1), shape)
@@ -77,15 +82,19 @@ def empty_pool(
     slots,
     stop_width,
     pad_id,
+    page_size=0,
+    gen_pages=0,
 ) -> Pool:
     """No lane admitted, every slot idle: prompts ``[L, width]``, R = L * G rows of
-    ``max_new_tokens``, ``slots`` decode slots; ``key`` draws every request's keys."""
-    cache = init_cache(config, lanes, width)
+    ``max_new_tokens``, ``slots`` decode slots; ``key`` draws every request's keys.
+    ``page_size`` > 0: the slots' cache is paged (``paged.py``, ``gen_pages`` generation
+    pages) and the lanes' keys/values live in its prompt pages (``Prompts.k``/``v`` empty)."""
+    cache = init_cache(config, lanes, 0 if page_size else width)
     prompts = Prompts(
         k=cache.k,
         v=cache.v,
-        positions=cache.positions,
-        segment_ids=cache.segment_ids,
+        positions=jnp.zeros((lanes, width), jnp.int32),
+        segment_ids=jnp.zeros((lanes, width), jnp.int32),
         lengths_Q=jnp.zeros((lanes,), jnp.int32),
         logits_QV=jnp.zeros((lanes, config.vocab_size), jnp.float32),
     )
@@ -93,6 +102,17 @@ def empty_pool(
         config, lanes * num_samples, slots, width, max_new_tokens, stop_width, pad_id, key
     )
     s = dataclasses.replace(s, queue_end=jnp.zeros_like(s.queue_end))  # nothing queued yet
+    if page_size:
+        store = paged.empty_store(
+            config,
+            prompts=lanes,
+            prompt_len=width,
+            slots=slots,
+            page_size=page_size,
+            gen_pages=gen_pages,
+            max_new=max_new_tokens,
+        )
+        s = dataclasses.replace(s, cache=store)
     return Pool(prompts=prompts, slots=s)
 
 
@@ -123,9 +143,12 @@ def admit(
     s = pool.slots
     lane0 = s.queue_end // num_samples % lanes
     old = pool.prompts
+    is_paged = isinstance(s.cache, paged.PagedSlots)
+    if is_paged:  # the keys/values go to the lanes' prompt pages
+        s = dataclasses.replace(s, cache=paged.write_prompt_pages(s.cache, new, lane0))
     prompts = Prompts(
-        k=_write_rows(old.k, new.k, lane0, axis=1),
-        v=_write_rows(old.v, new.v, lane0, axis=1),
+        k=old.k if is_paged else _write_rows(old.k, new.k, lane0, axis=1),
+        v=old.v if is_paged else _write_rows(old.v, new.v, lane0, axis=1),
         positions=_write_rows(old.positions, new.positions, lane0),
         segment_ids=_write_rows(old.segment_ids, new.segment_ids, lane0),
         lengths_Q=_write_rows(old.lengths_Q, new.lengths_Q, lane0),
@@ -164,7 +187,11 @@ def advance(
     """Decodes until every request with an id below ``target_end`` has finished, nothing is
     left to do, or ``max_steps`` decode steps have run (int32 scalars, traced: one compile).
     Idle slots first take queued requests."""
+    is_paged = isinstance(pool.slots.cache, paged.PagedSlots)
     constrain = functools.partial(continuous.constrain, config=config, mesh=mesh)
+    hooks = dict(assign=paged.assign, release=paged.release) if is_paged else {}
+    if is_paged:  # the page store is not constrained (as ``paged.sample``)
+        constrain = lambda s: s
     refill = functools.partial(
         continuous.refill,
         prompts=pool.prompts,
@@ -172,9 +199,10 @@ def advance(
         method=method,
         num_samples=num_samples,
         max_new=max_new_tokens,
+        **hooks,
     )
     decode_step = functools.partial(
-        continuous.decode_step,
+        paged.decode_step if is_paged else continuous.decode_step,
         params,
         pool.prompts,
         config=config,

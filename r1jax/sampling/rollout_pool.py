@@ -84,9 +84,13 @@ class RolloutPool:
         self.table = sampler.put(table, (None, None))
         statics = dict(config=sampler.config, num_samples=g, max_new_tokens=t)
         shapes = dict(lanes=lanes, width=prompt_length, slots=sampler.slots)
+        if sampler.page_size:  # the slots' cache in pages (``paged.py``)
+            gen_pages = sampler.gen_pages(prompt_length, t)
+            shapes |= dict(page_size=sampler.page_size, gen_pages=gen_pages)
         shardings = pool_lib.pool_shardings(
-            sampler.config, lanes, prompt_length, g, t, sampler.slots, table.shape[1], sampler.mesh
-        )
+            sampler.config, lanes, prompt_length, g, t, sampler.slots, table.shape[1],
+            sampler.mesh, sampler.page_size,
+        )  # fmt: skip
         empty = functools.partial(
             pool_lib.empty_pool, stop_width=table.shape[1], pad_id=sampler.pad_id, **statics
         )
@@ -210,8 +214,6 @@ class RolloutPool:
 
 def _check(sampler, q: int, lanes: int, prompt_length: int, t: int) -> None:
     """Errors for a pool ``sampler`` cannot run."""
-    if sampler.page_size:
-        raise NotImplementedError("partial rollouts keep a contiguous cache: Sampler(page_size=0)")
     if not sampler.slots or sampler.min_slots:
         raise ValueError(
             f"partial rollouts decode with continuous batching: Sampler(slots > 0, "

@@ -255,7 +255,7 @@ class Sampler:
                 fn = functools.partial(
                     paged.sample,
                     page_size=self.page_size,
-                    gen_pages=self._gen_pages(tokens_QP.shape[1], max_new),
+                    gen_pages=self.gen_pages(tokens_QP.shape[1], max_new),
                     **common,
                 )
             else:
@@ -268,7 +268,7 @@ class Sampler:
             state = self._continuous[key](params, *args, rng, table, budget_R=budget_R)
         return state, tokens_QP, mask_QP
 
-    def _gen_pages(self, prompt_len: int, max_new: int) -> int:
+    def gen_pages(self, prompt_len: int, max_new: int) -> int:
         """Generation pages of a paged call: ``pages``, or every slot's full reach."""
         pp, m = paged.page_counts(prompt_len, max_new, self.page_size)
         if self.pages and self.pages < m - pp:

@@ -104,6 +104,11 @@ def test_partial_rollouts_are_planned_as_admit_and_advance():
     assert out.prompts.k.shape[1] == 4
     alias = advance.lower().compile().as_text()
     assert "input_output_alias" in alias  # the pool is donated: updated in place
+    paged = _stage(*TINY_GRPO, *flags, "--config.grpo.decode_page_size=8")
+    admit, advance = programs.partial_rollout_sampler(paged, make_mesh(paged.mesh))
+    out = jax.eval_shape(advance.fn, *advance.args)
+    assert out.slots.cache.pages.k.shape[1] == 1 + 4 * 4 + 4 * 2  # null, lanes', generation
+    assert advance.lower().compile() is not None
 
 
 def test_a_run_that_does_not_fit_exits_1_and_says_what_dominates(capsys):

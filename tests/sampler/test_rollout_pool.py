@@ -124,6 +124,22 @@ def test_rows_continue_under_new_params_with_behaviour_logprobs(params):
     assert mixed > 0 and checked > 0  # rows sampled by two policies; the second one checked
 
 
+@pytest.mark.parametrize("pages", [0, 6])
+def test_a_paged_pool_returns_the_same_batches(params, pages):
+    """The slots' cache in pages of 2 tokens (``Sampler(page_size=2)``): the lanes' prompts in
+    prompt pages, rows cut every 3 steps; with every slot's reach (20 pages) or 6 pages
+    (slots wait and rewind), every batch equals the contiguous pool's."""
+    want = _run(_pool(Sampler(CONFIG, buckets=BUCKETS, slots=4), max_steps=3), lambda i: params)
+    sampler = Sampler(CONFIG, buckets=BUCKETS, slots=4, page_size=2, pages=pages)
+    pool = _pool(sampler, max_steps=3)
+    got = _run(pool, lambda i: params)
+    for a, b in zip(got, want, strict=True):
+        _same_rows(a.sample, b.sample)
+    store = pool.pool.slots.cache
+    assert store.pages.k.shape[1] == 1 + 4 * 4 + (pages or 4 * 5)  # null, lanes', generation
+    assert (int(store.rewinds) > 0) == (pages == 6) and int(store.peak_pages) <= (pages or 20)
+
+
 @pytest.mark.slow  # ~8 s: the default suite stays under 10 minutes; CI runs it with -m slow
 def test_sharded_pool_equals_unsharded(params):
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))

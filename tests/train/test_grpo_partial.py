@@ -89,3 +89,4 @@ def test_bad_partial_rollout_settings_are_errors(changes, message):
     with pytest.raises(ValueError, match=message):
         GRPOConfig(num_prompts=4, **changes)
     GRPOConfig(num_prompts=4, partial_lanes=8, decode_slots=4, mu=2, tis_cap=2.0)
+    GRPOConfig(num_prompts=4, partial_lanes=8, decode_slots=4, decode_page_size=16)  # paged
