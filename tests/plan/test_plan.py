@@ -62,6 +62,7 @@ def test_figures_are_the_compilers_and_the_analytic_count():
     assert got["collectives"]["all-reduce"]["count"] >= 1
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_continuous_batching_is_planned_as_one_program():
     """``grpo.decode_slots``: the sampler's prefill and slot loop compile as one program, with
     the slots' KV cache (4 slots of 48 tokens, then 2, then 1) instead of the 8 rows'."""
@@ -75,6 +76,7 @@ def test_continuous_batching_is_planned_as_one_program():
     assert out.cache.k.shape[1] == 1 and out.tokens_RT.shape == (8, 16)  # the last phase's
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_a_paged_cache_is_planned_with_its_pages():
     """``grpo.decode_page_size``: the continuous program over a store of pages: 1 null page,
     2 prompts x 4 prompt pages, 6 generation pages (fewer than 4 slots x 2)."""
@@ -88,6 +90,7 @@ def test_a_paged_cache_is_planned_with_its_pages():
     assert out.cache.pages.k.shape[1] == 1 + 2 * 4 + 6 and out.cache.pages.table.shape == (4, 6)
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_partial_rollouts_are_planned_as_admit_and_advance():
     """``grpo.partial_lanes``: admitting a batch and advancing the pool compile, the pool
     (4 lanes' prompts, 4 slots' cache, 16 rows) donated and returned in place."""

@@ -124,7 +124,7 @@ def test_rows_continue_under_new_params_with_behaviour_logprobs(params):
     assert mixed > 0 and checked > 0  # rows sampled by two policies; the second one checked
 
 
-@pytest.mark.parametrize("pages", [0, 6])
+@pytest.mark.parametrize("pages", [pytest.param(0, marks=pytest.mark.slow), 6])
 def test_a_paged_pool_returns_the_same_batches(params, pages):
     """The slots' cache in pages of 2 tokens (``Sampler(page_size=2)``): the lanes' prompts in
     prompt pages, rows cut every 3 steps; with every slot's reach (20 pages) or 6 pages

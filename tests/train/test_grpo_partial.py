@@ -55,6 +55,7 @@ def test_rows_sampled_before_an_update_feed_their_behaviour_logprobs_to_the_loss
     assert 0 < tokens <= 2 * NUM_PROMPTS * options.num_samples * options.max_new_tokens
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_each_dynamic_sampling_round_takes_the_pools_next_batch():
     """DAPO dynamic sampling with every group degenerate (a constant reward): each of the 3
     rounds takes the pool's oldest batch and the pool admits a new data batch into its lanes;
