@@ -55,6 +55,9 @@ class ModelConfig:
     # Losses run the LM head over chunks of this many positions under remat, so only
     # [B, chunk, V] logits exist at a time (r1jax.losses.chunked); 0 = all positions at once.
     logits_chunk: int = 1024
+    # A reward model: a scalar head ``score`` [D] on the last token's final hidden state in
+    # place of the LM head (``r1jax.model.reward``); set by ``kind = "reward_model"`` stages.
+    score_head: bool = False
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
@@ -102,7 +105,8 @@ class ModelConfig:
         per_layer = 2 * d + d * h * (n + 2 * k) + n * h * d + 3 * d * f
         if self.qkv_bias:
             per_layer += h * (n + 2 * k)
-        embed = self.vocab_size * d * (1 if self.tie_embeddings else 2)
+        has_lm_head = not self.tie_embeddings and not self.score_head
+        embed = self.vocab_size * d * (2 if has_lm_head else 1) + (d if self.score_head else 0)
         return embed + d + self.num_layers * per_layer
 
     def replace(self, **changes) -> ModelConfig:

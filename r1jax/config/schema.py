@@ -5,8 +5,8 @@ A config file edits the ml-collections ``ConfigDict`` generated from these class
 the edited dict into these frozen sections once, at the edge (unknown keys are rejected with the
 nearest valid one). A run config is one stage: its ``kind`` is the objective or the job.
 
-    config.kind                "sft" | "distill" | "grpo" (training), or a job: "eval",
-                               "rejection_sample", "sample", "convert", "tokenizer"
+    config.kind                "sft" | "distill" | "grpo" | "reward_model" (training), or a
+                               job: "eval", "rejection_sample", "sample", "convert", "tokenizer"
     config.model / .mesh       the network and the device mesh (``ModelConfig``, ``MeshConfig``)
     config.optim / .train      optimizer and loop (``optim.total_steps`` 0 = ``train.steps``)
     config.data                prompts / SFT records and the tokenizer
@@ -35,8 +35,8 @@ def unknown_key(where: str, key: str, known) -> str:
     return f"{where}.{key}: unknown key{hint}"
 
 
-KINDS = ("sft", "distill", "grpo", "eval", "rejection_sample", "sample", "convert", "tokenizer")
-TRAINING_KINDS = ("sft", "distill", "grpo")
+TRAINING_KINDS = ("sft", "distill", "grpo", "reward_model")
+KINDS = (*TRAINING_KINDS, "eval", "rejection_sample", "sample", "convert", "tokenizer")
 MESH_AXES = ("data", "fsdp", "tensor")
 SCHEDULES = ("cosine", "constant", "linear")
 PROMPT_BUCKETS = (64, 128, 256, 512)  # RL prompts are padded to one of these lengths
@@ -224,6 +224,23 @@ class RewardPoolConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RewardModelConfig:
+    """GRPO's model-based reward (with a ``reward_model_from`` link). An example's ``reward``
+    field ("rules" | "model"; absent: ``default_route``) picks its reward: ``config.rewards``, or
+    ``weight`` x the model's score plus the ``add_rules`` components with their weights. Rows
+    over ``max_length`` tokens are cut from the left (0: prompt bucket + new tokens)."""
+
+    weight: float = 1.0
+    default_route: str = "rules"
+    add_rules: tuple[str, ...] = ("format",)
+    max_length: int = 0
+
+    def __post_init__(self):
+        if self.default_route not in ("rules", "model"):
+            raise ValueError(f"reward_model.default_route={self.default_route!r}: rules|model")
+
+
+@dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """Held-out evaluation (R1's protocol: k samples at T 0.6, top-p 0.95; pass@1 over them,
     pass@k, maj@k): ``num_prompts`` questions of ``task`` (seeded ``seed``) or ``path``."""
@@ -343,8 +360,9 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "distill": ("model", "mesh", "optim", "train", "data", "distill", "eval", "distributed"),
     "grpo": (
         *("model", "mesh", "optim", "train", "data", "grpo", "rewards", "reward_pool", "eval"),
-        "distributed",
+        *("reward_model", "distributed"),
     ),
+    "reward_model": ("model", "mesh", "optim", "train", "data", "eval", "distributed"),
     "eval": ("mesh", "eval", "distributed"),
     "rejection_sample": ("mesh", "eval", "rejection", "distributed"),
     "sample": ("mesh", "sample", "distributed"),
@@ -359,6 +377,7 @@ SECTION_TYPES: dict[str, type] = {
     "grpo": GRPOConfig,
     "distill": DistillConfig,
     "reward_pool": RewardPoolConfig,
+    "reward_model": RewardModelConfig,
     "eval": EvalConfig,
     "rejection": RejectionConfig,
     "sample": SampleConfig,
@@ -371,7 +390,8 @@ DEFAULT_REWARDS = {"accuracy": {"weight": 1.0}, "format": {"weight": 0.5}}
 LINKS: dict[str, dict[str, Any]] = {
     "sft": dict(init_from="", data_from=""),
     "distill": dict(init_from="", data_from=""),
-    "grpo": dict(init_from=""),
+    "grpo": dict(init_from="", reward_model_from=""),
+    "reward_model": dict(init_from="", data_from=""),
     "eval": dict(model_from="", tokenizer="", dtype="", output=""),
     "rejection_sample": dict(model_from="", tokenizer="", dtype="", output=""),
     "sample": dict(model_from="", tokenizer="", dtype="", output=""),

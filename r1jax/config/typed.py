@@ -41,6 +41,7 @@ class Stage:
     distill: schema.DistillConfig | None = None
     rewards: Mapping[str, Mapping[str, Any]] | None = None
     reward_pool: schema.RewardPoolConfig | None = None
+    reward_model: schema.RewardModelConfig | None = None
     eval: schema.EvalConfig | None = None
     rejection: schema.RejectionConfig | None = None
     tokenizer: schema.TokenizerConfig | None = None
@@ -207,6 +208,8 @@ def typed(config: Mapping, where: str = "config") -> Stage:
 
 def _resolved(stage: Stage) -> Stage:
     changes: dict[str, Any] = {"mesh": resolve_mesh(stage.mesh)}
+    if stage.kind == "reward_model" and not stage.model.score_head:
+        changes["model"] = stage.model.replace(score_head=True)  # the scalar head, no LM head
     if stage.optim is not None and stage.optim.total_steps == 0:
         changes["optim"] = dataclasses.replace(stage.optim, total_steps=stage.train.steps)
     return dataclasses.replace(stage, **changes)

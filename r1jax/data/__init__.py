@@ -16,6 +16,7 @@ from r1jax.data.pipeline import (
     make_rl_dataset,
     make_sft_dataset,
 )
+from r1jax.data.preferences import make_preference_dataset
 from r1jax.data.sources import RecordSource
 from r1jax.data.tasks import (
     ArithmeticTask,
@@ -82,6 +83,7 @@ __all__ = [
     "iter_examples",
     "load_tokenizer",
     "make_rl_dataset",
+    "make_preference_dataset",
     "make_sft_dataset",
     "normalize_record",
     "register_task",

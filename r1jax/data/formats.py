@@ -10,6 +10,12 @@ Normalised record (what the pipelines read)::
     _origin:    str            "file:line" of the input row
     ...                        other input fields pass through (level, subject, numbers, ...)
 
+Preference pairs (``purpose="preference"``, format ``preference``: a reward model's data)::
+
+    prompt:     str            the question (untemplated), non-empty
+    chosen:     str            the preferred response, non-empty
+    rejected:   str            the other response, non-empty and not equal to ``chosen``
+
 Formats: ``gsm8k`` (``question``, ``answer`` ending ``#### N``), ``math`` (``problem``,
 ``solution`` with ``\\boxed{}``, optional ``answer`` as in MATH-500), ``prompt_answer``
 (``prompt``, ``answer``, optional ``think``/``gold_cot``/``completion``), ``messages``
@@ -26,8 +32,9 @@ from typing import Any, Literal
 from r1jax.data.errors import DataError
 from r1jax.rewards.language import LANGUAGE_SCRIPTS
 
-Purpose = Literal["rl", "sft"]
-FORMATS = ("auto", "gsm8k", "math", "prompt_answer", "messages")
+Purpose = Literal["rl", "sft", "preference"]
+PURPOSES = ("rl", "sft", "preference")
+FORMATS = ("auto", "gsm8k", "math", "prompt_answer", "messages", "preference")
 
 _GSM8K_CALC = re.compile(r"<<[^<>]*>>")
 
@@ -118,6 +125,22 @@ def _prompt_answer(record: Mapping, origin: str, purpose: Purpose) -> dict[str, 
     return out
 
 
+def _preference(record: Mapping, origin: str, purpose: Purpose) -> dict[str, Any]:
+    if purpose != "preference":
+        raise DataError(
+            f"a preference pair (prompt/chosen/rejected) is not {purpose.upper()} data",
+            origin=origin,
+        )
+    out = dict(record)
+    for key in ("prompt", "chosen", "rejected"):
+        out[key] = _get(record, key, origin)
+        if not out[key].strip():
+            raise DataError("empty text", origin=origin, field=key)
+    if out["chosen"].strip() == out["rejected"].strip():
+        raise DataError("the same text as 'chosen': no preference", origin=origin, field="rejected")
+    return out
+
+
 def _messages(record: Mapping, origin: str, purpose: Purpose) -> dict[str, Any]:
     turns = _get(record, "messages", origin, kind=list)
     if not turns:
@@ -155,11 +178,14 @@ _NORMALIZERS: dict[str, Callable[[Mapping, str, Purpose], dict[str, Any]]] = {
     "math": _math,
     "prompt_answer": _prompt_answer,
     "messages": _messages,
+    "preference": _preference,
 }
 
 
 def detect_format(record: Mapping) -> str | None:
     """The format a record's keys say it is in, or None."""
+    if "chosen" in record or "rejected" in record:
+        return "preference"
     if "messages" in record:
         return "messages"
     if "problem" in record and "solution" in record:
@@ -188,6 +214,11 @@ def normalize_record(
     if field_map:
         record = {field_map.get(k, k): v for k, v in record.items()}
     name = detect_format(record) if fmt == "auto" else fmt
+    if purpose == "preference" and name != "preference":
+        raise DataError(
+            f"not a preference pair: expected prompt, chosen and rejected, got {sorted(record)}",
+            origin=origin,
+        )
     if name is None:
         raise DataError(
             f"cannot tell the format from fields {sorted(record)}; expected prompt/answer, "

@@ -190,7 +190,7 @@ class SFTExample:
         return {DROPPED: "too_long", "_origin": origin}
 
 
-def _finish(ds: grain.IterDataset, worker_count: int, prefetch: int) -> grain.IterDataset:
+def finish_pipeline(ds: grain.IterDataset, worker_count: int, prefetch: int) -> grain.IterDataset:
     """Optional worker processes, then an optional background thread a few batches ahead."""
     if worker_count > 0:
         from absl import flags
@@ -247,7 +247,7 @@ def make_rl_dataset(
         pad_id=tokenizer.pad_id,
         drop_remainder=drop_remainder,
     ).map(TakeRows(shard_index, shard_count))
-    return _finish(ds, worker_count, prefetch)
+    return finish_pipeline(ds, worker_count, prefetch)
 
 
 def make_sft_dataset(
@@ -297,4 +297,4 @@ def make_sft_dataset(
         allow_split=allow_split,
         drop_remainder=drop_remainder,
     ).map(TakeRows(shard_index, shard_count))
-    return _finish(ds, worker_count, prefetch)
+    return finish_pipeline(ds, worker_count, prefetch)

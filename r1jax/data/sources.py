@@ -21,7 +21,7 @@ import grain
 import numpy as np
 
 from r1jax.data.errors import DataError, OnError, check_choice, origin_of
-from r1jax.data.formats import FORMATS, Purpose, normalize_record
+from r1jax.data.formats import FORMATS, PURPOSES, Purpose, normalize_record
 
 _MAX_REPORTED = 20
 
@@ -83,7 +83,7 @@ class RecordSource(grain.MapDataset):
     ):
         super().__init__()
         check_choice("fmt", fmt, FORMATS)
-        check_choice("purpose", purpose, ("rl", "sft"))
+        check_choice("purpose", purpose, PURPOSES)
         check_choice("on_error", on_error, ("raise", "skip"))
         paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
         if not paths:

@@ -1,4 +1,5 @@
-"""Losses for R1 training: GRPO (and variants), SFT and logit distillation, plus advantages.
+"""Losses for R1 training: GRPO (and variants), SFT, logit distillation and the reward model's
+Bradley–Terry loss, plus advantages.
 
 Pure, jittable functions. Shape letters (the key in ``r1jax/__init__.py``): B = sequences
 (completions), T = positions, V = vocab, K = teacher top-k, G = group size. Every loss returns
@@ -22,12 +23,14 @@ from r1jax.losses.chunked import chunked_map
 from r1jax.losses.distill import distill_loss, distill_positions, distill_reduce, teacher_topk
 from r1jax.losses.grpo import grpo_loss, truncated_is_weights
 from r1jax.losses.logprobs import token_entropy, token_logprobs
+from r1jax.losses.preference import bradley_terry_loss, pair_normalizer
 from r1jax.losses.sft import sft_loss, sft_positions, sft_reduce
 
 __all__ = [
     "AGGREGATIONS",
     "aggregate",
     "batch_normalizer",
+    "bradley_terry_loss",
     "chunked_map",
     "distill_loss",
     "distill_positions",
@@ -36,6 +39,7 @@ __all__ = [
     "group_advantages",
     "group_is_degenerate",
     "masked_mean",
+    "pair_normalizer",
     "sft_loss",
     "sft_positions",
     "sft_reduce",

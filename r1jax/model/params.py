@@ -11,7 +11,8 @@ Param tree (L layers, D hidden, N heads, K kv heads, H head dim, F mlp dim, V vo
     layers/o    [L, N, H, D]    layers/mlp_norm [L, D]
     layers/gate, up [L, D, F]   layers/down [L, F, D]
     final_norm  [D]
-    lm_head     [D, V]                                                (only when untied)
+    lm_head     [D, V]                                (only when untied, without a score head)
+    score       [D]                                   (only with ``score_head``: reward models)
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def param_specs(config: ModelConfig) -> dict:
         "layers": layers,
         "final_norm": ParamSpec((d,), ("norm",), "ones"),
     }
-    if not config.tie_embeddings:
+    if config.score_head:
+        specs["score"] = ParamSpec((d,), ("embed",), "normal")
+    elif not config.tie_embeddings:
         specs["lm_head"] = ParamSpec((d, v), ("embed", "vocab"), "normal")
     return specs
 

@@ -5,16 +5,17 @@ one section per stage, ``config.<name>``: a whole stage config (``r1jax.config.d
 the same a single command runs) whose ``kind`` picks the runner:
 
   tokenizer          train a sentencepiece model on a built-in task's text (shared by all stages)
-  sft/distill/grpo   ``r1jax.train.loop.run`` on that stage (as ``r1jax train``)
+  sft/distill/grpo/reward_model   ``r1jax.train.loop.run`` on that stage (as ``r1jax train``)
   eval               ``r1jax.evaluation.stage.run``: a stage's model on held-out prompts
   rejection_sample   samples a stage's model, keeps correct/readable traces -> SFT JSONL
 
 Stage inputs name earlier stages: ``init_from`` (training stages start from that stage's final
 params), ``model_from`` (eval / rejection sampling read that stage's model), ``data_from`` (an SFT
-stage trains on the JSONL a rejection-sampling stage wrote). Each finished stage writes
-``<run>/<stage>/done.json`` with its results; re-running the recipe skips finished stages and
-resumes an interrupted one from its checkpoints. ``only=`` runs one stage alone (its inputs must
-exist).
+stage trains on the JSONL a rejection-sampling stage wrote), ``reward_model_from`` (a GRPO
+stage scores its "model"-routed examples with that reward_model stage's model). Each finished
+stage writes ``<run>/<stage>/done.json`` with its results; re-running the recipe skips finished
+stages and resumes an interrupted one from its checkpoints. ``only=`` runs one stage alone (its
+inputs must exist).
 
 Under several processes (``jax.distributed``; the run directory on storage every host sees) the
 same recipe runs on every process: training stages as in ``r1jax train``, evaluation and
@@ -71,7 +72,10 @@ def _with_links(stage: Stage, run_dir: Path) -> Stage:
     if stage.link("data_from"):
         traces = run_dir / stage.link("data_from") / "traces.jsonl"
         data = dataclasses.replace(data, path=str(traces))
-    return dataclasses.replace(stage, data=data)
+    links = dict(stage.links)
+    if stage.link("reward_model_from"):  # a stage name -> its directory
+        links["reward_model_from"] = str(run_dir / stage.link("reward_model_from"))
+    return dataclasses.replace(stage, data=data, links=links)
 
 
 def _init_params(stage: Stage, run_dir: Path):
@@ -126,6 +130,7 @@ RUNNERS: dict[str, Callable[[Stage, Path, Path], dict]] = {
     "sft": _run_training,
     "distill": _run_training,
     "grpo": _run_training,
+    "reward_model": _run_training,
     "eval": _run_sampling,
     "rejection_sample": _run_sampling,
 }

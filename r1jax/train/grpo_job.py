@@ -43,9 +43,24 @@ PROGRESS_KEYS = (
 )
 
 
-def make_reward(stage: Stage) -> CompositeReward:
-    """One ``CompositeReward`` from ``config.rewards`` with ``config.reward_pool`` options."""
-    return CompositeReward.from_config(stage.rewards, **dataclasses.asdict(stage.reward_pool))
+def make_reward(stage: Stage, mesh=None, tokenizer=None):
+    """One ``CompositeReward`` from ``config.rewards`` with ``config.reward_pool`` options; with
+    a ``reward_model_from`` link, a ``MixedReward`` of it and that reward model on ``mesh``."""
+    rules = CompositeReward.from_config(stage.rewards, **dataclasses.asdict(stage.reward_pool))
+    path = stage.link("reward_model_from")
+    if not path:
+        return rules
+    from r1jax.checkpoint import load_params
+    from r1jax.train.model_reward import MixedReward, ModelScorer
+
+    config, params = load_params(path, mesh=mesh)
+    if not config.score_head:
+        raise ValueError(
+            f"reward_model_from={path}: not a reward model (its model has no score head)"
+        )
+    options = stage.reward_model
+    length = options.max_length or max(stage.data.buckets) + stage.grpo.max_new_tokens + 1
+    return MixedReward(rules, ModelScorer(config, params, mesh, tokenizer, length), options)
 
 
 def make_eval_fn(stage: Stage, parts: GRPOParts, tokenizer):
@@ -125,7 +140,7 @@ def build(stage: Stage, workdir: Path) -> Job:
     pad = tokenizer.pad_id
     parts = GRPOParts(
         sampler=Sampler(model_config, mesh=setup.mesh, pad_id=pad, **sampler_options(grpo)),
-        reward=make_reward(stage),
+        reward=make_reward(stage, setup.mesh, tokenizer),
         tokenizer=tokenizer,
         step_fn=step_fn,
         logprobs_fn=make_logprobs_fn(model_config, setup.mesh, temperature=grpo.temperature),

@@ -1,16 +1,17 @@
-"""The one training loop, for SFT, distillation and GRPO.
+"""The one training loop, for SFT, distillation, GRPO and the reward model.
 
     r1jax train --config=configs/sft_tiny.py --workdir=/tmp/sft
     r1jax train --config=configs/grpo_tiny.py --workdir=/tmp/grpo
 
 ``run(stage, workdir)`` asks the stage's objective for a ``Job`` (``sft_job.build`` for "sft"
-and "distill", ``grpo_job.build`` for "grpo": the objective, its frozen params and its batch
-source, as one ``iteration`` callable) and owns everything around it: restore-or-create (the
-latest checkpoint with the data iterator's position, or a fresh state), the replication report,
-the preemption guard (SIGTERM -> checkpoint -> exit), the metrics writer (JSONL + TensorBoard)
-and progress bar, the evaluation hook, periodic checkpoints and the transfer guard the jitted
-update runs under (an accidental host->device copy inside it fails loudly). A resumed run sees
-exactly the batches an uninterrupted one would.
+and "distill", ``grpo_job.build`` for "grpo", ``reward_model_job.build`` for "reward_model"
+(started from a policy, it swaps the LM head for a fresh score head): the objective, its
+frozen params and its batch source, as one ``iteration`` callable) and owns everything around
+it: restore-or-create (the latest checkpoint with the data iterator's position, or a fresh
+state), the replication report, the preemption guard (SIGTERM -> checkpoint -> exit), the
+metrics writer (JSONL + TensorBoard) and progress bar, the evaluation hook, periodic checkpoints
+and the transfer guard the jitted update runs under (an accidental host->device copy inside it
+fails loudly). A resumed run sees exactly the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import jax
 
 from r1jax import sharding
 from r1jax.checkpoint import CHECKPOINTS, Checkpointer
-from r1jax.config import Stage
+from r1jax.config import TRAINING_KINDS, Stage
+from r1jax.model.reward import with_score_head
 from r1jax.train.metrics import MetricsWriter, Progress
 from r1jax.train.preemption import PreemptionGuard
 from r1jax.train.setup import Job
@@ -80,7 +82,11 @@ def build_job(stage: Stage, workdir: Path) -> Job:
         from r1jax.train import grpo_job
 
         return grpo_job.build(stage, workdir)
-    raise ValueError(f"config.kind={stage.kind!r} is not a training kind (sft, distill, grpo)")
+    if stage.kind == "reward_model":
+        from r1jax.train import reward_model_job
+
+        return reward_model_job.build(stage, workdir)
+    raise ValueError(f"config.kind={stage.kind!r} is not a training kind ({TRAINING_KINDS})")
 
 
 def run(stage: Stage, workdir: str | Path, *, init_params=None) -> dict[str, float]:
@@ -98,6 +104,10 @@ def run(stage: Stage, workdir: str | Path, *, init_params=None) -> dict[str, flo
     try:
         if init_params is None and stage.link("init_from") and ckpt.latest_step() is None:
             init_params = initial_params(stage.link("init_from"), job)
+        if init_params is not None and stage.model.score_head and "score" not in init_params:
+            init_params = with_score_head(  # a policy -> the reward model's starting point
+                init_params, stage.model, jax.random.key(stage.seed + 1), job.setup.mesh
+            )
         state, data_state = restore_or_create(ckpt, job, stage.seed, init_params)
         if data_state is not None:
             job.data.set_state(data_state)

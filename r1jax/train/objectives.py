@@ -1,4 +1,4 @@
-"""Training objectives: SFT, logit distillation and GRPO, each chosen once at setup.
+"""Training objectives: SFT, logit distillation, GRPO and the reward model, each chosen once.
 
 An ``Objective`` bundles two pure functions the train step calls:
 
@@ -19,6 +19,9 @@ Batches (B rows, T positions, P prompt positions, K teacher top-k), all int32 un
   GRPO: prompt_tokens, prompt_mask [B, P] (left-padded), completion_tokens, completion_mask
     [B, T], old_logprobs f32 [B, T], advantages f32 [B], and optionally sampler_logprobs f32 [B, T]
     (needed when ``GRPOConfig.tis_cap`` is set).
+  Reward model (``ModelConfig.score_head``): chosen_tokens, rejected_tokens [B, T] right-padded
+    (template(prompt) + response + EOS), chosen_last, rejected_last [B] (each row's last real
+    token), pair_mask [B] (0 on filler pairs).
   GRPO packed (``GRPOConfig.pack_length`` = T > 0; ``r1jax.train.grpo_packing``): tokens,
     segment_ids, positions, completion_mask [B, T], old_logprobs, advantages (per token) and
     optionally sampler_logprobs f32 [B, T], all target-aligned like SFT's; num_sequences [B].
@@ -41,6 +44,7 @@ import jax.numpy as jnp
 from r1jax import losses
 from r1jax.config import DistillConfig, GRPOConfig
 from r1jax.model import ModelConfig, hidden_states, logits_from_hidden
+from r1jax.model.reward import sequence_scores
 
 
 class Objective(NamedTuple):
@@ -299,6 +303,24 @@ def grpo_objective(
     )
 
 
+# ---------------------------------------------------------------------- reward model
+
+
+def pair_normalizer(batch: dict) -> jax.Array:
+    return losses.pair_normalizer(batch["pair_mask"])
+
+
+def reward_model_objective(params, frozen, batch, model_config, normalizer, options=None):
+    """Bradley–Terry loss of the reward model ``params`` on preference pairs
+    (``losses.bradley_terry_loss``); both responses of every pair in one forward pass."""
+    del frozen, options
+    tokens = jnp.concatenate([batch["chosen_tokens"], batch["rejected_tokens"]], axis=0)
+    last = jnp.concatenate([batch["chosen_last"], batch["rejected_last"]], axis=0)
+    scores = sequence_scores(params, tokens, last, model_config)
+    chosen, rejected = jnp.split(scores, 2)
+    return losses.bradley_terry_loss(chosen, rejected, batch["pair_mask"], normalizer=normalizer)
+
+
 # ---------------------------------------------------------------------------- setup
 
 
@@ -332,6 +354,14 @@ def grpo(model_config: ModelConfig, options: GRPOConfig) -> Objective:
     loss = functools.partial(_bind, fn, model_config=model_config, options=options)
     normalizer = functools.partial(grpo_packed_normalizer, options=options)
     return Objective("grpo", loss, normalizer, no_sequences)
+
+
+def reward_model(model_config: ModelConfig) -> Objective:
+    """The reward model's objective (``model_config.score_head`` must be set)."""
+    if not model_config.score_head:
+        raise ValueError("the reward_model objective needs config.model.score_head=True")
+    loss = functools.partial(_bind, reward_model_objective, model_config=model_config, options=None)
+    return Objective("reward_model", loss, pair_normalizer)
 
 
 def _bind(fn, params, frozen, batch, normalizer, *, model_config, options):

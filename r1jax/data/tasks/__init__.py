@@ -10,8 +10,10 @@ from r1jax.data.tasks.base import (
     task_names,
 )
 from r1jax.data.tasks.countdown import CountdownTask
+from r1jax.data.tasks.preferences import ArithmeticPreferenceTask
 
 __all__ = [
+    "ArithmeticPreferenceTask",
     "ArithmeticTask",
     "CountdownTask",
     "Task",
