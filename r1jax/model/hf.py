@@ -78,19 +78,35 @@ def config_from_hf(hf: dict, **overrides) -> ModelConfig:
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         sliding_window=sliding,
         max_position_embeddings=hf.get("max_position_embeddings", 4096),
+        score_head=_is_reward_model(hf),
     )
     fields.update(overrides)
     return ModelConfig(**fields)
 
 
+def _is_reward_model(hf: dict) -> bool:
+    """A ``*ForSequenceClassification`` checkpoint with one label: a reward model (its
+    ``score.weight`` [1, D] is our ``score``); other label counts are refused."""
+    if not any(a.endswith("ForSequenceClassification") for a in hf.get("architectures") or ()):
+        return False
+    labels = hf.get("num_labels", len(hf.get("id2label") or {}) or 2)
+    if labels != 1:
+        raise ValueError(f"config.json: a sequence classifier with {labels} labels; 1 (a reward)")
+    return True
+
+
 def config_to_hf(config: ModelConfig, dtype: str) -> dict:
-    """A Hugging Face ``config.json`` dict for ``config`` (Qwen2 if it has QKV bias, else Llama)."""
+    """A Hugging Face ``config.json`` dict for ``config`` (Qwen2 if it has QKV bias, else Llama;
+    a reward model as ``*ForSequenceClassification`` with one label)."""
     model_type = "qwen2" if config.qkv_bias else "llama"
     rope_scaling = None
     if config.rope_scaling is not None:
         rope_scaling = {"rope_type": "llama3", **dataclasses.asdict(config.rope_scaling)}
+    architecture = _ARCHITECTURES[model_type]
+    if config.score_head:
+        architecture = architecture.replace("ForCausalLM", "ForSequenceClassification")
     hf = dict(
-        architectures=[_ARCHITECTURES[model_type]],
+        architectures=[architecture],
         model_type=model_type,
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,
@@ -108,6 +124,8 @@ def config_to_hf(config: ModelConfig, dtype: str) -> dict:
         torch_dtype=dtype,
         use_cache=True,
     )
+    if config.score_head:
+        hf.update(num_labels=1, id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0})
     if model_type == "llama":
         hf.update(attention_bias=False, mlp_bias=False)
     else:
@@ -168,7 +186,9 @@ def _top_mapping(config: ModelConfig) -> dict[str, tuple[str, Callable, Callable
         "embed": ("model.embed_tokens.weight", *same),
         "final_norm": ("model.norm.weight", *same),
     }
-    if not config.tie_embeddings:
+    if config.score_head:
+        table["score"] = ("score.weight", lambda w: w[0], lambda w: w[None, :])
+    elif not config.tie_embeddings:
         table["lm_head"] = ("lm_head.weight", lambda w: w.T, lambda w: w.T)
     return table
 

@@ -3,7 +3,8 @@ abstract arguments (``jax.ShapeDtypeStruct`` with shardings: nothing is allocate
 
   train_step       ``make_train_step`` of the stage's objective on one global batch: GRPO rows
                    ``num_prompts * num_samples`` x (prompt bucket + ``max_new_tokens``); SFT and
-                   distillation rows ``train.batch_size`` x ``train.seq_len``
+                   distillation rows ``train.batch_size`` x ``train.seq_len``; a reward model's
+                   ``train.batch_size`` pairs of two such rows
   sampler_prefill  (GRPO) the prompts once, the KV cache for prompt + completion
   sampler_decode   (GRPO) the decode loop (one ``while_loop``; its memory is a step's)
   sampler_continuous  (GRPO with ``grpo.decode_slots``) both in one program: the prefill,
@@ -133,10 +134,21 @@ def _token_inputs(stage: Stage):
     return objective, frozen_config, fields, (rows, seq, seq)
 
 
+def _preference_inputs(stage: Stage):
+    """The reward model's objective and batch fields: B pairs of two rows of ``seq_len``."""
+    rows, seq = stage.train.batch_size, stage.train.seq_len
+    fields = {f"{side}_tokens": ((rows, seq), jnp.int32) for side in ("chosen", "rejected")}
+    fields |= {f"{side}_last": ((rows,), jnp.int32) for side in ("chosen", "rejected")}
+    fields["pair_mask"] = ((rows,), jnp.int32)
+    return objectives.reward_model(stage.model), None, fields, (2 * rows, seq, seq)
+
+
 def train_step(stage: Stage, mesh) -> Program:
     """The stage's train step on one global batch (see the module docstring)."""
     model, train = stage.model, stage.train
-    inputs = _grpo_inputs if stage.kind == "grpo" else _token_inputs
+    inputs = {"grpo": _grpo_inputs, "reward_model": _preference_inputs}.get(
+        stage.kind, _token_inputs
+    )
     objective, frozen_config, fields, (rows, seq, trained) = inputs(stage)
     optimizer = make_optimizer(stage.optim)
     step = make_train_step(

@@ -195,3 +195,18 @@ def test_arithmetic_in_chinese_and_mixed_asks_the_same_questions_in_its_language
     assert get_reward("language")(prompts, completions, **fields) == [1.0] * 10
     with pytest.raises(ValueError, match="language must be"):
         ArithmeticTask(language="fr")
+
+
+def test_reward_route_sets_the_reward_field_without_changing_the_questions():
+    from r1jax.data import get_task
+
+    plain = get_task("arithmetic")
+    mixed = get_task("arithmetic", reward_route="mixed")
+    routes = [mixed.example(i)["reward"] for i in range(200)]
+    assert 70 < routes.count("model") < 130 and set(routes) == {"rules", "model"}
+    for i in range(20):
+        a, b = plain.example(i), mixed.example(i)
+        assert "reward" not in a and {k: v for k, v in b.items() if k != "reward"} == a
+    assert get_task("arithmetic", reward_route="model").example(3)["reward"] == "model"
+    with pytest.raises(ValueError, match="reward_route"):
+        get_task("arithmetic", reward_route="judge")

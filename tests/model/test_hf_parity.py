@@ -100,3 +100,40 @@ def test_load_reports_missing_tensor(tmp_path):
     (path / "config.json").write_text(json.dumps(hf_cfg))
     with pytest.raises(KeyError, match=r"model\.layers\.2\."):
         hf.load(path)
+
+
+def test_reward_model_scores_match_transformers_sequence_classifier_and_round_trip(tmp_path):
+    """``Qwen2ForSequenceClassification`` with one label (HF's reward-model layout, the score
+    read at each row's last non-pad token) loads as a score-head model with the same scores,
+    and exports back to the same tensors."""
+    cfg = transformers.Qwen2Config(
+        vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
+        max_position_embeddings=128, num_labels=1, pad_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(2)
+    model = transformers.Qwen2ForSequenceClassification(cfg).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.bias.normal_(0.0, 0.5)
+            layer.input_layernorm.weight.normal_(1.0, 0.3)
+    model.save_pretrained(tmp_path / "rm", safe_serialization=True)
+    config, params = hf.load(tmp_path / "rm")
+    assert config.score_head and "lm_head" not in params
+    tokens = np.array([[3, 17, 92, 5, 44, 120, 7, 0, 0, 0], [9, 8, 7, 6, 5, 4, 3, 2, 1, 11]])
+    last = np.array([6, 9])  # row 0 is right-padded with pad id 0
+    with torch.no_grad():
+        expected = model(torch.tensor(tokens)).logits[:, 0].float().numpy()
+    from r1jax.model.reward import sequence_scores
+
+    scores = jax.jit(sequence_scores, static_argnums=3)(params, tokens, last, config)
+    np.testing.assert_allclose(np.asarray(scores), expected, atol=1e-4, rtol=0)
+    hf.save(tmp_path / "out", config, params)
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["architectures"] == ["Qwen2ForSequenceClassification"]
+    out = tmp_path / "out"  # the pad id is the tokenizer's, not in the model config
+    again = transformers.Qwen2ForSequenceClassification.from_pretrained(out, pad_token_id=0)
+    again = again.eval()
+    with torch.no_grad():
+        expected_again = again(torch.tensor(tokens)).logits[:, 0].float().numpy()
+    np.testing.assert_allclose(expected_again, expected, atol=1e-6)

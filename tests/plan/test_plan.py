@@ -205,3 +205,14 @@ def test_on_tpu_the_decode_loop_keeps_its_state_in_the_layout_xla_chose():
     for field in ("k", "v"):
         formats = [getattr(s.cache, field) for s in (prefill.output_formats, state_in, state_out)]
         assert formats[0] == formats[1] == formats[2], field
+
+
+def test_a_reward_model_is_planned_with_its_pairs():
+    stage = _stage("--config=configs/reward_model_tiny.py", "--config.train.seq_len=64")
+    assert stage.model.score_head  # the stage kind sets it
+    result = plan_command.plan(stage, "local")
+    assert set(result["programs"]) == {"train_step"}
+    got = result["programs"]["train_step"]
+    forward = 2 * programs.matmul_params(stage.model) * 2 * 16 * 64  # 16 pairs = 32 rows
+    forward += programs.attention_flops(stage.model, 32, 64, 32)
+    assert got["fits"] and got["flops"] == pytest.approx(3 * forward)

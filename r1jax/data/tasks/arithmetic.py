@@ -22,6 +22,11 @@ solution in Chinese: ``"先算 12 * 4 = 48。再算 37 + 48 = 85。最后算 85 
 "mixed" (each example one of the two, drawn); "zh" and "mixed" examples carry their
 ``language`` field, which the R1-Zero template, the language reward and rejection sampling read.
 The questions are the same in every language.
+
+``reward_route``: "" (no field), "rules", "model" or "mixed" (each example one of the two,
+drawn) sets the examples' ``reward`` field, which routes them to the rule rewards or to a
+reward model in GRPO (``r1jax.train.model_reward``): the miniature of R1's last stage, where
+reasoning prompts keep rule rewards and general ones are judged by a model.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class ArithmeticTask:
     ops: str = "+-*"
     hasty_rate: float = 0.0
     language: str = "en"  # "en" | "zh" | "mixed"
+    reward_route: str = ""  # "" | "rules" | "model" | "mixed"
 
     name: ClassVar[str] = "arithmetic"
     rewards: ClassVar[tuple[str, ...]] = ("accuracy", "format")
@@ -57,6 +63,10 @@ class ArithmeticTask:
             raise ValueError(f"hasty_rate must be in [0, 1), got {self.hasty_rate}")
         if self.language not in ("en", "zh", "mixed"):
             raise ValueError(f"language must be 'en', 'zh' or 'mixed', got {self.language!r}")
+        if self.reward_route not in ("", "rules", "model", "mixed"):
+            raise ValueError(
+                f"reward_route: '', 'rules', 'model' or 'mixed', not {self.reward_route!r}"
+            )
 
     def example(self, index: int, *, seed: int = 0) -> dict[str, Any]:
         rng = task_rng(self.name, seed, index)
@@ -87,6 +97,11 @@ class ArithmeticTask:
                 example["prompt"] = f"计算 {expression}"
                 if example["gold_cot"]:
                     example["gold_cot"] = _chinese_steps(steps)
+        if self.reward_route:  # its own draw: the examples are those of the other knobs
+            route = self.reward_route
+            if route == "mixed":
+                route = task_rng(f"{self.name}/route", seed, index).choice(("rules", "model"))
+            example["reward"] = route
         return example
 
 
