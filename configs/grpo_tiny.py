@@ -24,6 +24,6 @@ def get_config():
     config.grpo.num_samples = 8  # R1 samples 16 per question; 8 keeps this CPU run quick
     config.optim.update(learning_rate=1e-4, total_steps=100)
     config.train.update(steps=20, log_every=1, checkpoint_every=10, eval_every=10)
-    config.data.task_options = dict(max_operands=2)
+    config.data.task_options = dict(max_operands=2, reward_route="")  # "mixed": half to a model
     config.eval.update(num_prompts=8, num_samples=4, max_new_tokens=48, seed=1)
     return config

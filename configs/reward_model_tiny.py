@@ -19,6 +19,6 @@ def get_config():
     config = presets.tiny("reward_model")
     config.data.task = "arithmetic_preferences"
     config.train.update(steps=300, batch_size=16, seq_len=192, eval_every=100, log_every=25)
-    config.optim.update(learning_rate=1e-3, warmup_steps=20, weight_decay=0.01)
+    config.optim.update(learning_rate=3e-3, warmup_steps=20, weight_decay=0.01)
     config.eval.num_prompts = 256
     return config
