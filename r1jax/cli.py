@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("r1jax.commands.sample:main", "sample completions from a checkpoint"),
     "eval": ("r1jax.commands.evaluate:main", "pass@1 / pass@k / maj@k evaluation"),
     "rejection-sample": ("r1jax.commands.rejection_sample:main", "build SFT data by rejection"),
+    "teacher-topk": ("r1jax.commands.teacher_topk:main", "store a teacher's top-k with SFT data"),
     "convert": ("r1jax.commands.convert:main", "Hugging Face safetensors <-> r1jax checkpoints"),
     "tokenizer": ("r1jax.data.tokenizer_cli:main", "train a sentencepiece tokenizer"),
     "forward": ("r1jax.commands.forward:main", "build a model from a config, run a forward pass"),

@@ -21,7 +21,7 @@ SOURCES = [
 ]
 CONFIG_COMMANDS = (
     *("train", "demo", "sample", "eval", "rejection-sample", "convert", "forward", "tokenizer"),
-    "plan",
+    *("plan", "teacher-topk"),
 )
 
 

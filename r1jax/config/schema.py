@@ -6,7 +6,8 @@ the edited dict into these frozen sections once, at the edge (unknown keys are r
 nearest valid one). A run config is one stage: its ``kind`` is the objective or the job.
 
     config.kind                "sft" | "distill" | "grpo" | "reward_model" (training), or a
-                               job: "eval", "rejection_sample", "sample", "convert", "tokenizer"
+                               job: "eval", "rejection_sample", "sample", "convert", "tokenizer",
+                               "teacher_topk"
     config.model / .mesh       the network and the device mesh (``ModelConfig``, ``MeshConfig``)
     config.optim / .train      optimizer and loop (``optim.total_steps`` 0 = ``train.steps``)
     config.data                prompts / SFT records and the tokenizer
@@ -25,6 +26,12 @@ import difflib
 from typing import Any
 
 from r1jax.config.decoding import check_decoding
+from r1jax.config.tool_sections import (  # noqa: F401  (re-exported: every section is here)
+    ConvertConfig,
+    DistributedConfig,
+    SampleConfig,
+    TokenizerConfig,
+)
 from r1jax.config.variants import VARIANTS
 
 
@@ -36,7 +43,8 @@ def unknown_key(where: str, key: str, known) -> str:
 
 
 TRAINING_KINDS = ("sft", "distill", "grpo", "reward_model")
-KINDS = (*TRAINING_KINDS, "eval", "rejection_sample", "sample", "convert", "tokenizer")
+JOB_KINDS = ("eval", "rejection_sample", "sample", "convert", "tokenizer", "teacher_topk")
+KINDS = (*TRAINING_KINDS, *JOB_KINDS)
 MESH_AXES = ("data", "fsdp", "tensor")
 SCHEDULES = ("cosine", "constant", "linear")
 PROMPT_BUCKETS = (64, 128, 256, 512)  # RL prompts are padded to one of these lengths
@@ -202,7 +210,7 @@ class DistillConfig:
     """Logit distillation: ``kind`` "forward_kl" | "reverse_kl" | "jsd"; ``teacher`` "online"
     (a forward of ``teacher_model`` each step, read from ``teacher_from``: an r1jax run, its
     checkpoints or an HF directory; empty = random with ``teacher_seed``, a plumbing test) or
-    "topk" (precomputed top-k in the data)."""
+    "topk" (each record's stored top-k: ``r1jax teacher-topk`` writes ``top_k`` per token)."""
 
     kind: str = "forward_kl"
     beta: float = 0.5
@@ -211,6 +219,7 @@ class DistillConfig:
     teacher_model: dict[str, Any] = dataclasses.field(default_factory=dict)
     teacher_from: str = ""
     teacher_seed: int = 1
+    top_k: int = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,71 +298,6 @@ class RejectionConfig:
     drop_code_blocks: bool = True  # a fenced ``` block in the chain of thought: rejected
 
 
-@dataclasses.dataclass(frozen=True)
-class SampleConfig:
-    """``r1jax sample``: prompts (texts, or a JSONL file with a ``prompt`` field) -> completions."""
-
-    prompts: tuple[str, ...] = ()
-    prompts_file: str = ""
-    template: str = "r1_zero"  # "r1_zero" | "raw"
-    num_samples: int = 1
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    greedy: bool = False
-    stop_strings: tuple[str, ...] = ("</answer>",)
-    seed: int = 0
-    slots: int = 0  # > 0: continuous batching in this many decode slots (r1jax.sampling)
-    min_slots: int = 0  # > 0: the slots halve down to this many once the queue is empty
-    page_size: int = 0  # > 0: the slots' KV cache in pages of this many tokens
-    pages: int = 0  # generation pages (0: every slot's reach)
-
-
-@dataclasses.dataclass(frozen=True)
-class TokenizerConfig:
-    """A sentencepiece model (R1 tags as single ids) trained on ``inputs`` (.txt / .jsonl files,
-    the JSONL ``field``) and ``num_examples`` of a built-in ``task``'s text (either may be
-    empty), written to ``model_prefix``.model (a recipe stage writes into its directory)."""
-
-    inputs: tuple[str, ...] = ()
-    field: str = "text"
-    task: str = ""
-    task_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    seed: int = 0
-    num_examples: int = 2000
-    vocab_size: int = 512
-    model_type: str = "bpe"  # "bpe" | "unigram"
-    split_digits: bool = True
-    model_prefix: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvertConfig:
-    """``r1jax convert``: ``direction`` "hf-to-r1jax" | "r1jax-to-hf" from ``input`` to
-    ``output``; ``dtype``: the written params' dtype (empty: keep); safetensors shard size."""
-
-    direction: str = "hf-to-r1jax"
-    input: str = ""
-    output: str = ""
-    dtype: str = ""
-    max_shard_gb: float = 4.0
-
-
-@dataclasses.dataclass(frozen=True)
-class DistributedConfig:
-    """``jax.distributed`` set-up (``r1jax.distributed``): ``mode`` "auto" (the environment:
-    SLURM, xpk, JobSet, TPU VM, ``R1JAX_*``), "off", or one rule's name; explicit fields win."""
-
-    mode: str = "auto"
-    coordinator: str | None = None  # host:port
-    num_processes: int | None = None
-    process_id: int | None = None
-    local_device_ids: str | None = None  # "0,1"
-    cpu_collectives: str = "gloo"
-    initialization_timeout: int = 0  # seconds; 0: jax's default
-
-
 # kind -> the sections a stage of that kind has (besides ``kind`` and ``seed``).
 SECTIONS: dict[str, tuple[str, ...]] = {
     "sft": ("model", "mesh", "optim", "train", "data", "eval", "distributed"),
@@ -367,6 +311,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "rejection_sample": ("mesh", "eval", "rejection", "distributed"),
     "sample": ("mesh", "sample", "distributed"),
     "convert": ("mesh", "convert"),
+    "teacher_topk": ("mesh", "data", "train", "distill", "distributed"),
     "tokenizer": ("tokenizer",),
 }
 SECTION_TYPES: dict[str, type] = {
@@ -397,4 +342,5 @@ LINKS: dict[str, dict[str, Any]] = {
     "sample": dict(model_from="", tokenizer="", dtype="", output=""),
     "convert": {},
     "tokenizer": {},
+    "teacher_topk": dict(model_from="", output="", data_from=""),
 }

@@ -29,6 +29,7 @@ import grain
 import numpy as np
 
 from r1jax.data.errors import DataError
+from r1jax.data.teacher_topk import TOPK_FIELDS
 
 DROPPED = "_dropped"
 """Key of a placeholder element for an example dropped upstream (counted, never packed)."""
@@ -152,6 +153,7 @@ class _PackIterator(grain.DatasetIterator):
         """Put (part of) an element into the rows; return what did not fit, or None."""
         element, offset = pending
         tokens, loss_mask = element["tokens"], element["loss_mask"]
+        extras = {k: element[k] for k in TOPK_FIELDS if k in element}
         n = len(tokens) - offset
         if not self.allow_split:
             if n > self.T:
@@ -161,7 +163,7 @@ class _PackIterator(grain.DatasetIterator):
                 )
             for r in range(self.B):
                 if fill[r] + n <= self.T and (self.pack or fill[r] == 0):
-                    rows[r].append((tokens, loss_mask))
+                    rows[r].append((tokens, loss_mask, extras))
                     fill[r] += n
                     stats["examples"] += 1
                     stats["tokens"] += n
@@ -173,7 +175,7 @@ class _PackIterator(grain.DatasetIterator):
             while fill[r] < self.T and offset < len(tokens):
                 take = min(self.T - fill[r], len(tokens) - offset)
                 piece = slice(offset, offset + take)
-                rows[r].append((tokens[piece], loss_mask[piece]))
+                rows[r].append((tokens[piece], loss_mask[piece], _sliced(extras, piece)))
                 fill[r] += take
                 offset += take
                 stats["tokens"] += take
@@ -189,18 +191,39 @@ class _PackIterator(grain.DatasetIterator):
         loss_mask = np.zeros(shape, dtype=np.int32)
         segment_ids = np.zeros(shape, dtype=np.int32)
         positions = np.zeros(shape, dtype=np.int32)
+        extras = _extra_arrays(rows, shape)
         for r, row in enumerate(rows):
             start = 0
-            for seg, (t, m) in enumerate(row, start=1):
+            for seg, (t, m, x) in enumerate(row, start=1):
                 end = start + len(t)
                 tokens[r, start:end] = t
                 loss_mask[r, start:end] = m
                 segment_ids[r, start:end] = seg
                 positions[r, start:end] = np.arange(len(t), dtype=np.int32)
+                for key, value in x.items():
+                    extras[key][r, start:end] = value
                 start = end
         return {
             "tokens": tokens,
             "loss_mask": loss_mask,
             "segment_ids": segment_ids,
             "positions": positions,
+            **extras,
         }
+
+
+def _sliced(extras: dict[str, np.ndarray], piece: slice) -> dict[str, np.ndarray]:
+    return {k: v[piece] for k, v in extras.items()}
+
+
+def _extra_arrays(rows, shape) -> dict[str, np.ndarray]:
+    """Zeroed ``[B, T, K]`` arrays for the per-token extras the examples carry (a teacher's
+    top-k); every example of a batch must carry the same ones, with the same K."""
+    found = {k: v for row in rows for _, _, x in row for k, v in x.items()}
+    for row in rows:
+        for _, _, x in row:
+            if x.keys() != found.keys() or any(
+                v.shape[1:] != found[k].shape[1:] for k, v in x.items()
+            ):
+                raise DataError("examples of one batch carry different teacher top-k fields or K")
+    return {k: np.zeros((*shape, *v.shape[1:]), v.dtype) for k, v in found.items()}

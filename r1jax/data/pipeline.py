@@ -47,6 +47,7 @@ from r1jax.data.formats import Purpose
 from r1jax.data.packing import DROPPED, PackedBatchIterDataset
 from r1jax.data.sources import RecordSource
 from r1jax.data.tasks.base import Task, TaskDataset
+from r1jax.data.teacher_topk import TOPK_FIELDS, stored_topk
 from r1jax.data.templates import PromptFormatter, encode_prompt, format_completion, sft_tokens
 from r1jax.data.tokenizer import Tokenizer
 
@@ -144,7 +145,8 @@ class RLExample:
 
 
 class SFTExample:
-    """Record → ``{"tokens", "loss_mask"}`` (completion-only mask) or a drop marker."""
+    """Record → ``{"tokens", "loss_mask"}`` (completion-only mask) or a drop marker; with
+    ``teacher_topk`` also the record's stored teacher top-k (``r1jax.data.teacher_topk``)."""
 
     def __init__(
         self,
@@ -154,10 +156,11 @@ class SFTExample:
         on_too_long: str,
         add_bos: bool,
         allow_split: bool,
+        teacher_topk: bool = False,
     ):
         self.tokenizer, self.seq_len, self.add_bos = tokenizer, seq_len, add_bos
         self.on_too_long = check_choice("on_too_long", on_too_long, ("raise", "skip", "truncate"))
-        self.allow_split = allow_split
+        self.allow_split, self.teacher_topk = allow_split, teacher_topk
         self.formatter = PromptFormatter(template, tokenizer)
 
     def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -172,6 +175,8 @@ class SFTExample:
             self.tokenizer, self.formatter(record), completion, add_bos=self.add_bos, add_eos=True
         )
         example["_origin"] = origin
+        if self.teacher_topk:
+            example |= stored_topk(record, example["tokens"])
         n = len(example["tokens"])
         if n <= self.seq_len or self.allow_split:
             return example
@@ -183,8 +188,9 @@ class SFTExample:
                 field="completion",
             )
         if self.on_too_long == "truncate" and example["loss_mask"][: self.seq_len].any():
-            example["tokens"] = example["tokens"][: self.seq_len]
-            example["loss_mask"] = example["loss_mask"][: self.seq_len]
+            for key in ("tokens", "loss_mask", *TOPK_FIELDS):
+                if key in example:
+                    example[key] = example[key][: self.seq_len]
             example["_truncated"] = True
             return example
         return {DROPPED: "too_long", "_origin": origin}
@@ -271,6 +277,7 @@ def make_sft_dataset(
     drop_remainder: bool = False,
     worker_count: int = 0,
     prefetch: int = 0,
+    teacher_topk: bool = False,
 ) -> grain.IterDataset:
     """Packed SFT batches ``int32[B, T]`` (see :mod:`r1jax.data.packing` for the layout): this
     data shard's ``B / shard_count`` rows of each global batch of ``B = batch_size`` rows.
@@ -280,13 +287,16 @@ def make_sft_dataset(
     <answer>{answer}</answer>`` (tasks: ``gold_cot`` as the think). Examples longer than
     ``seq_len``: skipped and counted, ``"truncate"``d (counted), or ``"raise"``; with
     ``allow_split=True`` they are split across rows instead. ``worker_count``/``prefetch`` as in
-    :func:`make_rl_dataset`.
+    :func:`make_rl_dataset`. ``teacher_topk``: every record carries the teacher's top-k
+    (``r1jax teacher-topk``), packed into ``teacher_topk_indices`` / ``teacher_topk_logprobs``
+    ``[B, T, K]`` aligned with the tokens (a record without it, or tokenised differently, is a
+    ``DataError``).
     """
     records = as_record_dataset(source, purpose="sft", seed=seed, fmt=fmt, on_error=on_error)
     check_shard(batch_size, shard_index, shard_count)
     records = global_order(records, seed=seed, shuffle=shuffle, num_epochs=num_epochs)
     mapped = records.map(
-        SFTExample(tokenizer, template, seq_len, on_too_long, add_bos, allow_split)
+        SFTExample(tokenizer, template, seq_len, on_too_long, add_bos, allow_split, teacher_topk)
     )
     ds = PackedBatchIterDataset(
         mapped.to_iter_dataset(grain.ReadOptions(num_threads=0)),

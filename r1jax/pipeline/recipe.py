@@ -8,6 +8,7 @@ the same a single command runs) whose ``kind`` picks the runner:
   sft/distill/grpo/reward_model   ``r1jax.train.loop.run`` on that stage (as ``r1jax train``)
   eval               ``r1jax.evaluation.stage.run``: a stage's model on held-out prompts
   rejection_sample   samples a stage's model, keeps correct/readable traces -> SFT JSONL
+  teacher_topk       a stage's model's top-k next tokens stored with SFT records -> JSONL
 
 Stage inputs name earlier stages: ``init_from`` (training stages start from that stage's final
 params), ``model_from`` (eval / rejection sampling read that stage's model), ``data_from`` (an SFT
@@ -115,6 +116,17 @@ def _run_training(stage: Stage, stage_dir: Path, run_dir: Path) -> dict:
     return loop.run(_with_links(stage, run_dir), stage_dir, init_params=init)
 
 
+def _run_teacher_topk(stage: Stage, stage_dir: Path, run_dir: Path) -> dict:
+    """A "teacher_topk" stage: ``traces.jsonl`` with the ``model_from`` stage's top-k, over
+    the records of its ``data`` (``data_from``: a rejection-sampling stage's traces)."""
+    from r1jax.evaluation import teacher_topk
+
+    stage = _with_links(stage, run_dir)
+    source = run_dir / stage.link("model_from")
+    output = stage_dir / "traces.jsonl"
+    return teacher_topk.run(stage, source, output, tokenizer_fallback=_tokenizer_path(run_dir))
+
+
 def _run_sampling(stage: Stage, stage_dir: Path, run_dir: Path) -> dict:
     """An "eval" (summary + samples in the stage directory) or "rejection_sample" stage
     (``traces.jsonl``) of the model ``model_from`` names."""
@@ -133,6 +145,7 @@ RUNNERS: dict[str, Callable[[Stage, Path, Path], dict]] = {
     "reward_model": _run_training,
     "eval": _run_sampling,
     "rejection_sample": _run_sampling,
+    "teacher_topk": _run_teacher_topk,
 }
 
 

@@ -119,19 +119,24 @@ def _grpo_inputs(stage: Stage):
 def _token_inputs(stage: Stage):
     """SFT's or online distillation's objective, teacher config, batch fields and shape."""
     model, train = stage.model, stage.train
-    if stage.kind == "distill" and stage.distill.teacher != "online":
-        raise ValueError("plan: distillation with precomputed top-k targets is not planned")
     rows, seq = train.batch_size, train.seq_len
-    frozen_config = None
+    frozen_config, topk = None, {}
     if stage.kind == "sft":
         objective = objectives.sft(model)
+    elif stage.distill.teacher == "topk":  # the stored top-k: [rows, seq, K] per field
+        objective = objectives.distill(model, stage.distill)
+        k = stage.distill.top_k
+        topk = {
+            "teacher_topk_indices": ((rows, seq, k), jnp.int32),
+            "teacher_topk_logprobs": ((rows, seq, k), jnp.float32),
+        }
     else:
         frozen_config = typed_model_config(stage.distill.teacher_model, "distill.teacher_model")
         objective = objectives.distill(model, stage.distill, frozen_config)
     fields = {
         k: ((rows, seq), jnp.int32) for k in ("tokens", "loss_mask", "segment_ids", "positions")
     }
-    return objective, frozen_config, fields, (rows, seq, seq)
+    return objective, frozen_config, fields | topk, (rows, seq, seq)
 
 
 def _preference_inputs(stage: Stage):

@@ -74,7 +74,7 @@ def sft_normalizer(batch: dict) -> jax.Array:
     return losses.batch_normalizer(shifted_targets(batch)[1], "token_mean")
 
 
-def _head(params: dict, config: ModelConfig) -> dict:
+def head_params(params: dict, config: ModelConfig) -> dict:
     """The one weight ``logits_from_hidden`` reads: ``{"embed": [V, D]}`` when tied, else
     ``{"lm_head": [D, V]}`` (only it enters the chunk scan, so only it gets a gradient there)."""
     key = "embed" if config.tie_embeddings else "lm_head"
@@ -90,7 +90,7 @@ def over_chunks(fn: Callable, models: tuple, xs: dict, chunk: int):
     top-k teacher), sliced alike. ``fn`` returns per-position outputs ``[B, C]``.
     """
     configs = tuple(config for _, config, _ in models)
-    heads = tuple(_head(params, config) for params, config, _ in models)
+    heads = tuple(head_params(params, config) for params, config, _ in models)
 
     def chunk_fn(heads, xs_chunk):
         hidden = xs_chunk["hidden"]

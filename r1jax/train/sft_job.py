@@ -78,6 +78,7 @@ def build(stage: Stage, workdir: Path) -> Job:
         seed=stage.data.seed,
         shard_index=shard.index,
         shard_count=shard.count,
+        teacher_topk=stage.kind == "distill" and stage.distill.teacher == "topk",
     )
     frozen = load_teacher(stage, setup) if teacher_config is not None else None
     step_fn = make_train_step(

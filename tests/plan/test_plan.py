@@ -216,3 +216,15 @@ def test_a_reward_model_is_planned_with_its_pairs():
     forward = 2 * programs.matmul_params(stage.model) * 2 * 16 * 64  # 16 pairs = 32 rows
     forward += programs.attention_flops(stage.model, 32, 64, 32)
     assert got["fits"] and got["flops"] == pytest.approx(3 * forward)
+
+
+def test_top_k_distillation_is_planned_with_its_stored_targets():
+    stage = _stage(
+        "--config=configs/distill_tiny.py", "--config.distill.teacher=topk",
+        "--config.distill.top_k=16", "--config.train.seq_len=64",
+    )  # fmt: skip
+    result = plan_command.plan(stage, "local")
+    assert result["programs"]["train_step"]["fits"]
+    batch = programs.train_step(stage, make_mesh(stage.mesh)).args[1]
+    assert batch["teacher_topk_indices"].shape == batch["teacher_topk_logprobs"].shape
+    assert batch["teacher_topk_logprobs"].shape == (16, 64, 16)
