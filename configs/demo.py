@@ -18,6 +18,11 @@ Stages (re-running resumes; finished stages are skipped):
   eval_student_base
   distill             the student fine-tuned on the GRPO model's rejection-sampled traces
   eval_student
+  teacher_topk        the GRPO model's top-TOP_K next tokens stored with those traces
+  distill_topk        the student distilled on them (forward KL to the top-k), distill's budget
+  eval_student_topk
+  student_grpo        the student trained by GRPO from its own base instead, GRPO's budget
+  eval_student_grpo   (R1: distilling a strong reasoner beats RL on the small model)
 The task: single-digit arithmetic ("Compute 7 + 5", "Compute 3 - 8") with a chain of thought.
 The base model imitates both styles; GRPO, rewarded against the true answer, has to discover
 that working it out pays (R1-Zero's point: reinforcement against a verifier, not imitation, makes
@@ -34,6 +39,7 @@ TASK_OPTIONS = dict(min_operands=2, max_operands=2, max_digits=1, ops="+-")
 VOCAB = 400
 SEQ_LEN = 160  # the R1-Zero template is ~128 tokens, a worked solution ~16
 MAX_NEW = 40
+TOP_K = 16  # teacher entries stored per position for top-k distillation
 HASTY_RATE = 0.6  # share of hasty, unworked answers in the pretraining corpus (0.5 gave
 # +15..+19 points after GRPO depending on float rounding; 0.6 leaves the base more to gain)
 
@@ -83,9 +89,9 @@ def _eval_stage(model_from, num_prompts, k, kind="eval"):
     return stage
 
 
-def _grpo_stage(model, steps, lr, num_prompts, group):
+def _grpo_stage(model, steps, lr, num_prompts, group, init_from="pretrain"):
     stage = defaults("grpo", **model)
-    stage.init_from = "pretrain"
+    stage.init_from = init_from
     stage.seed = 1
     stage.optim.update(learning_rate=lr, total_steps=steps, schedule="constant")
     stage.train.update(steps=steps, log_every=1, checkpoint_every=max(steps // 2, 1))
@@ -125,6 +131,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
             "eval_student_base",
             "distill",
             "eval_student",
+            "teacher_topk",
+            "distill_topk",
+            "eval_student_topk",
+            "student_grpo",
+            "eval_student_grpo",
         ]
     )
     config.tokenizer = defaults("tokenizer")
@@ -165,12 +176,30 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         data_from="rejection",
     )
     config.eval_student = _eval_stage("distill", scale(64, 4), k)
+    config.teacher_topk = defaults("teacher_topk")
+    config.teacher_topk.update(model_from="grpo", data_from="rejection")
+    config.teacher_topk.train.update(batch_size=32, seq_len=SEQ_LEN)
+    config.teacher_topk.distill.top_k = TOP_K
+    config.distill_topk = _sft_stage(
+        student, scale(150, 4), 32, 2e-3, seed=2, init_from="student_pretrain",
+        data_from="teacher_topk",
+    )  # fmt: skip
+    config.distill_topk.kind = "distill"
+    config.distill_topk.distill = defaults("distill").distill
+    config.distill_topk.distill.update(teacher="topk", top_k=TOP_K)
+    config.eval_student_topk = _eval_stage("distill_topk", scale(64, 4), k)
+    config.student_grpo = _grpo_stage(
+        student, scale(40, 2), 1e-4, scale(8, 2), scale(8, 4), init_from="student_pretrain"
+    )
+    config.eval_student_grpo = _eval_stage("student_grpo", scale(64, 4), k)
     if smoke:  # smaller batches and shorter completions: a plumbing check in about a minute
-        for name in ("pretrain", "student_pretrain", "distill"):
+        for name in ("pretrain", "student_pretrain", "distill", "distill_topk", "teacher_topk"):
             config[name].train.batch_size = 8
-        for name in ("eval_base", "eval_grpo", "rejection", "eval_student_base", "eval_student"):
-            config[name].eval.max_new_tokens = 24
+        for name in config.stages.split(","):
+            if name.startswith("eval_") or name == "rejection":
+                config[name].eval.max_new_tokens = 24
         config.grpo.grpo.max_new_tokens = 24
+        config.student_grpo.grpo.max_new_tokens = 24
     if chinese:
         _in_chinese(config)
     return config

@@ -22,6 +22,8 @@ EVALS = {  # report row -> eval stage
     "after GRPO": "eval_grpo",
     "student before": "eval_student_base",
     "student distilled": "eval_student",
+    "student top-k distilled": "eval_student_topk",
+    "student RL (GRPO)": "eval_student_grpo",
 }
 
 

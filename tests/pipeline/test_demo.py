@@ -17,6 +17,11 @@ STAGES = [
     "eval_student_base",
     "distill",
     "eval_student",
+    "teacher_topk",
+    "distill_topk",
+    "eval_student_topk",
+    "student_grpo",
+    "eval_student_grpo",
 ]
 
 
@@ -39,6 +44,9 @@ def test_demo_smoke_run_writes_report_plots_and_stage_results(tmp_path, capsys):
     assert (run_dir / "grpo" / "metrics.jsonl").exists()
     report = (run_dir / "report.md").read_text()
     assert "| after GRPO |" in report and "| student distilled |" in report
+    assert "| student top-k distilled |" in report and "| student RL (GRPO) |" in report
+    stored = json.loads((run_dir / "teacher_topk" / "traces.jsonl").read_text().splitlines()[0])
+    assert len(stored["teacher_topk_indices"][0]) == 16
     for png in ("eval.png", "grpo.png", "pretrain.png"):
         assert (run_dir / png).read_bytes()[:4] == b"\x89PNG"
         assert f"({png})" in report
