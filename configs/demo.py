@@ -19,10 +19,16 @@ Stages (re-running resumes; finished stages are skipped):
   distill             the student fine-tuned on the GRPO model's rejection-sampled traces
   eval_student
   teacher_topk        the GRPO model's top-TOP_K next tokens stored with those traces
-  distill_topk        the student distilled on them (forward KL to the top-k), distill's budget
+  distill_topk        the student distilled on them (forward KL to the top-k + the traces' NLL),
+                      distill's budget
   eval_student_topk
   student_grpo        the student trained by GRPO from its own base instead, GRPO's budget
   eval_student_grpo   (R1: distilling a strong reasoner beats RL on the small model)
+  bilingual_pretrain  a base on the task in English and Chinese, SWITCH_RATE of its worked
+                      solutions in the other language than the question's: it mixes languages
+  grpo_mixed          GRPO from it with accuracy + format rewards
+  grpo_consistent     the same plus R1's language-consistency reward (LANGUAGE_WEIGHT)
+  eval_mixed, eval_consistent   pass@1 and the language-mixing rate of both
 The task: single-digit arithmetic ("Compute 7 + 5", "Compute 3 - 8") with a chain of thought.
 The base model imitates both styles; GRPO, rewarded against the true answer, has to discover
 that working it out pays (R1-Zero's point: reinforcement against a verifier, not imitation, makes
@@ -36,10 +42,15 @@ from r1jax.config import defaults, presets
 
 TASK = "arithmetic"
 TASK_OPTIONS = dict(min_operands=2, max_operands=2, max_digits=1, ops="+-")
-VOCAB = 400
+# The bilingual task: questions in English or Chinese, worked solutions with words in both.
+BILINGUAL = dict(TASK_OPTIONS, language="mixed", worded=True)
+SWITCH_RATE = 0.3
+LANGUAGE_WEIGHT = 0.5
+VOCAB = 512  # English and Chinese text (the tokenizer is trained on the bilingual task)
 SEQ_LEN = 160  # the R1-Zero template is ~128 tokens, a worked solution ~16
 MAX_NEW = 40
 TOP_K = 16  # teacher entries stored per position for top-k distillation
+EVAL_PROMPTS = 256  # held-out questions per evaluation (x 8 samples): +-2 points on a pass@1
 HASTY_RATE = 0.6  # share of hasty, unworked answers in the pretraining corpus (0.5 gave
 # +15..+19 points after GRPO depending on float rounding; 0.6 leaves the base more to gain)
 
@@ -56,8 +67,8 @@ def _model(hidden, layers):
     )
 
 
-def _data(stage, seed, hasty_rate=0.0):
-    options = dict(TASK_OPTIONS, hasty_rate=hasty_rate) if hasty_rate else dict(TASK_OPTIONS)
+def _data(stage, seed, hasty_rate=0.0, task_options=TASK_OPTIONS):
+    options = dict(task_options, hasty_rate=hasty_rate) if hasty_rate else dict(task_options)
     stage.data.update(task=TASK, seed=seed, vocab_size=VOCAB)
     stage.data.task_options = options
 
@@ -74,7 +85,7 @@ def _sft_stage(model, steps, batch_size, lr, seed, hasty_rate=0.0, **links):
     return stage
 
 
-def _eval_stage(model_from, num_prompts, k, kind="eval"):
+def _eval_stage(model_from, num_prompts, k, kind="eval", task_options=TASK_OPTIONS):
     stage = defaults(kind)
     stage.model_from = model_from
     stage.eval.update(
@@ -85,17 +96,19 @@ def _eval_stage(model_from, num_prompts, k, kind="eval"):
         max_new_tokens=MAX_NEW,
         prompts_per_batch=64,
     )
-    stage.eval.task_options = dict(TASK_OPTIONS)
+    stage.eval.task_options = dict(task_options)
     return stage
 
 
-def _grpo_stage(model, steps, lr, num_prompts, group, init_from="pretrain"):
+def _grpo_stage(
+    model, steps, lr, num_prompts, group, init_from="pretrain", task_options=TASK_OPTIONS
+):
     stage = defaults("grpo", **model)
     stage.init_from = init_from
     stage.seed = 1
     stage.optim.update(learning_rate=lr, total_steps=steps, schedule="constant")
     stage.train.update(steps=steps, log_every=1, checkpoint_every=max(steps // 2, 1))
-    _data(stage, seed=1)
+    _data(stage, seed=1, task_options=task_options)
     stage.grpo.update(
         num_prompts=num_prompts,
         num_samples=group,
@@ -136,21 +149,26 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
             "eval_student_topk",
             "student_grpo",
             "eval_student_grpo",
+            "bilingual_pretrain",
+            "grpo_mixed",
+            "eval_mixed",
+            "grpo_consistent",
+            "eval_consistent",
         ]
     )
     config.tokenizer = defaults("tokenizer")
     config.tokenizer.tokenizer.update(task=TASK, num_examples=2000, vocab_size=VOCAB)
-    config.tokenizer.tokenizer.task_options = dict(TASK_OPTIONS)
+    config.tokenizer.tokenizer.task_options = dict(BILINGUAL)
     teacher, student = _model(96, 2), _model(64, 2)
     config.pretrain = _sft_stage(teacher, scale(600, 8), 32, 3e-3, seed=0, hasty_rate=HASTY_RATE)
     k = scale(8, 2)
-    config.eval_base = _eval_stage("pretrain", scale(64, 4), k)
+    config.eval_base = _eval_stage("pretrain", scale(EVAL_PROMPTS, 4), k)
     # GRPO: lr 1e-4 and rollouts at the evaluation temperature (0.6). In our runs from one base
     # (HASTY_RATE 0.5, pass@1 0.37): T 0.6 / lr 1e-4 -> 0.56; T 1.0 / lr 1e-4 -> 0.45;
     # T 1.0 / lr 5e-5 -> 0.48; T 1.0 / lr 3e-4 -> 0.19 (it learnt to work every answer out but
     # lost accuracy).
     config.grpo = _grpo_stage(teacher, scale(40, 2), 1e-4, scale(8, 2), scale(8, 4))
-    config.eval_grpo = _eval_stage("grpo", scale(64, 4), k)
+    config.eval_grpo = _eval_stage("grpo", scale(EVAL_PROMPTS, 4), k)
     config.rejection = _eval_stage("grpo", scale(256, 4), scale(4, 2), kind="rejection_sample")
     config.rejection.eval.seed = 777  # prompts of the training distribution, not the eval seed
     config.rejection.rejection.max_per_prompt = 2
@@ -165,7 +183,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.student_pretrain = _sft_stage(
         student, scale(300, 4), 32, 3e-3, seed=0, hasty_rate=HASTY_RATE
     )
-    config.eval_student_base = _eval_stage("student_pretrain", scale(64, 4), k)
+    config.eval_student_base = _eval_stage("student_pretrain", scale(EVAL_PROMPTS, 4), k)
     config.distill = _sft_stage(
         student,
         scale(150, 4),
@@ -175,31 +193,51 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         init_from="student_pretrain",
         data_from="rejection",
     )
-    config.eval_student = _eval_stage("distill", scale(64, 4), k)
+    config.eval_student = _eval_stage("distill", scale(EVAL_PROMPTS, 4), k)
     config.teacher_topk = defaults("teacher_topk")
     config.teacher_topk.update(model_from="grpo", data_from="rejection")
     config.teacher_topk.train.update(batch_size=32, seq_len=SEQ_LEN)
-    config.teacher_topk.distill.top_k = TOP_K
+    # The teacher's distribution at its sampling temperature (R1's 0.6), the one its traces
+    # and its pass@1 come from; the student is trained at 1.0 on those targets.
+    config.teacher_topk.distill.update(top_k=TOP_K, temperature=0.6)
     config.distill_topk = _sft_stage(
         student, scale(150, 4), 32, 2e-3, seed=2, init_from="student_pretrain",
         data_from="teacher_topk",
     )  # fmt: skip
     config.distill_topk.kind = "distill"
     config.distill_topk.distill = defaults("distill").distill
-    config.distill_topk.distill.update(teacher="topk", top_k=TOP_K)
-    config.eval_student_topk = _eval_stage("distill_topk", scale(64, 4), k)
+    # Soft targets (the teacher's top-k) plus the traces' own tokens (hard targets, weight 1, as
+    # Hinton et al.): the traces are filtered for correctness, the teacher's distribution is not.
+    config.distill_topk.distill.update(teacher="topk", top_k=TOP_K, hard_weight=1.0)
+    config.eval_student_topk = _eval_stage("distill_topk", scale(EVAL_PROMPTS, 4), k)
     config.student_grpo = _grpo_stage(
         student, scale(40, 2), 1e-4, scale(8, 2), scale(8, 4), init_from="student_pretrain"
     )
-    config.eval_student_grpo = _eval_stage("student_grpo", scale(64, 4), k)
+    config.eval_student_grpo = _eval_stage("student_grpo", scale(EVAL_PROMPTS, 4), k)
+    config.bilingual_pretrain = _sft_stage(
+        teacher, scale(600, 8), 32, 3e-3, seed=0, hasty_rate=HASTY_RATE
+    )
+    _data(config.bilingual_pretrain, 0, HASTY_RATE, dict(BILINGUAL, switch_rate=SWITCH_RATE))
+    for name, weight in (("mixed", 0.0), ("consistent", LANGUAGE_WEIGHT)):
+        stage = _grpo_stage(
+            teacher, scale(40, 2), 1e-4, scale(8, 2), scale(8, 4), "bilingual_pretrain", BILINGUAL
+        )
+        if weight:
+            stage.rewards.language = dict(weight=weight)
+        config[f"grpo_{name}"] = stage
+        config[f"eval_{name}"] = _eval_stage(
+            f"grpo_{name}", scale(EVAL_PROMPTS, 4), k, task_options=BILINGUAL
+        )
     if smoke:  # smaller batches and shorter completions: a plumbing check in about a minute
         for name in ("pretrain", "student_pretrain", "distill", "distill_topk", "teacher_topk"):
             config[name].train.batch_size = 8
+        config.bilingual_pretrain.train.batch_size = 8
         for name in config.stages.split(","):
             if name.startswith("eval_") or name == "rejection":
                 config[name].eval.max_new_tokens = 24
         config.grpo.grpo.max_new_tokens = 24
-        config.student_grpo.grpo.max_new_tokens = 24
+        for name in ("student_grpo", "grpo_mixed", "grpo_consistent"):
+            config[name].grpo.max_new_tokens = 24
     if chinese:
         _in_chinese(config)
     return config

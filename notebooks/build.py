@@ -491,10 +491,17 @@ print(float(full), float(sum(parts)))""",
     ),
 ]
 
+sys.path.insert(0, str(HERE))
+from cells_inside import INSIDE  # noqa: E402  (the fourth notebook's cells, in their own file)
+
+INSIDE = [
+    (kind, {"INSTALL": INSTALL, "CPU_SETUP": CPU_SETUP}.get(src, src)) for kind, src in INSIDE
+]
 NOTEBOOKS = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_hf_checkpoint.ipynb": HF_CHECKPOINT,
     "03_losses_explained.ipynb": LOSSES,
+    "04_inside_the_reasoner.ipynb": INSIDE,
 }
 
 

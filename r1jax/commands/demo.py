@@ -20,10 +20,13 @@ from r1jax.pipeline.report import plot_bars, plot_curves, read_metrics, write_re
 EVALS = {  # report row -> eval stage
     "base (SFT)": "eval_base",
     "after GRPO": "eval_grpo",
+    "R1 (four stages)": "eval_r1",
     "student before": "eval_student_base",
     "student distilled": "eval_student",
     "student top-k distilled": "eval_student_topk",
     "student RL (GRPO)": "eval_student_grpo",
+    "bilingual GRPO": "eval_mixed",
+    "bilingual GRPO + language reward": "eval_consistent",
 }
 
 
@@ -85,7 +88,7 @@ def make_report(config, run_dir: Path, results: dict) -> Path:
         run_dir,
         title="r1jax demo: R1 in miniature",
         evaluations=table,
-        metrics=metrics + ["mean_length"],
+        metrics=metrics + ["mean_length", "language_mixing"],
         figures=figures,
         notes=notes,
     )

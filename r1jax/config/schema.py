@@ -220,6 +220,7 @@ class DistillConfig:
     teacher_from: str = ""
     teacher_seed: int = 1
     top_k: int = 32
+    hard_weight: float = 0.0  # + this x the SFT loss on the data's tokens (soft + hard targets)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,25 @@ from r1jax.evaluation.voting import PooledEquivalence
 from r1jax.model import ModelConfig
 from r1jax.sampling import Sampler
 
+MIXED_BELOW = 0.95  # a chain of thought with less of its words in its language is "mixed"
+
+
+def language_mixing(samples: Sequence) -> float:
+    """The fraction of samples whose chain of thought (``thinking_region``) has under
+    ``MIXED_BELOW`` of its words in the example's ``language`` (default English), among those
+    whose chain of thought has words at all: R1's language-mixing rate, what its
+    language-consistency reward lowers."""
+    from r1jax.rewards.extract import thinking_region
+    from r1jax.rewards.language import language_consistency, script_word_counts
+
+    mixed = []
+    for s in samples:
+        thought = thinking_region(s.completion)
+        if script_word_counts(thought):
+            language = s.fields.get("language") or "en"
+            mixed.append(language_consistency(thought, language) < MIXED_BELOW)
+    return float(np.mean(mixed)) if mixed else 0.0
+
 
 def evaluate(
     params,
@@ -54,6 +73,7 @@ def evaluate(
     summary["vote_timeouts"] = float(compare.timeouts)
     summary.update(timing)
     summary["truncation_rate"] = float(np.mean([s.finish_reason == "length" for s in samples]))
+    summary["language_mixing"] = language_mixing(samples)
     if output_dir is not None and distributed.is_main_process():
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)

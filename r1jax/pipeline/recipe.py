@@ -70,9 +70,9 @@ def _with_links(stage: Stage, run_dir: Path) -> Stage:
     data = stage.data
     if _tokenizer_path(run_dir).exists() and not data.tokenizer:
         data = dataclasses.replace(data, tokenizer=str(_tokenizer_path(run_dir)))
-    if stage.link("data_from"):
-        traces = run_dir / stage.link("data_from") / "traces.jsonl"
-        data = dataclasses.replace(data, path=str(traces))
+    if stage.link("data_from"):  # the stage's traces, before any data.path of its own
+        traces = str(run_dir / stage.link("data_from") / "traces.jsonl")
+        data = dataclasses.replace(data, path=f"{traces},{data.path}" if data.path else traces)
     links = dict(stage.links)
     if stage.link("reward_model_from"):  # a stage name -> its directory
         links["reward_model_from"] = str(run_dir / stage.link("reward_model_from"))

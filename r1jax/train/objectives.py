@@ -137,8 +137,9 @@ def distill_objective(
     """Student-vs-teacher divergence on the target positions (``losses.distill_positions``
     over chunks of positions, then ``losses.distill_reduce``). ``teacher == "online"`` runs
     ``frozen`` with ``teacher_config`` (its logits too are made chunk by chunk); "topk" reads
-    the batch's precomputed top-k."""
-    _, mask = shifted_targets(batch)
+    the batch's precomputed top-k. ``options.hard_weight`` > 0 adds that times the SFT loss on
+    the data's own tokens (Hinton et al.'s soft + hard targets; metrics ``hard/*``)."""
+    targets, mask = shifted_targets(batch)
     models = [(params, model_config, _sequence_hidden(params, batch, model_config))]
     xs = {}
     if options.teacher == "topk":
@@ -148,12 +149,23 @@ def distill_objective(
         models.append((frozen, teacher_config, _sequence_hidden(frozen, batch, teacher_config)))
     kw = dict(kind=options.kind, beta=options.beta, temperature=options.temperature)
 
+    hard = options.hard_weight > 0
+    if hard:
+        xs["targets"] = targets
+
     def fn(logits, xs_chunk):
         teacher = xs_chunk["topk"] if options.teacher == "topk" else logits[1]
-        return losses.distill_positions(logits[0], teacher, **kw)
+        soft = losses.distill_positions(logits[0], teacher, **kw)
+        return (soft, losses.sft_positions(logits[0], xs_chunk["targets"])) if hard else soft
 
-    div, agree = over_chunks(fn, tuple(models), xs, model_config.logits_chunk)
-    return losses.distill_reduce(div, agree, mask, normalizer=normalizer)
+    out = over_chunks(fn, tuple(models), xs, model_config.logits_chunk)
+    if not hard:
+        return losses.distill_reduce(*out, mask, normalizer=normalizer)
+    soft_loss, metrics = losses.distill_reduce(*out[0], mask, normalizer=normalizer)
+    hard_loss, hard_metrics = losses.sft_reduce(*out[1], mask, normalizer=normalizer)
+    loss = soft_loss + options.hard_weight * hard_loss
+    metrics |= {f"hard/{k}": v for k, v in hard_metrics.items() if k != "num_tokens"}
+    return loss, metrics | {"loss": loss, "soft_loss": soft_loss}
 
 
 # ------------------------------------------------------------------------------ GRPO

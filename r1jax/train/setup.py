@@ -45,11 +45,13 @@ def build_setup(stage: Stage, frozen_config: ModelConfig | None = None) -> Setup
 
 
 def make_source(data: DataConfig):
-    """A built-in task (``data.task``) or JSONL/Parquet path(s) (``data.path``)."""
+    """A built-in task (``data.task``) or JSONL/Parquet path(s) (``data.path``: files,
+    directories or globs, several separated by commas)."""
     from r1jax.data import get_task
 
     if data.path:
-        return data.path
+        paths = [p.strip() for p in data.path.split(",") if p.strip()]
+        return paths[0] if len(paths) == 1 else paths
     return get_task(data.task, **dict(data.task_options))
 
 

@@ -134,3 +134,21 @@ def test_topk_distillation_with_k_equal_to_the_vocabulary_is_the_online_teachers
         loss_online, m_online = online.loss(student, params, batch, norm)
         np.testing.assert_allclose(float(loss_topk), float(loss_online), rtol=2e-5)
         assert float(m_topk["top1_agreement"]) == float(m_online["top1_agreement"])
+
+
+def test_hard_weight_adds_the_sft_loss_on_the_data_tokens(world):
+    _, tok, _, _ = world
+    _, _, path = _run(world, 8, "k8_hard")
+    tokenizer = load_tokenizer(tok)
+    batch = next(iter(make_sft_dataset(str(path), tokenizer, batch_size=2, seq_len=400,
+                                       teacher_topk=True, shuffle=False)))  # fmt: skip
+    batch = {k: jnp.asarray(v) for k, v in batch.items() if k != "stats"}
+    student = init_params(STUDENT, jax.random.key(4))
+    soft = objectives.distill(STUDENT, DistillConfig(teacher="topk"))
+    both = objectives.distill(STUDENT, DistillConfig(teacher="topk", hard_weight=0.5))
+    sft = objectives.sft(STUDENT)
+    norm = soft.normalizer(batch)
+    want = soft.loss(student, None, batch, norm)[0] + 0.5 * sft.loss(student, None, batch, norm)[0]
+    got, metrics = both.loss(student, None, batch, norm)
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+    assert "hard/token_accuracy" in metrics and float(metrics["soft_loss"]) > 0

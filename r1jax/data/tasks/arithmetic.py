@@ -21,7 +21,12 @@ guess, so a stage that scores answers must use ``hasty_rate=0``.
 solution in Chinese: ``"先算 12 * 4 = 48。再算 37 + 48 = 85。最后算 85 - 9 = 76。"``) or
 "mixed" (each example one of the two, drawn); "zh" and "mixed" examples carry their
 ``language`` field, which the R1-Zero template, the language reward and rejection sampling read.
-The questions are the same in every language.
+The questions are the same in every language. ``worded`` writes the English solutions with
+words too (``"First 12 * 4 = 48. Then 37 + 48 = 85. Finally 85 - 9 = 76."``), as the Chinese ones
+have them, so that the language of an English chain of thought can be told (a bare derivation is
+in no language). ``switch_rate``: that fraction of the worked solutions is written in the OTHER
+language than the question's (a corpus whose models mix languages, R1-Zero's problem that its
+language-consistency reward addresses); the ``language`` field stays the question's.
 
 ``reward_route``: "" (no field), "rules", "model" or "mixed" (each example one of the two,
 drawn) sets the examples' ``reward`` field, which routes them to the rule rewards or to a
@@ -50,6 +55,8 @@ class ArithmeticTask:
     hasty_rate: float = 0.0
     language: str = "en"  # "en" | "zh" | "mixed"
     reward_route: str = ""  # "" | "rules" | "model" | "mixed"
+    worded: bool = False
+    switch_rate: float = 0.0
 
     name: ClassVar[str] = "arithmetic"
     rewards: ClassVar[tuple[str, ...]] = ("accuracy", "format")
@@ -63,6 +70,8 @@ class ArithmeticTask:
             raise ValueError(f"hasty_rate must be in [0, 1), got {self.hasty_rate}")
         if self.language not in ("en", "zh", "mixed"):
             raise ValueError(f"language must be 'en', 'zh' or 'mixed', got {self.language!r}")
+        if not 0.0 <= self.switch_rate <= 1.0 or (self.switch_rate and self.language == "en"):
+            raise ValueError(f"switch_rate in [0, 1] with language zh or mixed, not {self}")
         if self.reward_route not in ("", "rules", "model", "mixed"):
             raise ValueError(
                 f"reward_route: '', 'rules', 'model' or 'mixed', not {self.reward_route!r}"
@@ -90,19 +99,34 @@ class ArithmeticTask:
                 scale = 10**self.max_digits
                 example |= {"answer": str(rng.randint(-scale, 2 * scale)), "gold_cot": ""}
             example["hasty"] = hasty
+        if self.worded and example["gold_cot"]:
+            example["gold_cot"] = _english_steps(steps)
         if self.language != "en":  # drawn after the rest: the same questions in every language
             language = rng.choice(("en", "zh")) if self.language == "mixed" else self.language
             example["language"] = language
+            cot_language = language
+            if self.switch_rate:  # its own draw: the questions are those of the other knobs
+                switch = task_rng(f"{self.name}/switch", seed, index).random() < self.switch_rate
+                cot_language = {"en": "zh", "zh": "en"}[language] if switch else language
             if language == "zh":
                 example["prompt"] = f"计算 {expression}"
-                if example["gold_cot"]:
-                    example["gold_cot"] = _chinese_steps(steps)
+            if example["gold_cot"]:
+                english = _english_steps(steps) if self.worded else " ".join(steps)
+                example["gold_cot"] = _chinese_steps(steps) if cot_language == "zh" else english
         if self.reward_route:  # its own draw: the examples are those of the other knobs
             route = self.reward_route
             if route == "mixed":
                 route = task_rng(f"{self.name}/route", seed, index).choice(("rules", "model"))
             example["reward"] = route
         return example
+
+
+def _english_steps(steps: list[str]) -> str:
+    """The worked steps with words: "First a * b = c. Then ... Finally ..."."""
+    if len(steps) == 1:
+        return "So " + steps[0]
+    words = ["First "] + ["Then "] * (len(steps) - 2) + ["Finally "]
+    return " ".join(w + step for w, step in zip(words, steps, strict=True))
 
 
 def _chinese_steps(steps: list[str]) -> str:

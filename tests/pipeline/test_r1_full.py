@@ -1,0 +1,80 @@
+"""``configs/r1_full.py``: the four-stage R1 recipe and distillation, in miniature, end to end
+in English (killed in the middle of a stage, then resumed) and in Chinese (slow: CI's second
+step); the real-base variants are well-formed recipes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from r1jax.commands import demo
+from r1jax.pipeline.recipe import typed_stages
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "configs"))
+from r1_full import get_config  # noqa: E402
+
+STAGES = get_config("smoke").stages.split(",")
+
+
+@pytest.mark.parametrize("variant", ["1.5b", "7b"])
+def test_real_variants_chain_the_four_stages_and_the_student(variant):
+    stages = typed_stages(get_config(variant))
+    assert list(stages)[:6] == [
+        "cold_start", "reasoning_rl", "rejection", "sft_all", "reward_model", "rl_all",
+    ]  # fmt: skip
+    assert stages["rl_all"].link("reward_model_from") == "reward_model"
+    assert stages["rl_all"].reward_model.add_rules == ("format", "language")
+    assert "language" in stages["reasoning_rl"].rewards
+    assert stages["sft_all"].link("init_from") == stages["cold_start"].link("init_from")
+    assert stages["reward_model"].model.score_head
+    assert stages["student"].model.hidden_size == 1536  # Qwen2.5-1.5B
+    assert stages["reasoning_rl"].grpo.num_samples == 16  # R1's G
+
+
+def _wait_for(path: Path, process, seconds: float) -> None:
+    deadline = time.time() + seconds
+    while not path.exists():
+        assert process.poll() is None, "the recipe ended before the stage started"
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_miniature_survives_a_kill_in_the_middle_of_a_stage(tmp_path):
+    run_dir = tmp_path / "r1"
+    command = [sys.executable, "-m", "r1jax", "demo", "--config=configs/r1_full.py:smoke"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    process = subprocess.Popen([*command, f"--run_dir={run_dir}"], cwd=ROOT, env=env)
+    try:  # killed (no clean-up) once rl_all has written its first checkpoint
+        _wait_for(run_dir / "rl_all" / "checkpoints" / "1", process, 600)
+        process.send_signal(signal.SIGKILL)
+        process.wait(60)
+    finally:
+        process.kill()
+    assert not (run_dir / "rl_all" / "done.json").exists()
+    before = (run_dir / "reward_model" / "done.json").read_text()
+    assert demo.main(["--config=configs/r1_full.py:smoke", f"--run_dir={run_dir}"]) == 0
+    for stage in STAGES:
+        assert (run_dir / stage / "done.json").exists(), stage
+    assert (run_dir / "reward_model" / "done.json").read_text() == before  # not redone
+    steps = [json.loads(line)["step"] for line in open(run_dir / "rl_all" / "metrics.jsonl")]
+    assert steps[-1] == 2  # the resumed stage finished its steps
+    routed = [json.loads(line) for line in open(run_dir / "rl_all" / "metrics.jsonl")]
+    assert all(0 <= r["reward/model_routed"] <= 1 for r in routed if "reward/model_routed" in r)
+    assert "| R1 (four stages) |" in (run_dir / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_miniature_runs_in_chinese(tmp_path):
+    run_dir = tmp_path / "r1_zh"
+    assert demo.main(["--config=configs/r1_full.py:smoke_zh", f"--run_dir={run_dir}"]) == 0
+    for stage in STAGES:
+        assert (run_dir / stage / "done.json").exists(), stage
+    trace = json.loads((run_dir / "distill_data" / "traces.jsonl").read_text().splitlines()[0])
+    assert trace["language"] == "zh" and trace["prompt"].startswith("计算")
