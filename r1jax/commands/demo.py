@@ -15,6 +15,7 @@ from absl import flags
 from r1jax import distributed
 from r1jax.config.flags import parse_config
 from r1jax.pipeline import recipe
+from r1jax.pipeline.claims import claims_markdown, paper_claims
 from r1jax.pipeline.report import plot_bars, plot_curves, read_metrics, write_report
 
 EVALS = {  # report row -> eval stage
@@ -63,6 +64,7 @@ def make_report(config, run_dir: Path, results: dict) -> Path:
         "accuracy": ["accuracy", "reward/accuracy"],
         "response length": ["response_length/mean"],
         "KL": ["kl", "loss/kl"],
+        "reflection rate": ["reflection/rate"],
     }
     figures.append(
         (
@@ -91,6 +93,7 @@ def make_report(config, run_dir: Path, results: dict) -> Path:
         metrics=metrics + ["mean_length", "language_mixing"],
         figures=figures,
         notes=notes,
+        sections=[("The paper's claims", claims_markdown(paper_claims(results, run_dir)))],
     )
 
 

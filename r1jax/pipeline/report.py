@@ -100,11 +100,15 @@ def write_report(
     metrics: Sequence[str],
     figures: Sequence[tuple[str, Path | None]],
     notes: Sequence[str] = (),
+    sections: Sequence[tuple[str, str]] = (),
 ) -> Path:
-    """Writes ``report.md`` in ``run_dir`` with the evaluation table and embedded figures."""
+    """Writes ``report.md`` in ``run_dir`` with the evaluation table, ``sections`` (title,
+    markdown) and embedded figures."""
     run_dir = Path(run_dir)
     parts = [f"# {title}", "", markdown_table(evaluations, metrics), ""]
     parts += [f"- {n}" for n in notes]
+    for heading, body in sections:
+        parts += ["", f"## {heading}", "", body]
     for caption, fig in figures:
         if fig is not None:
             parts += ["", f"## {caption}", "", f"![{caption}]({Path(fig).relative_to(run_dir)})"]
