@@ -68,6 +68,7 @@ def _train(shape, microbatches=1):
     return jax.device_get(state.params), metrics
 
 
+@pytest.mark.slow  # 11 s of compiles; the default suite stays under 10 minutes
 def test_reward_model_step_is_the_same_on_8_devices_and_with_microbatches():
     params_1, metrics_1 = _train((1, 1, 1))
     assert metrics_1[-1]["loss"] < metrics_1[0]["loss"]
@@ -176,6 +177,7 @@ def _grpo_run(shape):
     return jax.device_get(state.params), history
 
 
+@pytest.mark.slow  # 15 s of compiles; the default suite stays under 10 minutes
 def test_grpo_with_a_mixed_reward_on_8_devices_equals_one_device():
     params_1, history_1 = _grpo_run((1, 1, 1))
     assert history_1[0]["reward/model_routed"] == 0.5

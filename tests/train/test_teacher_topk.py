@@ -117,6 +117,7 @@ def test_records_without_topk_or_tokenised_differently_are_named_errors(world, t
                                    teacher_topk=True, shuffle=False)))  # fmt: skip
 
 
+@pytest.mark.slow  # 9 s; the default suite stays under 10 minutes
 def test_topk_distillation_with_k_equal_to_the_vocabulary_is_the_online_teachers(world):
     params, tok, _, _ = world
     _, _, path = _run(world, VOCAB, "full")
