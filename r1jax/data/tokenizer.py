@@ -230,3 +230,25 @@ def _pick_chat_template(value: object) -> str | None:
         named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
         return named.get("default") or next(iter(named.values()), None)
     return None
+
+
+class ClippedVocabTokenizer:
+    """A tokenizer whose ``decode`` drops ids >= its vocabulary size.
+
+    A model's embedding table is often larger than its tokenizer (padded vocabularies, or a
+    sentencepiece model that came out smaller than ``vocab_size``), so the sampler can emit ids
+    the tokenizer cannot decode; they have no text, and decode to nothing here. Everything else
+    is the wrapped tokenizer's.
+    """
+
+    def __init__(self, tokenizer):
+        self._tok = tokenizer
+
+    def __getattr__(self, name):
+        if name == "_tok":  # unpickling: not set yet (no recursion into __getattr__)
+            raise AttributeError(name)
+        return getattr(self._tok, name)
+
+    def decode(self, ids, **kwargs):
+        n = self._tok.vocab_size
+        return self._tok.decode([int(i) for i in ids if int(i) < n], **kwargs)

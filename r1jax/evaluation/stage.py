@@ -43,6 +43,7 @@ def load_model(stage: Stage, model_dir: str | Path, tokenizer_fallback: str | Pa
     The tokenizer is ``stage.links["tokenizer"]``, else the one stored with the checkpoint,
     else ``tokenizer_fallback`` (a recipe's shared tokenizer)."""
     from r1jax.data import load_tokenizer
+    from r1jax.data.tokenizer import ClippedVocabTokenizer
 
     mesh = sharding.make_mesh(stage.mesh)
     overrides = {"compute_dtype": stage.link("dtype")} if stage.link("dtype") else {}
@@ -52,7 +53,9 @@ def load_model(stage: Stage, model_dir: str | Path, tokenizer_fallback: str | Pa
         raise FileNotFoundError(
             f"no tokenizer found next to {model_dir}: set config.tokenizer (a file or directory)"
         )
-    return model_config, params, load_tokenizer(str(tokenizer)), mesh
+    # A model's vocabulary may be larger than its tokenizer's (padded tables, a small
+    # sentencepiece model): ids past the tokenizer decode to nothing instead of failing.
+    return model_config, params, ClippedVocabTokenizer(load_tokenizer(str(tokenizer))), mesh
 
 
 def run(stage: Stage, model_dir: str | Path, output: str | Path, tokenizer_fallback="") -> dict:

@@ -31,6 +31,7 @@ import numpy as np
 
 from r1jax import losses
 from r1jax.config import GRPOConfig
+from r1jax.data.tokenizer import ClippedVocabTokenizer  # noqa: F401  (re-exported)
 from r1jax.rewards.shaping import overlong_penalty
 
 
@@ -60,26 +61,6 @@ class Rollout:
 
 
 # ------------------------------------------------------------------------ pure pieces
-
-
-class ClippedVocabTokenizer:
-    """A tokenizer whose ``decode`` drops ids >= its vocabulary size.
-
-    A model's embedding table is often larger than its tokenizer (padded vocabularies, or a
-    sentencepiece model that came out smaller than ``vocab_size``), so the sampler can emit ids
-    the tokenizer cannot decode; they have no text, and decode to nothing here. Everything else
-    is the wrapped tokenizer's.
-    """
-
-    def __init__(self, tokenizer):
-        self._tok = tokenizer
-
-    def __getattr__(self, name):
-        return getattr(self._tok, name)
-
-    def decode(self, ids, **kwargs):
-        n = self._tok.vocab_size
-        return self._tok.decode([int(i) for i in ids if int(i) < n], **kwargs)
 
 
 def prompt_lists(batch: Mapping[str, Any]) -> tuple[list[list[int]], np.ndarray]:

@@ -153,3 +153,14 @@ def test_hard_weight_adds_the_sft_loss_on_the_data_tokens(world):
     got, metrics = both.loss(student, None, batch, norm)
     np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
     assert "hard/token_accuracy" in metrics and float(metrics["soft_loss"]) > 0
+
+
+def test_evaluation_decodes_ids_past_the_tokenizer_to_nothing(world):
+    """A model's table may be larger than its tokenizer (here: the sentencepiece model is as
+    large as asked or smaller); evaluation and rejection sampling decode such ids to nothing."""
+    from r1jax.evaluation.stage import load_model
+
+    _, tok, _, root = world
+    config, _, tokenizer, _ = load_model(typed(defaults("eval")), root / "teacher", tok)
+    assert config.vocab_size == VOCAB
+    assert tokenizer.decode([tokenizer.vocab_size, tokenizer.vocab_size + 100]) == ""
