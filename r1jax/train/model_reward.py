@@ -14,7 +14,7 @@ row's is ``weight x score`` plus the ``add_rules`` components (format, language)
 weights. Components add ``"model"`` (the score on model rows, 0 elsewhere) and
 ``"model_routed"`` (1 on model rows), so the logs show both.
 
-Shapes: R rows scored per call; each row is ``tokens(prompt text) + tokens(completion) + EOS``
+Shapes: R rows scored per call; each row is BOS + ``tokens(prompt text) + tokens(completion) + EOS``
 right-padded to a width W (the smallest power of two >= 64 holding the batch's longest row,
 capped at ``max_length``: one compile per width); rows longer than ``max_length`` keep their
 LAST ``max_length`` tokens (the response's end, where the model reads its score).
@@ -27,6 +27,7 @@ import numpy as np
 
 from r1jax import multihost
 from r1jax.config.schema import RewardModelConfig
+from r1jax.data.templates import encode_prompt
 from r1jax.model import ModelConfig, param_shardings
 from r1jax.model.reward import sequence_scores
 from r1jax.rewards.compose import RewardResult
@@ -69,10 +70,12 @@ class ModelScorer:
         )
 
     def rows(self, prompts: list[str], completions: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(tokens int32 [R, W], last int32 [R]) of this process's rows (module docstring)."""
-        encode = self.tokenizer.encode
+        """(tokens int32 [R, W], last int32 [R]) of this process's rows (module docstring):
+        tokenised as the preference data is (``r1jax.data.preferences``: BOS, the templated
+        prompt, the response, EOS), so the model scores rows like those it was trained on."""
+        tok = self.tokenizer
         ids = [
-            encode(p) + encode(c) + [self.tokenizer.eos_id]
+            encode_prompt(tok, p, add_bos=True) + tok.encode(c) + [tok.eos_id]
             for p, c in zip(prompts, completions, strict=True)
         ]
         ids = [row[-self.max_length :] for row in ids]

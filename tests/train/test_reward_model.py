@@ -120,6 +120,31 @@ def _scorer(mesh):
     return ModelScorer(RM_TOY, params, mesh, EosCharTokenizer(), max_length=64)
 
 
+class BosEosCharTokenizer(EosCharTokenizer):
+    """With a BOS (id 2) too, added when asked, as the real tokenizers do."""
+
+    bos_id = 2
+
+    def encode(self, text, *, add_bos=False):
+        return [2] * add_bos + super().encode(text)
+
+
+def test_scorer_rows_are_the_preference_datas_rows():
+    """The GRPO scorer tokenises (prompt text, completion) exactly as the reward model's
+    preference pipeline tokenised (prompt, response): BOS, prompt, response, EOS."""
+    from r1jax.data.preferences import PreferenceExample
+
+    tok = BosEosCharTokenizer()
+    scorer = ModelScorer(RM_TOY, None, mesh_of((1, 1, 1)), tok, max_length=64)
+    example = PreferenceExample(tok, "raw", 64, "raise", True)(
+        {"prompt": "abcd", "chosen": "ddd", "rejected": "dab"}
+    )
+    tokens, last = scorer.rows(["abcd", "abcd"], ["ddd", "dab"])
+    for i, side in enumerate(("chosen", "rejected")):
+        assert tokens[i, : last[i] + 1].tolist() == example[side].tolist()
+        assert tokens[i, 0] == 2 and tokens[i, last[i]] == 1
+
+
 def test_mixed_reward_routes_each_example_by_its_reward_field():
     scorer = _scorer(mesh_of((1, 1, 1)))
     options = RewardModelConfig(weight=2.0, add_rules=("format",))
