@@ -25,7 +25,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from r1jax.data.packing import DROPPED, check_drop_streak
+from r1jax.data.packing import take_kept
 
 # Prompt-length buckets (each compiles once): the RL batches' default (``PROMPT_BUCKETS``, from
 # ``config.data.buckets``), whose largest is also their prompt-length limit, and the sampler's
@@ -80,18 +80,8 @@ class _PromptBatchIterator(grain.DatasetIterator):
         self.totals = dict(state["totals"])
 
     def __next__(self) -> dict[str, Any]:
-        elements, dropped, streak = [], 0, 0
-        while len(elements) < self.B:
-            try:
-                element = next(self._parent)
-            except StopIteration:
-                break
-            if DROPPED in element:
-                dropped, streak = dropped + 1, streak + 1
-                check_drop_streak(streak, f"the largest bucket ({max(self.buckets)} tokens)")
-            else:
-                elements.append(element)
-                streak = 0
+        limit = f"the largest bucket ({max(self.buckets)} tokens)"
+        elements, dropped = take_kept(self._parent, self.B, limit)
         self.totals["dropped_too_long"] += dropped
         if not elements or (len(elements) < self.B and self.drop_remainder):
             raise StopIteration

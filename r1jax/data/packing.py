@@ -47,6 +47,24 @@ def check_drop_streak(streak: int, limit: str) -> None:
         )
 
 
+def take_kept(parent, count: int, limit: str) -> tuple[list, int]:
+    """Up to ``count`` elements of ``parent`` that are not drop markers, and how many markers
+    were passed on the way (fewer elements at the end of the parent)."""
+    kept, dropped, streak = [], 0, 0
+    while len(kept) < count:
+        try:
+            element = next(parent)
+        except StopIteration:
+            break
+        if DROPPED in element:
+            dropped, streak = dropped + 1, streak + 1
+            check_drop_streak(streak, limit)
+        else:
+            kept.append(element)
+            streak = 0
+    return kept, dropped
+
+
 _STAT_KEYS = ("examples", "tokens", "loss_tokens", "dropped_too_long", "truncated", "batches")
 
 

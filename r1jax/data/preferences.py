@@ -28,7 +28,7 @@ import grain
 import numpy as np
 
 from r1jax.data.errors import DataError, check_choice
-from r1jax.data.packing import DROPPED, check_drop_streak
+from r1jax.data.packing import DROPPED, take_kept
 from r1jax.data.pipeline import (
     Source,
     TakeRows,
@@ -107,18 +107,7 @@ class _PreferenceBatchIterator(grain.DatasetIterator):
         self._parent.set_state(state["parent"])
 
     def __next__(self) -> dict[str, Any]:
-        pairs, dropped, streak = [], 0, 0
-        while len(pairs) < self.B:
-            try:
-                element = next(self._parent)
-            except StopIteration:
-                break
-            if DROPPED in element:
-                dropped, streak = dropped + 1, streak + 1
-                check_drop_streak(streak, f"seq_len ({self.T} tokens)")
-            else:
-                pairs.append(element)
-                streak = 0
+        pairs, dropped = take_kept(self._parent, self.B, f"seq_len ({self.T} tokens)")
         if not pairs or (len(pairs) < self.B and self.drop_remainder):
             raise StopIteration
         batch = assemble_preference_batch(pairs, self.B, self.T, self.pad_id)
