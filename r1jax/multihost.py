@@ -84,7 +84,7 @@ class DataShard:
 def _batch_axes(mesh) -> tuple[str, ...]:
     from r1jax.sharding import current_rules
 
-    return tuple(a for a in current_rules().mesh_axes("batch") if mesh.shape[a] > 1)
+    return tuple(a for a in current_rules().mesh_axes("batch") if mesh.shape.get(a, 1) > 1)
 
 
 def batch_splits(mesh) -> int:

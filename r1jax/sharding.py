@@ -28,12 +28,14 @@ from r1jax.config.schema import MESH_AXES, MeshConfig
 # Logical axis -> mesh axes. Params: "embed" is FSDP-sharded, the wide dims are tensor-sharded.
 # Activations: the batch is split over every data-parallel axis; features over "tensor".
 DEFAULT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("batch", ("data", "fsdp")),
+    ("batch", ("data", "fsdp", "expert")),
     ("vocab", ("tensor",)),
     ("embed", ("fsdp",)),
     ("heads", ("tensor",)),
     ("kv_heads", ("tensor",)),
     ("mlp", ("tensor",)),
+    ("experts", ("expert",)),
+    ("expert_mlp", ("tensor",)),
     ("head_dim", ()),
     ("layers", ()),
     ("seq", ()),
@@ -47,10 +49,10 @@ DEFAULT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def mesh_shape(mesh_config: MeshConfig, num_devices: int) -> tuple[int, int, int]:
-    """(data, fsdp, tensor) sizes of ``mesh_config`` (one axis may be -1: the rest) on
-    ``num_devices`` devices."""
-    sizes = [mesh_config.data, mesh_config.fsdp, mesh_config.tensor]
+def mesh_shape(mesh_config: MeshConfig, num_devices: int) -> tuple[int, ...]:
+    """The sizes of ``MESH_AXES`` (data, fsdp, expert, tensor) of ``mesh_config`` (one axis may
+    be -1: the rest) on ``num_devices`` devices."""
+    sizes = [getattr(mesh_config, axis) for axis in MESH_AXES]
     named = lambda s: dict(zip(MESH_AXES, s, strict=True))
     if sizes.count(-1) > 1:
         raise ValueError(f"config.mesh: at most one axis may be -1, got {named(sizes)}")
@@ -72,8 +74,8 @@ def mesh_shape(mesh_config: MeshConfig, num_devices: int) -> tuple[int, int, int
 
 
 def make_mesh(mesh_config: MeshConfig | Mapping | None = None, devices=None) -> Mesh:
-    """Builds a ``("data", "fsdp", "tensor")`` mesh over ``devices`` (default: all devices) and
-    makes ``mesh_config.rules`` the ambient sharding rules (``current_rules``).
+    """Builds a ``("data", "fsdp", "expert", "tensor")`` mesh over ``devices`` (default: all
+    devices) and makes ``mesh_config.rules`` the ambient sharding rules (``current_rules``).
 
     ``mesh_config``: a ``MeshConfig`` or a mapping of its fields, e.g. ``{"data": -1}``."""
     from r1jax.config.typed import resolve_mesh, section

@@ -24,6 +24,63 @@ class RopeScaling:
     original_max_position_embeddings: int = 8192
 
 
+ROUTERS = ("softmax", "sigmoid")
+
+
+@dataclasses.dataclass(frozen=True)
+class MoEConfig:
+    """Mixture-of-experts MLP (``r1jax.model.moe``): dropless top-k routing over ``num_experts``
+    SwiGLU experts of width ``expert_mlp_dim``.
+
+    ``router="softmax"`` is Qwen3-MoE (softmax over all experts, top-k, renormalised when
+    ``norm_topk_prob``); ``"sigmoid"`` is DeepSeek-V3 (sigmoid scores; the choice adds a learned
+    correction bias and is limited to the ``groups_per_token`` best of ``expert_groups`` groups,
+    ranked by the sum of each group's two best scores; weights are the chosen sigmoid scores,
+    renormalised when ``norm_topk_prob``, times ``routed_scaling``). ``shared_experts``: a dense
+    SwiGLU of width ``shared_experts * expert_mlp_dim`` every token also passes through.
+    ``dense_layers``: the first this many layers keep the dense MLP of width ``mlp_dim``.
+    """
+
+    num_experts: int = 8
+    experts_per_token: int = 2
+    expert_mlp_dim: int = 64
+    router: str = "softmax"
+    norm_topk_prob: bool = True
+    expert_groups: int = 1
+    groups_per_token: int = 1
+    routed_scaling: float = 1.0
+    shared_experts: int = 0
+    dense_layers: int = 0
+
+    def __post_init__(self):
+        where = "config.model.moe"
+        if self.router not in ROUTERS:
+            raise ValueError(f"{where}.router={self.router!r}; one of {ROUTERS}")
+        if not 1 <= self.experts_per_token <= self.num_experts:
+            raise ValueError(
+                f"{where}.experts_per_token={self.experts_per_token}: between 1 and "
+                f"num_experts={self.num_experts}"
+            )
+        if self.num_experts % self.expert_groups:
+            raise ValueError(
+                f"{where}.expert_groups={self.expert_groups} must divide "
+                f"num_experts={self.num_experts}"
+            )
+        if not 1 <= self.groups_per_token <= self.expert_groups:
+            raise ValueError(
+                f"{where}.groups_per_token={self.groups_per_token}: between 1 and "
+                f"expert_groups={self.expert_groups}"
+            )
+        per_group = self.num_experts // self.expert_groups
+        if self.expert_groups > 1 and per_group < 2:
+            raise ValueError(f"{where}: group-limited routing needs >= 2 experts per group")
+        if self.experts_per_token > self.groups_per_token * per_group:
+            raise ValueError(
+                f"{where}: experts_per_token={self.experts_per_token} exceeds the "
+                f"{self.groups_per_token} groups x {per_group} experts a token may choose from"
+            )
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Shape and numerics of a Llama/Qwen2-family decoder.
@@ -58,6 +115,10 @@ class ModelConfig:
     # A reward model: a scalar head ``score`` [D] on the last token's final hidden state in
     # place of the LM head (``r1jax.model.reward``); set by ``kind = "reward_model"`` stages.
     score_head: bool = False
+    # Qwen3: RMSNorm over each query and key head (``q_norm``, ``k_norm`` [H]) before RoPE.
+    qk_norm: bool = False
+    # A mixture of experts in place of the dense MLP (None: dense everywhere).
+    moe: MoEConfig | None = None
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
@@ -80,6 +141,16 @@ class ModelConfig:
             raise ValueError(f"model.head_dim={self.head_dim} must be even for RoPE")
         if self.logits_chunk < 0:
             raise ValueError(f"model.logits_chunk={self.logits_chunk}; >= 0 (0 = unchunked)")
+        if self.moe is not None and self.moe.dense_layers >= self.num_layers:
+            raise ValueError(
+                f"model.moe.dense_layers={self.moe.dense_layers}: fewer than "
+                f"num_layers={self.num_layers} (some layer must be a mixture of experts)"
+            )
+
+    @property
+    def moe_layers(self) -> int:
+        """How many layers (the last ones) have a mixture of experts."""
+        return 0 if self.moe is None else self.num_layers - self.moe.dense_layers
 
     @property
     def params_dtype(self):
@@ -102,12 +173,28 @@ class ModelConfig:
             self.num_kv_heads,
             self.head_dim,
         )
-        per_layer = 2 * d + d * h * (n + 2 * k) + n * h * d + 3 * d * f
-        if self.qkv_bias:
-            per_layer += h * (n + 2 * k)
+        attention = 2 * d + d * h * (n + 2 * k) + n * h * d
+        attention += h * (n + 2 * k) * self.qkv_bias + 2 * h * self.qk_norm
+        moe = 0
+        if self.moe is not None:
+            e, fe = self.moe.num_experts, self.moe.expert_mlp_dim
+            moe = d * e + 3 * e * d * fe + 3 * d * fe * self.moe.shared_experts
+            moe += e * (self.moe.router == "sigmoid")
+        dense_layers = self.num_layers - self.moe_layers
         has_lm_head = not self.tie_embeddings and not self.score_head
         embed = self.vocab_size * d * (2 if has_lm_head else 1) + (d if self.score_head else 0)
-        return embed + d + self.num_layers * per_layer
+        layers = self.num_layers * attention + dense_layers * 3 * d * f + self.moe_layers * moe
+        return embed + d + layers
+
+    @property
+    def num_active_params(self) -> int:
+        """Parameters one token passes through (all of them in a dense model; with experts, the
+        ``experts_per_token`` chosen of ``num_experts``)."""
+        if self.moe is None:
+            return self.num_params
+        unused = self.moe.num_experts - self.moe.experts_per_token
+        per_expert = 3 * self.hidden_size * self.moe.expert_mlp_dim
+        return self.num_params - self.moe_layers * unused * per_expert
 
     def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
@@ -123,6 +210,14 @@ class ModelConfig:
         scaling = cfg.get("rope_scaling")
         if scaling is not None and not isinstance(scaling, RopeScaling):
             cfg["rope_scaling"] = RopeScaling(**dict(scaling))
+        moe = cfg.get("moe")
+        if moe is not None and not isinstance(moe, MoEConfig):
+            moe = dict(moe)
+            names = {f.name for f in dataclasses.fields(MoEConfig)}
+            for key in moe:
+                if key not in names:
+                    raise ValueError(unknown_key(f"{where}.moe", key, names))
+            cfg["moe"] = MoEConfig(**moe)
         return cls(**cfg)
 
     def to_dict(self) -> dict:

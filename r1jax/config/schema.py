@@ -45,7 +45,7 @@ def unknown_key(where: str, key: str, known) -> str:
 TRAINING_KINDS = ("sft", "distill", "grpo", "reward_model")
 JOB_KINDS = ("eval", "rejection_sample", "sample", "convert", "tokenizer", "teacher_topk")
 KINDS = (*TRAINING_KINDS, *JOB_KINDS)
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("data", "fsdp", "expert", "tensor")
 SCHEDULES = ("cosine", "constant", "linear")
 PROMPT_BUCKETS = (64, 128, 256, 512)  # RL prompts are padded to one of these lengths
 SEED = 0  # a stage's ``seed``: its params' init and sampling keys
@@ -53,13 +53,16 @@ SEED = 0  # a stage's ``seed``: its params' init and sampling keys
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-    """Sizes of the ``data``, ``fsdp``, ``tensor`` mesh axes (one may be -1: the rest), or a
-    ``preset`` from ``r1jax.config.mesh_presets``; ``rules`` overrides logical-axis sharding rules
-    (logical name -> mesh axes); ``strict`` makes a replicated large leaf an error."""
+    """Sizes of the ``data``, ``fsdp``, ``tensor`` and ``expert`` mesh axes (one may be -1: the
+    rest), or a ``preset`` from ``r1jax.config.mesh_presets``; ``rules`` overrides logical-axis
+    sharding rules (logical name -> mesh axes); ``strict`` makes a replicated large leaf an error.
+    ``expert`` splits a mixture of experts' experts (and, elsewhere, the batch, as data
+    parallelism); the mesh orders the axes data, fsdp, expert, tensor."""
 
     data: int = -1
     fsdp: int = 1
     tensor: int = 1
+    expert: int = 1
     preset: str = ""
     rules: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     strict: bool = False

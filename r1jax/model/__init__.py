@@ -1,4 +1,4 @@
-"""Llama/Qwen2-family decoder as pure functions over a param pytree.
+"""Llama/Qwen2/Qwen3(-MoE)-family decoder as pure functions over a param pytree.
 
 Public API::
 
@@ -9,8 +9,8 @@ Public API::
     config, params = hf.load(path, mesh=None); hf.save(path, config, params)
 """
 
-from r1jax.config.model import ModelConfig, RopeScaling
-from r1jax.model import hf
+from r1jax.config.model import ModelConfig, MoEConfig, RopeScaling
+from r1jax.model import hf, moe
 from r1jax.model.cache import KVCache, cache_shardings, init_cache
 from r1jax.model.params import (
     abstract_params,
@@ -24,6 +24,7 @@ from r1jax.model.transformer import forward, hidden_states, logits_from_hidden
 __all__ = [
     "KVCache",
     "ModelConfig",
+    "MoEConfig",
     "RopeScaling",
     "abstract_params",
     "cache_shardings",
@@ -34,6 +35,7 @@ __all__ = [
     "init_params",
     "logical_axes",
     "logits_from_hidden",
+    "moe",
     "param_shardings",
     "param_specs",
 ]

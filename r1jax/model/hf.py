@@ -1,7 +1,8 @@
 """Hugging Face checkpoints (``config.json`` + ``*.safetensors``) <-> r1jax (config, params).
 
-Supported families: Qwen2 / Qwen2.5 (``Qwen2ForCausalLM``, QKV bias) and Llama 3.x
-(``LlamaForCausalLM``, llama3 RoPE scaling); the DeepSeek-R1-Distill models are of these two.
+Supported families (``r1jax.model.hf_config``): Qwen2 / Qwen2.5 (QKV bias), Llama 3.x (llama3
+RoPE scaling), Qwen3 (QK norm) and Qwen3-MoE (experts stored one tensor per expert, as the
+published checkpoints are); the DeepSeek-R1-Distill models are Qwen2 or Llama.
 
 Loading is lazy and sharded: each device shard is read from the memory-mapped safetensors by
 ``jax.make_array_from_callback``, so a parameter is never materialised whole on the host (only
@@ -10,7 +11,6 @@ the layers a shard covers are read).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -21,127 +21,19 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from r1jax.config.model import ModelConfig, RopeScaling
+from r1jax.config.model import ModelConfig
+from r1jax.model.hf_config import config_from_hf, config_to_hf
 from r1jax.model.params import abstract_params, param_shardings
 
-_ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
-
-
-# ----------------------------------------------------------------------------- config
-
-
-def config_from_hf(hf: dict, **overrides) -> ModelConfig:
-    """``ModelConfig`` from a Hugging Face ``config.json`` dict (``overrides`` win)."""
-    model_type = hf.get("model_type")
-    if model_type not in _ARCHITECTURES:
-        raise ValueError(
-            f"config.json: model_type={model_type!r} unsupported; "
-            f"supported: {sorted(_ARCHITECTURES)}"
-        )
-    if hf.get("mlp_bias"):
-        raise ValueError("config.json: mlp_bias=true is not supported")
-    if model_type == "llama" and hf.get("attention_bias"):
-        raise ValueError("config.json: attention_bias=true (o_proj bias) is not supported")
-    # transformers >= 5 writes "rope_parameters"; older versions "rope_theta" + "rope_scaling".
-    rope = dict(hf.get("rope_parameters") or {})
-    rope_theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
-    scaling_cfg = rope if rope.get("rope_type", "default") != "default" else hf.get("rope_scaling")
-    scaling = None
-    if scaling_cfg:
-        kind = scaling_cfg.get("rope_type", scaling_cfg.get("type"))
-        if kind != "llama3":
-            raise ValueError(f"config.json: rope scaling type {kind!r} unsupported (llama3 only)")
-        scaling = RopeScaling(
-            factor=float(scaling_cfg["factor"]),
-            low_freq_factor=float(scaling_cfg["low_freq_factor"]),
-            high_freq_factor=float(scaling_cfg["high_freq_factor"]),
-            original_max_position_embeddings=int(scaling_cfg["original_max_position_embeddings"]),
-        )
-    sliding = None
-    if hf.get("use_sliding_window"):
-        if hf.get("max_window_layers", 0) not in (0, hf["num_hidden_layers"]):
-            raise ValueError("config.json: sliding window on only some layers is not supported")
-        sliding = int(hf["sliding_window"])
-    num_heads = hf["num_attention_heads"]
-    fields = dict(
-        vocab_size=hf["vocab_size"],
-        hidden_size=hf["hidden_size"],
-        num_layers=hf["num_hidden_layers"],
-        num_heads=num_heads,
-        num_kv_heads=hf.get("num_key_value_heads") or num_heads,
-        head_dim=hf.get("head_dim") or hf["hidden_size"] // num_heads,
-        mlp_dim=hf["intermediate_size"],
-        rope_theta=float(rope_theta),
-        rope_scaling=scaling,
-        rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        qkv_bias=model_type == "qwen2" or bool(hf.get("attention_bias")),
-        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        sliding_window=sliding,
-        max_position_embeddings=hf.get("max_position_embeddings", 4096),
-        score_head=_is_reward_model(hf),
-    )
-    fields.update(overrides)
-    return ModelConfig(**fields)
-
-
-def _is_reward_model(hf: dict) -> bool:
-    """A ``*ForSequenceClassification`` checkpoint with one label: a reward model (its
-    ``score.weight`` [1, D] is our ``score``); other label counts are refused."""
-    if not any(a.endswith("ForSequenceClassification") for a in hf.get("architectures") or ()):
-        return False
-    labels = hf.get("num_labels", len(hf.get("id2label") or {}) or 2)
-    if labels != 1:
-        raise ValueError(f"config.json: a sequence classifier with {labels} labels; 1 (a reward)")
-    return True
-
-
-def config_to_hf(config: ModelConfig, dtype: str) -> dict:
-    """A Hugging Face ``config.json`` dict for ``config`` (Qwen2 if it has QKV bias, else Llama;
-    a reward model as ``*ForSequenceClassification`` with one label)."""
-    model_type = "qwen2" if config.qkv_bias else "llama"
-    rope_scaling = None
-    if config.rope_scaling is not None:
-        rope_scaling = {"rope_type": "llama3", **dataclasses.asdict(config.rope_scaling)}
-    architecture = _ARCHITECTURES[model_type]
-    if config.score_head:
-        architecture = architecture.replace("ForCausalLM", "ForSequenceClassification")
-    hf = dict(
-        architectures=[architecture],
-        model_type=model_type,
-        vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
-        intermediate_size=config.mlp_dim,
-        num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads,
-        num_key_value_heads=config.num_kv_heads,
-        head_dim=config.head_dim,
-        hidden_act="silu",
-        rms_norm_eps=config.rms_norm_eps,
-        rope_theta=config.rope_theta,
-        rope_scaling=rope_scaling,
-        tie_word_embeddings=config.tie_embeddings,
-        max_position_embeddings=config.max_position_embeddings,
-        torch_dtype=dtype,
-        use_cache=True,
-    )
-    if config.score_head:
-        hf.update(num_labels=1, id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0})
-    if model_type == "llama":
-        hf.update(attention_bias=False, mlp_bias=False)
-    else:
-        hf.update(
-            use_sliding_window=config.sliding_window is not None,
-            sliding_window=config.sliding_window,
-            max_window_layers=config.num_layers,
-        )
-    return hf
+__all__ = ["config_from_hf", "config_to_hf", "load", "save"]
 
 
 # ----------------------------------------------------------------------------- name mapping
 
 
-# (our leaf, HF name template, HF -> ours, ours -> HF). ``n``/``k``: query/kv head counts.
-def _layer_mapping(config: ModelConfig) -> dict[str, tuple[str, Callable, Callable]]:
+# (our leaf, HF name template, HF -> ours, ours -> HF). Templates take ``{layer}`` and, for
+# expert leaves (``[E, ...]`` per layer), ``{expert}``. ``n``/``k``: query/kv head counts.
+def _layer_mapping(config: ModelConfig, experts: bool) -> dict[str, tuple[str, Callable, Callable]]:
     n, k, h, d = config.num_heads, config.num_kv_heads, config.head_dim, config.hidden_size
 
     def proj(heads):  # [heads*H, D] <-> [D, heads, H]
@@ -155,9 +47,9 @@ def _layer_mapping(config: ModelConfig) -> dict[str, tuple[str, Callable, Callab
 
     same = (lambda w: w, lambda w: w)
     transpose = (lambda w: w.T, lambda w: w.T)
-    attn, mlp = "model.layers.{}.self_attn.", "model.layers.{}.mlp."
+    attn, mlp = "model.layers.{layer}.self_attn.", "model.layers.{layer}.mlp."
     table = {
-        "attn_norm": ("model.layers.{}.input_layernorm.weight", *same),
+        "attn_norm": ("model.layers.{layer}.input_layernorm.weight", *same),
         "q": (attn + "q_proj.weight", *proj(n)),
         "k": (attn + "k_proj.weight", *proj(k)),
         "v": (attn + "v_proj.weight", *proj(k)),
@@ -166,10 +58,7 @@ def _layer_mapping(config: ModelConfig) -> dict[str, tuple[str, Callable, Callab
             lambda w: w.reshape(d, n, h).transpose(1, 2, 0),
             lambda w: w.transpose(2, 0, 1).reshape(d, n * h),
         ),
-        "mlp_norm": ("model.layers.{}.post_attention_layernorm.weight", *same),
-        "gate": (mlp + "gate_proj.weight", *transpose),
-        "up": (mlp + "up_proj.weight", *transpose),
-        "down": (mlp + "down_proj.weight", *transpose),
+        "mlp_norm": ("model.layers.{layer}.post_attention_layernorm.weight", *same),
     }
     if config.qkv_bias:
         table.update(
@@ -177,7 +66,30 @@ def _layer_mapping(config: ModelConfig) -> dict[str, tuple[str, Callable, Callab
             k_bias=(attn + "k_proj.bias", *bias(k)),
             v_bias=(attn + "v_proj.bias", *bias(k)),
         )
-    return table
+    if config.qk_norm:
+        table.update(q_norm=(attn + "q_norm.weight", *same), k_norm=(attn + "k_norm.weight", *same))
+    if not experts:
+        return table | {
+            "gate": (mlp + "gate_proj.weight", *transpose),
+            "up": (mlp + "up_proj.weight", *transpose),
+            "down": (mlp + "down_proj.weight", *transpose),
+        }
+    expert = mlp + "experts.{expert}."
+    return table | {
+        "router": (mlp + "gate.weight", *transpose),  # [E, D] <-> [D, E]
+        "expert_gate": (expert + "gate_proj.weight", *transpose),
+        "expert_up": (expert + "up_proj.weight", *transpose),
+        "expert_down": (expert + "down_proj.weight", *transpose),
+    }
+
+
+def _stacks(config: ModelConfig) -> list[tuple[str, range, bool]]:
+    """Each stacked param group: (its key, the HF layer indices it holds, has experts)."""
+    if config.moe is None:
+        return [("layers", range(config.num_layers), False)]
+    first = config.moe.dense_layers
+    dense = [("dense_layers", range(first), False)] if first else []
+    return [*dense, ("layers", range(first, config.num_layers), True)]
 
 
 def _top_mapping(config: ModelConfig) -> dict[str, tuple[str, Callable, Callable]]:
@@ -249,17 +161,29 @@ def load(path: str | os.PathLike, mesh=None, **config_overrides) -> tuple[ModelC
             shaped.shape, sharding, lambda idx: np.asarray(read(idx), dtype=dtype)
         )
 
-    params: dict = {"layers": {}}
+    params: dict = {}
     for leaf, (name, to_ours, _) in _top_mapping(config).items():
         read = lambda idx, name=name, fn=to_ours: fn(tensors.get(name))[idx]
         params[leaf] = place(shapes[leaf], shardings[leaf], read)
-    for leaf, (template, to_ours, _) in _layer_mapping(config).items():
+    num_experts = config.moe.num_experts if config.moe else 0
+    for stack, layer_ids, experts in _stacks(config):
+        params[stack] = {}
+        for leaf, (template, to_ours, _) in _layer_mapping(config, experts).items():
 
-        def read(idx, template=template, fn=to_ours):
-            layer_ids = range(config.num_layers)[idx[0]]
-            return np.stack([fn(tensors.get(template.format(i)))[idx[1:]] for i in layer_ids])
+            def read(idx, template=template, fn=to_ours, layer_ids=layer_ids):
+                get = lambda **at: fn(tensors.get(template.format(**at)))
+                if "{expert}" not in template:
+                    return np.stack([get(layer=i)[idx[1:]] for i in layer_ids[idx[0]]])
+                return np.stack(
+                    [
+                        np.stack(
+                            [get(layer=i, expert=e)[idx[2:]] for e in range(num_experts)[idx[1]]]
+                        )
+                        for i in layer_ids[idx[0]]
+                    ]
+                )
 
-        params["layers"][leaf] = place(shapes["layers"][leaf], shardings["layers"][leaf], read)
+            params[stack][leaf] = place(shapes[stack][leaf], shardings[stack][leaf], read)
     return config, params
 
 
@@ -295,10 +219,16 @@ def save(
     tensors: dict[str, np.ndarray] = {}
     for leaf, (name, _, to_hf) in _top_mapping(config).items():
         tensors[name] = np.ascontiguousarray(to_hf(_to_host(params[leaf])).astype(np_dtype))
-    for leaf, (template, _, to_hf) in _layer_mapping(config).items():
-        stacked = _to_host(params["layers"][leaf])
-        for i in range(config.num_layers):
-            tensors[template.format(i)] = np.ascontiguousarray(to_hf(stacked[i]).astype(np_dtype))
+    for stack, layer_ids, experts in _stacks(config):
+        for leaf, (template, _, to_hf) in _layer_mapping(config, experts).items():
+            stacked = _to_host(params[stack][leaf])
+            for j, i in enumerate(layer_ids):
+                per_expert = (
+                    enumerate(stacked[j]) if "{expert}" in template else [(None, stacked[j])]
+                )
+                for e, w in per_expert:
+                    name = template.format(layer=i, expert=e)
+                    tensors[name] = np.ascontiguousarray(to_hf(w).astype(np_dtype))
     if jax.process_index() != 0:
         return
     path.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from r1jax.config.model import ModelConfig
 from r1jax.model import layers
 from r1jax.model.attention import MASK_VALUE, attention_mask
-from r1jax.model.transformer import logits_from_hidden
+from r1jax.model.transformer import feed_forward, layer_params, logits_from_hidden
 
 
 class Trace(NamedTuple):
@@ -51,7 +51,7 @@ def trace(params: dict, tokens_BT: jax.Array, config: ModelConfig) -> Trace:
     x = jnp.take(params["embed"], tokens_BT, axis=0).astype(jnp.float32)
     residuals, probs = [x], []
     for i in range(config.num_layers):
-        p = jax.tree.map(lambda a, i=i: a[i].astype(jnp.float32), params["layers"])
+        p = jax.tree.map(lambda a: a.astype(jnp.float32), layer_params(params, config, i))
         h = layers.rms_norm(x, p["attn_norm"], config.rms_norm_eps)
         q, k, v = layers.qkv_projection(h, p, config)
         q = layers.apply_rope(q, positions, freqs)
@@ -61,7 +61,7 @@ def trace(params: dict, tokens_BT: jax.Array, config: ModelConfig) -> Trace:
         out = jnp.einsum("bnts,bsnh->btnh", a_BNTS, v_BTNH)
         x = x + layers.dense(out, p["o"], in_dims=2)
         h = layers.rms_norm(x, p["mlp_norm"], config.rms_norm_eps)
-        x = x + layers.swiglu(h, p["gate"], p["up"], p["down"])
+        x = x + feed_forward(h, p, config)
         residuals.append(x)
         probs.append(a_BNTS)
     return Trace(jnp.stack(residuals), jnp.stack(probs))

@@ -157,10 +157,14 @@ def swiglu(x_BTD: jax.Array, gate_DF, up_DF, down_FD) -> jax.Array:
 
 
 def qkv_projection(x_BTD: jax.Array, p: dict, config: ModelConfig):
-    """Returns ``q [B,T,N,H]``, ``k, v [B,T,K,H]`` (with the optional Qwen2 biases)."""
+    """Returns ``q [B,T,N,H]``, ``k, v [B,T,K,H]`` (with the optional Qwen2 biases and Qwen3's
+    per-head RMSNorm of queries and keys)."""
     q, k, v = dense(x_BTD, p["q"]), dense(x_BTD, p["k"]), dense(x_BTD, p["v"])
     if config.qkv_bias:
         q, k, v = q + p["q_bias"], k + p["k_bias"], v + p["v_bias"]
+    if config.qk_norm:
+        q = rms_norm(q, p["q_norm"], config.rms_norm_eps)
+        k = rms_norm(k, p["k_norm"], config.rms_norm_eps)
     q = constrain(q, ("batch", "seq", "act_heads", "head_dim"))
     k = constrain(k, ("batch", "seq", "act_kv_heads", "head_dim"))
     v = constrain(v, ("batch", "seq", "act_kv_heads", "head_dim"))

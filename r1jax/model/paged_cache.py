@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from r1jax.config.model import ModelConfig
 from r1jax.model import layers
-from r1jax.model.transformer import _block
+from r1jax.model.transformer import _block, layer_stacks
 from r1jax.sharding import constrain
 
 
@@ -122,8 +122,10 @@ def paged_decode_states(
         )
         return (x, k_store, v_store), None
 
-    indices = jnp.arange(config.num_layers)
-    (x, k, v), _ = jax.lax.scan(body, (x, cache.k, cache.v), (params["layers"], indices))
+    carry = (x, cache.k, cache.v)
+    for stack, indices in layer_stacks(params, config):
+        carry, _ = jax.lax.scan(body, carry, (stack, indices))
+    x, k, v = carry
     x = layers.rms_norm(x, params["final_norm"].astype(dtype), config.rms_norm_eps)
     length = cache.length + write_C.astype(jnp.int32)
     return x, dataclasses.replace(cache, k=k, v=v, length=length)

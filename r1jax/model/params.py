@@ -10,9 +10,18 @@ Param tree (L layers, D hidden, N heads, K kv heads, H head dim, F mlp dim, V vo
     layers/q_bias [L, N, H]     layers/k_bias, v_bias [L, K, H]      (only with qkv_bias)
     layers/o    [L, N, H, D]    layers/mlp_norm [L, D]
     layers/gate, up [L, D, F]   layers/down [L, F, D]
+    layers/q_norm, k_norm [L, H]                                    (only with qk_norm: Qwen3)
     final_norm  [D]
     lm_head     [D, V]                                (only when untied, without a score head)
     score       [D]                                   (only with ``score_head``: reward models)
+
+With ``moe`` (E experts of width Fe, shared width Fs = shared_experts * Fe), ``layers`` holds the
+last ``L' = L - dense_layers`` layers, whose MLP is the mixture (in place of gate/up/down)::
+
+    layers/router [L', D, E]    layers/router_bias [L', E]            (sigmoid router only)
+    layers/expert_gate, expert_up [L', E, D, Fe]    layers/expert_down [L', E, Fe, D]
+    layers/shared_gate, shared_up [L', D, Fs]       layers/shared_down [L', Fs, D]  (if shared)
+    dense_layers/...  the first ``dense_layers`` layers, as ``layers`` of a dense model
 """
 
 from __future__ import annotations
@@ -34,30 +43,68 @@ class ParamSpec:
     init: str  # "normal" (std = config.init_std), "zeros" or "ones"
 
 
-def param_specs(config: ModelConfig) -> dict:
-    """The param tree of ``config`` as ``ParamSpec`` leaves."""
-    d, f, v, L = config.hidden_size, config.mlp_dim, config.vocab_size, config.num_layers
-    n, k, h = config.num_heads, config.num_kv_heads, config.head_dim
-    layers = {
+def _attention_specs(config: ModelConfig, L: int) -> dict:
+    d, n, k, h = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
+    specs = {
         "attn_norm": ParamSpec((L, d), ("layers", "norm"), "ones"),
         "q": ParamSpec((L, d, n, h), ("layers", "embed", "heads", "head_dim"), "normal"),
         "k": ParamSpec((L, d, k, h), ("layers", "embed", "kv_heads", "head_dim"), "normal"),
         "v": ParamSpec((L, d, k, h), ("layers", "embed", "kv_heads", "head_dim"), "normal"),
         "o": ParamSpec((L, n, h, d), ("layers", "heads", "head_dim", "embed"), "normal"),
         "mlp_norm": ParamSpec((L, d), ("layers", "norm"), "ones"),
-        "gate": ParamSpec((L, d, f), ("layers", "embed", "mlp"), "normal"),
-        "up": ParamSpec((L, d, f), ("layers", "embed", "mlp"), "normal"),
-        "down": ParamSpec((L, f, d), ("layers", "mlp", "embed"), "normal"),
     }
     if config.qkv_bias:
-        layers["q_bias"] = ParamSpec((L, n, h), ("layers", "heads", "head_dim"), "zeros")
-        layers["k_bias"] = ParamSpec((L, k, h), ("layers", "kv_heads", "head_dim"), "zeros")
-        layers["v_bias"] = ParamSpec((L, k, h), ("layers", "kv_heads", "head_dim"), "zeros")
+        specs["q_bias"] = ParamSpec((L, n, h), ("layers", "heads", "head_dim"), "zeros")
+        specs["k_bias"] = ParamSpec((L, k, h), ("layers", "kv_heads", "head_dim"), "zeros")
+        specs["v_bias"] = ParamSpec((L, k, h), ("layers", "kv_heads", "head_dim"), "zeros")
+    if config.qk_norm:
+        specs["q_norm"] = ParamSpec((L, h), ("layers", "norm"), "ones")
+        specs["k_norm"] = ParamSpec((L, h), ("layers", "norm"), "ones")
+    return specs
+
+
+def _swiglu_specs(L: int, d: int, f: int, prefix: str = "") -> dict:
+    return {
+        prefix + "gate": ParamSpec((L, d, f), ("layers", "embed", "mlp"), "normal"),
+        prefix + "up": ParamSpec((L, d, f), ("layers", "embed", "mlp"), "normal"),
+        prefix + "down": ParamSpec((L, f, d), ("layers", "mlp", "embed"), "normal"),
+    }
+
+
+def _moe_specs(config: ModelConfig, L: int) -> dict:
+    moe, d = config.moe, config.hidden_size
+    e, fe = moe.num_experts, moe.expert_mlp_dim
+    expert_in = ("layers", "experts", "embed", "expert_mlp")
+    specs = {
+        "router": ParamSpec((L, d, e), ("layers", "embed", "experts"), "normal"),
+        "expert_gate": ParamSpec((L, e, d, fe), expert_in, "normal"),
+        "expert_up": ParamSpec((L, e, d, fe), expert_in, "normal"),
+        "expert_down": ParamSpec(
+            (L, e, fe, d), ("layers", "experts", "expert_mlp", "embed"), "normal"
+        ),
+    }
+    if moe.router == "sigmoid":
+        specs["router_bias"] = ParamSpec((L, e), ("layers", "experts"), "zeros")
+    if moe.shared_experts:
+        specs |= _swiglu_specs(L, d, moe.shared_experts * fe, prefix="shared_")
+    return specs
+
+
+def param_specs(config: ModelConfig) -> dict:
+    """The param tree of ``config`` as ``ParamSpec`` leaves."""
+    d, f, v, L = config.hidden_size, config.mlp_dim, config.vocab_size, config.num_layers
+    if config.moe is None:
+        layers = _attention_specs(config, L) | _swiglu_specs(L, d, f)
+    else:
+        layers = _attention_specs(config, config.moe_layers) | _moe_specs(config, config.moe_layers)
     specs = {
         "embed": ParamSpec((v, d), ("vocab", "embed"), "normal"),
         "layers": layers,
         "final_norm": ParamSpec((d,), ("norm",), "ones"),
     }
+    dense = L - config.moe_layers if config.moe is not None else 0
+    if dense:
+        specs["dense_layers"] = _attention_specs(config, dense) | _swiglu_specs(dense, d, f)
     if config.score_head:
         specs["score"] = ParamSpec((d,), ("embed",), "normal")
     elif not config.tie_embeddings:

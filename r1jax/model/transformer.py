@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.config.model import ModelConfig
-from r1jax.model import layers
+from r1jax.model import layers, moe
 from r1jax.model.cache import KVCache, write_slots
 from r1jax.sharding import constrain
 
@@ -36,8 +36,38 @@ def _block(x_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn, q_off
     x_BTD = x_BTD + layers.dense(attn, p["o"], in_dims=2)
     x_BTD = constrain(x_BTD, ("batch", "seq", "act_embed"))
     h = layers.rms_norm(x_BTD, p["mlp_norm"], config.rms_norm_eps)
-    x_BTD = x_BTD + layers.swiglu(h, p["gate"], p["up"], p["down"])
+    x_BTD = x_BTD + feed_forward(h, p, config)
     return constrain(x_BTD, ("batch", "seq", "act_embed")), extra
+
+
+def feed_forward(h_BTD, p: dict, config: ModelConfig) -> jax.Array:
+    """A layer's MLP: the mixture of experts where ``p`` has a router, else SwiGLU."""
+    if "router" in p:
+        return moe.moe_mlp(h_BTD, p, config.moe)
+    return layers.swiglu(h_BTD, p["gate"], p["up"], p["down"])
+
+
+def layer_stacks(params: dict, config: ModelConfig) -> list[tuple[dict, jax.Array]]:
+    """The stacked layer groups in order, each with its layers' indices ``[L_group]``: a
+    mixture-of-experts model's dense first layers (``dense_layers``), then ``layers``."""
+    groups = [params[name] for name in ("dense_layers", "layers") if name in params]
+    stacks, first = [], 0
+    for group in groups:
+        size = jax.tree.leaves(group)[0].shape[0]
+        stacks.append((group, first + jnp.arange(size)))
+        first += size
+    if first != config.num_layers:
+        raise ValueError(f"params hold {first} layers; model.num_layers={config.num_layers}")
+    return stacks
+
+
+def layer_params(params: dict, config: ModelConfig, index: int) -> dict:
+    """Layer ``index``'s params (one slice of its stack)."""
+    for group, indices in layer_stacks(params, config):
+        first = int(indices[0])
+        if index < first + len(indices):
+            return jax.tree.map(lambda a, i=index - first: a[i], group)
+    raise IndexError(f"layer {index} of a {config.num_layers}-layer model")
 
 
 def _write_kv(k_cache, v_cache, k_BKHT, v_BKTH, index, slot):
@@ -102,7 +132,8 @@ def hidden_states(
             x, _ = _block(x, cast(p), config, freqs, positions, segment_ids, own_keys)
             return x, None
 
-        x, _ = jax.lax.scan(_maybe_remat(body, config), x, params["layers"])
+        for stack, _ in layer_stacks(params, config):
+            x, _ = jax.lax.scan(_maybe_remat(body, config), x, stack)
     else:
         cache = write_slots(cache, positions, segment_ids)
         slot = cache.length - t  # scalar, or [B]: each row's own write index
@@ -127,10 +158,10 @@ def hidden_states(
             )
             return (x, k_cache, v_cache), None
 
-        indices = jnp.arange(config.num_layers)
-        (x, k_new, v_new), _ = jax.lax.scan(
-            _maybe_remat(body, config), (x, cache.k, cache.v), (params["layers"], indices)
-        )
+        carry = (x, cache.k, cache.v)
+        for stack, indices in layer_stacks(params, config):
+            carry, _ = jax.lax.scan(_maybe_remat(body, config), carry, (stack, indices))
+        x, k_new, v_new = carry
         cache = dataclasses.replace(cache, k=k_new, v=v_new)
     x = layers.rms_norm(x, params["final_norm"].astype(dtype), config.rms_norm_eps)
     return x, cache

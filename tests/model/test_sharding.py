@@ -82,7 +82,9 @@ def test_indivisible_dims_fall_back_to_replication_and_are_reported():
 
 
 def test_mesh_config_resolves_the_rest_and_rejects_bad_sizes():
-    assert sharding.mesh_shape(sharding.MeshConfig(data=-1, fsdp=2, tensor=2), 8) == (2, 2, 2)
+    assert sharding.mesh_shape(sharding.MeshConfig(data=-1, fsdp=2, tensor=2), 8) == (2, 2, 1, 2)
+    mesh = sharding.MeshConfig(data=2, fsdp=1, tensor=1, expert=-1)
+    assert sharding.mesh_shape(mesh, 8) == (2, 1, 4, 1)
     with pytest.raises(ValueError, match="at most one axis"):
         sharding.mesh_shape(sharding.MeshConfig(-1, -1, 1), 8)
     with pytest.raises(ValueError, match="not divisible"):

@@ -22,7 +22,7 @@ def load_config(name):
 @pytest.mark.parametrize("name", sorted(mesh_presets.PRESETS))
 def test_preset_sizes_multiply_to_its_devices_and_config_matches(name):
     preset = mesh_presets.get(name)
-    assert mesh_shape(preset.mesh, preset.devices) == (preset.data, preset.fsdp, preset.tensor)
+    assert mesh_shape(preset.mesh, preset.devices) == (preset.data, preset.fsdp, 1, preset.tensor)
     config = load_config(name)
     mesh = typed(config).mesh
     assert (mesh.data, mesh.fsdp, mesh.tensor) == preset.axes and mesh.preset == name
@@ -45,8 +45,8 @@ def test_a_preset_is_one_override_and_conflicting_axes_are_an_error():
 @pytest.mark.parametrize("name", ["cpu-8", "v5e-8", "8xH100"])
 def test_eight_device_presets_build_a_mesh_here(name):
     mesh = make_mesh(mesh_presets.get(name).mesh)
-    assert dict(mesh.shape) == {"data": mesh_presets.get(name).data,
-                                "fsdp": mesh_presets.get(name).fsdp, "tensor": 1}  # fmt: skip
+    preset = mesh_presets.get(name)
+    assert dict(mesh.shape) == {"data": preset.data, "fsdp": preset.fsdp, "expert": 1, "tensor": 1}
 
 
 def test_unknown_preset_names_the_known_ones():

@@ -1,0 +1,190 @@
+"""Hugging Face ``config.json`` <-> ``ModelConfig``, per family.
+
+Families: ``llama`` (Llama 3.x, llama3 RoPE scaling), ``qwen2`` (QKV bias), ``qwen3`` (per-head
+QK RMSNorm, explicit ``head_dim``), ``qwen3_moe`` (Qwen3 attention, softmax top-k experts). A
+reward model is a ``*ForSequenceClassification`` with one label. Anything else, or an option of
+these families r1jax does not implement, is refused by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from r1jax.config.model import ModelConfig, MoEConfig, RopeScaling
+
+ARCHITECTURES = {
+    "qwen2": "Qwen2ForCausalLM",
+    "llama": "LlamaForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "qwen3_moe": "Qwen3MoeForCausalLM",
+}
+_LATER = {
+    "deepseek_v3": "multi-head latent attention (MLA) is not implemented yet",
+    "deepseek_v2": "multi-head latent attention (MLA) is not implemented yet",
+}
+
+
+def _refuse(field: str, value, why: str):
+    raise ValueError(f"config.json: {field}={value!r}: {why}")
+
+
+def _rope(hf: dict) -> tuple[float, RopeScaling | None]:
+    # transformers >= 5 writes "rope_parameters"; older versions "rope_theta" + "rope_scaling".
+    rope = dict(hf.get("rope_parameters") or {})
+    rope_theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+    scaling_cfg = rope if rope.get("rope_type", "default") != "default" else hf.get("rope_scaling")
+    if not scaling_cfg:
+        return float(rope_theta), None
+    kind = scaling_cfg.get("rope_type", scaling_cfg.get("type"))
+    if kind != "llama3":
+        _refuse("rope scaling type", kind, "unsupported (llama3 only)")
+    scaling = RopeScaling(
+        factor=float(scaling_cfg["factor"]),
+        low_freq_factor=float(scaling_cfg["low_freq_factor"]),
+        high_freq_factor=float(scaling_cfg["high_freq_factor"]),
+        original_max_position_embeddings=int(scaling_cfg["original_max_position_embeddings"]),
+    )
+    return float(rope_theta), scaling
+
+
+def _sliding_window(hf: dict) -> int | None:
+    if not hf.get("use_sliding_window"):
+        return None
+    if hf.get("max_window_layers", 0) not in (0, hf["num_hidden_layers"]):
+        _refuse("max_window_layers", hf["max_window_layers"], "a window on some layers only")
+    return int(hf["sliding_window"])
+
+
+def _moe(hf: dict) -> MoEConfig:
+    """Qwen3-MoE's experts: every layer sparse, except a leading run of ``mlp_only_layers``."""
+    if hf.get("decoder_sparse_step", 1) != 1:
+        _refuse("decoder_sparse_step", hf["decoder_sparse_step"], "only 1 (every layer sparse)")
+    dense = sorted(hf.get("mlp_only_layers") or [])
+    if dense != list(range(len(dense))):
+        _refuse("mlp_only_layers", dense, "only a leading run of layers may be dense")
+    return MoEConfig(
+        num_experts=int(hf.get("num_experts") or hf["num_local_experts"]),
+        experts_per_token=int(hf["num_experts_per_tok"]),
+        expert_mlp_dim=int(hf["moe_intermediate_size"]),
+        router="softmax",
+        norm_topk_prob=bool(hf.get("norm_topk_prob", False)),
+        dense_layers=len(dense),
+    )
+
+
+def config_from_hf(hf: dict, **overrides) -> ModelConfig:
+    """``ModelConfig`` from a Hugging Face ``config.json`` dict (``overrides`` win)."""
+    model_type = hf.get("model_type")
+    if model_type in _LATER:
+        _refuse("model_type", model_type, _LATER[model_type])
+    if model_type not in ARCHITECTURES:
+        _refuse("model_type", model_type, f"unsupported; supported: {sorted(ARCHITECTURES)}")
+    if hf.get("mlp_bias"):
+        _refuse("mlp_bias", True, "not supported")
+    if hf.get("hidden_act", "silu") != "silu":
+        _refuse("hidden_act", hf["hidden_act"], "only silu (SwiGLU)")
+    if model_type == "llama" and hf.get("attention_bias"):
+        _refuse("attention_bias", True, "the llama o_proj bias is not supported")
+    rope_theta, scaling = _rope(hf)
+    num_heads = hf["num_attention_heads"]
+    fields = dict(
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_heads=num_heads,
+        num_kv_heads=hf.get("num_key_value_heads") or num_heads,
+        head_dim=hf.get("head_dim") or hf["hidden_size"] // num_heads,
+        mlp_dim=hf["intermediate_size"],
+        rope_theta=rope_theta,
+        rope_scaling=scaling,
+        rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        qkv_bias=model_type == "qwen2" or bool(hf.get("attention_bias")),
+        qk_norm=model_type in ("qwen3", "qwen3_moe"),
+        moe=_moe(hf) if model_type == "qwen3_moe" else None,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        sliding_window=_sliding_window(hf),
+        max_position_embeddings=hf.get("max_position_embeddings", 4096),
+        score_head=_is_reward_model(hf),
+    )
+    fields.update(overrides)
+    return ModelConfig(**fields)
+
+
+def _is_reward_model(hf: dict) -> bool:
+    """A ``*ForSequenceClassification`` checkpoint with one label: a reward model (its
+    ``score.weight`` [1, D] is our ``score``); other label counts are refused."""
+    if not any(a.endswith("ForSequenceClassification") for a in hf.get("architectures") or ()):
+        return False
+    labels = hf.get("num_labels", len(hf.get("id2label") or {}) or 2)
+    if labels != 1:
+        raise ValueError(f"config.json: a sequence classifier with {labels} labels; 1 (a reward)")
+    return True
+
+
+def model_type(config: ModelConfig) -> str:
+    """The HF family ``config`` is written as: Qwen3(-MoE) with QK norm, else Qwen2 with QKV
+    bias, else Llama."""
+    if config.moe is not None:
+        if config.moe.router != "softmax" or config.moe.shared_experts or not config.qk_norm:
+            raise ValueError(
+                "HF export of a mixture of experts: only the Qwen3-MoE form (qk_norm, softmax "
+                "router, no shared experts)"
+            )
+        return "qwen3_moe"
+    if config.qk_norm:
+        return "qwen3"
+    return "qwen2" if config.qkv_bias else "llama"
+
+
+def config_to_hf(config: ModelConfig, dtype: str) -> dict:
+    """A Hugging Face ``config.json`` dict for ``config`` (family by ``model_type``; a reward
+    model as ``*ForSequenceClassification`` with one label)."""
+    family = model_type(config)
+    rope_scaling = None
+    if config.rope_scaling is not None:
+        rope_scaling = {"rope_type": "llama3", **dataclasses.asdict(config.rope_scaling)}
+    architecture = ARCHITECTURES[family]
+    if config.score_head:
+        architecture = architecture.replace("ForCausalLM", "ForSequenceClassification")
+    hf = dict(
+        architectures=[architecture],
+        model_type=family,
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.mlp_dim,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_kv_heads,
+        head_dim=config.head_dim,
+        hidden_act="silu",
+        rms_norm_eps=config.rms_norm_eps,
+        rope_theta=config.rope_theta,
+        rope_scaling=rope_scaling,
+        tie_word_embeddings=config.tie_embeddings,
+        max_position_embeddings=config.max_position_embeddings,
+        torch_dtype=dtype,
+        use_cache=True,
+    )
+    if config.score_head:
+        hf.update(num_labels=1, id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0})
+    if family == "llama":
+        hf.update(attention_bias=False, mlp_bias=False)
+        return hf
+    hf.update(
+        use_sliding_window=config.sliding_window is not None,
+        sliding_window=config.sliding_window,
+        max_window_layers=config.num_layers,
+    )
+    if family in ("qwen3", "qwen3_moe"):
+        hf.update(attention_bias=config.qkv_bias)
+    if family == "qwen3_moe":
+        moe = config.moe
+        hf.update(
+            num_experts=moe.num_experts,
+            num_experts_per_tok=moe.experts_per_token,
+            moe_intermediate_size=moe.expert_mlp_dim,
+            norm_topk_prob=moe.norm_topk_prob,
+            decoder_sparse_step=1,
+            mlp_only_layers=list(range(moe.dense_layers)),
+        )
+    return hf

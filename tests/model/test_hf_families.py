@@ -1,0 +1,118 @@
+"""Qwen3 and Qwen3-MoE: logit parity with transformers on tiny random models (norm weights
+randomised so a missing QK norm shows; several experts per token; a dense first layer), and
+export -> re-import exact."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from r1jax.model import forward, hf  # noqa: E402
+
+TOKENS = np.array([[3, 17, 92, 5, 44, 120, 7, 7, 250, 1], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]])
+
+
+def _randomise_norms(model, seed):
+    """Every RMSNorm weight ~ N(1, 0.3) (HF initialises them to ones, which hides a missing or
+    misplaced norm) and the router weights ~ N(0, 0.5) (routing far from ties)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.copy_(1.0 + 0.3 * torch.randn(param.shape, generator=gen))
+            if name.endswith("mlp.gate.weight"):
+                param.copy_(0.5 * torch.randn(param.shape, generator=gen))
+
+
+def _qwen3(tmp_path):
+    cfg = transformers.Qwen3Config(
+        vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=24, tie_word_embeddings=True,
+        max_position_embeddings=128, attention_bias=True,
+    )  # fmt: skip
+    cfg.rope_parameters = {"rope_type": "default", "rope_theta": 1000000.0}
+    torch.manual_seed(0)
+    model = transformers.Qwen3ForCausalLM(cfg).eval()
+    _randomise_norms(model, 0)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.k_proj.bias.normal_(0.0, 0.5)
+    return model
+
+
+def _qwen3_moe(tmp_path, norm_topk_prob=True, mlp_only_layers=(0,)):
+    cfg = transformers.Qwen3MoeConfig(
+        vocab_size=256, hidden_size=64, intermediate_size=96, moe_intermediate_size=32,
+        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        num_experts=6, num_experts_per_tok=3, norm_topk_prob=norm_topk_prob,
+        mlp_only_layers=list(mlp_only_layers), tie_word_embeddings=False,
+        max_position_embeddings=128,
+    )  # fmt: skip
+    torch.manual_seed(1)
+    model = transformers.Qwen3MoeForCausalLM(cfg).eval()
+    _randomise_norms(model, 1)
+    return model
+
+
+def _hf_logits(model, tokens):
+    with torch.no_grad():
+        return model(torch.tensor(tokens)).logits.float().numpy()
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        _qwen3,
+        _qwen3_moe,
+        lambda p: _qwen3_moe(p, norm_topk_prob=False, mlp_only_layers=()),
+    ],
+    ids=["qwen3", "qwen3_moe", "qwen3_moe_unnormalised_all_sparse"],
+)
+def test_logits_match_transformers_and_export_round_trips(build, tmp_path):
+    model = build(tmp_path)
+    model.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    config, params = hf.load(tmp_path / "hf")
+    assert config.qk_norm
+    expected = _hf_logits(model, TOKENS)
+    logits, _ = jax.jit(forward, static_argnums=2)(params, TOKENS, config)
+    np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-4, rtol=0)
+
+    hf.save(tmp_path / "export", config, params, max_shard_bytes=100_000)
+    config_again, params_again = hf.load(tmp_path / "export")
+    assert config_again == config
+    jax.tree.map(np.testing.assert_array_equal, params_again, params)
+    reloaded = type(model).from_pretrained(tmp_path / "export").eval()
+    np.testing.assert_allclose(_hf_logits(reloaded, TOKENS), expected, atol=1e-5, rtol=0)
+
+
+def test_qwen3_moe_config_reads_experts_and_dense_layers(tmp_path):
+    model = _qwen3_moe(tmp_path)
+    model.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    config, params = hf.load(tmp_path / "hf")
+    moe = config.moe
+    assert (moe.num_experts, moe.experts_per_token, moe.expert_mlp_dim) == (6, 3, 32)
+    assert moe.router == "softmax" and moe.norm_topk_prob and moe.dense_layers == 1
+    assert params["dense_layers"]["gate"].shape == (1, 64, 96)
+    assert params["layers"]["expert_gate"].shape == (2, 6, 64, 32)
+    assert config.num_params == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model_type": "deepseek_v3"}, "latent attention"),
+        ({"decoder_sparse_step": 2}, "decoder_sparse_step"),
+        ({"mlp_only_layers": [1]}, "mlp_only_layers"),
+        ({"hidden_act": "gelu"}, "hidden_act"),
+    ],
+)
+def test_unsupported_options_are_refused_by_name(tmp_path, change, message):
+    model = _qwen3_moe(tmp_path)
+    model.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    hf_cfg = json.loads((tmp_path / "hf" / "config.json").read_text()) | change
+    with pytest.raises(ValueError, match=message):
+        hf.config_from_hf(hf_cfg)
