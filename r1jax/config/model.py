@@ -39,6 +39,9 @@ class MoEConfig:
     renormalised when ``norm_topk_prob``, times ``routed_scaling``). ``shared_experts``: a dense
     SwiGLU of width ``shared_experts * expert_mlp_dim`` every token also passes through.
     ``dense_layers``: the first this many layers keep the dense MLP of width ``mlp_dim``.
+    Training adds ``balance_loss_weight`` times the load-balance loss (Switch Transformer:
+    E * sum_e load_e * mean probability_e) and ``z_loss_weight`` times the router z-loss
+    (ST-MoE: mean logsumexp(logits)^2), each averaged over the MoE layers.
     """
 
     num_experts: int = 8
@@ -51,6 +54,8 @@ class MoEConfig:
     routed_scaling: float = 1.0
     shared_experts: int = 0
     dense_layers: int = 0
+    balance_loss_weight: float = 0.0
+    z_loss_weight: float = 0.0
 
     def __post_init__(self):
         where = "config.model.moe"

@@ -46,6 +46,22 @@ LLAMA3_1_8B = dict(
     head_dim=128, mlp_dim=14336, rope_theta=500000.0, rms_norm_eps=1e-5, qkv_bias=False,
     tie_embeddings=False, max_position_embeddings=131072,
 )  # fmt: skip
+QWEN3_1_7B = dict(
+    vocab_size=151936, hidden_size=2048, num_layers=28, num_heads=16, num_kv_heads=8,
+    head_dim=128, mlp_dim=6144, rope_theta=1e6, rms_norm_eps=1e-6, qkv_bias=False, qk_norm=True,
+    tie_embeddings=True, max_position_embeddings=40960,
+)  # fmt: skip
+QWEN3_8B = dict(
+    vocab_size=151936, hidden_size=4096, num_layers=36, num_heads=32, num_kv_heads=8,
+    head_dim=128, mlp_dim=12288, rope_theta=1e6, rms_norm_eps=1e-6, qkv_bias=False, qk_norm=True,
+    tie_embeddings=False, max_position_embeddings=40960,
+)  # fmt: skip
+QWEN3_30B_A3B = dict(
+    vocab_size=151936, hidden_size=2048, num_layers=48, num_heads=32, num_kv_heads=4,
+    head_dim=128, mlp_dim=6144, rope_theta=1e6, rms_norm_eps=1e-6, qkv_bias=False, qk_norm=True,
+    tie_embeddings=False, max_position_embeddings=40960,
+    moe=dict(num_experts=128, experts_per_token=8, expert_mlp_dim=768, norm_topk_prob=True),
+)  # fmt: skip
 LLAMA3_ROPE_SCALING = dict(
     factor=8.0, high_freq_factor=4.0, low_freq_factor=1.0, original_max_position_embeddings=8192
 )
@@ -76,4 +92,6 @@ def pretrained_family(
             compute_dtype="float32",
             remat_policy="none",
         )
+        if config.model.moe is not None:
+            config.model.moe.update(num_experts=8, experts_per_token=2, expert_mlp_dim=32)
     return config

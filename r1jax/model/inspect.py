@@ -61,7 +61,7 @@ def trace(params: dict, tokens_BT: jax.Array, config: ModelConfig) -> Trace:
         out = jnp.einsum("bnts,bsnh->btnh", a_BNTS, v_BTNH)
         x = x + layers.dense(out, p["o"], in_dims=2)
         h = layers.rms_norm(x, p["mlp_norm"], config.rms_norm_eps)
-        x = x + feed_forward(h, p, config)
+        x = x + feed_forward(h, p, config)[0]
         residuals.append(x)
         probs.append(a_BNTS)
     return Trace(jnp.stack(residuals), jnp.stack(probs))

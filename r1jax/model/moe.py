@@ -12,28 +12,54 @@ token, weighted by its routing weight (zero where it was not chosen).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 from r1jax.config.model import MoEConfig
 from r1jax.model.layers import dense, swiglu
+from r1jax.sharding import current_rules
 
 
-def route(x_ND: jax.Array, router_DE: jax.Array, bias_E: jax.Array | None, moe: MoEConfig):
-    """Chooses each token's experts. Returns ``(weights [N, K] fp32, experts [N, K] int32)``.
+class RouterStats(NamedTuple):
+    """What one MoE layer's router did (stacked ``[L', ...]`` over the MoE layers by
+    ``transformer.hidden_states_and_router``). Padding tokens (segment 0) are left out of
+    ``load`` and the losses."""
+
+    experts: jax.Array  # int32 [B, T, K]: each token's chosen experts (what routing replay feeds)
+    load: jax.Array  # f32 [E]: the fraction of (token, choice) pairs each expert received
+    balance_loss: jax.Array  # f32 []: E * sum_e load_e * mean router probability_e (Switch)
+    z_loss: jax.Array  # f32 []: mean over tokens of logsumexp(router logits)^2 (ST-MoE)
+
+
+def route(
+    x_ND: jax.Array,
+    router_DE: jax.Array,
+    bias_E: jax.Array | None,
+    moe: MoEConfig,
+    replay_NK: jax.Array | None = None,
+):
+    """Chooses each token's experts: ``(weights [N, K] fp32, experts [N, K] int32, logits
+    [N, E] fp32)``.
 
     Router logits are computed in fp32. ``"softmax"``: Qwen3-MoE's top-k of the softmax
     (renormalised over the chosen k when ``norm_topk_prob``). ``"sigmoid"``: DeepSeek-V3's
     choice by sigmoid score + ``bias_E`` within the ``groups_per_token`` best groups; weights
     are the chosen sigmoid scores (without the bias), renormalised, times ``routed_scaling``.
+    ``replay_NK``: use these experts instead of choosing (routing replay; rows of -1 choose);
+    the weights are still this router's probabilities of them, so its gradient keeps its form.
     """
     logits_NE = dense(x_ND.astype(jnp.float32), router_DE.astype(jnp.float32))
     k = moe.experts_per_token
     if moe.router == "softmax":
-        weights, experts = jax.lax.top_k(jax.nn.softmax(logits_NE, axis=-1), k)
+        probs_NE = jax.nn.softmax(logits_NE, axis=-1)
+        _, experts = jax.lax.top_k(probs_NE, k)
+        experts = _replayed(experts, replay_NK)
+        weights = jnp.take_along_axis(probs_NE, experts, axis=-1)
         if moe.norm_topk_prob:
             weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
-        return weights, experts
+        return weights, experts, logits_NE
     scores_NE = jax.nn.sigmoid(logits_NE)
     choice_NE = scores_NE + bias_E.astype(jnp.float32)
     if moe.expert_groups > 1:
@@ -44,10 +70,42 @@ def route(x_ND: jax.Array, router_DE: jax.Array, bias_E: jax.Array | None, moe: 
         keep_NG = jnp.any(best_groups[:, :, None] == jnp.arange(g), axis=1)
         choice_NE = jnp.where(keep_NG[:, :, None], grouped_NGX, -jnp.inf).reshape(n, -1)
     _, experts = jax.lax.top_k(choice_NE, k)
-    weights = jnp.take_along_axis(scores_NE, experts, axis=-1)
+    experts = _replayed(experts, replay_NK)
+    return _sigmoid_weights(scores_NE, experts, moe), experts, logits_NE
+
+
+def _replayed(chosen_NK, replay_NK):
+    """The replayed experts where given (>= 0), this router's choice elsewhere (a row of -1:
+    a token the recording did not route, e.g. a completion's last token)."""
+    if replay_NK is None:
+        return chosen_NK
+    known = jnp.all(replay_NK >= 0, axis=-1, keepdims=True)
+    return jnp.where(known, replay_NK.astype(jnp.int32), chosen_NK)
+
+
+def _sigmoid_weights(scores_NE, experts_NK, moe: MoEConfig) -> jax.Array:
+    weights = jnp.take_along_axis(scores_NE, experts_NK, axis=-1)
     if moe.norm_topk_prob:
         weights = weights / (jnp.sum(weights, axis=-1, keepdims=True) + 1e-20)
-    return weights * moe.routed_scaling, experts
+    return weights * moe.routed_scaling
+
+
+def router_stats(logits_NE, experts_NK, valid_N, moe: MoEConfig) -> RouterStats:
+    """Load per expert and the auxiliary losses over the ``valid_N`` tokens."""
+    e, k = logits_NE.shape[1], experts_NK.shape[1]
+    valid = valid_N.astype(jnp.float32)
+    tokens = jnp.maximum(jnp.sum(valid), 1.0)
+    chosen_NE = jnp.sum(jax.nn.one_hot(experts_NK, e, dtype=jnp.float32), axis=1)
+    load_E = jnp.sum(chosen_NE * valid[:, None], axis=0) / (tokens * k)
+    if moe.router == "softmax":
+        probs_NE = jax.nn.softmax(logits_NE, axis=-1)
+    else:  # DeepSeek's sequence-wise balance loss normalises the sigmoid scores per token
+        scores = jax.nn.sigmoid(logits_NE)
+        probs_NE = scores / jnp.sum(scores, axis=-1, keepdims=True)
+    mean_prob_E = jnp.sum(probs_NE * valid[:, None], axis=0) / tokens
+    balance = e * jnp.sum(jax.lax.stop_gradient(load_E) * mean_prob_E)
+    z = jnp.sum(jax.nn.logsumexp(logits_NE, axis=-1) ** 2 * valid) / tokens
+    return RouterStats(experts_NK, load_E, balance, z)
 
 
 def experts_grouped(x_ND, weights_NK, experts_NK, gate_EDF, up_EDF, down_EFD) -> jax.Array:
@@ -80,13 +138,52 @@ def experts_loop(x_ND, weights_NK, experts_NK, gate_EDF, up_EDF, down_EFD) -> ja
     return out
 
 
-def moe_mlp(x_BTD: jax.Array, p: dict, moe: MoEConfig) -> jax.Array:
-    """The mixture-of-experts MLP of one layer (params ``r1jax.model.params``): ``[B, T, D]``."""
+def experts_per_shard(x_BTD, weights_BTK, experts_BTK, gate_EDF, up_EDF, down_EFD) -> jax.Array:
+    """``experts_grouped`` of each batch shard's own tokens: ``[B, T, D]``.
+
+    Under an ambient mesh the rows are split over the "batch" rule's mesh axes and each shard
+    sorts and runs only its tokens (``jax.shard_map``); the expert weights are gathered to
+    every shard (as FSDP gathers a layer's weights) and their gradients summed back. Sorting
+    the whole batch instead would gather every token to every device. Without a mesh, or when
+    the rows do not divide over the batch axes, one ``experts_grouped`` over all tokens.
+    """
+    b, t, d = x_BTD.shape
+    mesh = jax.sharding.get_abstract_mesh()
+    axes = () if mesh.empty else current_rules().spec(("batch",), (b,), dict(mesh.shape))[0]
+
+    def local(x, w, e, *expert_weights):
+        rows = x.shape[0] * x.shape[1]
+        flat = lambda a: a.reshape(rows, -1)
+        return experts_grouped(flat(x), flat(w), flat(e), *expert_weights).reshape(x.shape)
+
+    if not axes:
+        return local(x_BTD, weights_BTK, experts_BTK, gate_EDF, up_EDF, down_EFD)
+    rows = jax.sharding.PartitionSpec(axes)
+    whole = jax.sharding.PartitionSpec()
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=(rows, rows, rows, whole, whole, whole), out_specs=rows
+    )(x_BTD, weights_BTK, experts_BTK, gate_EDF, up_EDF, down_EFD)
+
+
+def moe_mlp(
+    x_BTD: jax.Array,
+    p: dict,
+    moe: MoEConfig,
+    valid_BT: jax.Array | None = None,
+    replay_BTK: jax.Array | None = None,
+) -> tuple[jax.Array, RouterStats]:
+    """The mixture-of-experts MLP of one layer (params ``r1jax.model.params``): ``[B, T, D]``
+    and its ``RouterStats``. ``valid_BT``: tokens counted in the stats (default all);
+    ``replay_BTK``: experts to use instead of the router's choice (routing replay)."""
     b, t, d = x_BTD.shape
     x_ND = x_BTD.reshape(b * t, d)
-    weights, experts = route(x_ND, p["router"], p.get("router_bias"), moe)
-    y = experts_grouped(x_ND, weights, experts, p["expert_gate"], p["expert_up"], p["expert_down"])
-    y_BTD = y.reshape(b, t, d)
+    replay = None if replay_BTK is None else replay_BTK.reshape(b * t, -1)
+    weights, experts, logits = route(x_ND, p["router"], p.get("router_bias"), moe, replay)
+    by_row = lambda a: a.reshape(b, t, -1)
+    expert_weights = (p["expert_gate"], p["expert_up"], p["expert_down"])
+    y_BTD = experts_per_shard(x_BTD, by_row(weights), by_row(experts), *expert_weights)
     if moe.shared_experts:
         y_BTD = y_BTD + swiglu(x_BTD, p["shared_gate"], p["shared_up"], p["shared_down"])
-    return y_BTD
+    valid = jnp.ones((b * t,), bool) if valid_BT is None else valid_BT.reshape(-1)
+    stats = router_stats(logits, experts, valid, moe)
+    return y_BTD, stats._replace(experts=experts.reshape(b, t, -1))

@@ -117,7 +117,7 @@ def paged_decode_states(
             keys, values = _gather_rows(cache, k_all, v_all, index)
             return keys.astype(dtype), values.astype(dtype), k_pos, k_seg, (k_all, v_all)
 
-        x, (k_store, v_store) = _block(
+        x, (k_store, v_store), _ = _block(
             x, cast(p), config, freqs, positions_C1, segment_C1, paged_keys, q_offset
         )
         return (x, k_store, v_store), None

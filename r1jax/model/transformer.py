@@ -6,6 +6,7 @@ Shape letters: B batch, T tokens in this call, S cache slots, D hidden, V vocab,
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -22,11 +23,13 @@ _REMAT_POLICIES = {
 }
 
 
-def _block(x_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn, q_offset=0):
-    """One pre-norm transformer block. ``kv_fn(k, v) -> (keys, values, k_pos, k_seg, extra)``
-    decides which keys are attended (this call's, or the whole cache), in the layouts of
-    ``layers.attention``: keys ``[B, K, H, T or S]``, values ``[B, K, T or S, H]``;
-    ``q_offset`` is the key slot of this call's first token (``layers.attend``)."""
+def _block(x_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn, q_offset=0, replay=None):
+    """One pre-norm transformer block: ``(x [B, T, D], extra, RouterStats or None)``.
+
+    ``kv_fn(k, v) -> (keys, values, k_pos, k_seg, extra)`` decides which keys are attended
+    (this call's, or the whole cache), in the layouts of ``layers.attention``: keys ``[B, K, H,
+    T or S]``, values ``[B, K, T or S, H]``; ``q_offset`` is the key slot of this call's first
+    token (``layers.attend``); ``replay``: the experts ``[B, T, K]`` a MoE layer must use."""
     h = layers.rms_norm(x_BTD, p["attn_norm"], config.rms_norm_eps)
     q, k, v = layers.qkv_projection(h, p, config)
     q = layers.apply_rope(q, q_pos, rope_freqs)
@@ -36,15 +39,16 @@ def _block(x_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn, q_off
     x_BTD = x_BTD + layers.dense(attn, p["o"], in_dims=2)
     x_BTD = constrain(x_BTD, ("batch", "seq", "act_embed"))
     h = layers.rms_norm(x_BTD, p["mlp_norm"], config.rms_norm_eps)
-    x_BTD = x_BTD + feed_forward(h, p, config)
-    return constrain(x_BTD, ("batch", "seq", "act_embed")), extra
+    y, stats = feed_forward(h, p, config, q_seg != 0, replay)
+    return constrain(x_BTD + y, ("batch", "seq", "act_embed")), extra, stats
 
 
-def feed_forward(h_BTD, p: dict, config: ModelConfig) -> jax.Array:
-    """A layer's MLP: the mixture of experts where ``p`` has a router, else SwiGLU."""
+def feed_forward(h_BTD, p: dict, config: ModelConfig, valid_BT=None, replay_BTK=None):
+    """A layer's MLP: ``(y [B, T, D], RouterStats)`` of the mixture of experts where ``p`` has
+    a router, else ``(SwiGLU, None)``."""
     if "router" in p:
-        return moe.moe_mlp(h_BTD, p, config.moe)
-    return layers.swiglu(h_BTD, p["gate"], p["up"], p["down"])
+        return moe.moe_mlp(h_BTD, p, config.moe, valid_BT, replay_BTK)
+    return layers.swiglu(h_BTD, p["gate"], p["up"], p["down"]), None
 
 
 def layer_stacks(params: dict, config: ModelConfig) -> list[tuple[dict, jax.Array]]:
@@ -99,12 +103,42 @@ def hidden_states(
     segment_ids: jax.Array | None = None,
     cache: KVCache | None = None,
     cache_window: int | None = None,
+    routing: jax.Array | None = None,
 ) -> tuple[jax.Array, KVCache | None]:
     """Final-norm hidden states ``[B, T, D]`` (compute dtype) and the updated cache.
 
     See ``forward`` for the arguments; ``cache_window``: attention reads only the cache's first
     this many slots (the caller keeps every written slot below it; decode at long lengths
-    then reads the live part of the cache, not all of it).
+    then reads the live part of the cache, not all of it). ``hidden_states_and_router`` also
+    returns what the routers did.
+    """
+    hidden, cache, _ = hidden_states_and_router(
+        params,
+        tokens_BT,
+        config,
+        positions=positions,
+        segment_ids=segment_ids,
+        cache=cache,
+        cache_window=cache_window,
+        routing=routing,
+    )
+    return hidden, cache
+
+
+def hidden_states_and_router(
+    params: dict,
+    tokens_BT: jax.Array,
+    config: ModelConfig,
+    *,
+    positions: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
+    cache: KVCache | None = None,
+    cache_window: int | None = None,
+    routing: jax.Array | None = None,
+) -> tuple[jax.Array, KVCache | None, moe.RouterStats | None]:
+    """``hidden_states`` and the MoE layers' ``RouterStats`` stacked ``[L', ...]`` (None for
+    a dense model). ``routing``: int ``[L', B, T, K]`` experts the MoE layers use instead of
+    choosing (routing replay: e.g. the sampler's ``RouterStats.experts``).
 
     Long because the decoder's scan over layers (with and without a KV cache, remat) is one
     piece a reader follows from embedding to final norm.
@@ -124,16 +158,17 @@ def hidden_states(
     x = constrain(x, ("batch", "seq", "act_embed"))
     freqs = layers.rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)
     cast = lambda tree: jax.tree.map(lambda a: a.astype(dtype), tree)
+    blocks = functools.partial(_block, config=config, rope_freqs=freqs, q_pos=positions)
 
     if cache is None:
 
-        def body(x, p):
+        def body(x, xs):
+            p, _, replay = xs
             own_keys = lambda k, v: (k, v, positions, segment_ids, None)
-            x, _ = _block(x, cast(p), config, freqs, positions, segment_ids, own_keys)
-            return x, None
+            x, _, stats = blocks(x, cast(p), q_seg=segment_ids, kv_fn=own_keys, replay=replay)
+            return x, stats
 
-        for stack, _ in layer_stacks(params, config):
-            x, _ = jax.lax.scan(_maybe_remat(body, config), x, stack)
+        carry = x
     else:
         cache = write_slots(cache, positions, segment_ids)
         slot = cache.length - t  # scalar, or [B]: each row's own write index
@@ -143,7 +178,7 @@ def hidden_states(
 
         def body(carry, xs):
             x, k_cache, v_cache = carry
-            p, index = xs
+            p, index, replay = xs
 
             def cached_keys(k, v):
                 k_all, v_all = _write_kv(k_cache, v_cache, k, v, index, slot)
@@ -153,18 +188,24 @@ def hidden_states(
                 slots = (cache.positions[:, :w], cache.segment_ids[:, :w])
                 return keys, values, *slots, (k_all, v_all)
 
-            x, (k_cache, v_cache) = _block(
-                x, cast(p), config, freqs, positions, segment_ids, cached_keys, q_offset
+            x, (k_cache, v_cache), stats = blocks(
+                x, cast(p), q_seg=segment_ids, kv_fn=cached_keys, q_offset=q_offset, replay=replay
             )
-            return (x, k_cache, v_cache), None
+            return (x, k_cache, v_cache), stats
 
         carry = (x, cache.k, cache.v)
-        for stack, indices in layer_stacks(params, config):
-            carry, _ = jax.lax.scan(_maybe_remat(body, config), carry, (stack, indices))
+    router = None
+    for stack, indices in layer_stacks(params, config):
+        replay = routing if "router" in stack else None
+        carry, stats = jax.lax.scan(_maybe_remat(body, config), carry, (stack, indices, replay))
+        router = stats if stats is not None else router
+    if cache is None:
+        x = carry
+    else:
         x, k_new, v_new = carry
         cache = dataclasses.replace(cache, k=k_new, v=v_new)
     x = layers.rms_norm(x, params["final_norm"].astype(dtype), config.rms_norm_eps)
-    return x, cache
+    return x, cache, router
 
 
 def logits_from_hidden(params: dict, hidden_BTD: jax.Array, config: ModelConfig) -> jax.Array:

@@ -79,9 +79,10 @@ def attention_flops(config, rows: int, queries: int, context: float) -> float:
 
 
 def matmul_params(config) -> int:
-    """Parameters a token's forward multiplies with (the LM head included, the lookup not)."""
+    """Parameters a token's forward multiplies with (the LM head included, the lookup not; of a
+    mixture of experts, the chosen experts only)."""
     embed = config.vocab_size * config.hidden_size
-    return config.num_params - (embed if not config.tie_embeddings else 0)
+    return config.num_active_params - (embed if not config.tie_embeddings else 0)
 
 
 def _grpo_inputs(stage: Stage):

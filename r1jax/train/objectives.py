@@ -43,8 +43,10 @@ import jax.numpy as jnp
 
 from r1jax import losses
 from r1jax.config import DistillConfig, GRPOConfig
-from r1jax.model import ModelConfig, hidden_states, logits_from_hidden
+from r1jax.model import ModelConfig, logits_from_hidden
+from r1jax.model.moe import RouterStats
 from r1jax.model.reward import sequence_scores
+from r1jax.model.transformer import hidden_states_and_router
 
 
 class Objective(NamedTuple):
@@ -101,16 +103,40 @@ def over_chunks(fn: Callable, models: tuple, xs: dict, chunk: int):
     return losses.chunked_map(chunk_fn, heads, xs, chunk=chunk)
 
 
-def _sequence_hidden(params, batch, model_config) -> jax.Array:
-    """Final hidden states at the positions predicting tokens 1..T-1: ``[B, T-1, D]``."""
-    hidden_BTD, _ = hidden_states(
+def _routing(batch: dict) -> jax.Array | None:
+    """The batch's replayed experts ``routing`` int32 [B, T, L', K] (rows first, as every
+    batch field) in the model's ``[L', B, T, K]`` layout; None without routing replay."""
+    routing = batch.get("routing")
+    return None if routing is None else jnp.moveaxis(routing, 2, 0)
+
+
+def with_router_terms(loss, metrics: dict, router: RouterStats | None, config: ModelConfig):
+    """Adds a mixture of experts' auxiliary losses (mean over its MoE layers, weighted by
+    ``moe.balance_loss_weight`` and ``moe.z_loss_weight``) to ``loss``, and the routers'
+    figures to ``metrics``: ``moe/balance_loss``, ``moe/z_loss`` and per layer
+    ``moe/max_load/<i>`` (the busiest expert's share times E: 1 is perfect balance)."""
+    if router is None:
+        return loss, metrics
+    moe, first = config.moe, config.moe.dense_layers
+    balance, z = jnp.mean(router.balance_loss), jnp.mean(router.z_loss)
+    loss = loss + moe.balance_loss_weight * balance + moe.z_loss_weight * z
+    max_load = jnp.max(router.load, axis=-1) * moe.num_experts  # [L']
+    metrics = metrics | {"loss": loss, "moe/balance_loss": balance, "moe/z_loss": z}
+    return loss, metrics | {f"moe/max_load/{first + i}": max_load[i] for i in range(len(max_load))}
+
+
+def _sequence_hidden(params, batch, model_config) -> tuple[jax.Array, RouterStats | None]:
+    """Final hidden states at the positions predicting tokens 1..T-1 ``[B, T-1, D]``, and the
+    routers' stats of a mixture of experts."""
+    hidden_BTD, _, router = hidden_states_and_router(
         params,
         batch["tokens"],
         model_config,
         positions=batch["positions"],
         segment_ids=batch["segment_ids"],
+        routing=_routing(batch),
     )
-    return hidden_BTD[:, :-1]
+    return hidden_BTD[:, :-1], router
 
 
 def sft_objective(params, frozen, batch, model_config, normalizer, options=None):
@@ -118,14 +144,15 @@ def sft_objective(params, frozen, batch, model_config, normalizer, options=None)
     ``losses.sft_reduce``); ``frozen`` is unused."""
     del frozen, options
     targets, mask = shifted_targets(batch)
-    hidden = _sequence_hidden(params, batch, model_config)
+    hidden, router = _sequence_hidden(params, batch, model_config)
     nll, correct = over_chunks(
         lambda logits, xs: losses.sft_positions(logits[0], xs["targets"]),
         ((params, model_config, hidden),),
         {"targets": targets},
         model_config.logits_chunk,
     )
-    return losses.sft_reduce(nll, correct, mask, normalizer=normalizer)
+    loss, metrics = losses.sft_reduce(nll, correct, mask, normalizer=normalizer)
+    return with_router_terms(loss, metrics, router, model_config)
 
 
 # ---------------------------------------------------------------------------- distill
@@ -140,13 +167,13 @@ def distill_objective(
     the batch's precomputed top-k. ``options.hard_weight`` > 0 adds that times the SFT loss on
     the data's own tokens (Hinton et al.'s soft + hard targets; metrics ``hard/*``)."""
     targets, mask = shifted_targets(batch)
-    models = [(params, model_config, _sequence_hidden(params, batch, model_config))]
+    models = [(params, model_config, _sequence_hidden(params, batch, model_config)[0])]
     xs = {}
     if options.teacher == "topk":
         xs["topk"] = (batch["teacher_topk_indices"][:, :-1], batch["teacher_topk_logprobs"][:, :-1])
     else:
         frozen = jax.lax.stop_gradient(frozen)
-        models.append((frozen, teacher_config, _sequence_hidden(frozen, batch, teacher_config)))
+        models.append((frozen, teacher_config, _sequence_hidden(frozen, batch, teacher_config)[0]))
     kw = dict(kind=options.kind, beta=options.beta, temperature=options.temperature)
 
     hard = options.hard_weight > 0
@@ -184,12 +211,16 @@ def grpo_inputs(batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
     return tokens.astype(jnp.int32), positions, seg
 
 
-def completion_hidden(params, batch, model_config: ModelConfig) -> jax.Array:
-    """Final hidden states at the positions predicting each completion token: [B, T, D]."""
+def completion_hidden(params, batch, model_config: ModelConfig):
+    """Final hidden states at the positions predicting each completion token [B, T, D], and
+    the routers' stats of a mixture of experts (replaying ``batch["routing"]`` if given)."""
     tokens, positions, seg = grpo_inputs(batch)
     p = batch["prompt_tokens"].shape[1]
-    hidden, _ = hidden_states(params, tokens, model_config, positions=positions, segment_ids=seg)
-    return hidden[:, p - 1 : -1]
+    hidden, _, router = hidden_states_and_router(
+        params, tokens, model_config, positions=positions, segment_ids=seg,
+        routing=_routing(batch),
+    )  # fmt: skip
+    return hidden[:, p - 1 : -1], router
 
 
 def _token_terms(params, hidden, targets, model_config, temperature, entropy) -> dict:
@@ -213,9 +244,10 @@ def completion_terms(
     ``"logp"`` = log pi(token | prefix), and ``"entropy"`` when ``entropy`` is "grad" (with its
     gradient) or "metric" (gradient-stopped). Computed over chunks of
     ``model_config.logits_chunk`` positions: only [B, chunk, V] logits exist at a time."""
-    hidden = completion_hidden(params, batch, model_config)
+    hidden, router = completion_hidden(params, batch, model_config)
     targets = batch["completion_tokens"]
-    return _token_terms(params, hidden, targets, model_config, temperature, entropy)
+    terms = _token_terms(params, hidden, targets, model_config, temperature, entropy)
+    return terms if router is None else terms | {"router": router}
 
 
 def completion_logprobs(params, batch, model_config: ModelConfig, temperature: float = 1.0):
@@ -228,9 +260,10 @@ def packed_terms(
 ) -> dict:
     """``completion_terms`` of packed rows: f32 [B, T - 1], entry t about token t + 1 (of its
     segment: one forward over the rows, attention within segments), chunked alike."""
-    hidden = _sequence_hidden(params, batch, model_config)
+    hidden, router = _sequence_hidden(params, batch, model_config)
     targets = batch["tokens"][:, 1:]
-    return _token_terms(params, hidden, targets, model_config, temperature, entropy)
+    terms = _token_terms(params, hidden, targets, model_config, temperature, entropy)
+    return terms if router is None else terms | {"router": router}
 
 
 def packed_logprobs(params, batch, model_config: ModelConfig, temperature: float = 1.0):
@@ -295,7 +328,7 @@ def grpo_objective(
         tis = losses.truncated_is_weights(
             view["old_logprobs"], view["sampler_logprobs"], mask, options.tis_cap
         )
-    return losses.grpo_loss(
+    loss, metrics = losses.grpo_loss(
         terms["logp"],
         view["old_logprobs"],
         view["advantages"],
@@ -313,6 +346,7 @@ def grpo_objective(
         normalizer=normalizer,
         segment_ids_BT=view["segment_ids"] if packed else None,
     )
+    return with_router_terms(loss, metrics, terms.get("router"), model_config)
 
 
 # ---------------------------------------------------------------------- reward model

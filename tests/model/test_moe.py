@@ -37,7 +37,7 @@ def _layer(moe_config, seed=0, d=32):
 def test_grouped_matmuls_equal_the_per_expert_loop_values_and_gradients(moe_config):
     p, x = _layer(moe_config)
     x_ND = x.reshape(-1, x.shape[-1])
-    weights, experts = moe.route(x_ND, p["router"], p.get("router_bias"), moe_config)
+    weights, experts, _ = moe.route(x_ND, p["router"], p.get("router_bias"), moe_config)
     assert len(np.unique(np.asarray(experts))) == moe_config.num_experts  # every expert used
     names = ("expert_gate", "expert_up", "expert_down")
 
@@ -76,7 +76,7 @@ def _group_limited_reference(scores, bias, moe_config):
 def test_group_limited_sigmoid_routing_matches_a_per_token_reference():
     p, x = _layer(DEEPSEEK)
     x_ND = np.asarray(x.reshape(-1, x.shape[-1]))
-    weights, experts = moe.route(x_ND, p["router"], p["router_bias"], DEEPSEEK)
+    weights, experts, _ = moe.route(x_ND, p["router"], p["router_bias"], DEEPSEEK)
     scores = 1 / (1 + np.exp(-(x_ND @ np.asarray(p["router"]))))
     ref_w, ref_e = _group_limited_reference(scores, np.asarray(p["router_bias"]), DEEPSEEK)
     order = np.argsort(np.asarray(experts), axis=-1)
@@ -121,7 +121,7 @@ def test_deepseek_v3_moe_block_matches_transformers():
     x = np.random.default_rng(0).normal(size=(3, 5, d)).astype(np.float32)
     with torch.no_grad():
         expected = block(torch.tensor(x)).numpy()
-    got = moe.moe_mlp(jnp.asarray(x), jax.tree.map(jnp.asarray, p), DEEPSEEK)
+    got, _ = moe.moe_mlp(jnp.asarray(x), jax.tree.map(jnp.asarray, p), DEEPSEEK)
     np.testing.assert_allclose(np.asarray(got), expected, atol=1e-4, rtol=0)
 
 
@@ -163,3 +163,58 @@ def test_sharded_moe_model_equals_unsharded_forward_and_gradients(shape):
         got_loss, got_grads = jax.jit(jax.value_and_grad(loss))(sharded, tokens)
     np.testing.assert_allclose(got_loss, ref_loss, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6), got_grads, ref_grads)
+
+
+def test_routing_replay_uses_exactly_the_given_experts_and_rows_of_minus_one_choose():
+    """Record the experts of one forward, change the params (a policy update): the replayed
+    forward uses the recorded experts, not its own choice; a -1 row makes its own choice."""
+    from r1jax.model.transformer import hidden_states_and_router
+
+    params = init_params(MOE_MODEL.replace(init_std=0.2), jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(1), (4, 9), 0, MOE_MODEL.vocab_size)
+    run = jax.jit(hidden_states_and_router, static_argnums=2)
+    _, _, recorded = run(params, tokens, MOE_MODEL)
+    assert recorded.experts.shape == (2, 4, 9, 3)  # [L', B, T, K]: layers 1 and 2 are MoE
+    updated = jax.tree.map(
+        lambda a: a + 0.2 * jax.random.normal(jax.random.key(5), a.shape), params
+    )
+    _, _, own = run(updated, tokens, MOE_MODEL)
+    assert np.mean(np.asarray(own.experts) != np.asarray(recorded.experts)) > 0.1
+    hidden, _, replayed = run(updated, tokens, MOE_MODEL, routing=recorded.experts)
+    np.testing.assert_array_equal(replayed.experts, recorded.experts)
+    partial = recorded.experts.at[:, :, -1].set(-1)  # the last token was not recorded
+    hidden_partial, _, mixed = run(updated, tokens, MOE_MODEL, routing=partial)
+    np.testing.assert_array_equal(mixed.experts[:, :, :-1], recorded.experts[:, :, :-1])
+    np.testing.assert_array_equal(mixed.experts[:, :, -1], own.experts[:, :, -1])
+    # Causal: the last token's routing changes only the last position's hidden state.
+    np.testing.assert_array_equal(hidden_partial[:, :-1], hidden[:, :-1])
+
+
+def test_balance_and_z_losses_are_added_with_their_weights_and_loads_are_logged():
+    from r1jax.train import objectives
+
+    config = MOE_MODEL.replace(
+        moe=dataclasses.replace(MOE_MODEL.moe, balance_loss_weight=0.01, z_loss_weight=0.001)
+    )
+    params = init_params(config, jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(1), (4, 9), 0, config.vocab_size)
+    batch = {
+        "tokens": tokens,
+        "loss_mask": jnp.ones_like(tokens),
+        "segment_ids": jnp.ones_like(tokens).at[0, :3].set(0),
+        "positions": jnp.broadcast_to(jnp.arange(9), (4, 9)),
+    }
+    norm = objectives.sft_normalizer(batch)
+    loss, metrics = objectives.sft_objective(params, None, batch, config, norm)
+    plain, _ = objectives.sft_objective(params, None, batch, MOE_MODEL, norm)
+    expected = plain + 0.01 * metrics["moe/balance_loss"] + 0.001 * metrics["moe/z_loss"]
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    assert float(metrics["moe/balance_loss"]) > 0 and float(metrics["moe/z_loss"]) > 0
+    assert set(k for k in metrics if k.startswith("moe/max_load/")) == {
+        "moe/max_load/1", "moe/max_load/2"
+    }  # fmt: skip
+    grad = jax.grad(lambda p: objectives.sft_objective(p, None, batch, config, norm)[0])(params)
+    grad_plain = jax.grad(lambda p: objectives.sft_objective(p, None, batch, MOE_MODEL, norm)[0])(
+        params
+    )
+    assert not np.allclose(grad["layers"]["router"], grad_plain["layers"]["router"])

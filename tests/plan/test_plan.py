@@ -179,7 +179,7 @@ def test_a_tpu_slice_compiles_here_or_says_which_extra_to_install():
         assert target_platform() == "tpu"  # "auto" attention picks splash, as on the slice
     assert target_platform() == jax.default_backend()
     result = plan_command.plan(_stage(*TINY_GRPO, "--config.mesh.preset=v5e-8"), "v5e-8")
-    assert result["fits"] and result["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+    assert result["fits"] and result["mesh"] == {"data": 1, "fsdp": 8, "expert": 1, "tensor": 1}
     step = result["programs"]["train_step"]
     assert step["roofline_s"] > 0 and 0 < step["mfu_at_roofline"] <= 1
     assert "all-gather" in step["collectives"]  # fsdp gathers the params per layer
@@ -228,3 +228,36 @@ def test_top_k_distillation_is_planned_with_its_stored_targets():
     batch = programs.train_step(stage, make_mesh(stage.mesh)).args[1]
     assert batch["teacher_topk_indices"].shape == batch["teacher_topk_logprobs"].shape
     assert batch["teacher_topk_logprobs"].shape == (16, 64, 16)
+
+
+def test_a_mixture_of_experts_grpo_run_is_planned_with_its_active_flops():
+    """The Qwen3-30B-A3B recipe's tiny variant (8 experts, 2 per token) on the local mesh,
+    with experts split over the expert axis: FLOPs count the chosen experts only."""
+    stage = _stage(
+        "--config=configs/r1_zero_qwen3_30b_a3b.py:tiny", "--config.grpo.num_prompts=2",
+        "--config.grpo.num_samples=4", "--config.grpo.max_new_tokens=16",
+        "--config.data.buckets=(32,)", "--config.mesh.expert=2", "--config.mesh.data=-1",
+    )  # fmt: skip
+    result = plan_command.plan(stage, "local")
+    assert result["fits"] and result["mesh"]["expert"] == 2
+    model = stage.model
+    assert programs.matmul_params(model) < model.num_params - model.vocab_size * 64
+    got = result["programs"]["train_step"]
+    forward = 2 * programs.matmul_params(model) * 8 * 48
+    forward += programs.attention_flops(model, 8, 48, 24)
+    assert got["flops"] == pytest.approx(3 * forward + forward)  # + the reference's forward
+
+
+def test_qwen3_30b_a3b_grpo_at_16k_tokens_fits_v5p_64():
+    """Issue 19's figure: 30.5B parameters (3.3B active), 32 rows x 16,384 tokens, experts over
+    an expert axis of 8, the rest FSDP over 4 (43 GiB peak of 95.74 when planned)."""
+    try:
+        targets.resolve_target("v5p-64")
+    except RuntimeError:
+        if os.environ.get("R1JAX_REQUIRE_TPU_COMPILER"):
+            raise
+        pytest.skip("no TPU compiler in this environment")
+    stage = _stage("--config=configs/r1_zero_qwen3_30b_a3b.py:16384")
+    result = plan_command.plan(stage, "v5p-64")
+    assert result["fits"], result["programs"]["train_step"]
+    assert result["mesh"] == {"data": 1, "fsdp": 4, "expert": 8, "tensor": 1}
