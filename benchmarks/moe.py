@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
     def moe_with(experts_fn):
         def run(x, p):
             x_ND = x.reshape(-1, d)
-            weights, chosen, _ = moe.route(x_ND, p["router"], None, cfg)
+            weights, chosen, _, _ = moe.route(x_ND, p["router"], None, cfg)
             w = (p["expert_gate"], p["expert_up"], p["expert_down"])
             return experts_fn(x_ND, weights, chosen, *w)
 

@@ -111,6 +111,11 @@ class TrainConfig:
     eval_every: int = 0
     transfer_guard: str = "disallow"
 
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "seq_len", "num_microbatches", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"config.train.{name}={getattr(self, name)}: must be >= 1")
+
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
@@ -182,6 +187,9 @@ class GRPOConfig:
     # num_prompts, >= 2x); rows unfinished once the oldest batch is done go on next update.
     partial_lanes: int = 0
     partial_step_budget: int = 0  # > 0: decode steps per partial-rollout call (0: unbounded)
+    # A mixture of experts: the sampler records each token's experts and the update replays
+    # them, so the ratio compares the same experts (static sampler, padded batches only).
+    routing_replay: bool = False
     accuracy_key: str = "accuracy"
     format_key: str = "format"
 
@@ -206,6 +214,11 @@ class GRPOConfig:
                 f"max_new_tokens={self.max_new_tokens}"
             )
         check_decoding(self)
+        if self.routing_replay and (self.decode_slots or self.partial_lanes or self.pack_length):
+            raise ValueError(
+                "config.grpo.routing_replay: recorded by the static sampler into padded batches; "
+                "set decode_slots, partial_lanes and pack_length to 0"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

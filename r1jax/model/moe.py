@@ -31,6 +31,8 @@ class RouterStats(NamedTuple):
     load: jax.Array  # f32 [E]: the fraction of (token, choice) pairs each expert received
     balance_loss: jax.Array  # f32 []: E * sum_e load_e * mean router probability_e (Switch)
     z_loss: jax.Array  # f32 []: mean over tokens of logsumexp(router logits)^2 (ST-MoE)
+    # f32 []: the fraction of tokens whose own choice differs from the experts used (replay)
+    replay_mismatch: jax.Array
 
 
 def route(
@@ -41,7 +43,8 @@ def route(
     replay_NK: jax.Array | None = None,
 ):
     """Chooses each token's experts: ``(weights [N, K] fp32, experts [N, K] int32, logits
-    [N, E] fp32)``.
+    [N, E] fp32, own [N, K] int32)``; ``own`` is the router's own choice (``experts`` unless
+    replayed).
 
     Router logits are computed in fp32. ``"softmax"``: Qwen3-MoE's top-k of the softmax
     (renormalised over the chosen k when ``norm_topk_prob``). ``"sigmoid"``: DeepSeek-V3's
@@ -54,12 +57,12 @@ def route(
     k = moe.experts_per_token
     if moe.router == "softmax":
         probs_NE = jax.nn.softmax(logits_NE, axis=-1)
-        _, experts = jax.lax.top_k(probs_NE, k)
-        experts = _replayed(experts, replay_NK)
+        _, own = jax.lax.top_k(probs_NE, k)
+        experts = _replayed(own, replay_NK)
         weights = jnp.take_along_axis(probs_NE, experts, axis=-1)
         if moe.norm_topk_prob:
             weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
-        return weights, experts, logits_NE
+        return weights, experts, logits_NE, own
     scores_NE = jax.nn.sigmoid(logits_NE)
     choice_NE = scores_NE + bias_E.astype(jnp.float32)
     if moe.expert_groups > 1:
@@ -69,9 +72,9 @@ def route(
         _, best_groups = jax.lax.top_k(group_score_NG, moe.groups_per_token)
         keep_NG = jnp.any(best_groups[:, :, None] == jnp.arange(g), axis=1)
         choice_NE = jnp.where(keep_NG[:, :, None], grouped_NGX, -jnp.inf).reshape(n, -1)
-    _, experts = jax.lax.top_k(choice_NE, k)
-    experts = _replayed(experts, replay_NK)
-    return _sigmoid_weights(scores_NE, experts, moe), experts, logits_NE
+    _, own = jax.lax.top_k(choice_NE, k)
+    experts = _replayed(own, replay_NK)
+    return _sigmoid_weights(scores_NE, experts, moe), experts, logits_NE, own
 
 
 def _replayed(chosen_NK, replay_NK):
@@ -90,8 +93,9 @@ def _sigmoid_weights(scores_NE, experts_NK, moe: MoEConfig) -> jax.Array:
     return weights * moe.routed_scaling
 
 
-def router_stats(logits_NE, experts_NK, valid_N, moe: MoEConfig) -> RouterStats:
-    """Load per expert and the auxiliary losses over the ``valid_N`` tokens."""
+def router_stats(logits_NE, experts_NK, own_NK, valid_N, moe: MoEConfig) -> RouterStats:
+    """Load per expert, the auxiliary losses and the replay mismatch over the ``valid_N``
+    tokens (``own_NK``: the router's own choice, ``experts_NK``: the experts used)."""
     e, k = logits_NE.shape[1], experts_NK.shape[1]
     valid = valid_N.astype(jnp.float32)
     tokens = jnp.maximum(jnp.sum(valid), 1.0)
@@ -105,7 +109,9 @@ def router_stats(logits_NE, experts_NK, valid_N, moe: MoEConfig) -> RouterStats:
     mean_prob_E = jnp.sum(probs_NE * valid[:, None], axis=0) / tokens
     balance = e * jnp.sum(jax.lax.stop_gradient(load_E) * mean_prob_E)
     z = jnp.sum(jax.nn.logsumexp(logits_NE, axis=-1) ** 2 * valid) / tokens
-    return RouterStats(experts_NK, load_E, balance, z)
+    differs = jnp.any(jnp.sort(own_NK, axis=-1) != jnp.sort(experts_NK, axis=-1), axis=-1)
+    mismatch = jnp.sum(differs * valid) / tokens
+    return RouterStats(experts_NK, load_E, balance, z, mismatch)
 
 
 def experts_grouped(x_ND, weights_NK, experts_NK, gate_EDF, up_EDF, down_EFD) -> jax.Array:
@@ -178,12 +184,12 @@ def moe_mlp(
     b, t, d = x_BTD.shape
     x_ND = x_BTD.reshape(b * t, d)
     replay = None if replay_BTK is None else replay_BTK.reshape(b * t, -1)
-    weights, experts, logits = route(x_ND, p["router"], p.get("router_bias"), moe, replay)
+    weights, experts, logits, own = route(x_ND, p["router"], p.get("router_bias"), moe, replay)
     by_row = lambda a: a.reshape(b, t, -1)
     expert_weights = (p["expert_gate"], p["expert_up"], p["expert_down"])
     y_BTD = experts_per_shard(x_BTD, by_row(weights), by_row(experts), *expert_weights)
     if moe.shared_experts:
         y_BTD = y_BTD + swiglu(x_BTD, p["shared_gate"], p["shared_up"], p["shared_down"])
     valid = jnp.ones((b * t,), bool) if valid_BT is None else valid_BT.reshape(-1)
-    stats = router_stats(logits, experts, valid, moe)
+    stats = router_stats(logits, experts, own, valid, moe)
     return y_BTD, stats._replace(experts=experts.reshape(b, t, -1))

@@ -108,6 +108,9 @@ def _grpo_inputs(stage: Stage):
     }
     if grpo.keep_sampler_logprobs:
         fields["sampler_logprobs"] = ((rows, completion), jnp.float32)
+    if grpo.routing_replay:
+        k = model.moe.experts_per_token
+        fields["routing"] = ((rows, prompt + completion, model.moe_layers, k), jnp.int16)
     frozen_config = model if grpo.beta > 0 else None
     return (
         objectives.grpo(model, grpo),

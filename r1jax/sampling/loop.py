@@ -27,7 +27,7 @@ from jax.experimental.layout import Format, Layout
 
 from r1jax.model import KVCache, ModelConfig, cache_shardings, init_cache
 from r1jax.model.attention_kernels import target_platform
-from r1jax.model.transformer import hidden_states, logits_from_hidden
+from r1jax.model.transformer import hidden_states_and_router, logits_from_hidden
 from r1jax.sampling.methods import SamplingMethod, request_keys, sample_rows
 from r1jax.sampling.stop import matches
 from r1jax.sharding import named_sharding
@@ -44,6 +44,10 @@ class SamplingState:
     ``budget_B`` int32 (the row's own limit on new tokens, at most T),
     ``prompt_lengths_B`` int32 (real prompt tokens, i.e. the first generated position),
     ``recent_BW`` int32 last W tokens (-1 before the first), ``cache``, ``key`` (the call's key).
+    ``experts_LBSK`` (``record_routing`` of a mixture of experts): int16 ``[L', B, P + T, K]``,
+    the experts each MoE layer chose for each input token (the prompt's from the prefill,
+    completion token t's when it is fed back at step t + 1; -1 where none was routed, e.g. the
+    last token): what routing replay feeds the train step. None otherwise.
     """
 
     step: jax.Array
@@ -56,6 +60,7 @@ class SamplingState:
     recent_BW: jax.Array
     cache: KVCache
     key: jax.Array
+    experts_LBSK: jax.Array | None = None
 
 
 def _constrain(tree, shardings):
@@ -64,10 +69,16 @@ def _constrain(tree, shardings):
     return jax.lax.with_sharding_constraint(tree, shardings)
 
 
-def state_shardings(config: ModelConfig, rows: int, max_new: int, width: int, cache_len, mesh):
+def state_shardings(
+    config: ModelConfig, rows: int, max_new: int, width: int, cache_len, mesh, record=False
+):
     """NamedShardings of a ``SamplingState``: rows over the data axes, kv heads over tensor."""
     if mesh is None:
         return None
+    experts = None
+    if record:
+        shape = (config.moe_layers, rows, cache_len, config.moe.experts_per_token)
+        experts = named_sharding(mesh, (None, "batch", None, None), shape)
     rep = named_sharding(mesh, (), ())
     per_row = lambda *shape: named_sharding(mesh, ("batch",) + (None,) * (len(shape) - 1), shape)
     return SamplingState(
@@ -81,6 +92,7 @@ def state_shardings(config: ModelConfig, rows: int, max_new: int, width: int, ca
         recent_BW=per_row(rows, width),
         cache=cache_shardings(config, rows, cache_len, mesh),
         key=rep,
+        experts_LBSK=experts,
     )
 
 
@@ -119,11 +131,14 @@ def _record(state: SamplingState, tokens_B, logprobs_B, stop_table_EW, pad_id: i
     )
 
 
-def prompt_forward(params, prompt_QP, prompt_mask_QP, config: ModelConfig, cache_len: int):
+def prompt_forward(
+    params, prompt_QP, prompt_mask_QP, config: ModelConfig, cache_len: int, router=False
+):
     """The left-padded prompts ``[Q, P]`` through the model once: a ``[Q, cache_len]`` cache
-    holding them and the fp32 logits ``[Q, V]`` of each prompt's last token."""
+    holding them and the fp32 logits ``[Q, V]`` of each prompt's last token (with ``router``,
+    also the MoE layers' ``RouterStats``)."""
     cache = init_cache(config, prompt_QP.shape[0], cache_len)
-    hidden_QPD, cache = hidden_states(
+    hidden_QPD, cache, stats = hidden_states_and_router(
         params,
         prompt_QP,
         config,
@@ -132,7 +147,8 @@ def prompt_forward(params, prompt_QP, prompt_mask_QP, config: ModelConfig, cache
         cache=cache,
     )
     # Left padding puts every prompt's last token in the last column.
-    return cache, logits_from_hidden(params, hidden_QPD[:, -1:], config)[:, 0]
+    logits_QV = logits_from_hidden(params, hidden_QPD[:, -1:], config)[:, 0]
+    return (cache, logits_QV, stats) if router else (cache, logits_QV)
 
 
 def prefill(
@@ -150,13 +166,24 @@ def prefill(
     mesh=None,
     keys: str = "step",
     budget_B: jax.Array | None = None,
+    record_routing: bool = False,
 ) -> SamplingState:
     """Runs the left-padded prompts ``[Q, P]`` once and samples token 0 of all ``Q * G`` rows.
-    ``budget_B``: each row's limit on new tokens (default ``max_new_tokens``)."""
+    ``budget_B``: each row's limit on new tokens (default ``max_new_tokens``);
+    ``record_routing``: keep each token's experts (``SamplingState.experts_LBSK``)."""
     num_prompts, length = prompt_QP.shape
     rows, cache_len = num_prompts * num_samples, length + max_new_tokens
-    cache, logits_QV = prompt_forward(params, prompt_QP, prompt_mask_QP, config, cache_len)
+    cache, logits_QV, stats = prompt_forward(
+        params, prompt_QP, prompt_mask_QP, config, cache_len, router=True
+    )
     repeat = lambda a, axis: jnp.repeat(a, num_samples, axis=axis)
+    experts = None
+    if record_routing:
+        if config.moe is None:
+            raise ValueError("record_routing: the model has no mixture of experts to record")
+        experts = jnp.full((config.moe_layers, rows, cache_len, stats.experts.shape[-1]), -1)
+        prompt_experts = repeat(stats.experts, 1).astype(jnp.int16)
+        experts = experts.astype(jnp.int16).at[:, :, :length].set(prompt_experts)
     cache = KVCache(
         k=repeat(cache.k, 1),
         v=repeat(cache.v, 1),
@@ -178,8 +205,11 @@ def prefill(
         recent_BW=jnp.full((rows, width), -1, jnp.int32),
         cache=cache,
         key=key,
+        experts_LBSK=experts,
     )
-    shardings = state_shardings(config, rows, max_new_tokens, width, cache_len, mesh)
+    shardings = state_shardings(
+        config, rows, max_new_tokens, width, cache_len, mesh, record_routing
+    )
     state = _constrain(state, shardings)
     tokens_B, logprobs_B = _sample(method, repeat(logits_QV, 0), key, 0, keys)
     return _constrain(_record(state, tokens_B, logprobs_B, stop_table_EW, pad_id), shardings)
@@ -200,9 +230,12 @@ def decode(
     """Decode steps until every row has stopped or ``max_new_tokens`` columns are filled, in
     ``windows`` phases that attend over growing prefixes of the cache (``decode_windows``)."""
     rows, max_new = state.tokens_BT.shape
+    record = state.experts_LBSK is not None
     shardings = state_shardings(
-        config, rows, max_new, state.recent_BW.shape[1], state.cache.max_length, mesh
+        config, rows, max_new, state.recent_BW.shape[1], state.cache.max_length, mesh, record
     )
+
+    prompt_len = state.cache.max_length - max_new
 
     def keep_going(s: SamplingState, window: int):  # the next write stays inside the window
         return (s.step < max_new) & jnp.any(running(s)) & (s.cache.length < window)
@@ -210,7 +243,7 @@ def decode(
     def step(s: SamplingState, window: int) -> SamplingState:
         last_B1 = jax.lax.dynamic_slice_in_dim(s.tokens_BT, s.step - 1, 1, axis=1)
         positions_B1 = (s.prompt_lengths_B + s.step - 1)[:, None]
-        hidden_B1D, cache = hidden_states(
+        hidden_B1D, cache, stats = hidden_states_and_router(
             params,
             last_B1,
             config,
@@ -222,10 +255,15 @@ def decode(
         logits_BV = logits_from_hidden(params, hidden_B1D, config)[:, 0]
         tokens_B, logprobs_B = _sample(method, logits_BV, s.key, s.step, keys)
         s = dataclasses.replace(s, cache=cache)
+        if record:  # the fed token (completion column step - 1) sits at slot P + step - 1
+            column = (0, 0, prompt_len + s.step - 1, 0)
+            experts = stats.experts.astype(jnp.int16)
+            s = dataclasses.replace(
+                s, experts_LBSK=jax.lax.dynamic_update_slice(s.experts_LBSK, experts, column)
+            )
         return _constrain(_record(s, tokens_B, logprobs_B, stop_table_EW, pad_id), shardings)
 
     state = _constrain(state, shardings)
-    prompt_len = state.cache.max_length - max_new
     for window in decode_windows(prompt_len, max_new, windows):
         state = jax.lax.while_loop(
             functools.partial(keep_going, window=window),
@@ -272,6 +310,7 @@ def programs(
     layout: str | None = None,
     keys: str = "step",
     windows: int = DECODE_WINDOWS,
+    record_routing: bool = False,
 ) -> Programs:
     """Jits ``prefill`` and ``decode`` for these (abstract or concrete) arguments; call under
     the mesh (``jax.set_mesh``) the programs will run under.
@@ -289,7 +328,12 @@ def programs(
         raise ValueError(f"keys={keys!r}; one of {KEY_SCHEMES}")
     common = dict(config=config, pad_id=pad_id, mesh=mesh, keys=keys)
     prefill_fn = functools.partial(
-        prefill, method=method, num_samples=num_samples, max_new_tokens=max_new_tokens, **common
+        prefill,
+        method=method,
+        num_samples=num_samples,
+        max_new_tokens=max_new_tokens,
+        record_routing=record_routing,
+        **common,
     )
     decode_fn = functools.partial(decode, method=method, windows=windows, **common)
     state = jax.eval_shape(prefill_fn, params, prompt_QP, prompt_mask_QP, key, stop_table_EW)
@@ -302,7 +346,7 @@ def programs(
         raise ValueError(f"layout={layout!r}: 'default' or 'auto'")
     rows, width = state.recent_BW.shape
     shardings = state_shardings(
-        config, rows, max_new_tokens, width, state.cache.max_length, mesh
+        config, rows, max_new_tokens, width, state.cache.max_length, mesh, record_routing
     ) or jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), state)
     # Arrays only: a PRNG key's layout is that of its uint32 data, not of its shape.
     auto = jax.tree.map(lambda sh: Format(Layout.AUTO, sh), shardings)

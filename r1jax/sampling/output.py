@@ -29,6 +29,8 @@ class SampleOutput:
     are not returned: the tokens generated and the slot-steps computed for every row in flight.
     paging (a paged cache): ``store_pages`` (all pages, prompts' included), ``peak_pages``
     (most generation pages held at once), ``rewound_tokens`` (decoded again after a rewind).
+    routing (``Sampler(record_routing=True)``, a mixture of experts): int16 ``[B, P + T, L', K]``
+    each input token's experts per MoE layer, -1 where none was routed (routing replay).
     """
 
     prompt_tokens: np.ndarray
@@ -45,6 +47,7 @@ class SampleOutput:
     useful_tokens: int | None = None
     slot_steps: int | None = None
     paging: dict[str, int] | None = None
+    routing: np.ndarray | None = None
 
     @property
     def num_samples(self) -> int:

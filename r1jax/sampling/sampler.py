@@ -63,8 +63,15 @@ class Sampler:
         decode_windows: int = loop.DECODE_WINDOWS,
         page_size: int = 0,
         pages: int = 0,
+        record_routing: bool = False,
     ):
         self.config, self.mesh, self.pad_id = model_config, mesh, int(pad_id)
+        self.record_routing = bool(record_routing)
+        if self.record_routing and (model_config.moe is None or slots):
+            raise ValueError(
+                "Sampler: record_routing needs a mixture-of-experts model and the static loop "
+                f"(slots=0; got slots={slots}, moe={model_config.moe is not None})"
+            )
         self.buckets = tuple(sorted(int(b) for b in buckets))
         self.layout = layout  # the state's device layout (``loop.programs``; None: by platform)
         self.slots, self.min_slots = int(slots), int(min_slots)
@@ -109,6 +116,7 @@ class Sampler:
                 layout=self.layout,
                 keys=self.keys,
                 windows=self.decode_windows,
+                record_routing=self.record_routing,
                 **static,
             )
             self._programs[key] = self._decoders[_state_key(pair.state, static["method"])] = pair
@@ -242,7 +250,13 @@ class Sampler:
         state = self.decode(params, state, method=method, table=table)
         fields = (state.tokens_BT, state.logprobs_BT, state.lengths_B, state.done_B)
         finish = (tokens_QP, mask_QP, num_samples, stop_strings, tokenizer)
-        return self.to_output(fields, (state.step, None), *finish)
+        out = self.to_output(fields, (state.step, None), *finish)
+        if not self.record_routing:
+            return out
+        experts_BSLK = jnp.moveaxis(state.experts_LBSK, 0, 2)  # rows first, as every field
+        if self.multi_process:
+            experts_BSLK = multihost.data_shard_rows(experts_BSLK, self.mesh)
+        return dataclasses.replace(out, routing=np.asarray(jax.device_get(experts_BSLK)))
 
     def _continuous_sample(self, params, prompts, rng, method, num_samples, max_new, table, budget):
         """Continuous batching (``continuous.sample``); returns ``(state, tokens, mask)``."""

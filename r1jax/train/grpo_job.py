@@ -137,6 +137,8 @@ def build(stage: Stage, workdir: Path) -> Job:
         frozen_config=frozen_config,
         schedule=setup.schedule,
     )
+    if grpo.routing_replay and model_config.moe is None:
+        raise ValueError("config.grpo.routing_replay: config.model has no mixture of experts")
     pad = tokenizer.pad_id
     parts = GRPOParts(
         sampler=Sampler(model_config, mesh=setup.mesh, pad_id=pad, **sampler_options(grpo)),
@@ -175,6 +177,7 @@ def sampler_options(grpo) -> dict:
         min_slots=grpo.decode_min_slots,
         page_size=grpo.decode_page_size,
         pages=grpo.decode_pages,
+        record_routing=grpo.routing_replay,
     )
 
 

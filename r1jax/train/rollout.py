@@ -41,7 +41,8 @@ class Rollout:
 
     prompt_tokens/prompt_mask int32 [R, P] (left-padded); tokens/mask int32 [R, T]; logprobs f32
     [R, T] (the sampler's); lengths int32 [R]; finish_reason str [R]; completions: R strings;
-    rewards f32 [R] (total, overlong penalty included); components: name -> f32 [R].
+    rewards f32 [R] (total, overlong penalty included); components: name -> f32 [R];
+    routing int16 [R, P + T, L', K] (``grpo.routing_replay``): each input token's experts.
     """
 
     prompt_tokens: np.ndarray
@@ -54,6 +55,7 @@ class Rollout:
     completions: list[str]
     rewards: np.ndarray
     components: dict[str, np.ndarray]
+    routing: np.ndarray | None = None
 
     @property
     def num_rows(self) -> int:
@@ -106,7 +108,14 @@ def concat_rollouts(parts: Sequence[Rollout], pad_id: int) -> Rollout:
             values = [_left_pad_to(v, width, pad_id) for v in values]
         elif f.name == "prompt_mask":
             values = [_left_pad_to(v, width, 0) for v in values]
-        if f.name == "completions":
+        elif f.name == "routing" and values[0] is not None:
+            pad = lambda v, p: np.pad(
+                v, ((0, 0), (width - p, 0), (0, 0), (0, 0)), constant_values=-1
+            )
+            values = [pad(v, p.prompt_tokens.shape[1]) for v, p in zip(values, parts, strict=True)]
+        if f.name == "routing" and values[0] is None:
+            arrays[f.name] = None
+        elif f.name == "completions":
             arrays[f.name] = [c for v in values for c in v]
         elif f.name == "components":
             arrays[f.name] = {k: np.concatenate([v[k] for v in values]) for k in values[0]}
@@ -121,7 +130,9 @@ def take_groups(rollout: Rollout, groups: np.ndarray, group_size: int) -> Rollou
     picked = {}
     for f in dataclasses.fields(Rollout):
         v = getattr(rollout, f.name)
-        if f.name == "completions":
+        if v is None:
+            picked[f.name] = None
+        elif f.name == "completions":
             picked[f.name] = [v[i] for i in rows]
         elif f.name == "components":
             picked[f.name] = {k: c[rows] for k, c in v.items()}
@@ -150,6 +161,8 @@ def build_grpo_batch(rollout: Rollout, advantages_R: np.ndarray, options: GRPOCo
     }
     if options.keep_sampler_logprobs:
         batch["sampler_logprobs"] = rollout.logprobs.astype(np.float32)
+    if rollout.routing is not None:
+        batch["routing"] = rollout.routing
     return batch
 
 
@@ -205,6 +218,7 @@ def sample_and_score(prompt_batch: Mapping[str, Any], sample_fn, reward, tokeniz
         completions=completions,
         rewards=total,
         components=components,
+        routing=getattr(sample, "routing", None),
     )
 
 

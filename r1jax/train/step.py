@@ -192,7 +192,8 @@ def make_logprobs_fn(
     """Jitted ``fn(params, grpo_batch) -> f32 [B, T]``: completion log-probs at ``temperature``.
 
     Recomputes pi_old (or reference log-probs) for a GRPO batch, e.g. before mu > 1 inner
-    updates; uses the batch keys ``prompt_tokens``, ``prompt_mask``, ``completion_tokens``.
+    updates; uses the batch keys ``prompt_tokens``, ``prompt_mask``, ``completion_tokens``
+    (and ``routing``, replayed, when the batch has it).
     A packed batch (``grpo_packing``: it has ``segment_ids``) gives f32 [B, T] (T its row
     length) aligned with its ``old_logprobs``, from ``tokens``, ``segment_ids``, ``positions``.
     """
@@ -211,6 +212,7 @@ def make_logprobs_fn(
 
     def logprobs(params, batch):
         keys = _PACKED_KEYS if "segment_ids" in batch else _PADDED_KEYS
+        keys += ("routing",) if "routing" in batch else ()  # routing replay
         with jax.set_mesh(mesh):
             return jitted(params, {k: batch[k] for k in keys})
 

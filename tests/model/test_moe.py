@@ -37,7 +37,7 @@ def _layer(moe_config, seed=0, d=32):
 def test_grouped_matmuls_equal_the_per_expert_loop_values_and_gradients(moe_config):
     p, x = _layer(moe_config)
     x_ND = x.reshape(-1, x.shape[-1])
-    weights, experts, _ = moe.route(x_ND, p["router"], p.get("router_bias"), moe_config)
+    weights, experts, _, _ = moe.route(x_ND, p["router"], p.get("router_bias"), moe_config)
     assert len(np.unique(np.asarray(experts))) == moe_config.num_experts  # every expert used
     names = ("expert_gate", "expert_up", "expert_down")
 
@@ -76,7 +76,7 @@ def _group_limited_reference(scores, bias, moe_config):
 def test_group_limited_sigmoid_routing_matches_a_per_token_reference():
     p, x = _layer(DEEPSEEK)
     x_ND = np.asarray(x.reshape(-1, x.shape[-1]))
-    weights, experts, _ = moe.route(x_ND, p["router"], p["router_bias"], DEEPSEEK)
+    weights, experts, _, _ = moe.route(x_ND, p["router"], p["router_bias"], DEEPSEEK)
     scores = 1 / (1 + np.exp(-(x_ND @ np.asarray(p["router"]))))
     ref_w, ref_e = _group_limited_reference(scores, np.asarray(p["router_bias"]), DEEPSEEK)
     order = np.argsort(np.asarray(experts), axis=-1)
