@@ -36,6 +36,8 @@ DEFAULT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("mlp", ("tensor",)),
     ("experts", ("expert",)),
     ("expert_mlp", ("tensor",)),
+    ("q_lora", ()),
+    ("kv_lora", ()),
     ("head_dim", ()),
     ("layers", ()),
     ("seq", ()),

@@ -28,6 +28,40 @@ ROUTERS = ("softmax", "sigmoid")
 
 
 @dataclasses.dataclass(frozen=True)
+class MLAConfig:
+    """Multi-head latent attention (DeepSeek-V2/V3; ``r1jax.model.mla``).
+
+    Keys and values come from a compressed latent of ``kv_lora_rank`` dims (RMS-normed) per
+    token, up-projected per head to ``qk_nope_head_dim`` key and ``v_head_dim`` value dims; a
+    ``qk_rope_head_dim`` RoPE key is shared by all heads. Queries come from a ``q_lora_rank``
+    latent (0: straight from the hidden state). A KV cache holds only the latent and the RoPE
+    key: ``kv_lora_rank + qk_rope_head_dim`` values per token and layer.
+    """
+
+    kv_lora_rank: int = 32
+    q_lora_rank: int = 0
+    qk_nope_head_dim: int = 16
+    qk_rope_head_dim: int = 8
+    v_head_dim: int = 16
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) < (0 if f.name == "q_lora_rank" else 1):
+                raise ValueError(f"config.model.mla.{f.name}={getattr(self, f.name)}: too small")
+        if self.qk_rope_head_dim % 2:
+            raise ValueError("config.model.mla.qk_rope_head_dim must be even for RoPE")
+
+    @property
+    def qk_head_dim(self) -> int:
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+    @property
+    def latent_dim(self) -> int:
+        """What the cache holds per token and layer: the latent and the RoPE key."""
+        return self.kv_lora_rank + self.qk_rope_head_dim
+
+
+@dataclasses.dataclass(frozen=True)
 class MoEConfig:
     """Mixture-of-experts MLP (``r1jax.model.moe``): dropless top-k routing over ``num_experts``
     SwiGLU experts of width ``expert_mlp_dim``.
@@ -124,6 +158,8 @@ class ModelConfig:
     qk_norm: bool = False
     # A mixture of experts in place of the dense MLP (None: dense everywhere).
     moe: MoEConfig | None = None
+    # Multi-head latent attention in place of grouped-query attention (None: GQA).
+    mla: MLAConfig | None = None
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
@@ -146,6 +182,13 @@ class ModelConfig:
             raise ValueError(f"model.head_dim={self.head_dim} must be even for RoPE")
         if self.logits_chunk < 0:
             raise ValueError(f"model.logits_chunk={self.logits_chunk}; >= 0 (0 = unchunked)")
+        if self.mla is not None and (
+            self.qkv_bias or self.qk_norm or self.head_dim != self.mla.qk_head_dim
+        ):
+            raise ValueError(
+                "model.mla: head_dim must be qk_nope_head_dim + qk_rope_head_dim "
+                f"({self.mla.qk_head_dim}), without qkv_bias or qk_norm"
+            )
         if self.moe is not None and self.moe.dense_layers >= self.num_layers:
             raise ValueError(
                 f"model.moe.dense_layers={self.moe.dense_layers}: fewer than "
@@ -180,6 +223,13 @@ class ModelConfig:
         )
         attention = 2 * d + d * h * (n + 2 * k) + n * h * d
         attention += h * (n + 2 * k) * self.qkv_bias + 2 * h * self.qk_norm
+        if self.mla is not None:
+            m = self.mla
+            queries = d * n * h if not m.q_lora_rank else m.q_lora_rank * (d + 1 + n * h)
+            keys_values = d * m.latent_dim + m.kv_lora_rank * (
+                1 + n * (m.qk_nope_head_dim + m.v_head_dim)
+            )
+            attention = 2 * d + queries + keys_values + n * m.v_head_dim * d
         moe = 0
         if self.moe is not None:
             e, fe = self.moe.num_experts, self.moe.expert_mlp_dim
@@ -215,14 +265,15 @@ class ModelConfig:
         scaling = cfg.get("rope_scaling")
         if scaling is not None and not isinstance(scaling, RopeScaling):
             cfg["rope_scaling"] = RopeScaling(**dict(scaling))
-        moe = cfg.get("moe")
-        if moe is not None and not isinstance(moe, MoEConfig):
-            moe = dict(moe)
-            names = {f.name for f in dataclasses.fields(MoEConfig)}
-            for key in moe:
-                if key not in names:
-                    raise ValueError(unknown_key(f"{where}.moe", key, names))
-            cfg["moe"] = MoEConfig(**moe)
+        for name, section in (("moe", MoEConfig), ("mla", MLAConfig)):
+            value = cfg.get(name)
+            if value is not None and not isinstance(value, section):
+                value = dict(value)
+                names = {f.name for f in dataclasses.fields(section)}
+                for key in value:
+                    if key not in names:
+                        raise ValueError(unknown_key(f"{where}.{name}", key, names))
+                cfg[name] = section(**value)
         return cls(**cfg)
 
     def to_dict(self) -> dict:

@@ -45,8 +45,13 @@ class KVCache:
 
 
 def _kv_shapes(config: ModelConfig, batch_size: int, max_length: int):
-    lead = (config.num_layers, batch_size, config.num_kv_heads)
-    return (*lead, config.head_dim, max_length), (*lead, max_length, config.head_dim)
+    """Keys ``[L, B, K, H, S]`` and values ``[L, B, K, S, Hv]``; multi-head latent attention
+    caches one head of its latent + RoPE key and no values (``mla.cache_dims``)."""
+    from r1jax.model.mla import cache_dims
+
+    kv_heads, key_dim, value_dim = cache_dims(config)
+    lead = (config.num_layers, batch_size, kv_heads)
+    return (*lead, key_dim, max_length), (*lead, max_length, value_dim)
 
 
 def init_cache(config: ModelConfig, batch_size: int, max_length: int, dtype=None) -> KVCache:

@@ -31,9 +31,99 @@ __all__ = ["config_from_hf", "config_to_hf", "load", "save"]
 # ----------------------------------------------------------------------------- name mapping
 
 
+def _rope_last(start: int, width: int, interleave: bool) -> tuple[Callable, Callable]:
+    """(HF -> ours, ours -> HF) of the last dim's RoPE part ``[start:]``: DeepSeek's published
+    layout rotates interleaved pairs (``rope_interleave``), ours the two halves (``layers``),
+    so the pairs' even and odd members are gathered into the halves (and back)."""
+    perm = np.concatenate([np.arange(0, width, 2), np.arange(1, width, 2)])
+    if not interleave:
+        return (lambda w: w), (lambda w: w)
+    move = lambda order: lambda w: np.concatenate([w[..., :start], w[..., start:][..., order]], -1)
+    return move(perm), move(np.argsort(perm))
+
+
+def _mla_mapping(
+    config: ModelConfig, interleave: bool
+) -> dict[str, tuple[str, Callable, Callable]]:
+    """Multi-head latent attention's tensors (DeepSeek-V3 names)."""
+    m, n, d = config.mla, config.num_heads, config.hidden_size
+    qk, r = m.qk_head_dim, m.kv_lora_rank
+    q_in, q_out = _rope_last(m.qk_nope_head_dim, m.qk_rope_head_dim, interleave)
+    kv_in, kv_out = _rope_last(r, m.qk_rope_head_dim, interleave)
+
+    def heads(rows, width, query=False):  # [N*width, rows] <-> [rows, N, width]
+        fix_in, fix_out = (q_in, q_out) if query else ((lambda w: w),) * 2  # q's RoPE dims
+        return (
+            lambda w: fix_in(w.reshape(n, width, rows).transpose(2, 0, 1)),
+            lambda w: fix_out(w).transpose(1, 2, 0).reshape(n * width, rows),
+        )
+
+    same = (lambda w: w, lambda w: w)
+    attn = "model.layers.{layer}.self_attn."
+    table = {
+        "kv_a": (attn + "kv_a_proj_with_mqa.weight", lambda w: kv_in(w.T), lambda w: kv_out(w).T),
+        "kv_a_norm": (attn + "kv_a_layernorm.weight", *same),
+        "kv_b": (attn + "kv_b_proj.weight", *heads(r, m.qk_nope_head_dim + m.v_head_dim)),
+        "o": (
+            attn + "o_proj.weight",
+            lambda w: w.reshape(d, n, m.v_head_dim).transpose(1, 2, 0),
+            lambda w: w.transpose(2, 0, 1).reshape(d, n * m.v_head_dim),
+        ),
+    }
+    if not m.q_lora_rank:
+        return table | {"q": (attn + "q_proj.weight", *heads(d, qk, query=True))}
+    return table | {
+        "q_a": (attn + "q_a_proj.weight", lambda w: w.T, lambda w: w.T),
+        "q_a_norm": (attn + "q_a_layernorm.weight", *same),
+        "q_b": (attn + "q_b_proj.weight", *heads(m.q_lora_rank, qk, query=True)),
+    }
+
+
 # (our leaf, HF name template, HF -> ours, ours -> HF). Templates take ``{layer}`` and, for
 # expert leaves (``[E, ...]`` per layer), ``{expert}``. ``n``/``k``: query/kv head counts.
-def _layer_mapping(config: ModelConfig, experts: bool) -> dict[str, tuple[str, Callable, Callable]]:
+def _layer_mapping(
+    config: ModelConfig, experts: bool, interleave: bool = True
+) -> dict[str, tuple[str, Callable, Callable]]:
+    """Every per-layer tensor of a stack (``experts``: the MoE stack): ``interleave``, DeepSeek's
+    ``rope_interleave``."""
+    same = (lambda w: w, lambda w: w)
+    transpose = (lambda w: w.T, lambda w: w.T)
+    mlp = "model.layers.{layer}.mlp."
+    table = {
+        "attn_norm": ("model.layers.{layer}.input_layernorm.weight", *same),
+        "mlp_norm": ("model.layers.{layer}.post_attention_layernorm.weight", *same),
+    }
+    if config.mla is not None:
+        table |= _mla_mapping(config, interleave)
+    else:
+        table |= _gqa_mapping(config)
+    if not experts:
+        return table | {
+            "gate": (mlp + "gate_proj.weight", *transpose),
+            "up": (mlp + "up_proj.weight", *transpose),
+            "down": (mlp + "down_proj.weight", *transpose),
+        }
+    expert = mlp + "experts.{expert}."
+    table |= {
+        "router": (mlp + "gate.weight", *transpose),  # [E, D] <-> [D, E]
+        "expert_gate": (expert + "gate_proj.weight", *transpose),
+        "expert_up": (expert + "up_proj.weight", *transpose),
+        "expert_down": (expert + "down_proj.weight", *transpose),
+    }
+    if config.moe.router == "sigmoid":
+        table["router_bias"] = (mlp + "gate.e_score_correction_bias", *same)
+    if config.moe.shared_experts:
+        shared = mlp + "shared_experts."
+        table |= {
+            "shared_gate": (shared + "gate_proj.weight", *transpose),
+            "shared_up": (shared + "up_proj.weight", *transpose),
+            "shared_down": (shared + "down_proj.weight", *transpose),
+        }
+    return table
+
+
+def _gqa_mapping(config: ModelConfig) -> dict[str, tuple[str, Callable, Callable]]:
+    """Grouped-query attention's tensors (Llama/Qwen names)."""
     n, k, h, d = config.num_heads, config.num_kv_heads, config.head_dim, config.hidden_size
 
     def proj(heads):  # [heads*H, D] <-> [D, heads, H]
@@ -46,10 +136,8 @@ def _layer_mapping(config: ModelConfig, experts: bool) -> dict[str, tuple[str, C
         return (lambda b: b.reshape(heads, h), lambda b: b.reshape(heads * h))
 
     same = (lambda w: w, lambda w: w)
-    transpose = (lambda w: w.T, lambda w: w.T)
-    attn, mlp = "model.layers.{layer}.self_attn.", "model.layers.{layer}.mlp."
+    attn = "model.layers.{layer}.self_attn."
     table = {
-        "attn_norm": ("model.layers.{layer}.input_layernorm.weight", *same),
         "q": (attn + "q_proj.weight", *proj(n)),
         "k": (attn + "k_proj.weight", *proj(k)),
         "v": (attn + "v_proj.weight", *proj(k)),
@@ -58,7 +146,6 @@ def _layer_mapping(config: ModelConfig, experts: bool) -> dict[str, tuple[str, C
             lambda w: w.reshape(d, n, h).transpose(1, 2, 0),
             lambda w: w.transpose(2, 0, 1).reshape(d, n * h),
         ),
-        "mlp_norm": ("model.layers.{layer}.post_attention_layernorm.weight", *same),
     }
     if config.qkv_bias:
         table.update(
@@ -68,19 +155,7 @@ def _layer_mapping(config: ModelConfig, experts: bool) -> dict[str, tuple[str, C
         )
     if config.qk_norm:
         table.update(q_norm=(attn + "q_norm.weight", *same), k_norm=(attn + "k_norm.weight", *same))
-    if not experts:
-        return table | {
-            "gate": (mlp + "gate_proj.weight", *transpose),
-            "up": (mlp + "up_proj.weight", *transpose),
-            "down": (mlp + "down_proj.weight", *transpose),
-        }
-    expert = mlp + "experts.{expert}."
-    return table | {
-        "router": (mlp + "gate.weight", *transpose),  # [E, D] <-> [D, E]
-        "expert_gate": (expert + "gate_proj.weight", *transpose),
-        "expert_up": (expert + "up_proj.weight", *transpose),
-        "expert_down": (expert + "down_proj.weight", *transpose),
-    }
+    return table
 
 
 def _stacks(config: ModelConfig) -> list[tuple[str, range, bool]]:
@@ -146,7 +221,9 @@ def load(path: str | os.PathLike, mesh=None, **config_overrides) -> tuple[ModelC
     config_file = path / "config.json"
     if not config_file.exists():
         raise FileNotFoundError(f"{config_file} not found (expected a Hugging Face checkpoint)")
-    config = config_from_hf(json.loads(config_file.read_text()), **config_overrides)
+    hf_config = json.loads(config_file.read_text())
+    config = config_from_hf(hf_config, **config_overrides)
+    interleave = bool(hf_config.get("rope_interleave", True))  # DeepSeek's RoPE layout
     tensors = _TensorIndex(path)
     shapes = abstract_params(config)
     if mesh is None:
@@ -168,7 +245,7 @@ def load(path: str | os.PathLike, mesh=None, **config_overrides) -> tuple[ModelC
     num_experts = config.moe.num_experts if config.moe else 0
     for stack, layer_ids, experts in _stacks(config):
         params[stack] = {}
-        for leaf, (template, to_ours, _) in _layer_mapping(config, experts).items():
+        for leaf, (template, to_ours, _) in _layer_mapping(config, experts, interleave).items():
 
             def read(idx, template=template, fn=to_ours, layer_ids=layer_ids):
                 get = lambda **at: fn(tensors.get(template.format(**at)))

@@ -1,26 +1,28 @@
 """Hugging Face ``config.json`` <-> ``ModelConfig``, per family.
 
 Families: ``llama`` (Llama 3.x, llama3 RoPE scaling), ``qwen2`` (QKV bias), ``qwen3`` (per-head
-QK RMSNorm, explicit ``head_dim``), ``qwen3_moe`` (Qwen3 attention, softmax top-k experts). A
-reward model is a ``*ForSequenceClassification`` with one label. Anything else, or an option of
-these families r1jax does not implement, is refused by name.
+QK RMSNorm, explicit ``head_dim``), ``qwen3_moe`` (Qwen3 attention, softmax top-k experts),
+``deepseek_v3`` (multi-head latent attention, sigmoid group-limited experts with shared experts
+and dense first layers; DeepSeek-V3/R1, Moonlight). A reward model is a
+``*ForSequenceClassification`` with one label. Anything else, or an option of these families
+r1jax does not implement (e.g. YaRN RoPE scaling), is refused by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from r1jax.config.model import ModelConfig, MoEConfig, RopeScaling
+from r1jax.config.model import MLAConfig, ModelConfig, MoEConfig, RopeScaling
 
 ARCHITECTURES = {
     "qwen2": "Qwen2ForCausalLM",
     "llama": "LlamaForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
     "qwen3_moe": "Qwen3MoeForCausalLM",
+    "deepseek_v3": "DeepseekV3ForCausalLM",
 }
 _LATER = {
-    "deepseek_v3": "multi-head latent attention (MLA) is not implemented yet",
-    "deepseek_v2": "multi-head latent attention (MLA) is not implemented yet",
+    "deepseek_v2": "DeepSeek-V2's softmax group routing is not implemented (deepseek_v3 is)",
 }
 
 
@@ -72,6 +74,41 @@ def _moe(hf: dict) -> MoEConfig:
     )
 
 
+def _deepseek(hf: dict) -> dict:
+    """DeepSeek-V3's ``ModelConfig`` fields: MLA and its experts."""
+    if hf.get("scoring_func", "sigmoid") != "sigmoid":
+        _refuse("scoring_func", hf["scoring_func"], "only sigmoid (DeepSeek-V3) routing")
+    if hf.get("topk_method", "noaux_tc") != "noaux_tc":
+        _refuse("topk_method", hf["topk_method"], "only noaux_tc (DeepSeek-V3) routing")
+    if hf.get("attention_bias"):
+        _refuse("attention_bias", True, "not supported with multi-head latent attention")
+    mla = MLAConfig(
+        kv_lora_rank=int(hf["kv_lora_rank"]),
+        q_lora_rank=int(hf.get("q_lora_rank") or 0),
+        qk_nope_head_dim=int(hf["qk_nope_head_dim"]),
+        qk_rope_head_dim=int(hf["qk_rope_head_dim"]),
+        v_head_dim=int(hf["v_head_dim"]),
+    )
+    layers = hf["num_hidden_layers"]
+    dense = min(int(hf.get("first_k_dense_replace", 0)), layers)
+    moe = None
+    if dense < layers and hf.get("n_routed_experts"):
+        moe = MoEConfig(
+            num_experts=int(hf["n_routed_experts"]),
+            experts_per_token=int(hf["num_experts_per_tok"]),
+            expert_mlp_dim=int(hf["moe_intermediate_size"]),
+            router="sigmoid",
+            norm_topk_prob=bool(hf.get("norm_topk_prob", True)),
+            expert_groups=int(hf.get("n_group") or 1),
+            groups_per_token=int(hf.get("topk_group") or 1),
+            routed_scaling=float(hf.get("routed_scaling_factor", 1.0)),
+            shared_experts=int(hf.get("n_shared_experts") or 0),
+            dense_layers=dense,
+        )
+    heads = hf["num_attention_heads"]
+    return dict(mla=mla, moe=moe, head_dim=mla.qk_head_dim, num_kv_heads=heads, qkv_bias=False)
+
+
 def config_from_hf(hf: dict, **overrides) -> ModelConfig:
     """``ModelConfig`` from a Hugging Face ``config.json`` dict (``overrides`` win)."""
     model_type = hf.get("model_type")
@@ -106,6 +143,8 @@ def config_from_hf(hf: dict, **overrides) -> ModelConfig:
         max_position_embeddings=hf.get("max_position_embeddings", 4096),
         score_head=_is_reward_model(hf),
     )
+    if model_type == "deepseek_v3":
+        fields.update(_deepseek(hf))
     fields.update(overrides)
     return ModelConfig(**fields)
 
@@ -122,8 +161,12 @@ def _is_reward_model(hf: dict) -> bool:
 
 
 def model_type(config: ModelConfig) -> str:
-    """The HF family ``config`` is written as: Qwen3(-MoE) with QK norm, else Qwen2 with QKV
-    bias, else Llama."""
+    """The HF family ``config`` is written as: DeepSeek-V3 with MLA, Qwen3(-MoE) with QK norm,
+    else Qwen2 with QKV bias, else Llama."""
+    if config.mla is not None:
+        if config.moe is not None and config.moe.router != "sigmoid":
+            raise ValueError("HF export of MLA: only DeepSeek-V3's experts (sigmoid router)")
+        return "deepseek_v3"
     if config.moe is not None:
         if config.moe.router != "softmax" or config.moe.shared_experts or not config.qk_norm:
             raise ValueError(
@@ -134,6 +177,35 @@ def model_type(config: ModelConfig) -> str:
     if config.qk_norm:
         return "qwen3"
     return "qwen2" if config.qkv_bias else "llama"
+
+
+def _deepseek_to_hf(config: ModelConfig) -> dict:
+    m, moe = config.mla, config.moe
+    hf = dict(
+        kv_lora_rank=m.kv_lora_rank,
+        q_lora_rank=m.q_lora_rank or None,
+        qk_nope_head_dim=m.qk_nope_head_dim,
+        qk_rope_head_dim=m.qk_rope_head_dim,
+        v_head_dim=m.v_head_dim,
+        head_dim=m.qk_rope_head_dim,
+        rope_interleave=True,  # the published layout; ``hf`` permutes the RoPE dims to it
+        attention_bias=False,
+        first_k_dense_replace=config.num_layers if moe is None else moe.dense_layers,
+    )
+    if moe is None:
+        return hf | dict(n_routed_experts=1, num_experts_per_tok=1, moe_intermediate_size=1)
+    return hf | dict(
+        n_routed_experts=moe.num_experts,
+        num_experts_per_tok=moe.experts_per_token,
+        moe_intermediate_size=moe.expert_mlp_dim,
+        norm_topk_prob=moe.norm_topk_prob,
+        n_group=moe.expert_groups,
+        topk_group=moe.groups_per_token,
+        routed_scaling_factor=moe.routed_scaling,
+        n_shared_experts=moe.shared_experts,
+        scoring_func="sigmoid",
+        topk_method="noaux_tc",
+    )
 
 
 def config_to_hf(config: ModelConfig, dtype: str) -> dict:
@@ -170,6 +242,8 @@ def config_to_hf(config: ModelConfig, dtype: str) -> dict:
     if family == "llama":
         hf.update(attention_bias=False, mlp_bias=False)
         return hf
+    if family == "deepseek_v3":
+        return hf | _deepseek_to_hf(config)
     hf.update(
         use_sliding_window=config.sliding_window is not None,
         sliding_window=config.sliding_window,

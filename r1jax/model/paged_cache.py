@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from r1jax.config.model import ModelConfig
 from r1jax.model import layers
+from r1jax.model.mla import cache_dims, rope_dim
 from r1jax.model.transformer import _block, layer_stacks
 from r1jax.sharding import constrain
 
@@ -57,10 +58,11 @@ def init_paged_cache(
     config: ModelConfig, rows: int, num_pages: int, page_size: int, pages_per_row: int
 ) -> PagedKVCache:
     """Empty pages (page 0 the null page) and tables pointing at the null page."""
-    lead = (config.num_layers, num_pages, config.num_kv_heads)
+    kv_heads, key_dim, value_dim = cache_dims(config)  # MLA: one latent head, no values
+    lead = (config.num_layers, num_pages, kv_heads)
     return PagedKVCache(
-        k=jnp.zeros((*lead, config.head_dim, page_size), config.dtype),
-        v=jnp.zeros((*lead, page_size, config.head_dim), config.dtype),
+        k=jnp.zeros((*lead, key_dim, page_size), config.dtype),
+        v=jnp.zeros((*lead, page_size, value_dim), config.dtype),
         positions=jnp.zeros((num_pages, page_size), jnp.int32),
         segment_ids=jnp.zeros((num_pages, page_size), jnp.int32),
         table=jnp.zeros((rows, pages_per_row), jnp.int32),
@@ -103,7 +105,7 @@ def paged_decode_states(
     q_offset = jnp.max(jnp.where(write_C, cache.length, 0))
     table_VD = constrain(params["embed"], ("vocab", None))
     x = jnp.take(table_VD, tokens_C1, axis=0).astype(dtype)
-    freqs = layers.rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)
+    freqs = layers.rope_inv_freq(rope_dim(config), config.rope_theta, config.rope_scaling)
     cast = lambda tree: jax.tree.map(lambda a: a.astype(dtype), tree)
 
     def body(carry, xs):

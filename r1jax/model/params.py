@@ -22,6 +22,13 @@ last ``L' = L - dense_layers`` layers, whose MLP is the mixture (in place of gat
     layers/expert_gate, expert_up [L', E, D, Fe]    layers/expert_down [L', E, Fe, D]
     layers/shared_gate, shared_up [L', D, Fs]       layers/shared_down [L', Fs, D]  (if shared)
     dense_layers/...  the first ``dense_layers`` layers, as ``layers`` of a dense model
+
+With ``mla`` (R = kv_lora_rank, Rq = q_lora_rank, Hn/Hr/Hv = qk_nope/qk_rope/v head dims) the
+attention params are, in place of q/k/v/o::
+
+    layers/kv_a [L, D, R + Hr]   layers/kv_a_norm [L, R]   layers/kv_b [L, R, N, Hn + Hv]
+    layers/q [L, D, N, Hn + Hr]  (Rq = 0), or layers/q_a [L, D, Rq], q_a_norm [L, Rq],
+    layers/q_b [L, Rq, N, Hn + Hr]                          layers/o [L, N, Hv, D]
 """
 
 from __future__ import annotations
@@ -43,7 +50,37 @@ class ParamSpec:
     init: str  # "normal" (std = config.init_std), "zeros" or "ones"
 
 
+def _mla_specs(config: ModelConfig, L: int) -> dict:
+    d, n, m = config.hidden_size, config.num_heads, config.mla
+    heads = ("layers", "kv_lora", "heads", "head_dim")
+    specs = {
+        "attn_norm": ParamSpec((L, d), ("layers", "norm"), "ones"),
+        "kv_a": ParamSpec((L, d, m.latent_dim), ("layers", "embed", "kv_lora"), "normal"),
+        "kv_a_norm": ParamSpec((L, m.kv_lora_rank), ("layers", "norm"), "ones"),
+        "kv_b": ParamSpec(
+            (L, m.kv_lora_rank, n, m.qk_nope_head_dim + m.v_head_dim), heads, "normal"
+        ),
+        "o": ParamSpec((L, n, m.v_head_dim, d), ("layers", "heads", "head_dim", "embed"), "normal"),
+        "mlp_norm": ParamSpec((L, d), ("layers", "norm"), "ones"),
+    }
+    if not m.q_lora_rank:
+        specs["q"] = ParamSpec(
+            (L, d, n, m.qk_head_dim), ("layers", "embed", "heads", "head_dim"), "normal"
+        )
+        return specs
+    r = m.q_lora_rank
+    return specs | {
+        "q_a": ParamSpec((L, d, r), ("layers", "embed", "q_lora"), "normal"),
+        "q_a_norm": ParamSpec((L, r), ("layers", "norm"), "ones"),
+        "q_b": ParamSpec(
+            (L, r, n, m.qk_head_dim), ("layers", "q_lora", "heads", "head_dim"), "normal"
+        ),
+    }
+
+
 def _attention_specs(config: ModelConfig, L: int) -> dict:
+    if config.mla is not None:
+        return _mla_specs(config, L)
     d, n, k, h = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
     specs = {
         "attn_norm": ParamSpec((L, d), ("layers", "norm"), "ones"),

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from r1jax.config.model import ModelConfig
 from r1jax.model import layers, moe
 from r1jax.model.cache import KVCache, write_slots
+from r1jax.model.mla import mla_attention, rope_dim
 from r1jax.sharding import constrain
 
 _REMAT_POLICIES = {
@@ -26,16 +27,21 @@ _REMAT_POLICIES = {
 def _block(x_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn, q_offset=0, replay=None):
     """One pre-norm transformer block: ``(x [B, T, D], extra, RouterStats or None)``.
 
-    ``kv_fn(k, v) -> (keys, values, k_pos, k_seg, extra)`` decides which keys are attended
-    (this call's, or the whole cache), in the layouts of ``layers.attention``: keys ``[B, K, H,
-    T or S]``, values ``[B, K, T or S, H]``; ``q_offset`` is the key slot of this call's first
-    token (``layers.attend``); ``replay``: the experts ``[B, T, K]`` a MoE layer must use."""
+    ``kv_fn(k, v) -> (keys, values, k_pos, k_seg, extra)`` writes this call's keys to a cache
+    and returns the keys attended, in the layouts of ``layers.attention``: keys ``[B, K, H,
+    S]``, values ``[B, K, S, H]``; None attends this call's own tokens (no cache).
+    ``q_offset`` is the key slot of this call's first token (``layers.attend``); ``replay``:
+    the experts ``[B, T, K]`` a MoE layer must use."""
     h = layers.rms_norm(x_BTD, p["attn_norm"], config.rms_norm_eps)
-    q, k, v = layers.qkv_projection(h, p, config)
-    q = layers.apply_rope(q, q_pos, rope_freqs)
-    k = layers.apply_rope(k, q_pos, rope_freqs)
-    keys, values, k_pos, k_seg, extra = kv_fn(k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3))
-    attn = layers.attend(q, keys, values, q_pos, q_seg, k_pos, k_seg, config, q_offset=q_offset)
+    if config.mla is not None:  # kv_fn None: attend over this call's tokens (no cache)
+        attn, extra = mla_attention(h, p, config, rope_freqs, q_pos, q_seg, kv_fn, q_offset)
+    else:
+        q, k, v = layers.qkv_projection(h, p, config)
+        q = layers.apply_rope(q, q_pos, rope_freqs)
+        k = layers.apply_rope(k, q_pos, rope_freqs)
+        kv_fn = kv_fn or (lambda k, v: (k, v, q_pos, q_seg, None))
+        keys, values, k_pos, k_seg, extra = kv_fn(k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3))
+        attn = layers.attend(q, keys, values, q_pos, q_seg, k_pos, k_seg, config, q_offset=q_offset)
     x_BTD = x_BTD + layers.dense(attn, p["o"], in_dims=2)
     x_BTD = constrain(x_BTD, ("batch", "seq", "act_embed"))
     h = layers.rms_norm(x_BTD, p["mlp_norm"], config.rms_norm_eps)
@@ -156,7 +162,7 @@ def hidden_states_and_router(
     table_VD = constrain(params["embed"], ("vocab", None))
     x = jnp.take(table_VD, tokens_BT, axis=0).astype(dtype)
     x = constrain(x, ("batch", "seq", "act_embed"))
-    freqs = layers.rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)
+    freqs = layers.rope_inv_freq(rope_dim(config), config.rope_theta, config.rope_scaling)
     cast = lambda tree: jax.tree.map(lambda a: a.astype(dtype), tree)
     blocks = functools.partial(_block, config=config, rope_freqs=freqs, q_pos=positions)
 
@@ -164,8 +170,7 @@ def hidden_states_and_router(
 
         def body(x, xs):
             p, _, replay = xs
-            own_keys = lambda k, v: (k, v, positions, segment_ids, None)
-            x, _, stats = blocks(x, cast(p), q_seg=segment_ids, kv_fn=own_keys, replay=replay)
+            x, _, stats = blocks(x, cast(p), q_seg=segment_ids, kv_fn=None, replay=replay)
             return x, stats
 
         carry = x

@@ -185,10 +185,11 @@ def prompt_page_store(prompts: Prompts, page_size: int):
         .transpose(0, 1, 4, 2, 3, 5)
         .reshape(l, q * pp, kh, h, z)
     )
+    hv = prompts.v.shape[-1]  # H, or 0: multi-head latent attention caches no values
     v = (
-        prompts.v.reshape(l, q, kh, pp, z, h)
+        prompts.v.reshape(l, q, kh, pp, z, hv)
         .transpose(0, 1, 3, 2, 4, 5)
-        .reshape(l, q * pp, kh, z, h)
+        .reshape(l, q * pp, kh, z, hv)
     )
     return k, v, prompts.positions.reshape(q * pp, z), prompts.segment_ids.reshape(q * pp, z)
 

@@ -104,7 +104,7 @@ def test_qwen3_moe_config_reads_experts_and_dense_layers(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"model_type": "deepseek_v3"}, "latent attention"),
+        ({"model_type": "deepseek_v2"}, "deepseek_v3 is"),
         ({"decoder_sparse_step": 2}, "decoder_sparse_step"),
         ({"mlp_only_layers": [1]}, "mlp_only_layers"),
         ({"hidden_act": "gelu"}, "hidden_act"),
@@ -116,3 +116,47 @@ def test_unsupported_options_are_refused_by_name(tmp_path, change, message):
     hf_cfg = json.loads((tmp_path / "hf" / "config.json").read_text()) | change
     with pytest.raises(ValueError, match=message):
         hf.config_from_hf(hf_cfg)
+
+
+def _deepseek_v3(tmp_path, q_lora_rank=24):
+    cfg = transformers.DeepseekV3Config(
+        vocab_size=256, hidden_size=64, intermediate_size=96, moe_intermediate_size=32,
+        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4, n_shared_experts=1,
+        n_routed_experts=8, num_experts_per_tok=3, n_group=4, topk_group=2,
+        routed_scaling_factor=2.5, first_k_dense_replace=1, kv_lora_rank=16,
+        q_lora_rank=q_lora_rank, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=12,
+        max_position_embeddings=128, tie_word_embeddings=False,
+    )  # fmt: skip
+    torch.manual_seed(2)
+    model = transformers.DeepseekV3ForCausalLM(cfg).eval()
+    _randomise_norms(model, 2)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("e_score_correction_bias"):
+                param.normal_(0.0, 0.05)
+        for layer in model.model.layers[1:]:
+            layer.mlp.gate.e_score_correction_bias.normal_(0.0, 0.05)
+    return model
+
+
+@pytest.mark.parametrize("q_lora_rank", [24, None], ids=["q_lora", "no_q_lora"])
+def test_deepseek_v3_logits_match_transformers_and_export_round_trips(tmp_path, q_lora_rank):
+    """MLA (interleaved RoPE, latent queries or not), sigmoid group-limited routing with a
+    correction bias, routed scaling, a shared expert and a dense first layer."""
+    model = _deepseek_v3(tmp_path, q_lora_rank)
+    model.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    config, params = hf.load(tmp_path / "hf")
+    assert config.mla.kv_lora_rank == 16 and config.moe.router == "sigmoid"
+    assert config.moe.dense_layers == 1 and config.moe.shared_experts == 1
+    # the correction bias is a buffer in transformers, a (never decayed) param here
+    assert config.num_params == sum(v.numel() for v in model.state_dict().values())
+    expected = _hf_logits(model, TOKENS)
+    logits, _ = jax.jit(forward, static_argnums=2)(params, TOKENS, config)
+    np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-4, rtol=0)
+
+    hf.save(tmp_path / "export", config, params)
+    config_again, params_again = hf.load(tmp_path / "export")
+    assert config_again == config
+    jax.tree.map(np.testing.assert_array_equal, params_again, params)
+    reloaded = type(model).from_pretrained(tmp_path / "export").eval()
+    np.testing.assert_allclose(_hf_logits(reloaded, TOKENS), expected, atol=1e-5, rtol=0)

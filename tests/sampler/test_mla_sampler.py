@@ -1,0 +1,80 @@
+"""The sampler on a multi-head latent attention model: its cache holds only the latent and the
+RoPE key per token (the absorbed form), and it decodes what full forwards (the expanded form)
+give: greedy tokens equal, log-probs within 1e-5."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r1jax.config.model import MLAConfig, ModelConfig, MoEConfig
+from r1jax.model import forward, init_cache, init_params
+from r1jax.sampling import Sampler
+
+MLA = MLAConfig(kv_lora_rank=16, q_lora_rank=24, qk_nope_head_dim=16, qk_rope_head_dim=8,
+                v_head_dim=12)  # fmt: skip
+CONFIG = ModelConfig(
+    vocab_size=64, hidden_size=32, num_layers=3, num_heads=4, num_kv_heads=4, head_dim=24,
+    mlp_dim=48, tie_embeddings=False, mla=MLA,
+    moe=MoEConfig(num_experts=4, experts_per_token=2, expert_mlp_dim=16, router="sigmoid",
+                  shared_experts=1, dense_layers=1),
+)  # fmt: skip
+PROMPTS = [[5, 9, 13, 2, 7], [33, 4], [1, 2, 3, 4, 5, 6, 7]]
+MAX_NEW = 8
+
+
+def test_the_latent_cache_holds_kv_lora_rank_plus_rope_dim_per_token_and_layer():
+    for dtype in (jnp.float32, jnp.bfloat16):
+        cache = init_cache(CONFIG, batch_size=2, max_length=10, dtype=dtype)
+        per_token = (cache.k.nbytes + cache.v.nbytes) / (2 * 10)
+        expected = (MLA.kv_lora_rank + MLA.qk_rope_head_dim) * CONFIG.num_layers
+        assert per_token == expected * jnp.dtype(dtype).itemsize
+
+
+def _rows(completions):
+    width_p = max(len(p) for p in PROMPTS)
+    tokens = np.zeros((len(completions), width_p + MAX_NEW), np.int32)
+    mask = np.zeros_like(tokens)
+    for i, c in enumerate(completions):
+        p = PROMPTS[i * len(PROMPTS) // len(completions)]
+        tokens[i, width_p - len(p) : width_p + len(c)] = list(p) + list(c)
+        mask[i, width_p - len(p) : width_p + len(c)] = 1
+    return tokens, mask, width_p
+
+
+@jax.jit
+def _full_logits(params, tokens, mask):
+    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    return forward(params, tokens, CONFIG, positions=positions, segment_ids=mask)[0]
+
+
+def test_mla_sampler_equals_full_forward_decoding():
+    noise = lambda a: a + 0.3 * jax.random.normal(jax.random.key(1), a.shape)
+    params = jax.jit(lambda p: jax.tree.map(noise, p))(init_params(CONFIG, jax.random.key(0)))
+    sampler = Sampler(CONFIG, buckets=(8,))
+    greedy = sampler(params, PROMPTS, rng=jax.random.key(0), max_new_tokens=MAX_NEW, greedy=True)
+    expected = [[] for _ in PROMPTS]
+    for _ in range(MAX_NEW):
+        tokens, mask, start = _rows(expected)
+        logits = np.asarray(_full_logits(params, tokens, mask))
+        for i, c in enumerate(expected):
+            c.append(int(logits[i, start + len(c) - 1].argmax()))
+    np.testing.assert_array_equal(greedy.tokens, np.array(expected))
+
+    sampled = sampler(params, PROMPTS, rng=jax.random.key(3), num_samples=2, max_new_tokens=MAX_NEW)
+    tokens, mask, start = _rows(sampled.completions())
+    logits = np.asarray(_full_logits(params, tokens, mask))[:, start - 1 : start - 1 + MAX_NEW]
+    logp = np.asarray(jax.nn.log_softmax(logits, axis=-1))
+    picked = np.take_along_axis(logp, sampled.tokens[..., None], axis=-1)[..., 0]
+    np.testing.assert_allclose(sampled.logprobs, picked, atol=1e-5)
+
+
+def test_continuous_and_paged_sampling_of_an_mla_model_equal_the_static_loop():
+    params = init_params(CONFIG.replace(init_std=0.3), jax.random.key(0))
+    kwargs = dict(rng=jax.random.key(4), num_samples=2, max_new_tokens=MAX_NEW)
+    static = Sampler(CONFIG, buckets=(8,), keys="request", decode_windows=1)(
+        params, PROMPTS, **kwargs
+    )
+    for options in (dict(slots=4), dict(slots=4, page_size=4)):
+        out = Sampler(CONFIG, buckets=(8,), **options)(params, PROMPTS, **kwargs)
+        np.testing.assert_array_equal(out.tokens, static.tokens)
+        np.testing.assert_allclose(out.logprobs, static.logprobs, atol=1e-6)
