@@ -62,6 +62,27 @@ QWEN3_30B_A3B = dict(
     tie_embeddings=False, max_position_embeddings=40960,
     moe=dict(num_experts=128, experts_per_token=8, expert_mlp_dim=768, norm_topk_prob=True),
 )  # fmt: skip
+# DeepSeek-V3 architecture (MLA + sigmoid-routed experts with shared experts); the published
+# configs' YaRN RoPE scaling is not implemented, so these plan and train at the base RoPE.
+MOONLIGHT_16B_A3B = dict(
+    vocab_size=163840, hidden_size=2048, num_layers=27, num_heads=16, num_kv_heads=16,
+    head_dim=192, mlp_dim=11264, rope_theta=50000.0, rms_norm_eps=1e-5, tie_embeddings=False,
+    max_position_embeddings=8192,
+    mla=dict(kv_lora_rank=512, q_lora_rank=0, qk_nope_head_dim=128, qk_rope_head_dim=64,
+             v_head_dim=128),
+    moe=dict(num_experts=64, experts_per_token=6, expert_mlp_dim=1408, router="sigmoid",
+             norm_topk_prob=True, routed_scaling=2.446, shared_experts=2, dense_layers=1),
+)  # fmt: skip
+DEEPSEEK_V3 = dict(
+    vocab_size=129280, hidden_size=7168, num_layers=61, num_heads=128, num_kv_heads=128,
+    head_dim=192, mlp_dim=18432, rope_theta=10000.0, rms_norm_eps=1e-6, tie_embeddings=False,
+    max_position_embeddings=163840,
+    mla=dict(kv_lora_rank=512, q_lora_rank=1536, qk_nope_head_dim=128, qk_rope_head_dim=64,
+             v_head_dim=128),
+    moe=dict(num_experts=256, experts_per_token=8, expert_mlp_dim=2048, router="sigmoid",
+             norm_topk_prob=True, expert_groups=8, groups_per_token=4, routed_scaling=2.5,
+             shared_experts=1, dense_layers=3),
+)  # fmt: skip
 LLAMA3_ROPE_SCALING = dict(
     factor=8.0, high_freq_factor=4.0, low_freq_factor=1.0, original_max_position_embeddings=8192
 )
@@ -94,4 +115,14 @@ def pretrained_family(
         )
         if config.model.moe is not None:
             config.model.moe.update(num_experts=8, experts_per_token=2, expert_mlp_dim=32)
+            dense = min(config.model.moe.get("dense_layers", 0), 1)  # of the tiny 2 layers
+            config.model.moe.update(dense_layers=dense)
+            if config.model.moe.get("expert_groups", 1) > 1:
+                config.model.moe.update(expert_groups=4, groups_per_token=2)
+        if config.model.mla is not None:
+            config.model.mla.update(
+                kv_lora_rank=16, q_lora_rank=min(config.model.mla.get("q_lora_rank", 0), 24),
+                qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=16,
+            )  # fmt: skip
+            config.model.update(head_dim=16, num_kv_heads=4)
     return config

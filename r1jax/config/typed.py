@@ -208,6 +208,8 @@ def typed(config: Mapping, where: str = "config") -> Stage:
 
 def _resolved(stage: Stage) -> Stage:
     changes: dict[str, Any] = {"mesh": resolve_mesh(stage.mesh)}
+    if stage.grpo is not None and stage.grpo.routing_replay and stage.model.moe is None:
+        raise ValueError("config.grpo.routing_replay: config.model has no mixture of experts")
     if stage.kind == "reward_model" and not stage.model.score_head:
         changes["model"] = stage.model.replace(score_head=True)  # the scalar head, no LM head
     if stage.optim is not None and stage.optim.total_steps == 0:

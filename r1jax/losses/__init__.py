@@ -1,5 +1,5 @@
 """Losses for R1 training: GRPO (and variants), SFT, logit distillation and the reward model's
-Bradley–Terry loss, plus advantages.
+Bradley–Terry loss, plus advantages and a mixture of experts' router losses.
 
 Pure, jittable functions. Shape letters (the key in ``r1jax/__init__.py``): B = sequences
 (completions), T = positions, V = vocab, K = teacher top-k, G = group size. Every loss returns
@@ -24,10 +24,12 @@ from r1jax.losses.distill import distill_loss, distill_positions, distill_reduce
 from r1jax.losses.grpo import grpo_loss, truncated_is_weights
 from r1jax.losses.logprobs import token_entropy, token_logprobs
 from r1jax.losses.preference import bradley_terry_loss, pair_normalizer
+from r1jax.losses.router import add_router_losses
 from r1jax.losses.sft import sft_loss, sft_positions, sft_reduce
 
 __all__ = [
     "AGGREGATIONS",
+    "add_router_losses",
     "aggregate",
     "batch_normalizer",
     "bradley_terry_loss",

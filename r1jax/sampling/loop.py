@@ -151,6 +151,16 @@ def prompt_forward(
     return (cache, logits_QV, stats) if router else (cache, logits_QV)
 
 
+def _routing_record(prompt_stats, config: ModelConfig, num_samples: int, cache_len: int):
+    """``SamplingState.experts_LBSK``: the prompts' experts (each repeated for its G rows),
+    -1 in every completion slot until its token is fed back."""
+    if config.moe is None:
+        raise ValueError("record_routing: the model has no mixture of experts to record")
+    prompt_LBPK = jnp.repeat(prompt_stats.experts, num_samples, axis=1).astype(jnp.int16)
+    l, b, p, k = prompt_LBPK.shape
+    return jnp.full((l, b, cache_len, k), -1, jnp.int16).at[:, :, :p].set(prompt_LBPK)
+
+
 def prefill(
     params,
     prompt_QP: jax.Array,
@@ -177,13 +187,7 @@ def prefill(
         params, prompt_QP, prompt_mask_QP, config, cache_len, router=True
     )
     repeat = lambda a, axis: jnp.repeat(a, num_samples, axis=axis)
-    experts = None
-    if record_routing:
-        if config.moe is None:
-            raise ValueError("record_routing: the model has no mixture of experts to record")
-        experts = jnp.full((config.moe_layers, rows, cache_len, stats.experts.shape[-1]), -1)
-        prompt_experts = repeat(stats.experts, 1).astype(jnp.int16)
-        experts = experts.astype(jnp.int16).at[:, :, :length].set(prompt_experts)
+    experts = _routing_record(stats, config, num_samples, cache_len) if record_routing else None
     cache = KVCache(
         k=repeat(cache.k, 1),
         v=repeat(cache.v, 1),
@@ -327,13 +331,9 @@ def programs(
     if keys not in KEY_SCHEMES:
         raise ValueError(f"keys={keys!r}; one of {KEY_SCHEMES}")
     common = dict(config=config, pad_id=pad_id, mesh=mesh, keys=keys)
+    shape = dict(num_samples=num_samples, max_new_tokens=max_new_tokens)
     prefill_fn = functools.partial(
-        prefill,
-        method=method,
-        num_samples=num_samples,
-        max_new_tokens=max_new_tokens,
-        record_routing=record_routing,
-        **common,
+        prefill, method=method, record_routing=record_routing, **shape, **common
     )
     decode_fn = functools.partial(decode, method=method, windows=windows, **common)
     state = jax.eval_shape(prefill_fn, params, prompt_QP, prompt_mask_QP, key, stop_table_EW)

@@ -251,8 +251,10 @@ class Sampler:
         fields = (state.tokens_BT, state.logprobs_BT, state.lengths_B, state.done_B)
         finish = (tokens_QP, mask_QP, num_samples, stop_strings, tokenizer)
         out = self.to_output(fields, (state.step, None), *finish)
-        if not self.record_routing:
-            return out
+        return self._with_routing(out, state) if self.record_routing else out
+
+    def _with_routing(self, out: SampleOutput, state) -> SampleOutput:
+        """``out`` with the recorded experts (``record_routing``) as host rows."""
         experts_BSLK = jnp.moveaxis(state.experts_LBSK, 0, 2)  # rows first, as every field
         if self.multi_process:
             experts_BSLK = multihost.data_shard_rows(experts_BSLK, self.mesh)

@@ -137,8 +137,6 @@ def build(stage: Stage, workdir: Path) -> Job:
         frozen_config=frozen_config,
         schedule=setup.schedule,
     )
-    if grpo.routing_replay and model_config.moe is None:
-        raise ValueError("config.grpo.routing_replay: config.model has no mixture of experts")
     pad = tokenizer.pad_id
     parts = GRPOParts(
         sampler=Sampler(model_config, mesh=setup.mesh, pad_id=pad, **sampler_options(grpo)),

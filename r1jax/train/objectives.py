@@ -110,23 +110,6 @@ def _routing(batch: dict) -> jax.Array | None:
     return None if routing is None else jnp.moveaxis(routing, 2, 0)
 
 
-def with_router_terms(loss, metrics: dict, router: RouterStats | None, config: ModelConfig):
-    """Adds a mixture of experts' auxiliary losses (mean over its MoE layers, weighted by
-    ``moe.balance_loss_weight`` and ``moe.z_loss_weight``) to ``loss``, and the routers'
-    figures to ``metrics``: ``moe/balance_loss``, ``moe/z_loss``, ``moe/replay_mismatch`` (the
-    fraction of tokens whose own experts differ from the replayed ones) and per layer
-    ``moe/max_load/<i>`` (the busiest expert's share times E: 1 is perfect balance)."""
-    if router is None:
-        return loss, metrics
-    moe, first = config.moe, config.moe.dense_layers
-    balance, z = jnp.mean(router.balance_loss), jnp.mean(router.z_loss)
-    loss = loss + moe.balance_loss_weight * balance + moe.z_loss_weight * z
-    max_load = jnp.max(router.load, axis=-1) * moe.num_experts  # [L']
-    metrics = metrics | {"loss": loss, "moe/balance_loss": balance, "moe/z_loss": z}
-    metrics["moe/replay_mismatch"] = jnp.mean(router.replay_mismatch)
-    return loss, metrics | {f"moe/max_load/{first + i}": max_load[i] for i in range(len(max_load))}
-
-
 def _sequence_hidden(params, batch, model_config) -> tuple[jax.Array, RouterStats | None]:
     """Final hidden states at the positions predicting tokens 1..T-1 ``[B, T-1, D]``, and the
     routers' stats of a mixture of experts."""
@@ -154,7 +137,7 @@ def sft_objective(params, frozen, batch, model_config, normalizer, options=None)
         model_config.logits_chunk,
     )
     loss, metrics = losses.sft_reduce(nll, correct, mask, normalizer=normalizer)
-    return with_router_terms(loss, metrics, router, model_config)
+    return losses.add_router_losses(loss, metrics, router, model_config)
 
 
 # ---------------------------------------------------------------------------- distill
@@ -348,7 +331,7 @@ def grpo_objective(
         normalizer=normalizer,
         segment_ids_BT=view["segment_ids"] if packed else None,
     )
-    return with_router_terms(loss, metrics, terms.get("router"), model_config)
+    return losses.add_router_losses(loss, metrics, terms.get("router"), model_config)
 
 
 # ---------------------------------------------------------------------- reward model

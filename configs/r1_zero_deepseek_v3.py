@@ -1,0 +1,39 @@
+"""R1-Zero GRPO of DeepSeek-V3 (671B parameters, 37.6B active: multi-head latent attention,
+256 routed experts of which 8 per token within 4 of 8 groups, a shared expert, 3 dense first
+layers), the model R1 was trained from, for ``r1jax plan`` on v5p slices.
+
+Experts are split over the mesh's ``expert`` axis (64: 4 experts per chip), every other weight
+FSDP over the rest of the slice; G = 16 samples of 32 prompts = 512 rows, routing replay on.
+Which slice the update fits at 8,192 tokens per sequence (``docs``: the closing note of the
+session that planned it):
+
+  r1jax plan --config=configs/r1_zero_deepseek_v3.py:8192 --topology=v5p-1024
+  r1jax plan --config=configs/r1_zero_deepseek_v3.py:8192 --topology=v5p-2048
+The published checkpoint's YaRN RoPE scaling is not implemented (its import is refused by
+name). ``get_config("tiny")`` keeps the architecture at toy sizes.
+"""
+
+from r1jax.config import presets
+
+PROMPT_TOKENS = 512
+
+
+def get_config(seq_len: str = "8192"):
+    if seq_len == "tiny":
+        config = presets.pretrained_family(presets.DEEPSEEK_V3, "tiny", kind="grpo")
+        config.grpo.routing_replay = True
+        return config
+    total = int(seq_len)
+    config = presets.pretrained_family(presets.DEEPSEEK_V3, kind="grpo")
+    config.model.remat_policy = "full"
+    config.model.logits_chunk = 512
+    config.mesh.update(data=1, fsdp=-1, expert=64, tensor=1)
+    config.grpo.update(
+        num_prompts=32, num_samples=16, max_new_tokens=total - PROMPT_TOKENS, routing_replay=True
+    )
+    config.data.buckets = (PROMPT_TOKENS,)
+    config.data.task = ""
+    config.optim.update(learning_rate=1e-6, schedule="constant", weight_decay=0.1)
+    config.train.update(steps=1000, log_every=1, checkpoint_every=50)
+    config.eval.update(num_prompts=32, num_samples=4, max_new_tokens=total - PROMPT_TOKENS)
+    return config

@@ -1,0 +1,26 @@
+"""A mixture of experts' auxiliary losses: load balance (Switch Transformer) and router z-loss
+(ST-MoE), computed per MoE layer by ``r1jax.model.moe.router_stats`` and weighted here."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from r1jax.config.model import ModelConfig
+from r1jax.model.moe import RouterStats
+
+
+def add_router_losses(loss, metrics: dict, router: RouterStats | None, config: ModelConfig):
+    """Adds a mixture of experts' auxiliary losses (mean over its MoE layers, weighted by
+    ``moe.balance_loss_weight`` and ``moe.z_loss_weight``) to ``loss``, and the routers'
+    figures to ``metrics``: ``moe/balance_loss``, ``moe/z_loss``, ``moe/replay_mismatch`` (the
+    fraction of tokens whose own experts differ from the replayed ones) and per layer
+    ``moe/max_load/<i>`` (the busiest expert's share times E: 1 is perfect balance)."""
+    if router is None:
+        return loss, metrics
+    moe, first = config.moe, config.moe.dense_layers
+    balance, z = jnp.mean(router.balance_loss), jnp.mean(router.z_loss)
+    loss = loss + moe.balance_loss_weight * balance + moe.z_loss_weight * z
+    max_load = jnp.max(router.load, axis=-1) * moe.num_experts  # [L']
+    metrics = metrics | {"loss": loss, "moe/balance_loss": balance, "moe/z_loss": z}
+    metrics["moe/replay_mismatch"] = jnp.mean(router.replay_mismatch)
+    return loss, metrics | {f"moe/max_load/{first + i}": max_load[i] for i in range(len(max_load))}
