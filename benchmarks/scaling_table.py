@@ -28,6 +28,8 @@ ROWS = [
     ("configs/sft_r1_traces.py:7b:16384", "v5p-64", ["--config.mesh.preset=v5p-64"]),
     ("configs/sft_r1_traces.py:32b:16384", "v5p-128", ["--config.mesh.fsdp=64",
                                                         "--config.mesh.data=1"]),
+    ("configs/r1_zero_qwen3_30b_a3b.py:16384", "v5p-64", []),
+    ("configs/r1_zero_moonlight_16b_a3b.py:16384", "v5p-64", []),
 ]  # fmt: skip
 ADVICE = """
 ## When a run does not fit
