@@ -1,0 +1,75 @@
+"""LoRA adapters: fresh ones leave the model unchanged, applying them equals the merged
+weights, and the PEFT form loads with ``peft`` on ``transformers`` with the same logits."""
+
+import jax
+import numpy as np
+import pytest
+
+from r1jax.config.model import ModelConfig, MoEConfig
+from r1jax.model import forward, hf, init_params
+from r1jax.model.lora import LoRAConfig, adapter_specs, apply_adapters, delta, init_adapters
+
+CONFIG = ModelConfig(vocab_size=128, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                     head_dim=8, mlp_dim=48, qkv_bias=True, tie_embeddings=False)  # fmt: skip
+LORA = LoRAConfig(rank=4, alpha=8.0)
+TOKENS = np.array([[3, 17, 92, 5, 44, 120, 7], [9, 8, 7, 6, 5, 4, 3]])
+
+
+def _random_adapters(config, lora, seed=1):
+    fresh = init_adapters(config, lora, jax.random.key(seed))
+    return jax.tree.map(
+        lambda x: x + 0.1 * jax.random.normal(jax.random.key(seed + 1), x.shape), fresh
+    )
+
+
+def test_fresh_adapters_reproduce_the_base_exactly_and_deltas_have_the_weights_shapes():
+    params = init_params(CONFIG, jax.random.key(0))
+    adapters = init_adapters(CONFIG, LORA, jax.random.key(1))
+    base, _ = forward(params, TOKENS, CONFIG)
+    same, _ = forward(apply_adapters(params, adapters, LORA), TOKENS, CONFIG)
+    np.testing.assert_array_equal(np.asarray(same), np.asarray(base))
+    for name, ab in adapters["layers"].items():
+        assert delta(ab["a"], ab["b"], name, 2.0).shape == params["layers"][name].shape
+    a, b = adapters["layers"]["o"]["a"], adapters["layers"]["o"]["b"]
+    assert a.shape == (2, 4, 8, 4) and b.shape == (2, 4, 32)  # o: input dims (heads, head_dim)
+
+
+def test_a_target_matching_no_weight_lists_the_weights_it_could_match():
+    with pytest.raises(ValueError, match=r"\['q_proj'\] match no weight.*'gate'"):
+        adapter_specs(CONFIG, LoRAConfig(targets=("q_proj",)))
+
+
+def test_expert_weights_get_one_adapter_per_expert():
+    config = CONFIG.replace(moe=MoEConfig(num_experts=4, experts_per_token=2, expert_mlp_dim=16))
+    lora = LoRAConfig(rank=2, targets=("q", "expert_up"))
+    specs = adapter_specs(config, lora)["layers"]["expert_up"]
+    assert specs["a"].shape == (2, 4, 32, 2) and specs["b"].shape == (2, 4, 2, 16)
+    params = init_params(config, jax.random.key(0))
+    merged = apply_adapters(params, _random_adapters(config, lora), lora)
+    assert not np.allclose(merged["layers"]["expert_up"], params["layers"]["expert_up"])
+
+
+def test_peft_export_loads_in_transformers_with_the_same_logits_and_merges(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    from r1jax.model import peft as peft_io
+
+    params = init_params(CONFIG.replace(init_std=0.1), jax.random.key(0))
+    adapters = _random_adapters(CONFIG, LORA)
+    merged = apply_adapters(params, adapters, LORA)
+    expected, _ = forward(merged, TOKENS, CONFIG)
+    hf.save(tmp_path / "base", CONFIG, params)
+    peft_io.save_adapters(tmp_path / "adapter", CONFIG, adapters, LORA)
+    base = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "base").eval()
+    model = peft.PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    with torch.no_grad():
+        got = model(torch.tensor(TOKENS)).logits.float().numpy()
+    np.testing.assert_allclose(got, np.asarray(expected), atol=1e-4, rtol=0)
+    # ... and merging in peft equals our merged weights exported
+    with torch.no_grad():
+        merged_hf = model.merge_and_unload()(torch.tensor(TOKENS)).logits.float().numpy()
+    np.testing.assert_allclose(merged_hf, np.asarray(expected), atol=1e-4, rtol=0)
+    again, lora = peft_io.load_adapters(tmp_path / "adapter", CONFIG)
+    assert lora == LORA
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6), again, adapters)
