@@ -25,12 +25,15 @@ from jax.sharding import PartitionSpec as P
 
 from r1jax.config.schema import MESH_AXES, MeshConfig
 
-# Logical axis -> mesh axes. Params: "embed" is FSDP-sharded, the wide dims are tensor-sharded.
+# Logical axis -> mesh axes. Params: "embed" is FSDP-sharded (over the expert axis too: with
+# experts, it is one more data-parallel axis for every other weight), the wide dims are
+# tensor-sharded; experts are split over "expert".
 # Activations: the batch is split over every data-parallel axis; features over "tensor".
 DEFAULT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("batch", ("data", "fsdp", "expert")),
     ("vocab", ("tensor",)),
-    ("embed", ("fsdp",)),
+    ("embed", ("fsdp", "expert")),
+    ("expert_embed", ("fsdp",)),
     ("heads", ("tensor",)),
     ("kv_heads", ("tensor",)),
     ("mlp", ("tensor",)),

@@ -111,13 +111,15 @@ def _swiglu_specs(L: int, d: int, f: int, prefix: str = "") -> dict:
 def _moe_specs(config: ModelConfig, L: int) -> dict:
     moe, d = config.moe, config.hidden_size
     e, fe = moe.num_experts, moe.expert_mlp_dim
-    expert_in = ("layers", "experts", "embed", "expert_mlp")
+    # An expert's hidden dim is "expert_embed" (FSDP only): "embed" also takes the expert axis,
+    # which already splits the experts themselves.
+    expert_in = ("layers", "experts", "expert_embed", "expert_mlp")
     specs = {
-        "router": ParamSpec((L, d, e), ("layers", "embed", "experts"), "normal"),
+        "router": ParamSpec((L, d, e), ("layers", "embed", None), "normal"),
         "expert_gate": ParamSpec((L, e, d, fe), expert_in, "normal"),
         "expert_up": ParamSpec((L, e, d, fe), expert_in, "normal"),
         "expert_down": ParamSpec(
-            (L, e, fe, d), ("layers", "experts", "expert_mlp", "embed"), "normal"
+            (L, e, fe, d), ("layers", "experts", "expert_mlp", "expert_embed"), "normal"
         ),
     }
     if moe.router == "sigmoid":
