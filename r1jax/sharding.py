@@ -39,8 +39,11 @@ DEFAULT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("mlp", ("tensor",)),
     ("experts", ("expert",)),
     ("expert_mlp", ("tensor",)),
-    ("q_lora", ()),
-    ("kv_lora", ()),
+    # MLA: the latents' up-projections (q_b, kv_b) are FSDP-split on their latent input dim,
+    # the down-projections' latent output ("latent") stays whole (their "embed" is split).
+    ("q_lora", ("fsdp", "expert")),
+    ("kv_lora", ("fsdp", "expert")),
+    ("latent", ()),
     ("head_dim", ()),
     ("layers", ()),
     ("seq", ()),

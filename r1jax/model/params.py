@@ -55,7 +55,7 @@ def _mla_specs(config: ModelConfig, L: int) -> dict:
     heads = ("layers", "kv_lora", "heads", "head_dim")
     specs = {
         "attn_norm": ParamSpec((L, d), ("layers", "norm"), "ones"),
-        "kv_a": ParamSpec((L, d, m.latent_dim), ("layers", "embed", "kv_lora"), "normal"),
+        "kv_a": ParamSpec((L, d, m.latent_dim), ("layers", "embed", "latent"), "normal"),
         "kv_a_norm": ParamSpec((L, m.kv_lora_rank), ("layers", "norm"), "ones"),
         "kv_b": ParamSpec(
             (L, m.kv_lora_rank, n, m.qk_nope_head_dim + m.v_head_dim), heads, "normal"
@@ -70,7 +70,7 @@ def _mla_specs(config: ModelConfig, L: int) -> dict:
         return specs
     r = m.q_lora_rank
     return specs | {
-        "q_a": ParamSpec((L, d, r), ("layers", "embed", "q_lora"), "normal"),
+        "q_a": ParamSpec((L, d, r), ("layers", "embed", "latent"), "normal"),
         "q_a_norm": ParamSpec((L, r), ("layers", "norm"), "ones"),
         "q_b": ParamSpec(
             (L, r, n, m.qk_head_dim), ("layers", "q_lora", "heads", "head_dim"), "normal"

@@ -250,7 +250,7 @@ def test_a_mixture_of_experts_grpo_run_is_planned_with_its_active_flops():
 
 def test_qwen3_30b_a3b_grpo_at_16k_tokens_fits_v5p_64():
     """Issue 19's figure: 30.5B parameters (3.3B active), 32 rows x 16,384 tokens, experts over
-    an expert axis of 8, the rest FSDP over 4 (43 GiB peak of 95.74 when planned)."""
+    an expert axis of 8, the rest FSDP over 4 (36 GiB peak of 95.74 when planned)."""
     try:
         targets.resolve_target("v5p-64")
     except RuntimeError:
