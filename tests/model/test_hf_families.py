@@ -68,7 +68,10 @@ def _hf_logits(model, tokens):
     [
         _qwen3,
         _qwen3_moe,
-        lambda p: _qwen3_moe(p, norm_topk_prob=False, mlp_only_layers=()),
+        pytest.param(
+            lambda p: _qwen3_moe(p, norm_topk_prob=False, mlp_only_layers=()),
+            marks=pytest.mark.slow,
+        ),
     ],
     ids=["qwen3", "qwen3_moe", "qwen3_moe_unnormalised_all_sparse"],
 )
@@ -139,7 +142,9 @@ def _deepseek_v3(tmp_path, q_lora_rank=24):
     return model
 
 
-@pytest.mark.parametrize("q_lora_rank", [24, None], ids=["q_lora", "no_q_lora"])
+@pytest.mark.parametrize(
+    "q_lora_rank", [24, pytest.param(None, marks=pytest.mark.slow)], ids=["q_lora", "no_q_lora"]
+)
 def test_deepseek_v3_logits_match_transformers_and_export_round_trips(tmp_path, q_lora_rank):
     """MLA (interleaved RoPE, latent queries or not), sigmoid group-limited routing with a
     correction bias, routed scaling, a shared expert and a dense first layer."""

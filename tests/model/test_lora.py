@@ -39,6 +39,7 @@ def test_a_target_matching_no_weight_lists_the_weights_it_could_match():
         adapter_specs(CONFIG, LoRAConfig(targets=("q_proj",)))
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_expert_weights_get_one_adapter_per_expert():
     config = CONFIG.replace(moe=MoEConfig(num_experts=4, experts_per_token=2, expert_mlp_dim=16))
     lora = LoRAConfig(rank=2, targets=("q", "expert_up"))

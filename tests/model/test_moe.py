@@ -135,7 +135,7 @@ MOE_MODEL = ModelConfig(
 @pytest.mark.parametrize(
     "shape",
     [
-        (2, 1, 2, 2),
+        pytest.param((2, 1, 2, 2), marks=pytest.mark.slow),
         pytest.param((1, 2, 4, 1), marks=pytest.mark.slow),
         pytest.param((1, 1, 8, 1), marks=pytest.mark.slow),
     ],
@@ -190,6 +190,7 @@ def test_routing_replay_uses_exactly_the_given_experts_and_rows_of_minus_one_cho
     np.testing.assert_array_equal(hidden_partial[:, :-1], hidden[:, :-1])
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_balance_and_z_losses_are_added_with_their_weights_and_loads_are_logged():
     from r1jax.train import objectives
 

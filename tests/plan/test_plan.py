@@ -230,6 +230,7 @@ def test_top_k_distillation_is_planned_with_its_stored_targets():
     assert batch["teacher_topk_logprobs"].shape == (16, 64, 16)
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_a_mixture_of_experts_grpo_run_is_planned_with_its_active_flops():
     """The Qwen3-30B-A3B recipe's tiny variant (8 experts, 2 per token) on the local mesh,
     with experts split over the expert axis: FLOPs count the chosen experts only."""

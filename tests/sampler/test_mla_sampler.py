@@ -5,6 +5,7 @@ give: greedy tokens equal, log-probs within 1e-5."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from r1jax.config.model import MLAConfig, ModelConfig, MoEConfig
 from r1jax.model import forward, init_cache, init_params
@@ -68,6 +69,7 @@ def test_mla_sampler_equals_full_forward_decoding():
     np.testing.assert_allclose(sampled.logprobs, picked, atol=1e-5)
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_continuous_and_paged_sampling_of_an_mla_model_equal_the_static_loop():
     params = init_params(CONFIG.replace(init_std=0.3), jax.random.key(0))
     kwargs = dict(rng=jax.random.key(4), num_samples=2, max_new_tokens=MAX_NEW)
@@ -80,6 +82,7 @@ def test_continuous_and_paged_sampling_of_an_mla_model_equal_the_static_loop():
         np.testing.assert_allclose(out.logprobs, static.logprobs, atol=1e-6)
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_sharded_mla_model_equals_unsharded_forward_and_gradients():
     """Mesh data 2 x fsdp 2 x tensor 2: heads over tensor, the latent replicated."""
     from r1jax import sharding

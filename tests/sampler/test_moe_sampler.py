@@ -5,6 +5,7 @@ token's experts are the same whether it is decoded from the cache or recomputed.
 
 import jax
 import numpy as np
+import pytest
 
 from r1jax.config.model import ModelConfig, MoEConfig
 from r1jax.model import forward, init_params
@@ -38,6 +39,7 @@ def _full_logits(params, tokens, mask):
     return forward(params, tokens, CONFIG, positions=positions, segment_ids=mask)[0]
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_moe_sampler_equals_full_forward_decoding():
     noise = lambda a: a + 0.3 * jax.random.normal(jax.random.key(1), a.shape)
     params = jax.jit(lambda p: jax.tree.map(noise, p))(init_params(CONFIG, jax.random.key(0)))

@@ -30,6 +30,7 @@ def _moe_stage(steps: int, *extra: str):
     return typed(config)
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_grpo_with_routing_replay_runs_on_a_tiny_moe_and_logs_the_routers(tmp_path):
     stage = _moe_stage(2, "--config.grpo.routing_replay=true", "--config.grpo.mu=2")
     loop.run(stage, tmp_path)
