@@ -15,25 +15,11 @@ name). ``get_config("tiny")`` keeps the architecture at toy sizes.
 
 from r1jax.config import presets
 
-PROMPT_TOKENS = 512
-
 
 def get_config(seq_len: str = "8192"):
     if seq_len == "tiny":
         config = presets.pretrained_family(presets.DEEPSEEK_V3, "tiny", kind="grpo")
         config.grpo.routing_replay = True
         return config
-    total = int(seq_len)
-    config = presets.pretrained_family(presets.DEEPSEEK_V3, kind="grpo")
-    config.model.remat_policy = "full"
-    config.model.logits_chunk = 512
-    config.mesh.update(data=1, fsdp=-1, expert=64, tensor=1)
-    config.grpo.update(
-        num_prompts=32, num_samples=16, max_new_tokens=total - PROMPT_TOKENS, routing_replay=True
-    )
-    config.data.buckets = (PROMPT_TOKENS,)
-    config.data.task = ""
-    config.optim.update(learning_rate=1e-6, schedule="constant", weight_decay=0.1)
-    config.train.update(steps=1000, log_every=1, checkpoint_every=50)
-    config.eval.update(num_prompts=32, num_samples=4, max_new_tokens=total - PROMPT_TOKENS)
-    return config
+    # 32 prompts x 16 samples = 512 rows: one per chip of v5p-1024.
+    return presets.moe_r1_zero(presets.DEEPSEEK_V3, int(seq_len), num_prompts=32, expert=64)

@@ -15,26 +15,11 @@ per sequence (prompt bucket + completion); default 16,384.
 
 from r1jax.config import presets
 
-PROMPT_TOKENS = 512
-
 
 def get_config(seq_len: str = "16384"):
     if seq_len == "tiny":
         config = presets.pretrained_family(presets.MOONLIGHT_16B_A3B, "tiny", kind="grpo")
         config.grpo.routing_replay = True
         return config
-    total = int(seq_len)
-    config = presets.pretrained_family(presets.MOONLIGHT_16B_A3B, kind="grpo")
-    config.model.remat_policy = "full"
-    config.model.logits_chunk = 512
-    config.mesh.update(data=1, fsdp=-1, expert=8, tensor=1)
     # 2 prompts x 16 samples = 32 rows: one per chip of the 32-chip slice.
-    config.grpo.update(
-        num_prompts=2, num_samples=16, max_new_tokens=total - PROMPT_TOKENS, routing_replay=True
-    )
-    config.data.buckets = (PROMPT_TOKENS,)
-    config.data.task = ""
-    config.optim.update(learning_rate=1e-6, schedule="constant", weight_decay=0.1)
-    config.train.update(steps=1000, log_every=1, checkpoint_every=50)
-    config.eval.update(num_prompts=32, num_samples=4, max_new_tokens=total - PROMPT_TOKENS)
-    return config
+    return presets.moe_r1_zero(presets.MOONLIGHT_16B_A3B, int(seq_len), num_prompts=2, expert=8)

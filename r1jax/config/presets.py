@@ -126,3 +126,25 @@ def pretrained_family(
             )  # fmt: skip
             config.model.update(head_dim=16, num_kv_heads=4)
     return config
+
+
+def moe_r1_zero(
+    shape: dict, total: int, *, num_prompts: int, expert: int, replay: bool = True, prompt=512
+):
+    """R1-Zero GRPO of a mixture-of-experts ``shape`` at ``total`` tokens per sequence: R1's
+    settings (G = 16), full remat, 512-position logit chunks, experts over an ``expert`` axis
+    of that size and FSDP over the rest, routing replay (``replay``); data and checkpoint
+    come from flags."""
+    config = pretrained_family(shape, kind="grpo")
+    config.model.update(remat_policy="full", logits_chunk=512)
+    config.mesh.update(data=1, fsdp=-1, expert=expert, tensor=1)
+    config.grpo.update(
+        num_prompts=num_prompts, num_samples=16, max_new_tokens=total - prompt,
+        routing_replay=replay,
+    )  # fmt: skip
+    config.data.buckets = (prompt,)
+    config.data.task = ""
+    config.optim.update(learning_rate=1e-6, schedule="constant", weight_decay=0.1)
+    config.train.update(steps=1000, log_every=1, checkpoint_every=50)
+    config.eval.update(num_prompts=32, num_samples=4, max_new_tokens=total - prompt)
+    return config
