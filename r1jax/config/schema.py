@@ -15,6 +15,7 @@ nearest valid one). A run config is one stage: its ``kind`` is the objective or 
     config.distill             teacher and divergence
     config.rewards / .reward_pool   reward components (name -> options) and their process pool
     config.eval                held-out evaluation (``r1jax eval``, recipe eval stages, the hook)
+    config.lora                GRPO over low-rank adapters on a frozen, optionally quantized base
 
 This module imports nothing heavy: config files may import it, training code imports it.
 """
@@ -26,6 +27,7 @@ import difflib
 from typing import Any
 
 from r1jax.config.decoding import check_decoding
+from r1jax.config.lora import LoRAConfig
 from r1jax.config.tool_sections import (  # noqa: F401  (re-exported: every section is here)
     ConvertConfig,
     DistributedConfig,
@@ -321,7 +323,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "distill": ("model", "mesh", "optim", "train", "data", "distill", "eval", "distributed"),
     "grpo": (
         *("model", "mesh", "optim", "train", "data", "grpo", "rewards", "reward_pool", "eval"),
-        *("reward_model", "distributed"),
+        *("reward_model", "lora", "distributed"),
     ),
     "reward_model": ("model", "mesh", "optim", "train", "data", "eval", "distributed"),
     "eval": ("mesh", "eval", "distributed"),
@@ -346,6 +348,7 @@ SECTION_TYPES: dict[str, type] = {
     "tokenizer": TokenizerConfig,
     "convert": ConvertConfig,
     "distributed": DistributedConfig,
+    "lora": LoRAConfig,
 }
 DEFAULT_REWARDS = {"accuracy": {"weight": 1.0}, "format": {"weight": 0.5}}
 # Top-level scalars of a stage: links to other stages (recipes) or to files, by kind.

@@ -48,6 +48,7 @@ class Stage:
     sample: schema.SampleConfig | None = None
     convert: schema.ConvertConfig | None = None
     distributed: schema.DistributedConfig | None = None
+    lora: schema.LoRAConfig | None = None
     links: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def link(self, name: str) -> str:
@@ -208,6 +209,10 @@ def typed(config: Mapping, where: str = "config") -> Stage:
 
 def _resolved(stage: Stage) -> Stage:
     changes: dict[str, Any] = {"mesh": resolve_mesh(stage.mesh)}
+    if stage.lora is not None and stage.lora.enabled and stage.grpo is not None:
+        from r1jax.config.lora import check_lora_grpo
+
+        check_lora_grpo(stage.lora, stage.grpo)
     if stage.grpo is not None and stage.grpo.routing_replay and stage.model.moe is None:
         raise ValueError("config.grpo.routing_replay: config.model has no mixture of experts")
     if stage.kind == "reward_model" and not stage.model.score_head:

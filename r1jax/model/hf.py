@@ -208,13 +208,17 @@ class _TensorIndex:
         return self._handles[self.weight_map[name]].get_tensor(name)
 
 
-def load(path: str | os.PathLike, mesh=None, **config_overrides) -> tuple[ModelConfig, dict]:
+def load(
+    path: str | os.PathLike, mesh=None, transform: Callable | None = None, **config_overrides
+) -> tuple[ModelConfig, dict]:
     """Loads a Hugging Face checkpoint directory into ``(ModelConfig, params)``.
 
     Args:
       path: directory with ``config.json`` and ``model.safetensors`` or sharded
         ``model-0000x-of-0000y.safetensors`` files (+ ``model.safetensors.index.json``).
       mesh: optional mesh; each param is then placed shard by shard with the rules' sharding.
+      transform: ``fn(keys, array, config) -> leaf`` run on each leaf once placed (``keys``:
+        e.g. ``("layers", "q")``): a quantized base holds one full-precision leaf at a time.
       **config_overrides: ``ModelConfig`` fields to override (e.g. ``param_dtype="bfloat16"``).
     """
     path = Path(path)
@@ -233,15 +237,16 @@ def load(path: str | os.PathLike, mesh=None, **config_overrides) -> tuple[ModelC
         shardings = param_shardings(config, mesh)
     dtype = config.params_dtype
 
-    def place(shaped, sharding, read: Callable[[tuple], np.ndarray]):
-        return jax.make_array_from_callback(
+    def place(shaped, sharding, read: Callable[[tuple], np.ndarray], keys: tuple = ()):
+        array = jax.make_array_from_callback(
             shaped.shape, sharding, lambda idx: np.asarray(read(idx), dtype=dtype)
         )
+        return array if transform is None else transform(keys, array, config)
 
     params: dict = {}
     for leaf, (name, to_ours, _) in _top_mapping(config).items():
         read = lambda idx, name=name, fn=to_ours: fn(tensors.get(name))[idx]
-        params[leaf] = place(shapes[leaf], shardings[leaf], read)
+        params[leaf] = place(shapes[leaf], shardings[leaf], read, (leaf,))
     num_experts = config.moe.num_experts if config.moe else 0
     for stack, layer_ids, experts in _stacks(config):
         params[stack] = {}
@@ -260,7 +265,8 @@ def load(path: str | os.PathLike, mesh=None, **config_overrides) -> tuple[ModelC
                     ]
                 )
 
-            params[stack][leaf] = place(shapes[stack][leaf], shardings[stack][leaf], read)
+            keys = (stack, leaf)
+            params[stack][leaf] = place(shapes[stack][leaf], shardings[stack][leaf], read, keys)
     return config, params
 
 

@@ -8,23 +8,32 @@ Expert weights ``[L, E, D, F]`` get one adapter per expert (``a [L, E, D, r]``,
 ``b [L, E, r, F]``).
 
     adapters = init_adapters(config, lora, rng)
-    logits, _ = forward(apply_adapters(params, adapters, lora), tokens, config)
+    logits, _ = forward(attach(base, adapters, lora), tokens, config)   # merged per layer
     peft.save_adapters(path, config, adapters, lora)   # adapter_model.safetensors + json
 
-``apply_adapters`` adds each delta to its weight (what a merged checkpoint holds); shape letters
-as in ``params``. A ``targets`` name that matches no weight is an error listing those it could.
+``attach`` wraps each targeted weight of a (frozen, possibly quantized: ``r1jax.model.quant``)
+base in a ``LoRAWeight``, merged one layer at a time inside the forward's layer scan
+(``r1jax.model.weights``): training differentiates the adapters only, the base passed alone is
+the model with adapters off. ``merge`` adds each delta to its weight (what a merged checkpoint
+holds). Shape letters as in ``params``. A ``targets`` name that matches no weight is an error
+listing those it could.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 
+from r1jax.config.lora import LoRAConfig
 from r1jax.config.model import ModelConfig
 from r1jax.model.params import ParamSpec, param_specs
+from r1jax.model.weights import LoRAWeight, lora_delta
+from r1jax.sharding import tree_shardings
+
+__all__ = ["LoRAConfig", "abstract_adapters", "adapter_shardings", "adapter_specs", "attach"]
+__all__ += ["delta", "init_adapters", "merge"]
 
 # Input dims of each projection (its first dims after the stacked layer, and expert, axes).
 _INPUT_DIMS = {"o": 2}
@@ -32,29 +41,11 @@ _EXPERT_LEAVES = ("expert_gate", "expert_up", "expert_down")
 STACKS = ("dense_layers", "layers")
 
 
-@dataclasses.dataclass(frozen=True)
-class LoRAConfig:
-    """``rank`` r, ``alpha`` (the delta is scaled by alpha / r), ``targets``: layer weight
-    names (``q k v o gate up down``, and ``expert_gate expert_up expert_down``; MLA's
-    ``q q_a q_b kv_a kv_b``). ``dropout``: PEFT's ``lora_dropout``, carried to and from the
-    PEFT form (nothing here trains adapters yet: no dropout is applied)."""
-
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    targets: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
-
-    def __post_init__(self):
-        if self.rank < 1 or not 0 <= self.dropout < 1:
-            raise ValueError(f"lora: rank={self.rank} (>= 1), dropout={self.dropout} ([0, 1))")
-
-    @property
-    def scale(self) -> float:
-        return self.alpha / self.rank
-
-
 def adapter_specs(config: ModelConfig, lora: LoRAConfig) -> dict:
-    """``{stack: {target: {"a": ParamSpec, "b": ParamSpec}}}`` for every targeted weight."""
+    """``{stack: {target: {"a": ParamSpec, "b": ParamSpec}}}`` for every targeted weight; each
+    keeps its weight's logical axes on the dims it shares with it (the rank dim replicated)."""
+    if lora.rank < 1:
+        raise ValueError(f"lora.rank={lora.rank}: adapters need a rank >= 1")
     specs, found = {}, set()
     for stack in STACKS:
         weights = param_specs(config).get(stack, {})
@@ -97,18 +88,43 @@ def init_adapters(config: ModelConfig, lora: LoRAConfig, rng: jax.Array) -> dict
     return jax.tree.unflatten(treedef, [init(s, k) for s, k in zip(leaves, keys, strict=True)])
 
 
+def abstract_adapters(config: ModelConfig, lora: LoRAConfig) -> dict:
+    """The adapter tree as fp32 ``jax.ShapeDtypeStruct`` leaves."""
+    return jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, jnp.float32),
+        adapter_specs(config, lora),
+        is_leaf=lambda x: isinstance(x, ParamSpec),
+    )
+
+
+def adapter_shardings(config: ModelConfig, lora: LoRAConfig, mesh) -> dict:
+    """``NamedSharding`` leaves for the adapters: sharded like their base weights."""
+    axes = jax.tree.map(
+        lambda s: s.logical_axes,
+        adapter_specs(config, lora),
+        is_leaf=lambda x: isinstance(x, ParamSpec),
+    )
+    return tree_shardings(mesh, axes, abstract_adapters(config, lora))
+
+
 def delta(a: jax.Array, b: jax.Array, name: str, scale: float) -> jax.Array:
-    """``scale * a @ b`` in the weight's shape: ``a [*lead, *in, r]``, ``b [*lead, r, *out]``
-    -> ``[*lead, *in, *out]`` (lead: the layer axis, and the expert axis of expert weights)."""
-    lead = 2 if name in _EXPERT_LEAVES else 1
-    in_shape, out_shape, rank = a.shape[lead:-1], b.shape[lead + 1 :], a.shape[-1]
-    a2 = a.reshape(*a.shape[:lead], math.prod(in_shape), rank)
-    b2 = b.reshape(*b.shape[:lead], rank, math.prod(out_shape))
-    out = jnp.matmul(a2, b2) * scale
-    return out.reshape(*a.shape[:lead], *in_shape, *out_shape)
+    """``scale * a @ b`` in the stacked weight's shape ``[L, (E,) *in, *out]``."""
+    return lora_delta(a, b, 2 if name in _EXPERT_LEAVES else 1, scale)
 
 
-def apply_adapters(params: dict, adapters: dict, lora: LoRAConfig) -> dict:
+def attach(base: dict, adapters: dict, lora: LoRAConfig) -> dict:
+    """``base`` with every targeted weight a ``LoRAWeight`` over it (merged per layer by the
+    forward pass). ``base`` may be quantized; nothing is copied."""
+    out = dict(base)
+    for stack, targets in adapters.items():
+        layer = dict(base[stack])
+        for name, ab in targets.items():
+            layer[name] = LoRAWeight(layer[name], ab["a"], ab["b"], lora.scale)
+        out[stack] = layer
+    return out
+
+
+def merge(params: dict, adapters: dict, lora: LoRAConfig) -> dict:
     """``params`` with every targeted weight replaced by ``W + scale * a @ b`` (in W's dtype)."""
     out = dict(params)
     for stack, targets in adapters.items():

@@ -28,6 +28,7 @@ from r1jax.config.model import ModelConfig
 from r1jax.model import layers
 from r1jax.model.mla import cache_dims, rope_dim
 from r1jax.model.transformer import _block, layer_stacks
+from r1jax.model.weights import materialize
 from r1jax.sharding import constrain
 
 
@@ -106,7 +107,7 @@ def paged_decode_states(
     table_VD = constrain(params["embed"], ("vocab", None))
     x = jnp.take(table_VD, tokens_C1, axis=0).astype(dtype)
     freqs = layers.rope_inv_freq(rope_dim(config), config.rope_theta, config.rope_scaling)
-    cast = lambda tree: jax.tree.map(lambda a: a.astype(dtype), tree)
+    cast = lambda tree: materialize(tree, dtype)  # one layer's weights, in the compute dtype
 
     def body(carry, xs):
         x, k_store, v_store = carry

@@ -15,6 +15,7 @@ from r1jax.config.model import ModelConfig
 from r1jax.model import layers, moe
 from r1jax.model.cache import KVCache, write_slots
 from r1jax.model.mla import mla_attention, rope_dim
+from r1jax.model.weights import materialize
 from r1jax.sharding import constrain
 
 _REMAT_POLICIES = {
@@ -163,7 +164,7 @@ def hidden_states_and_router(
     x = jnp.take(table_VD, tokens_BT, axis=0).astype(dtype)
     x = constrain(x, ("batch", "seq", "act_embed"))
     freqs = layers.rope_inv_freq(rope_dim(config), config.rope_theta, config.rope_scaling)
-    cast = lambda tree: jax.tree.map(lambda a: a.astype(dtype), tree)
+    cast = lambda tree: materialize(tree, dtype)  # one layer's weights, in the compute dtype
     blocks = functools.partial(_block, config=config, rope_freqs=freqs, q_pos=positions)
 
     if cache is None:

@@ -74,7 +74,7 @@ def update(state: TrainState, batch: dict, parts: GRPOParts) -> tuple[TrainState
     first inner update, so the first step's ratio is exactly 1 and later steps clip against it.
     """
     if recomputes_old_logprobs(parts):
-        batch = dict(batch, old_logprobs=parts.logprobs_fn(state.params, batch))
+        batch = dict(batch, old_logprobs=parts.logprobs_fn(state.model_params(), batch))
     metrics = {}
     for _ in range(parts.grpo.mu):
         state, metrics = parts.step_fn(state, batch)
@@ -91,7 +91,7 @@ def sample_fn_for(state: TrainState, parts: GRPOParts, step: int):
 
     def fn(prompts, round_index):
         return parts.sampler(
-            state.params,
+            state.model_params(),
             prompts,
             rng=jax.random.fold_in(key, round_index),
             num_samples=opts.num_samples,
@@ -213,7 +213,7 @@ def rollout_source(state: TrainState, data: Iterator[Mapping], parts: GRPOParts,
     if parts.pool is None:
         num_prompts = local_num_prompts(parts)
         parts.pool = partial_rollouts.make_pool(parts, state, num_prompts, parts.prompt_length)
-    rounds = partial_rollouts.PartialRounds(parts.pool, data, state.params, step)
+    rounds = partial_rollouts.PartialRounds(parts.pool, data, state.model_params(), step)
     work = _SamplerWork(rounds.sample_fn)
 
     def next_prompts(round_index):  # the pool decodes here: sampling time

@@ -8,6 +8,11 @@ function; each loop iteration is ``grpo.grpo_iteration`` (rollout, advantages, u
 evaluation hook samples ``eval.num_samples`` completions per held-out prompt with the eval
 section's settings (R1's T 0.6 / top-p 0.95) and reports mean rewards and pass@1.
 
+With ``config.lora.rank > 0`` the state trains adapters over a frozen base (``init_from``,
+quantized per ``config.lora.base_quant``; ``r1jax.train.adapters``): the sampler and the
+log-prob recompute run the base with adapters attached, the KL reference is the base itself,
+and checkpoints hold the adapters and their optimizer state only.
+
 Multi-process (a pod, ``launch/local.sh``): every process builds the same global prompt batch
 and keeps its data shard's contiguous block of it, samples them with the sampler running over
 the global mesh, scores its completions in its own reward pool, and the rows are assembled into
@@ -111,8 +116,8 @@ def build(stage: Stage, workdir: Path) -> Job:
     from r1jax.data import make_rl_dataset
 
     grpo, model_config = stage.grpo, stage.model
-    frozen_config = model_config if grpo.beta > 0 else None
-    setup = build_setup(stage, frozen_config)
+    setup = build_setup(stage, model_config if grpo.beta > 0 else None)
+    frozen_config, lora = setup.frozen_config, setup.lora  # LoRA: the reference is the base
     tokenizer = ClippedVocabTokenizer(make_tokenizer(stage.data, workdir))
     check_vocab(tokenizer, model_config)
     # This process's share of each global prompt batch: its data shard's contiguous block.
@@ -129,21 +134,19 @@ def build(stage: Stage, workdir: Path) -> Job:
         shard_count=shard.count,
     )
     step_fn = make_train_step(
-        model_config,
-        objectives.grpo(model_config, grpo),
-        setup.optimizer,
-        setup.mesh,
+        *(model_config, objectives.grpo(model_config, grpo), setup.optimizer, setup.mesh),
         num_microbatches=stage.train.num_microbatches,
         frozen_config=frozen_config,
         schedule=setup.schedule,
+        lora=lora,
     )
-    pad = tokenizer.pad_id
+    pad, t = tokenizer.pad_id, grpo.temperature
     parts = GRPOParts(
         sampler=Sampler(model_config, mesh=setup.mesh, pad_id=pad, **sampler_options(grpo)),
         reward=make_reward(stage, setup.mesh, tokenizer),
         tokenizer=tokenizer,
         step_fn=step_fn,
-        logprobs_fn=make_logprobs_fn(model_config, setup.mesh, temperature=grpo.temperature),
+        logprobs_fn=make_logprobs_fn(model_config, setup.mesh, temperature=t, lora=lora),
         grpo=grpo,
         pad_id=pad,
         mesh=setup.mesh,
@@ -159,13 +162,24 @@ def build(stage: Stage, workdir: Path) -> Job:
         setup=setup,
         iteration=iteration,
         data=data_iter,
-        reference=grpo.beta > 0,
+        frozen=lora_base(stage, setup),
+        reference=grpo.beta > 0 and lora is None,
         steps_per_iteration=grpo.mu,
         progress_keys=PROGRESS_KEYS,
         desc="grpo",
         eval_fn=make_eval_fn(stage, parts, tokenizer) if stage.train.eval_every else None,
         close=parts.reward.close,
     )
+
+
+def lora_base(stage: Stage, setup):
+    """With ``config.lora``: the frozen base the adapters train on (``init_from``, else the
+    seed's random init), attached to the state and never checkpointed; else None."""
+    if setup.lora is None:
+        return None
+    from r1jax.train.adapters import load_base
+
+    return load_base(stage.link("init_from"), stage.model, setup.lora, setup.mesh, stage.seed)
 
 
 def sampler_options(grpo) -> dict:

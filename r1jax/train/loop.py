@@ -27,7 +27,7 @@ from r1jax.config import TRAINING_KINDS, Stage
 from r1jax.model.reward import with_score_head
 from r1jax.train.metrics import MetricsWriter, Progress
 from r1jax.train.preemption import PreemptionGuard
-from r1jax.train.setup import Job
+from r1jax.train.setup import Job, check_shapes
 from r1jax.train.state import TrainState, abstract_train_state, create_train_state, refresh_frozen
 
 
@@ -38,7 +38,11 @@ def restore_or_create(ckpt: Checkpointer, job: Job, seed: int, params=None):
     if ckpt.latest_step() is not None:
         frozen_config = setup.frozen_config if job.reference else None
         target = abstract_train_state(
-            setup.model_config, setup.optimizer, setup.mesh, frozen_config=frozen_config
+            setup.model_config,
+            setup.optimizer,
+            setup.mesh,
+            frozen_config=frozen_config,
+            lora=setup.lora,
         )
         state, data_state, _ = ckpt.restore(target)
         if job.frozen is not None:
@@ -52,6 +56,7 @@ def restore_or_create(ckpt: Checkpointer, job: Job, seed: int, params=None):
         params=params,
         frozen=job.frozen,
         frozen_config=setup.frozen_config if job.frozen is not None else None,
+        lora=setup.lora,
     )
     return (refresh_frozen(state) if job.reference else state), None
 
@@ -62,13 +67,7 @@ def initial_params(path: str, job: Job):
     from r1jax.checkpoint import load_params
 
     loaded, params = load_params(path, mesh=job.setup.mesh)
-    model = job.setup.model_config
-    for field in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads"):
-        if getattr(loaded, field) != getattr(model, field):
-            raise ValueError(
-                f"config.init_from={path}: its {field}={getattr(loaded, field)} but "
-                f"config.model.{field}={getattr(model, field)}"
-            )
+    check_shapes(loaded, job.setup.model_config, f"config.init_from={path}")
     return params
 
 
@@ -102,7 +101,13 @@ def run(stage: Stage, workdir: str | Path, *, init_params=None) -> dict[str, flo
         workdir / CHECKPOINTS, save_every=train.checkpoint_every, keep=train.keep_checkpoints
     )
     try:
-        if init_params is None and stage.link("init_from") and ckpt.latest_step() is None:
+        if job.setup.lora is not None and init_params is not None:
+            raise ValueError(
+                "a LoRA stage (config.lora.rank > 0) reads its frozen base from init_from; "
+                "it cannot start from another stage's in-memory params"
+            )
+        fresh = ckpt.latest_step() is None and job.setup.lora is None  # LoRA: base in the job
+        if init_params is None and stage.link("init_from") and fresh:
             init_params = initial_params(stage.link("init_from"), job)
         if init_params is not None and stage.model.score_head and "score" not in init_params:
             init_params = with_score_head(  # a policy -> the reward model's starting point

@@ -12,6 +12,7 @@ import jax
 
 from r1jax import multihost, sharding
 from r1jax.config import Stage
+from r1jax.config.lora import LoRAConfig
 from r1jax.config.schema import DataConfig
 from r1jax.model import ModelConfig
 from r1jax.train.optim import make_optimizer, make_schedule
@@ -23,7 +24,8 @@ class Setup:
     """Everything static about a run, built once from its stage.
 
     ``frozen_config``: the model config of the frozen params (a GRPO reference: the policy's
-    own; online distillation: the teacher's), None without frozen params.
+    own; online distillation: the teacher's), None without frozen params. ``lora``: the
+    state trains adapters over a frozen base (``r1jax.train.adapters``), else None.
     """
 
     model_config: ModelConfig
@@ -31,16 +33,19 @@ class Setup:
     optimizer: Any
     schedule: Any
     frozen_config: ModelConfig | None = None
+    lora: LoRAConfig | None = None
 
 
 def build_setup(stage: Stage, frozen_config: ModelConfig | None = None) -> Setup:
     """Model config, the mesh (its sharding rules become ambient), optimizer and schedule."""
+    lora = stage.lora if stage.lora is not None and stage.lora.enabled else None
     return Setup(
         stage.model,
         sharding.make_mesh(stage.mesh),
         make_optimizer(stage.optim),
         make_schedule(stage.optim),
-        frozen_config,
+        None if lora is not None else frozen_config,
+        lora,
     )
 
 
@@ -72,6 +77,16 @@ def make_tokenizer(data: DataConfig, workdir: str | Path):
             train_sentencepiece(lines, prefix, data.vocab_size)
         multihost.barrier("tokenizer")  # the others wait for process 0's file
     return load_tokenizer(str(model))
+
+
+def check_shapes(loaded: ModelConfig, config: ModelConfig, where: str) -> None:
+    """Raises, naming the field, unless ``loaded`` has ``config``'s shape."""
+    for field in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads"):
+        if getattr(loaded, field) != getattr(config, field):
+            raise ValueError(
+                f"{where}: its {field}={getattr(loaded, field)} but "
+                f"config.model.{field}={getattr(config, field)}"
+            )
 
 
 def check_vocab(tokenizer, model_config: ModelConfig) -> None:

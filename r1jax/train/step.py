@@ -23,8 +23,12 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from r1jax.config.lora import LoRAConfig
 from r1jax.model import ModelConfig, param_shardings
+from r1jax.model.lora import adapter_shardings, attach
+from r1jax.model.quant import base_shardings
 from r1jax.sharding import current_rules
+from r1jax.train import adapters
 from r1jax.train.objectives import Objective, completion_logprobs, packed_logprobs
 from r1jax.train.state import TrainState, train_state_shardings
 
@@ -102,6 +106,7 @@ def make_train_step(
     frozen_config: ModelConfig | None = None,
     schedule: optax.Schedule | None = None,
     donate: bool = True,
+    lora: LoRAConfig | None = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Builds the jitted ``step(state, batch) -> (new_state, metrics)``.
 
@@ -114,6 +119,8 @@ def make_train_step(
       num_microbatches: gradient accumulation steps (``lax.scan``) within one update.
       frozen_config: ``ModelConfig`` of ``state.frozen`` (None when the state has none).
       schedule: optional learning-rate schedule, reported as ``metrics["learning_rate"]``.
+      lora: train adapters over the state's frozen base (``r1jax.train.adapters``): the
+        objective runs on the base with adapters attached, its reference is the base.
 
     Metrics (f32/int32 scalars, replicated): ``loss`` (exact full-batch loss), the objective's
     metrics averaged over micro-batches (those computed, and ``microbatches_computed``, when
@@ -123,8 +130,11 @@ def make_train_step(
     Long because it is the one train step every objective runs, read top to bottom: a 34-line
     ``step`` body (normaliser, accumulation scan, update, skip guard) under its docstring.
     """
-    state_sh = train_state_shardings(model_config, optimizer, mesh, frozen_config=frozen_config)
+    state_sh = train_state_shardings(
+        model_config, optimizer, mesh, frozen_config=frozen_config, lora=lora
+    )
     batch_sh = batch_sharding(mesh)
+    objective = objective if lora is None else adapters.adapted(objective, lora)
     micro_grads = _microbatch_grads(jax.value_and_grad(objective.loss, has_aux=True), objective)
 
     def train_step(state: TrainState, batch: dict):
@@ -179,6 +189,15 @@ def make_train_step(
     return step
 
 
+def model_param_shardings(model_config: ModelConfig, mesh, lora: LoRAConfig | None = None):
+    """Shardings of ``TrainState.model_params()``: the params', or with ``lora`` the base's
+    with the adapters' attached."""
+    if lora is None:
+        return param_shardings(model_config, mesh)
+    base = base_shardings(model_config, lora, mesh)
+    return attach(base, adapter_shardings(model_config, lora, mesh), lora)
+
+
 _PADDED_KEYS = ("prompt_tokens", "prompt_mask", "completion_tokens")
 _PACKED_KEYS = ("tokens", "segment_ids", "positions")
 
@@ -188,8 +207,12 @@ def make_logprobs_fn(
     mesh,
     *,
     temperature: float = 1.0,
+    lora: LoRAConfig | None = None,
 ) -> Callable[[dict, dict], jax.Array]:
     """Jitted ``fn(params, grpo_batch) -> f32 [B, T]``: completion log-probs at ``temperature``.
+
+    ``params``: the model's (``TrainState.model_params()``: with ``lora``, the base with the
+    adapters attached).
 
     Recomputes pi_old (or reference log-probs) for a GRPO batch, e.g. before mu > 1 inner
     updates; uses the batch keys ``prompt_tokens``, ``prompt_mask``, ``completion_tokens``
@@ -206,7 +229,7 @@ def make_logprobs_fn(
 
     jitted = jax.jit(
         fn,
-        in_shardings=(param_shardings(model_config, mesh), batch_sh),
+        in_shardings=(model_param_shardings(model_config, mesh, lora), batch_sh),
         out_shardings=batch_sh,
     )
 
