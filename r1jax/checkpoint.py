@@ -12,6 +12,9 @@ subdirectory per step; ``<step>/`` holds named items::
     config/     CONFIG     JSON: the run's config (its "model" section describes ``params``)
 
 Only ``params`` and ``config`` are needed to read a model (``save_params`` writes just those).
+A LoRA run (``config.lora.rank > 0``) saves its adapters as ``params`` and never its frozen
+base; ``load_params`` merges them into the base the config names (``init_from``, or the random
+init of its ``seed``), and ``load_adapters`` reads them alone (the PEFT export).
 
 Atomicity: orbax writes each step into a temporary directory and renames it when complete, so a
 crash (even SIGKILL) mid-save leaves only a temporary directory that ``latest_step`` ignores and
@@ -29,9 +32,11 @@ directory, its ``checkpoints`` directory, or a Hugging Face directory (``config.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -220,6 +225,36 @@ def _param_shardings(model_config: ModelConfig, mesh) -> dict:
 
 
 def _load_r1jax(path: Path, model_config, mesh, step, overrides) -> tuple[ModelConfig, dict]:
+    with _open_run(path, step) as run:
+        stored = run.config
+    if model_config is None:
+        if "model" not in stored:
+            raise ValueError(f"{run.where}: the stored config has no 'model' section")
+        model_config = ModelConfig.from_mapping({**stored["model"], **overrides})
+    elif overrides:
+        model_config = ModelConfig.from_mapping({**model_config.to_dict(), **overrides})
+    lora = run_lora(stored)
+    if lora is not None:  # a LoRA run: its adapters merged into the base it trained on
+        from r1jax.model.lora import merge
+
+        adapters = load_adapters(path, model_config, lora, mesh, step)
+        return model_config, merge(_lora_base(stored, model_config, mesh), adapters, lora)
+    target = with_shardings(abstract_params(model_config), _param_shardings(model_config, mesh))
+    with _open_run(path, step) as run:
+        return model_config, run.restore(**{PARAMS: ocp.args.StandardRestore(target)})[PARAMS]
+
+
+@dataclasses.dataclass
+class _Run:
+    where: str
+    config: dict
+    restore: Any
+
+
+@contextlib.contextmanager
+def _open_run(path: Path, step: int | None) -> Iterator[_Run]:
+    """An r1jax run's checkpoint at ``step`` (default: the latest): its stored config and a
+    ``restore(**items)`` of its items."""
     directory = _orbax_dir(path)
     if directory is None:
         raise FileNotFoundError(
@@ -230,15 +265,50 @@ def _load_r1jax(path: Path, model_config, mesh, step, overrides) -> tuple[ModelC
         if step is None:
             raise FileNotFoundError(f"{directory}: no complete checkpoint")
         restore = lambda **items: manager.restore(step, args=ocp.args.Composite(**items))
-        if model_config is None:
-            config = restore(**{CONFIG: ocp.args.JsonRestore()})[CONFIG] or {}
-            if "model" not in config:
-                raise ValueError(f"{directory}/{step}: the stored config has no 'model' section")
-            model_config = ModelConfig.from_mapping({**config["model"], **overrides})
-        elif overrides:
-            model_config = ModelConfig.from_mapping({**model_config.to_dict(), **overrides})
-        target = with_shardings(abstract_params(model_config), _param_shardings(model_config, mesh))
-        return model_config, restore(**{PARAMS: ocp.args.StandardRestore(target)})[PARAMS]
+        config = restore(**{CONFIG: ocp.args.JsonRestore()})[CONFIG] or {}
+        yield _Run(f"{directory}/{step}", config, restore)
+
+
+def run_config(path: str | os.PathLike, step: int | None = None) -> dict:
+    """The config an r1jax run stored with its checkpoint at ``step`` (default: the latest)."""
+    with _open_run(Path(path), step) as run:
+        return run.config
+
+
+def run_lora(stored: dict):
+    """The ``LoRAConfig`` of a run's stored config when it trained adapters, else None."""
+    from r1jax.config import section
+    from r1jax.config.lora import LoRAConfig
+
+    values = stored.get("lora") or {}
+    lora = section(LoRAConfig, values, "lora") if values else None
+    return lora if lora is not None and lora.enabled else None
+
+
+def load_adapters(path, model_config: ModelConfig, lora, mesh=None, step: int | None = None):
+    """The adapters a LoRA run saved (its checkpoints' ``params``), placed like the model's."""
+    from r1jax.model.lora import abstract_adapters, adapter_shardings
+
+    abstract = abstract_adapters(model_config, lora)
+    if mesh is not None:
+        shardings = adapter_shardings(model_config, lora, mesh)
+    else:
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        shardings = jax.tree.map(lambda _: device, abstract)
+    target = with_shardings(abstract, shardings)
+    with _open_run(Path(path), step) as run:
+        return run.restore(**{PARAMS: ocp.args.StandardRestore(target)})[PARAMS]
+
+
+def _lora_base(stored: dict, model_config: ModelConfig, mesh) -> dict:
+    """The full-precision base a LoRA run trained on (a quantized base's original): its
+    ``init_from``, or the random init of its ``seed`` (``r1jax.train.adapters.load_base``)."""
+    if stored.get("init_from"):
+        return load_params(stored["init_from"], model_config, mesh=mesh)[1]
+    from r1jax.model import init_params
+
+    params = init_params(model_config, jax.random.key(int(stored.get("seed", 0))), mesh)
+    return params if mesh is not None else jax.device_put(params, jax.local_devices()[0])
 
 
 def _format(path: Path, format: str) -> str:

@@ -4,6 +4,13 @@
       --config.convert.input=/models/Qwen2.5-1.5B --config.convert.output=/ckpt/qwen2.5-1.5b
   r1jax convert --config.convert.direction=r1jax-to-hf --config.convert.input=/runs/grpo \\
       --config.convert.output=/export/grpo-hf --config.convert.dtype=bfloat16
+  r1jax convert --config.convert.direction=r1jax-to-peft --config.convert.input=/runs/lora \\
+      --config.convert.output=/export/lora-adapter
+
+A LoRA run (``config.lora.rank > 0``) exports to Hugging Face with its adapters merged into
+the base it trained on (a QLoRA run: into the unquantized base), or to the PEFT format
+(``adapter_model.safetensors`` + ``adapter_config.json``, loadable with ``peft`` on top of
+that base).
 
 Params are loaded shard by shard onto ``config.mesh`` (default: all devices as data; e.g.
 ``--config.mesh.fsdp=-1 --config.mesh.data=1`` to split a model too big for one device). The
@@ -16,13 +23,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from r1jax.checkpoint import find_tokenizer, load_params, save_params
+import jax
+
+from r1jax.checkpoint import find_tokenizer, load_params, run_lora, save_params
 from r1jax.config import typed
 from r1jax.config.flags import parse_config
 from r1jax.model import hf
 from r1jax.sharding import make_mesh
 
-DIRECTIONS = ("hf-to-r1jax", "r1jax-to-hf")
+DIRECTIONS = ("hf-to-r1jax", "r1jax-to-hf", "r1jax-to-peft")
 
 
 def main(argv: list[str]) -> int:
@@ -44,6 +53,8 @@ def main(argv: list[str]) -> int:
             for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"):
                 if (Path(c.input) / name).exists():
                     shutil.copy(Path(c.input) / name, Path(c.output) / name)
+    elif c.direction == "r1jax-to-peft":
+        model_config, out = export_peft(c.input, c.output, mesh)
     else:
         model_config, params = load_params(c.input, mesh=mesh, format="r1jax", **overrides)
         hf.save(c.output, model_config, params, max_shard_bytes=int(c.max_shard_gb * 2**30))
@@ -53,3 +64,18 @@ def main(argv: list[str]) -> int:
         out = Path(c.output)
     print(f"{c.direction}: {model_config.num_params / 1e6:.2f}M params -> {out}")
     return 0
+
+
+def export_peft(run: str, output: str, mesh):
+    """A LoRA run's adapters -> the PEFT directory ``output``; (its model config, output)."""
+    from r1jax.checkpoint import load_adapters, run_config
+    from r1jax.model import ModelConfig, peft
+
+    stored = run_config(run)
+    lora = run_lora(stored)
+    if lora is None:
+        raise ValueError(f"config.convert.input={run}: not a LoRA run (its config.lora.rank is 0)")
+    model_config = ModelConfig.from_mapping(stored["model"])
+    adapters = load_adapters(run, model_config, lora, mesh)
+    peft.save_adapters(output, model_config, jax.device_get(adapters), lora)
+    return model_config, Path(output)

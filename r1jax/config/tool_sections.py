@@ -49,8 +49,9 @@ class TokenizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ConvertConfig:
-    """``r1jax convert``: ``direction`` "hf-to-r1jax" | "r1jax-to-hf" from ``input`` to
-    ``output``; ``dtype``: the written params' dtype (empty: keep); safetensors shard size."""
+    """``r1jax convert``: ``direction`` "hf-to-r1jax" | "r1jax-to-hf" (a LoRA run: merged into
+    its base) | "r1jax-to-peft" (a LoRA run's adapters alone) from ``input`` to ``output``;
+    ``dtype``: the written params' dtype (empty: keep); safetensors shard size."""
 
     direction: str = "hf-to-r1jax"
     input: str = ""
