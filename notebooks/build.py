@@ -493,15 +493,17 @@ print(float(full), float(sum(parts)))""",
 
 sys.path.insert(0, str(HERE))
 from cells_inside import INSIDE  # noqa: E402  (the fourth notebook's cells, in their own file)
+from cells_lora import LORA  # noqa: E402  (the fifth notebook's cells)
 
-INSIDE = [
-    (kind, {"INSTALL": INSTALL, "CPU_SETUP": CPU_SETUP}.get(src, src)) for kind, src in INSIDE
-]
+_SHARED = {"INSTALL": INSTALL, "CPU_SETUP": CPU_SETUP}
+INSIDE = [(kind, _SHARED.get(src, src)) for kind, src in INSIDE]
+LORA = [(kind, _SHARED.get(src, src)) for kind, src in LORA]
 NOTEBOOKS = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_hf_checkpoint.ipynb": HF_CHECKPOINT,
     "03_losses_explained.ipynb": LOSSES,
     "04_inside_the_reasoner.ipynb": INSIDE,
+    "05_lora_grpo.ipynb": LORA,
 }
 
 

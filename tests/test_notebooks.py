@@ -25,12 +25,13 @@ def kernel_env() -> dict:
     return env
 
 
-def test_there_are_four_notebooks_without_outputs():
+def test_there_are_five_notebooks_without_outputs():
     assert [p.name for p in NOTEBOOKS] == [
         "01_quickstart.ipynb",
         "02_hf_checkpoint.ipynb",
         "03_losses_explained.ipynb",
         "04_inside_the_reasoner.ipynb",
+        "05_lora_grpo.ipynb",
     ]
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)

@@ -148,3 +148,31 @@ def moe_r1_zero(
     config.train.update(steps=1000, log_every=1, checkpoint_every=50)
     config.eval.update(num_prompts=32, num_samples=4, max_new_tokens=total - prompt)
     return config
+
+
+def lora_grpo(
+    shape: dict, variant: str, total: int, *, rank: int, base_quant: str = "", prompt: int = 256
+):
+    """GRPO over LoRA adapters (``base_quant``: QLoRA) for one accelerator: GSM8K-style data
+    (``data.path``) or the built-in arithmetic task, G = 8 samples of ``total`` tokens per
+    sequence, one row per micro-batch, full remat, 512-position logit chunks, adapters of
+    ``rank`` on every attention and MLP projection. ``variant="tiny"``: the same recipe at toy
+    sizes (CI, a laptop)."""
+    config = pretrained_family(shape, variant, kind="grpo")
+    config.lora.update(rank=rank, alpha=2.0 * rank, base_quant=base_quant)
+    config.mesh.update(data=1, fsdp=-1, tensor=1)
+    config.grpo.update(num_prompts=1, num_samples=8, max_new_tokens=total - prompt)
+    config.data.buckets = (prompt,)
+    config.optim.update(learning_rate=1e-5, schedule="constant")
+    config.train.update(steps=500, num_microbatches=8, log_every=1, checkpoint_every=50)
+    config.eval.update(num_prompts=8, num_samples=4, max_new_tokens=total - prompt)
+    if variant == "tiny":
+        config.lora.update(rank=8, alpha=16.0, quant_block=16)
+        config.grpo.update(num_prompts=2, num_samples=4, max_new_tokens=24)
+        config.data.buckets = (128,)
+        config.optim.learning_rate = 1e-3
+        config.train.update(steps=4, num_microbatches=1, checkpoint_every=2)
+        config.eval.update(num_prompts=2, num_samples=2, max_new_tokens=24)
+    else:
+        config.model.update(remat_policy="full", logits_chunk=512)
+    return config

@@ -103,7 +103,13 @@ def dequantize(w: QArray, dtype) -> jax.Array:
     return qwix.dequantize(w).astype(dtype)
 
 
+def storage_bits(dtype) -> int:
+    """Bits per element in device memory: 4-bit types are packed two to a byte (TPU and GPU
+    layouts; NumPy's itemsize says 1 byte)."""
+    return 4 if jnp.dtype(dtype) in (jnp.int4, jnp.uint4) else 8 * jnp.dtype(dtype).itemsize
+
+
 def base_bytes(config: ModelConfig, lora: LoRAConfig) -> int:
-    """Bytes of the frozen base (4-bit values count half a byte: TPU and GPU pack them)."""
-    bits = lambda d: 4 if jnp.dtype(d) in (jnp.int4, jnp.uint4) else 8 * jnp.dtype(d).itemsize
-    return sum(x.size * bits(x.dtype) // 8 for x in jax.tree.leaves(abstract_base(config, lora)))
+    """Bytes of the frozen base in device memory."""
+    leaves = jax.tree.leaves(abstract_base(config, lora))
+    return sum(x.size * storage_bits(x.dtype) // 8 for x in leaves)

@@ -19,6 +19,7 @@ from collections import Counter
 import jax
 import numpy as np
 
+from r1jax.model.quant import storage_bits
 from r1jax.plan.programs import Program
 from r1jax.plan.targets import Target
 
@@ -49,7 +50,7 @@ def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
 def _leaf_bytes(leaf) -> int:
     """Bytes one device holds of an abstract array with a sharding."""
     shape = leaf.sharding.shard_shape(leaf.shape) if leaf.sharding is not None else leaf.shape
-    return math.prod(shape) * np.dtype(leaf.dtype).itemsize
+    return math.prod(shape) * storage_bits(leaf.dtype) // 8
 
 
 def argument_groups(program: Program) -> dict[str, int]:

@@ -27,6 +27,8 @@ from r1jax.checkpoint import with_shardings
 from r1jax.config import Stage
 from r1jax.config.typed import model_config as typed_model_config
 from r1jax.model import abstract_params, param_shardings
+from r1jax.model.lora import abstract_adapters, adapter_shardings, attach
+from r1jax.model.quant import abstract_base, base_shardings
 from r1jax.sampling import continuous, paged
 from r1jax.sampling import loop as sampling_loop
 from r1jax.sampling import pool as pool_lib
@@ -159,6 +161,7 @@ def train_step(stage: Stage, mesh) -> Program:
         stage.kind, _token_inputs
     )
     objective, frozen_config, fields, (rows, seq, trained) = inputs(stage)
+    lora = _lora(stage)
     optimizer = make_optimizer(stage.optim)
     step = make_train_step(
         model,
@@ -166,11 +169,17 @@ def train_step(stage: Stage, mesh) -> Program:
         optimizer,
         mesh,
         num_microbatches=train.num_microbatches,
-        frozen_config=frozen_config,
+        frozen_config=None if lora else frozen_config,
         schedule=make_schedule(stage.optim),
         donate=True,
+        lora=lora,
     )
-    state = abstract_train_state(model, optimizer, mesh, frozen_config=frozen_config)
+    if lora is None:
+        state = abstract_train_state(model, optimizer, mesh, frozen_config=frozen_config)
+    else:  # the adapters' state, the frozen base attached (it is the reference too)
+        state = abstract_train_state(model, optimizer, mesh, lora=lora)
+        base = with_shardings(abstract_base(model, lora), base_shardings(model, lora, mesh))
+        state = state.replace(frozen=base)
     forward = 2 * matmul_params(model) * rows * seq + attention_flops(model, rows, seq, seq / 2)
     flops = 3 * forward
     if frozen_config is not None:  # the reference's / teacher's forward
@@ -181,13 +190,28 @@ def train_step(stage: Stage, mesh) -> Program:
     return Program("train_step", step.jitted, args, names, flops, rows * trained, mesh)
 
 
+def _lora(stage: Stage):
+    return stage.lora if stage.lora is not None and stage.lora.enabled else None
+
+
+def model_params(stage: Stage, mesh):
+    """The abstract params the sampler runs on: the model's, or with ``config.lora`` the
+    frozen (quantized) base with the adapters attached, each with its sharding."""
+    model, lora = stage.model, _lora(stage)
+    if lora is None:
+        return with_shardings(abstract_params(model), param_shardings(model, mesh))
+    base = with_shardings(abstract_base(model, lora), base_shardings(model, lora, mesh))
+    adapters = with_shardings(abstract_adapters(model, lora), adapter_shardings(model, lora, mesh))
+    return attach(base, adapters, lora)
+
+
 def sampler(stage: Stage, mesh) -> list[Program]:
     """GRPO's sampler: the prefill of ``num_prompts`` prompts and the decode loop of their
     ``num_prompts * num_samples`` rows, the KV cache holding prompt + ``max_new_tokens``."""
     grpo, model = stage.grpo, stage.model
     q, g, p, t = grpo.num_prompts, grpo.num_samples, max(stage.data.buckets), grpo.max_new_tokens
     method = make_method(temperature=grpo.temperature, top_k=grpo.top_k, top_p=grpo.top_p)
-    params = with_shardings(abstract_params(model), param_shardings(model, mesh))
+    params = model_params(stage, mesh)
     prompt = _abstract((q, p), jnp.int32, mesh, ("batch", None))
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=named_sharding(mesh, (), ()))
     table = _abstract((max(len(grpo.stop_strings), 1), STOP_WIDTH), jnp.int32, mesh, (None, None))
@@ -225,7 +249,7 @@ def continuous_sampler(stage: Stage, mesh) -> list[Program]:
     q, g, p, t = grpo.num_prompts, grpo.num_samples, max(stage.data.buckets), grpo.max_new_tokens
     c, z = grpo.decode_slots, grpo.decode_page_size
     method = make_method(temperature=grpo.temperature, top_k=grpo.top_k, top_p=grpo.top_p)
-    params = with_shardings(abstract_params(model), param_shardings(model, mesh))
+    params = model_params(stage, mesh)
     prompt = _abstract((q, p), jnp.int32, mesh, ("batch", None))
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=named_sharding(mesh, (), ()))
     table = _abstract((max(len(grpo.stop_strings), 1), STOP_WIDTH), jnp.int32, mesh, (None, None))
@@ -255,7 +279,7 @@ def partial_rollout_sampler(stage: Stage, mesh) -> list[Program]:
     q, g, p, t = grpo.num_prompts, grpo.num_samples, max(stage.data.buckets), grpo.max_new_tokens
     c, lanes = grpo.decode_slots, grpo.partial_lanes
     method = make_method(temperature=grpo.temperature, top_k=grpo.top_k, top_p=grpo.top_p)
-    params = with_shardings(abstract_params(model), param_shardings(model, mesh))
+    params = model_params(stage, mesh)
     prompt = _abstract((q, p), jnp.int32, mesh, ("batch", None))
     table = _abstract((max(len(grpo.stop_strings), 1), STOP_WIDTH), jnp.int32, mesh, (None, None))
     statics = dict(config=model, num_samples=g, max_new_tokens=t)

@@ -11,6 +11,7 @@ TensorCores (two per chip) for v4/v5p, so ``v5p-64`` is 32 chips.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 GIB = 2**30
@@ -86,7 +87,11 @@ def _tpu_devices(topology: str) -> tuple:
     try:
         from jax.experimental import topologies
 
-        desc = topologies.get_topology_desc(topology_name=topology, platform="tpu")
+        gen, shape = topology.split(":")
+        dims = [int(d) for d in shape.split("x")]
+        # A slice smaller than one host (v5e-1, v5e-4 on a 2x4 host...) is its own host.
+        per_host = {} if math.prod(dims) >= 4 else {"chips_per_host_bounds": [*dims, 1][:3]}
+        desc = topologies.get_topology_desc(topology_name=topology, platform="tpu", **per_host)
     except Exception as e:  # no libtpu: jax raises its own errors, by version
         raise RuntimeError(
             f"compiling for {topology} needs the TPU compiler on this host: "
