@@ -7,7 +7,7 @@ import pytest
 
 from r1jax.config.model import ModelConfig, MoEConfig
 from r1jax.model import forward, hf, init_params
-from r1jax.model.lora import LoRAConfig, adapter_specs, delta, init_adapters, merge
+from r1jax.model.lora import LoRAConfig, adapter_specs, attach, delta, init_adapters, merge
 
 CONFIG = ModelConfig(vocab_size=128, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
                      head_dim=8, mlp_dim=48, qkv_bias=True, tie_embeddings=False)  # fmt: skip
@@ -46,8 +46,24 @@ def test_expert_weights_get_one_adapter_per_expert():
     specs = adapter_specs(config, lora)["layers"]["expert_up"]
     assert specs["a"].shape == (2, 4, 32, 2) and specs["b"].shape == (2, 4, 2, 16)
     params = init_params(config, jax.random.key(0))
-    merged = merge(params, _random_adapters(config, lora), lora)
+    adapters = _random_adapters(config, lora)
+    merged = merge(params, adapters, lora)
     assert not np.allclose(merged["layers"]["expert_up"], params["layers"]["expert_up"])
+    # Attached (merged per layer inside the scan, experts included) = merged up front.
+    attached, _ = forward(attach(params, adapters, lora), TOKENS, config)
+    np.testing.assert_allclose(attached, forward(merged, TOKENS, config)[0], atol=1e-5)
+
+
+def test_attached_adapters_equal_the_merged_weights_and_train_through_the_merge():
+    params = init_params(CONFIG, jax.random.key(0))
+    adapters = _random_adapters(CONFIG, LORA)
+    attached, _ = forward(attach(params, adapters, LORA), TOKENS, CONFIG)
+    np.testing.assert_allclose(attached, forward(merge(params, adapters, LORA), TOKENS, CONFIG)[0],
+                               atol=1e-5)  # fmt: skip
+    loss = lambda f: lambda a: jax.numpy.mean(forward(f(params, a, LORA), TOKENS, CONFIG)[0] ** 2)
+    grads, reference = jax.grad(loss(attach))(adapters), jax.grad(loss(merge))(adapters)
+    jax.tree.map(lambda g, r: np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-7), grads,
+                 reference)  # fmt: skip
 
 
 def test_peft_export_loads_in_transformers_with_the_same_logits_and_merges(tmp_path):
