@@ -156,3 +156,19 @@ def test_grpo_with_lora_learns_the_toy_task(lora):
             break
     assert np.mean(means[-3:]) > 0.9, means[::10]
     assert means[0] < 0.3
+
+
+def test_a_hugging_face_base_is_quantized_leaf_by_leaf_as_it_loads(tmp_path):
+    from r1jax.model import hf
+    from r1jax.train.adapters import load_base
+
+    config = dataclasses.replace(TINY, tie_embeddings=False)
+    params = init_params(config, jax.random.key(0))
+    hf.save(tmp_path, config, params)
+    mesh = mesh_of((2, 2, 2))
+    loaded = load_base(str(tmp_path), config, NF4, mesh)
+    expected = make_base(params, config, NF4, mesh)
+    assert loaded["layers"]["up"].qvalue.sharding == expected["layers"]["up"].qvalue.sharding
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded), jax.device_get(expected))
+    with pytest.raises(ValueError, match="config.init_from=.*num_layers=2 but config.model"):
+        load_base(str(tmp_path), dataclasses.replace(config, num_layers=3), NF4, mesh)
