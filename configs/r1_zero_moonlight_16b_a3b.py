@@ -4,9 +4,9 @@ Moonlight-16B-A3B shape (multi-head latent attention; 64 sigmoid-routed experts,
 
 R1's GRPO settings as in ``configs/r1_zero_qwen2_5_1_5b.py``. Experts are split over the mesh's
 ``expert`` axis (8 experts per chip), the rest FSDP; routing replay keeps the policy ratio on
-the sampled experts. The published checkpoint's YaRN RoPE scaling is not implemented (its
-import is refused by name): this recipe trains at the base RoPE, from your own checkpoint of
-this shape or for planning:
+the sampled experts. RoPE is unscaled here: a checkpoint whose config.json scales it (YaRN
+or llama3) needs the same ``config.model.rope_scaling`` (``r1jax.model.hf_config`` reads
+it). For planning:
 
   r1jax plan --config=configs/r1_zero_moonlight_16b_a3b.py:16384 --topology=v5p-64
 ``get_config("tiny")`` keeps the architecture at toy sizes. The argument is the total tokens

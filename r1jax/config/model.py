@@ -14,14 +14,40 @@ ATTENTION_IMPLS = ("auto", "xla", "blockwise", "cudnn", "splash")
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
+ROPE_TYPES = ("llama3", "yarn")
+
+
 @dataclasses.dataclass(frozen=True)
 class RopeScaling:
-    """Llama-3 style frequency-dependent RoPE scaling (``rope_type == "llama3"`` in HF)."""
+    """RoPE scaling beyond the pretraining context, as Hugging Face's ``rope_type``:
+
+    "llama3": Llama-3.1's frequency-dependent scaling (``factor``, ``low_freq_factor``,
+      ``high_freq_factor``, ``original_max_position_embeddings``).
+    "yarn": YaRN (Peng et al. 2023; DeepSeek-V3/R1, Moonlight, long-context Qwen): frequencies
+      interpolated by ``factor`` below ``beta_slow`` rotations, kept above ``beta_fast``, ramped
+      between (over the original context); cos/sin scaled by ``attention_factor`` (0: inferred
+      from ``factor``, and ``mscale`` / ``mscale_all_dim`` when both are set, as transformers
+      does); with MLA, ``mscale_all_dim`` also scales the softmax by mscale^2 (DeepSeek's
+      attention). ``truncate``: round the ramp's ends to whole dims.
+    """
 
     factor: float = 8.0
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
     original_max_position_embeddings: int = 8192
+    rope_type: str = "llama3"
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    mscale: float = 0.0
+    mscale_all_dim: float = 0.0
+    attention_factor: float = 0.0
+    truncate: bool = True
+
+    def __post_init__(self):
+        if self.rope_type not in ROPE_TYPES:
+            raise ValueError(
+                f"config.model.rope_scaling.rope_type={self.rope_type!r}; one of {ROPE_TYPES}"
+            )
 
 
 ROUTERS = ("softmax", "sigmoid")

@@ -62,8 +62,7 @@ QWEN3_30B_A3B = dict(
     tie_embeddings=False, max_position_embeddings=40960,
     moe=dict(num_experts=128, experts_per_token=8, expert_mlp_dim=768, norm_topk_prob=True),
 )  # fmt: skip
-# DeepSeek-V3 architecture (MLA + sigmoid-routed experts with shared experts); the published
-# configs' YaRN RoPE scaling is not implemented, so these plan and train at the base RoPE.
+# DeepSeek-V3 architecture (MLA + sigmoid-routed experts with shared experts).
 MOONLIGHT_16B_A3B = dict(
     vocab_size=163840, hidden_size=2048, num_layers=27, num_heads=16, num_kv_heads=16,
     head_dim=192, mlp_dim=11264, rope_theta=50000.0, rms_norm_eps=1e-5, tie_embeddings=False,
@@ -82,6 +81,8 @@ DEEPSEEK_V3 = dict(
     moe=dict(num_experts=256, experts_per_token=8, expert_mlp_dim=2048, router="sigmoid",
              norm_topk_prob=True, expert_groups=8, groups_per_token=4, routed_scaling=2.5,
              shared_experts=1, dense_layers=3),
+    rope_scaling=dict(rope_type="yarn", factor=40.0, original_max_position_embeddings=4096,
+                      beta_fast=32.0, beta_slow=1.0, mscale=1.0, mscale_all_dim=1.0),
 )  # fmt: skip
 LLAMA3_ROPE_SCALING = dict(
     factor=8.0, high_freq_factor=4.0, low_freq_factor=1.0, original_max_position_embeddings=8192
@@ -100,7 +101,8 @@ def pretrained_family(
     names): bf16 compute, fp32 master params, remat of non-batch dots. ``variant="tiny"`` keeps
     the family's features (QKV bias, tying, RoPE scaling) at toy sizes."""
     config = defaults(kind, **shape, compute_dtype="bfloat16", remat_policy="dots_no_batch")
-    config.model.rope_scaling = None if rope_scaling is None else dict(rope_scaling)
+    if rope_scaling is not None:
+        config.model.rope_scaling = dict(rope_scaling)
     if variant == "tiny":
         config.model.update(
             vocab_size=512,

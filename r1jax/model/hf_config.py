@@ -1,18 +1,17 @@
 """Hugging Face ``config.json`` <-> ``ModelConfig``, per family.
 
-Families: ``llama`` (Llama 3.x, llama3 RoPE scaling), ``qwen2`` (QKV bias), ``qwen3`` (per-head
+Families: ``llama`` (Llama 3.x, llama3 RoPE scaling), ``qwen2`` (QKV bias; YaRN for long
+context), ``qwen3`` (per-head
 QK RMSNorm, explicit ``head_dim``), ``qwen3_moe`` (Qwen3 attention, softmax top-k experts),
 ``deepseek_v3`` (multi-head latent attention, sigmoid group-limited experts with shared experts
-and dense first layers; DeepSeek-V3/R1, Moonlight). A reward model is a
+and dense first layers, YaRN RoPE; DeepSeek-V3/R1, Moonlight). A reward model is a
 ``*ForSequenceClassification`` with one label. Anything else, or an option of these families
-r1jax does not implement (e.g. YaRN RoPE scaling), is refused by name.
+r1jax does not implement (e.g. another RoPE scaling type), is refused by name.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-from r1jax.config.model import MLAConfig, ModelConfig, MoEConfig, RopeScaling
+from r1jax.config.model import ROPE_TYPES, MLAConfig, ModelConfig, MoEConfig, RopeScaling
 
 ARCHITECTURES = {
     "qwen2": "Qwen2ForCausalLM",
@@ -38,14 +37,28 @@ def _rope(hf: dict) -> tuple[float, RopeScaling | None]:
     if not scaling_cfg:
         return float(rope_theta), None
     kind = scaling_cfg.get("rope_type", scaling_cfg.get("type"))
-    if kind != "llama3":
-        _refuse("rope scaling type", kind, "unsupported (llama3 only)")
+    if kind not in ROPE_TYPES:
+        _refuse("rope scaling type", kind, f"unsupported (one of {ROPE_TYPES})")
+    original = scaling_cfg.get("original_max_position_embeddings")
+    if original is None:
+        _refuse("rope_scaling.original_max_position_embeddings", None, "required")
+    if kind == "llama3":
+        scaling = RopeScaling(
+            factor=float(scaling_cfg["factor"]),
+            low_freq_factor=float(scaling_cfg["low_freq_factor"]),
+            high_freq_factor=float(scaling_cfg["high_freq_factor"]),
+            original_max_position_embeddings=int(original),
+        )
+        return float(rope_theta), scaling
+    factor = scaling_cfg.get("factor") or hf["max_position_embeddings"] / original
+    get = lambda key, default: float(scaling_cfg.get(key) or default)
     scaling = RopeScaling(
-        factor=float(scaling_cfg["factor"]),
-        low_freq_factor=float(scaling_cfg["low_freq_factor"]),
-        high_freq_factor=float(scaling_cfg["high_freq_factor"]),
-        original_max_position_embeddings=int(scaling_cfg["original_max_position_embeddings"]),
-    )
+        rope_type="yarn", factor=float(factor), original_max_position_embeddings=int(original),
+        beta_fast=get("beta_fast", 32.0), beta_slow=get("beta_slow", 1.0),
+        mscale=get("mscale", 0.0), mscale_all_dim=get("mscale_all_dim", 0.0),
+        attention_factor=get("attention_factor", 0.0),
+        truncate=bool(scaling_cfg.get("truncate", True)),
+    )  # fmt: skip
     return float(rope_theta), scaling
 
 
@@ -208,13 +221,23 @@ def _deepseek_to_hf(config: ModelConfig) -> dict:
     )
 
 
+def _rope_to_hf(scaling: RopeScaling) -> dict:
+    """``rope_scaling`` as transformers writes it for ``scaling.rope_type``."""
+    keys = ("factor", "original_max_position_embeddings")
+    if scaling.rope_type == "llama3":
+        keys += ("low_freq_factor", "high_freq_factor")
+    else:
+        keys += ("beta_fast", "beta_slow", "truncate")
+        keys += tuple(k for k in ("mscale", "mscale_all_dim", "attention_factor")
+                      if getattr(scaling, k))  # fmt: skip
+    return {"rope_type": scaling.rope_type, **{k: getattr(scaling, k) for k in keys}}
+
+
 def config_to_hf(config: ModelConfig, dtype: str) -> dict:
     """A Hugging Face ``config.json`` dict for ``config`` (family by ``model_type``; a reward
     model as ``*ForSequenceClassification`` with one label)."""
     family = model_type(config)
-    rope_scaling = None
-    if config.rope_scaling is not None:
-        rope_scaling = {"rope_type": "llama3", **dataclasses.asdict(config.rope_scaling)}
+    rope_scaling = None if config.rope_scaling is None else _rope_to_hf(config.rope_scaling)
     architecture = ARCHITECTURES[family]
     if config.score_head:
         architecture = architecture.replace("ForCausalLM", "ForSequenceClassification")

@@ -47,10 +47,12 @@ def rms_norm(x_BTD: jax.Array, weight_D: jax.Array, eps: float) -> jax.Array:
 
 
 def rope_inv_freq(head_dim: int, theta: float, scaling: RopeScaling | None) -> jax.Array:
-    """Inverse frequencies ``[H/2]`` (fp32), with Llama-3 frequency-dependent scaling if given."""
+    """Inverse frequencies ``[H/2]`` (fp32), scaled as ``scaling`` says (Llama-3 or YaRN)."""
     inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
     if scaling is None:
         return inv_freq
+    if scaling.rope_type == "yarn":
+        return _yarn_inv_freq(inv_freq, head_dim, theta, scaling)
     old_len = scaling.original_max_position_embeddings
     low_wavelen = old_len / scaling.low_freq_factor
     high_wavelen = old_len / scaling.high_freq_factor
@@ -64,11 +66,49 @@ def rope_inv_freq(head_dim: int, theta: float, scaling: RopeScaling | None) -> j
     return jnp.where(is_medium, smoothed, scaled)
 
 
-def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, inv_freq: jax.Array) -> jax.Array:
-    """Rotates the two halves of each head (the Hugging Face ``rotate_half`` layout)."""
+def _yarn_inv_freq(inv_freq, head_dim: int, theta: float, scaling: RopeScaling) -> jax.Array:
+    """YaRN: dims turning fewer than ``beta_slow`` times over the original context are
+    interpolated (divided by ``factor``), those turning more than ``beta_fast`` times kept,
+    a linear ramp between (the dims found by inverting the rotation count)."""
+    length = scaling.original_max_position_embeddings
+
+    def dim_of(rotations):  # the dim that turns ``rotations`` times over ``length`` positions
+        return head_dim * math.log(length / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = dim_of(scaling.beta_fast), dim_of(scaling.beta_slow)
+    if scaling.truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, head_dim - 1)
+    high = high + 0.001 if low == high else high
+    ramp = jnp.clip((jnp.arange(head_dim // 2, dtype=jnp.float32) - low) / (high - low), 0, 1)
+    return inv_freq / scaling.factor * ramp + inv_freq * (1 - ramp)
+
+
+def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    """YaRN's ``0.1 * mscale * ln(factor) + 1`` (1 when not extending)."""
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def rope_attention_factor(scaling: RopeScaling | None) -> float:
+    """What YaRN multiplies cos and sin by (1 without YaRN)."""
+    if scaling is None or scaling.rope_type != "yarn":
+        return 1.0
+    if scaling.attention_factor:
+        return scaling.attention_factor
+    if scaling.mscale and scaling.mscale_all_dim:
+        f = scaling.factor
+        return yarn_mscale(f, scaling.mscale) / yarn_mscale(f, scaling.mscale_all_dim)
+    return yarn_mscale(scaling.factor)
+
+
+def apply_rope(
+    x_BTNH: jax.Array, positions_BT: jax.Array, inv_freq: jax.Array, factor: float = 1.0
+) -> jax.Array:
+    """Rotates the two halves of each head (the Hugging Face ``rotate_half`` layout); cos and
+    sin times ``factor`` (YaRN's ``rope_attention_factor``)."""
     angles = positions_BT.astype(jnp.float32)[..., None] * inv_freq  # [B, T, H/2]
-    cos = jnp.cos(angles)[:, :, None, :]
-    sin = jnp.sin(angles)[:, :, None, :]
+    cos = jnp.cos(angles)[:, :, None, :] * factor
+    sin = jnp.sin(angles)[:, :, None, :] * factor
     x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x_BTNH.dtype)

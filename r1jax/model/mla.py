@@ -40,13 +40,19 @@ def _latent(h_BTD, p, config: ModelConfig, q_pos, rope_freqs):
     r = config.mla.kv_lora_rank
     kv = layers.dense(h_BTD, p["kv_a"])
     latent = layers.rms_norm(kv[..., :r], p["kv_a_norm"], config.rms_norm_eps)
-    k_rope = layers.apply_rope(kv[..., None, r:], q_pos, rope_freqs)[:, :, 0]
+    factor = layers.rope_attention_factor(config.rope_scaling)
+    k_rope = layers.apply_rope(kv[..., None, r:], q_pos, rope_freqs, factor)[:, :, 0]
     return latent, k_rope
 
 
 def _scaled(q, used: int, config: ModelConfig):
-    """Queries scaled so the attention's ``used ** -0.5`` becomes MLA's ``Hq ** -0.5``."""
-    return q * jnp.asarray((used / config.mla.qk_head_dim) ** 0.5, q.dtype)
+    """Queries scaled so the attention's ``used ** -0.5`` becomes MLA's ``Hq ** -0.5`` (times
+    YaRN's ``mscale(factor, mscale_all_dim) ** 2``, as DeepSeek's attention scales it)."""
+    scale = (used / config.mla.qk_head_dim) ** 0.5
+    rope = config.rope_scaling
+    if rope is not None and rope.rope_type == "yarn" and rope.mscale_all_dim:
+        scale *= layers.yarn_mscale(rope.factor, rope.mscale_all_dim) ** 2
+    return q * jnp.asarray(scale, q.dtype)
 
 
 def mla_attention(h_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn, q_offset):
@@ -58,7 +64,8 @@ def mla_attention(h_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn
     """
     m = config.mla
     q_nope, q_rope = _queries(h_BTD, p, config)
-    q_rope = layers.apply_rope(q_rope, q_pos, rope_freqs)
+    factor = layers.rope_attention_factor(config.rope_scaling)
+    q_rope = layers.apply_rope(q_rope, q_pos, rope_freqs, factor)
     latent, k_rope = _latent(h_BTD, p, config, q_pos, rope_freqs)
     w_uk, w_uv = p["kv_b"][..., : m.qk_nope_head_dim], p["kv_b"][..., m.qk_nope_head_dim :]
     if kv_fn is None:  # expanded

@@ -38,8 +38,9 @@ def _block(x_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn, q_off
         attn, extra = mla_attention(h, p, config, rope_freqs, q_pos, q_seg, kv_fn, q_offset)
     else:
         q, k, v = layers.qkv_projection(h, p, config)
-        q = layers.apply_rope(q, q_pos, rope_freqs)
-        k = layers.apply_rope(k, q_pos, rope_freqs)
+        factor = layers.rope_attention_factor(config.rope_scaling)
+        q = layers.apply_rope(q, q_pos, rope_freqs, factor)
+        k = layers.apply_rope(k, q_pos, rope_freqs, factor)
         kv_fn = kv_fn or (lambda k, v: (k, v, q_pos, q_seg, None))
         keys, values, k_pos, k_seg, extra = kv_fn(k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3))
         attn = layers.attend(q, keys, values, q_pos, q_seg, k_pos, k_seg, config, q_offset=q_offset)

@@ -165,3 +165,36 @@ def test_deepseek_v3_logits_match_transformers_and_export_round_trips(tmp_path, 
     jax.tree.map(np.testing.assert_array_equal, params_again, params)
     reloaded = type(model).from_pretrained(tmp_path / "export").eval()
     np.testing.assert_allclose(_hf_logits(reloaded, TOKENS), expected, atol=1e-5, rtol=0)
+
+
+LONG = np.random.default_rng(3).integers(0, 256, (2, 96))  # past the original 32 positions
+
+
+@pytest.mark.parametrize(
+    "family, rope",
+    [
+        # DeepSeek-V3/R1's form (their mscale = mscale_all_dim = 1; 0.8 here so that both
+        # the cos/sin factor and MLA's softmax mscale^2 differ from 1)
+        ("deepseek_v3", dict(factor=4.0, beta_fast=32, beta_slow=1, mscale=1.0,
+                             mscale_all_dim=0.8)),
+        ("qwen3", dict(factor=4.0)),  # Qwen's long-context form: attention factor inferred
+    ],
+)  # fmt: skip
+def test_yarn_rope_scaling_matches_transformers_past_the_original_context(tmp_path, family, rope):
+    model = _deepseek_v3(tmp_path) if family == "deepseek_v3" else _qwen3(tmp_path)
+    theta = model.config.rope_parameters["rope_theta"]
+    params = {"rope_type": "yarn", "rope_theta": theta, "original_max_position_embeddings": 32}
+    model.config.rope_parameters = params | rope
+    model = type(model)(model.config).eval()  # rebuilt: the rotary tables come from the config
+    _randomise_norms(model, 4)
+    model.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    config, weights = hf.load(tmp_path / "hf")
+    assert config.rope_scaling.rope_type == "yarn" and config.rope_scaling.factor == 4.0
+    expected = _hf_logits(model, LONG)
+    logits, _ = jax.jit(forward, static_argnums=2)(weights, LONG, config)
+    np.testing.assert_allclose(np.asarray(logits), expected, atol=2e-4, rtol=0)
+    plain = hf.config_from_hf(json.loads((tmp_path / "hf" / "config.json").read_text()))
+    without, _ = jax.jit(forward, static_argnums=2)(weights, LONG, plain.replace(rope_scaling=None))
+    assert np.abs(np.asarray(without) - expected).max() > 1e-3  # 5x the tolerance: it matters
+    hf.save(tmp_path / "export", config, weights)
+    assert hf.load(tmp_path / "export")[0] == config

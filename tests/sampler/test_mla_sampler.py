@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from r1jax.config.model import MLAConfig, ModelConfig, MoEConfig
+from r1jax.config.model import MLAConfig, ModelConfig, MoEConfig, RopeScaling
 from r1jax.model import forward, init_cache, init_params
 from r1jax.sampling import Sampler
 
@@ -16,6 +16,9 @@ MLA = MLAConfig(kv_lora_rank=16, q_lora_rank=24, qk_nope_head_dim=16, qk_rope_he
 CONFIG = ModelConfig(
     vocab_size=64, hidden_size=32, num_layers=3, num_heads=4, num_kv_heads=4, head_dim=24,
     mlp_dim=48, tie_embeddings=False, mla=MLA,
+    # YaRN past 4 positions, mscale_all_dim != mscale: both forms scale alike
+    rope_scaling=RopeScaling(rope_type="yarn", factor=4.0, original_max_position_embeddings=4,
+                             mscale=1.0, mscale_all_dim=0.8),
     moe=MoEConfig(num_experts=4, experts_per_token=2, expert_mlp_dim=16, router="sigmoid",
                   shared_experts=1, dense_layers=1),
 )  # fmt: skip
