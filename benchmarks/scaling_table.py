@@ -30,6 +30,12 @@ ROWS = [
                                                         "--config.mesh.data=1"]),
     ("configs/r1_zero_qwen3_30b_a3b.py:16384", "v5p-64", []),
     ("configs/r1_zero_moonlight_16b_a3b.py:16384", "v5p-64", []),
+    # One chip: LoRA / QLoRA next to full fine-tuning of the same run.
+    ("configs/lora_qwen2_5_1_5b.py", "v5e-1", []),
+    ("configs/lora_qwen2_5_1_5b.py", "v5e-1", ["--config.lora.rank=0"]),
+    ("configs/qlora_qwen2_5_7b.py", "v5e-1", []),
+    ("configs/qlora_qwen2_5_7b.py", "v5e-1", ["--config.lora.rank=0",
+                                              "--config.lora.base_quant="]),
 ]  # fmt: skip
 ADVICE = """
 ## When a run does not fit
@@ -59,6 +65,12 @@ def plan_row(config: str, topology: str, overrides: list[str]) -> dict:
     return result
 
 
+def label(config: str, overrides: list[str]) -> str:
+    """The config as the table names it: its file and argument, and its LoRA overrides."""
+    shown = [o.removeprefix("--config.") for o in overrides if o.startswith("--config.lora")]
+    return " ".join([config.removeprefix("configs/"), *shown])
+
+
 def markdown(results: list[tuple[str, str, dict]]) -> str:
     lines = [
         "# Scaling: what fits where",
@@ -77,7 +89,7 @@ def markdown(results: list[tuple[str, str, dict]]) -> str:
         for name, p in r["programs"].items():
             roof = "-" if p["roofline_s"] is None else f"{p['roofline_s']:.3g}"
             lines.append(
-                f"| `{config.removeprefix('configs/')}` | {topology} | {name} | {r['seq_len']} | "
+                f"| `{config}` | {topology} | {name} | {r['seq_len']} | "
                 f"{p['peak_bytes_per_chip'] / 2**30:.2f} | {hbm:.2f} | "
                 f"{'yes' if p['fits'] else '**no**'} | {p['flops_per_chip'] / 1e12:.1f} | {roof} |"
             )
@@ -93,7 +105,7 @@ def main() -> int:
     for config, topology, overrides in ROWS:
         result = plan_row(config, topology, overrides)
         print(f"{config} on {topology}: fits={result['fits']} ({result['compile_s']:.0f}s)")
-        results.append((config, topology, result))
+        results.append((label(config, overrides), topology, result))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(markdown(results))
     if args.json:

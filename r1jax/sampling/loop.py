@@ -354,6 +354,13 @@ def programs(
     jit_decode = lambda formats: jax.jit(
         decode_fn, in_shardings=(None, formats, None), out_shardings=formats, donate_argnums=(1,)
     )
-    chosen = jit_decode(auto).lower(params, state, stop_table_EW).compile().input_formats[0][1]
-    chosen = dataclasses.replace(chosen, key=shardings.key)
+    try:
+        compiled = jit_decode(auto).lower(params, state, stop_table_EW).compile()
+    except Exception as e:  # jax's JaxRuntimeError (its module moves between versions)
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        # the loop does not fit this device in any layout: default programs, for the caller
+        # (r1jax plan) to compile and report as not fitting
+        return Programs(jax.jit(prefill_fn), jax.jit(decode_fn, donate_argnums=(1,)), state)
+    chosen = dataclasses.replace(compiled.input_formats[0][1], key=shardings.key)
     return Programs(jax.jit(prefill_fn, out_shardings=chosen), jit_decode(chosen), state)

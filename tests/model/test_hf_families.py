@@ -177,7 +177,8 @@ LONG = np.random.default_rng(3).integers(0, 256, (2, 96))  # past the original 3
         # the cos/sin factor and MLA's softmax mscale^2 differ from 1)
         ("deepseek_v3", dict(factor=4.0, beta_fast=32, beta_slow=1, mscale=1.0,
                              mscale_all_dim=0.8)),
-        ("qwen3", dict(factor=4.0)),  # Qwen's long-context form: attention factor inferred
+        # Qwen's long-context form: the attention factor inferred from the factor alone
+        pytest.param("qwen3", dict(factor=4.0), marks=pytest.mark.slow),
     ],
 )  # fmt: skip
 def test_yarn_rope_scaling_matches_transformers_past_the_original_context(tmp_path, family, rope):

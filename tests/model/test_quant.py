@@ -28,7 +28,11 @@ def _logits(params):
     return jax.jit(lambda p: forward(p, TOKENS, CONFIG)[0])(params).astype(jnp.float32)
 
 
-@pytest.mark.parametrize("fmt", ["int8", "int4", "nf4"])
+@pytest.mark.parametrize(
+    "fmt",
+    [pytest.param("int8", marks=pytest.mark.slow), pytest.param("int4", marks=pytest.mark.slow),
+     "nf4"],
+)  # fmt: skip
 def test_quantized_logits_are_within_the_stated_tolerance_of_bf16(fmt):
     params = init_params(CONFIG, jax.random.key(0))
     lora = LoRAConfig(rank=4, base_quant=fmt, quant_block=16)
@@ -67,6 +71,7 @@ def test_a_block_that_does_not_divide_an_input_dim_names_the_field():
         frozen_base(params, CONFIG, LoRAConfig(rank=4, base_quant="nf4", quant_block=24))
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_quantized_base_shards_like_its_weights_and_the_sharded_forward_is_unchanged():
     lora = LoRAConfig(rank=4, base_quant="nf4", quant_block=16)
     mesh = sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=2, tensor=2))

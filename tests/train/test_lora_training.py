@@ -64,6 +64,7 @@ def test_only_adapters_are_trained_and_fresh_ones_leave_the_base_model_unchanged
     assert not np.array_equal(run(state.model_params()), run(state.frozen))
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_a_sharded_lora_step_equals_the_one_device_step():
     one, losses_one = _sft_steps(mesh_of(n=1))
     sharded, losses_sharded = _sft_steps(mesh_of((2, 2, 2)))
@@ -76,6 +77,7 @@ def test_a_sharded_lora_step_equals_the_one_device_step():
     )
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_the_grpo_reference_is_the_base_with_adapters_off():
     """The adapted objective equals the full-model objective on the merged weights with the
     unadapted model as reference: its KL is to the base, and 0 for fresh adapters."""
@@ -97,6 +99,7 @@ def test_the_grpo_reference_is_the_base_with_adapters_off():
     np.testing.assert_allclose(float(metrics["kl"]), float(metrics_ref["kl"]), rtol=1e-4)
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_sampler_and_trainer_logprobs_agree_on_the_quantized_model_in_bf16():
     config = dataclasses.replace(TINY, compute_dtype="bfloat16")
     mesh = mesh_of(n=1)
@@ -158,6 +161,7 @@ def test_grpo_with_lora_learns_the_toy_task(lora):
     assert means[0] < 0.3
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_a_hugging_face_base_is_quantized_leaf_by_leaf_as_it_loads(tmp_path):
     from r1jax.model import hf
     from r1jax.train.adapters import load_base
