@@ -179,7 +179,9 @@ def create_train_state(
         state owns distinct buffers (it is donated to the step).
       frozen_config: the ``ModelConfig`` of ``frozen`` (default: ``model_config``).
       lora: train adapters (``params``: initial adapters, default fresh ones from ``rng``)
-        over ``frozen``, the base in ``r1jax.model.quant.frozen_base``'s form (required).
+        over ``frozen``, the base in ``r1jax.model.quant.frozen_base``'s form (required). The
+        base is handed over, not copied (two bases would not fit one chip): the caller's
+        arrays are donated with the state at the first step.
     """
     if lora is not None:
         if frozen is None:
@@ -198,7 +200,7 @@ def create_train_state(
         params = jax.device_put(params, shardings.params, may_alias=False)
         state = _from_params_fn(model_config, optimizer, mesh, current_rules(), lora)(params, rng)
     if frozen is not None:
-        frozen = jax.device_put(frozen, shardings.frozen, may_alias=False)
+        frozen = jax.device_put(frozen, shardings.frozen, may_alias=lora is not None)
     return state.replace(frozen=frozen)
 
 
