@@ -58,15 +58,15 @@ class LoRAConfig:
         return self.alpha / max(self.rank, 1)
 
 
-def check_lora_grpo(lora: LoRAConfig, grpo) -> None:
-    """What GRPO over adapters refuses, named by config field."""
+def check_lora_training(lora: LoRAConfig, grpo=None) -> None:
+    """What training adapters refuses (``grpo``: a GRPO stage's section), named by field."""
     if lora.dropout:
         raise ValueError(
             f"config.lora.dropout={lora.dropout}: training merges each layer's adapters into "
             "its weight (no per-token adapter input to drop); use 0.0 (the PEFT export "
             "carries the value you set for inference tools)"
         )
-    if grpo.beta > 0 and grpo.ref_refresh_every:
+    if grpo is not None and grpo.beta > 0 and grpo.ref_refresh_every:
         raise ValueError(
             f"config.grpo.ref_refresh_every={grpo.ref_refresh_every}: with config.lora.rank > 0 "
             "the KL reference is the frozen base (adapters off) and is never refreshed; set 0"

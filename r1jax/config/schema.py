@@ -15,7 +15,8 @@ nearest valid one). A run config is one stage: its ``kind`` is the objective or 
     config.distill             teacher and divergence
     config.rewards / .reward_pool   reward components (name -> options) and their process pool
     config.eval                held-out evaluation (``r1jax eval``, recipe eval stages, the hook)
-    config.lora                GRPO over low-rank adapters on a frozen, optionally quantized base
+    config.lora                GRPO / SFT of low-rank adapters on a frozen, optionally quantized
+                               base
 
 This module imports nothing heavy: config files may import it, training code imports it.
 """
@@ -319,7 +320,7 @@ class RejectionConfig:
 
 # kind -> the sections a stage of that kind has (besides ``kind`` and ``seed``).
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "sft": ("model", "mesh", "optim", "train", "data", "eval", "distributed"),
+    "sft": ("model", "mesh", "optim", "train", "data", "eval", "lora", "distributed"),
     "distill": ("model", "mesh", "optim", "train", "data", "distill", "eval", "distributed"),
     "grpo": (
         *("model", "mesh", "optim", "train", "data", "grpo", "rewards", "reward_pool", "eval"),

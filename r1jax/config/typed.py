@@ -209,10 +209,10 @@ def typed(config: Mapping, where: str = "config") -> Stage:
 
 def _resolved(stage: Stage) -> Stage:
     changes: dict[str, Any] = {"mesh": resolve_mesh(stage.mesh)}
-    if stage.lora is not None and stage.lora.enabled and stage.grpo is not None:
-        from r1jax.config.lora import check_lora_grpo
+    if stage.lora is not None and stage.lora.enabled:
+        from r1jax.config.lora import check_lora_training
 
-        check_lora_grpo(stage.lora, stage.grpo)
+        check_lora_training(stage.lora, stage.grpo)
     if stage.grpo is not None and stage.grpo.routing_replay and stage.model.moe is None:
         raise ValueError("config.grpo.routing_replay: config.model has no mixture of experts")
     if stage.kind == "reward_model" and not stage.model.score_head:

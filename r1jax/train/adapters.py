@@ -86,3 +86,12 @@ def load_base(path: str, config: ModelConfig, lora: LoRAConfig, mesh, seed: int 
         )
     check_shapes(loaded, config, f"config.init_from={path}")
     return base
+
+
+def stage_base(stage, setup) -> dict | None:
+    """A training stage's frozen base when it trains adapters (``setup.lora``; from its
+    ``init_from``, else its seed's random init), attached to the state and never
+    checkpointed; None otherwise."""
+    if setup.lora is None:
+        return None
+    return load_base(stage.link("init_from"), stage.model, setup.lora, setup.mesh, stage.seed)

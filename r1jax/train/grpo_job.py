@@ -33,7 +33,7 @@ from r1jax.evaluation.metrics import pass_at_1
 from r1jax.evaluation.stage import DEFAULT_TASK_PROMPTS
 from r1jax.rewards import CompositeReward
 from r1jax.sampling import Sampler
-from r1jax.train import objectives
+from r1jax.train import adapters, objectives
 from r1jax.train.grpo import GRPOParts, grpo_iteration, sample_fn_for
 from r1jax.train.rollout import ClippedVocabTokenizer, sample_and_score
 from r1jax.train.setup import Job, build_setup, check_vocab, make_source, make_tokenizer
@@ -162,7 +162,7 @@ def build(stage: Stage, workdir: Path) -> Job:
         setup=setup,
         iteration=iteration,
         data=data_iter,
-        frozen=lora_base(stage, setup),
+        frozen=adapters.stage_base(stage, setup),
         reference=grpo.beta > 0 and lora is None,
         steps_per_iteration=grpo.mu,
         progress_keys=PROGRESS_KEYS,
@@ -170,16 +170,6 @@ def build(stage: Stage, workdir: Path) -> Job:
         eval_fn=make_eval_fn(stage, parts, tokenizer) if stage.train.eval_every else None,
         close=parts.reward.close,
     )
-
-
-def lora_base(stage: Stage, setup):
-    """With ``config.lora``: the frozen base the adapters train on (``init_from``, else the
-    seed's random init), attached to the state and never checkpointed; else None."""
-    if setup.lora is None:
-        return None
-    from r1jax.train.adapters import load_base
-
-    return load_base(stage.link("init_from"), stage.model, setup.lora, setup.mesh, stage.seed)
 
 
 def sampler_options(grpo) -> dict:

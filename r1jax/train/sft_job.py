@@ -4,7 +4,8 @@ Each iteration: the next packed global batch from ``r1jax.data.make_sft_dataset`
 ``stats`` logged with the metrics), this process's rows assembled into one global array per
 field with the batch sharding (``jax.make_array_from_process_local_data``: explicit transfers),
 then the jitted step under the loop's transfer guard. Distillation's online teacher is the
-state's ``frozen`` params, read from ``distill.teacher_from`` (not checkpointed with the run).
+state's ``frozen`` params, read from ``distill.teacher_from`` (not checkpointed with the run);
+SFT with ``config.lora.rank > 0`` trains adapters over a frozen base there instead.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from r1jax.checkpoint import load_params
 from r1jax.config import Stage
 from r1jax.config.typed import model_config as typed_model_config
 from r1jax.model import init_params
-from r1jax.train import objectives
+from r1jax.train import adapters, objectives
 from r1jax.train.setup import Job, Setup, build_setup, check_vocab, make_source, make_tokenizer
 from r1jax.train.step import batch_sharding, check_microbatches, make_train_step
 
@@ -80,7 +81,10 @@ def build(stage: Stage, workdir: Path) -> Job:
         shard_count=shard.count,
         teacher_topk=stage.kind == "distill" and stage.distill.teacher == "topk",
     )
-    frozen = load_teacher(stage, setup) if teacher_config is not None else None
+    if setup.lora is not None:  # adapters over a frozen base (``r1jax.train.adapters``)
+        frozen = adapters.stage_base(stage, setup)
+    else:
+        frozen = load_teacher(stage, setup) if teacher_config is not None else None
     step_fn = make_train_step(
         setup.model_config,
         objective,
@@ -89,6 +93,7 @@ def build(stage: Stage, workdir: Path) -> Job:
         num_microbatches=train.num_microbatches,
         frozen_config=teacher_config,
         schedule=setup.schedule,
+        lora=setup.lora,
     )
     data_iter, batch_sh = iter(dataset), batch_sharding(setup.mesh)
 

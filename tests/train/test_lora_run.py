@@ -58,3 +58,25 @@ def test_lora_options_training_cannot_honour_are_refused_by_field():
         tiny_stage(1, "--config.lora.base_quant=nf4")
     with pytest.raises(ValueError, match="config.lora.base_quant='fp8'"):
         tiny_stage(1, "--config.lora.rank=4", "--config.lora.base_quant=fp8")
+
+
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
+def test_lora_sft_from_an_r1jax_run_checkpoints_adapters_merged_into_that_base(tmp_path):
+    from r1jax.commands import train
+
+    tiny = ["--config=configs/sft_tiny.py", "--config.train.batch_size=8",
+            "--config.train.log_every=1"]  # fmt: skip
+    base_run, lora_run = tmp_path / "base", tmp_path / "lora"
+    assert train.main([*tiny, "--config.train.steps=2", f"--workdir={base_run}"]) == 0
+    argv = [*tiny, f"--config.data.tokenizer={base_run / 'tokenizer.model'}",
+            f"--config.init_from={base_run}", "--config.lora.rank=4",
+            "--config.train.steps=2"]  # fmt: skip
+    assert train.main([*argv, f"--workdir={lora_run}"]) == 0
+    items = {p.name for p in (lora_run / "checkpoints" / "2").iterdir()}
+    assert "frozen" not in items
+    config, merged = load_params(lora_run)
+    lora = run_lora(run_config(lora_run))
+    adapters = load_adapters(lora_run, config, lora)
+    assert all(float(np.abs(ab["b"]).max()) > 0 for ab in adapters["layers"].values())
+    expected = merge(load_params(base_run)[1], adapters, lora)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(merged), jax.device_get(expected))
