@@ -354,13 +354,20 @@ def programs(
     jit_decode = lambda formats: jax.jit(
         decode_fn, in_shardings=(None, formats, None), out_shardings=formats, donate_argnums=(1,)
     )
+    chosen = _chosen_formats(jit_decode(auto), params, state, stop_table_EW, shardings.key)
+    if chosen is None:  # fits no layout: default programs, for r1jax plan to report so
+        return Programs(jax.jit(prefill_fn), jax.jit(decode_fn, donate_argnums=(1,)), state)
+    return Programs(jax.jit(prefill_fn, out_shardings=chosen), jit_decode(chosen), state)
+
+
+def _chosen_formats(jitted_auto, params, state, stop_table_EW, key_sharding):
+    """The state formats XLA picks for the decode loop compiled with ``Layout.AUTO`` (the PRNG
+    key's: its sharding); None when the loop fits the device in no layout (the compiler's
+    RESOURCE_EXHAUSTED)."""
     try:
-        compiled = jit_decode(auto).lower(params, state, stop_table_EW).compile()
+        compiled = jitted_auto.lower(params, state, stop_table_EW).compile()
     except Exception as e:  # jax's JaxRuntimeError (its module moves between versions)
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
-        # the loop does not fit this device in any layout: default programs, for the caller
-        # (r1jax plan) to compile and report as not fitting
-        return Programs(jax.jit(prefill_fn), jax.jit(decode_fn, donate_argnums=(1,)), state)
-    chosen = dataclasses.replace(compiled.input_formats[0][1], key=shardings.key)
-    return Programs(jax.jit(prefill_fn, out_shardings=chosen), jit_decode(chosen), state)
+        return None
+    return dataclasses.replace(compiled.input_formats[0][1], key=key_sharding)
