@@ -28,7 +28,8 @@ from r1jax.config.model import ModelConfig
 @dataclasses.dataclass(frozen=True)
 class Stage:
     """One run or recipe stage, typed: ``kind`` and the sections ``schema.SECTIONS[kind]`` lists
-    (others None); ``links`` holds the kind's top-level paths / stage names (``schema.LINKS``)."""
+    (others None); ``links`` holds the kind's top-level paths / stage names (``schema.LINKS``).
+    ``lora`` is None unless ``config.lora.rank > 0``."""
 
     kind: str
     seed: int = schema.SEED
@@ -213,6 +214,8 @@ def _resolved(stage: Stage) -> Stage:
         from r1jax.config.lora import check_lora_training
 
         check_lora_training(stage.lora, stage.grpo)
+    elif stage.lora is not None:  # rank 0: no adapters, the section is dropped
+        changes["lora"] = None
     if stage.grpo is not None and stage.grpo.routing_replay and stage.model.moe is None:
         raise ValueError("config.grpo.routing_replay: config.model has no mixture of experts")
     if stage.kind == "reward_model" and not stage.model.score_head:

@@ -161,7 +161,7 @@ def train_step(stage: Stage, mesh) -> Program:
         stage.kind, _token_inputs
     )
     objective, frozen_config, fields, (rows, seq, trained) = inputs(stage)
-    lora = _lora(stage)
+    lora = stage.lora  # None unless config.lora.rank > 0
     optimizer = make_optimizer(stage.optim)
     step = make_train_step(
         model,
@@ -190,14 +190,10 @@ def train_step(stage: Stage, mesh) -> Program:
     return Program("train_step", step.jitted, args, names, flops, rows * trained, mesh)
 
 
-def _lora(stage: Stage):
-    return stage.lora if stage.lora is not None and stage.lora.enabled else None
-
-
 def model_params(stage: Stage, mesh):
     """The abstract params the sampler runs on: the model's, or with ``config.lora`` the
     frozen (quantized) base with the adapters attached, each with its sharding."""
-    model, lora = stage.model, _lora(stage)
+    model, lora = stage.model, stage.lora
     if lora is None:
         return with_shardings(abstract_params(model), param_shardings(model, mesh))
     base = with_shardings(abstract_base(model, lora), base_shardings(model, lora, mesh))

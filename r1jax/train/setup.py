@@ -38,14 +38,13 @@ class Setup:
 
 def build_setup(stage: Stage, frozen_config: ModelConfig | None = None) -> Setup:
     """Model config, the mesh (its sharding rules become ambient), optimizer and schedule."""
-    lora = stage.lora if stage.lora is not None and stage.lora.enabled else None
     return Setup(
         stage.model,
         sharding.make_mesh(stage.mesh),
         make_optimizer(stage.optim),
         make_schedule(stage.optim),
-        None if lora is not None else frozen_config,
-        lora,
+        None if stage.lora is not None else frozen_config,
+        stage.lora,  # None unless config.lora.rank > 0 (``r1jax.config.typed``)
     )
 
 
