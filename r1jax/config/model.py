@@ -102,6 +102,11 @@ class MoEConfig:
     Training adds ``balance_loss_weight`` times the load-balance loss (Switch Transformer:
     E * sum_e load_e * mean probability_e) and ``z_loss_weight`` times the router z-loss
     (ST-MoE: mean logsumexp(logits)^2), each averaged over the MoE layers.
+    ``capacity_factor`` > 0 with an ``expert`` mesh axis X > 1: expert parallelism
+    (``r1jax.model.expert_parallel``: each device keeps E / X experts, tokens travel by
+    all-to-all, at most ceil(capacity_factor * tokens * K / X) pairs per device and
+    destination, the rest dropped and counted); 0: dropless, a layer's experts gathered to
+    every device.
     """
 
     num_experts: int = 8
@@ -116,6 +121,7 @@ class MoEConfig:
     dense_layers: int = 0
     balance_loss_weight: float = 0.0
     z_loss_weight: float = 0.0
+    capacity_factor: float = 0.0
 
     def __post_init__(self):
         where = "config.model.moe"

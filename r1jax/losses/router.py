@@ -13,7 +13,8 @@ def add_router_losses(loss, metrics: dict, router: RouterStats | None, config: M
     """Adds a mixture of experts' auxiliary losses (mean over its MoE layers, weighted by
     ``moe.balance_loss_weight`` and ``moe.z_loss_weight``) to ``loss``, and the routers'
     figures to ``metrics``: ``moe/balance_loss``, ``moe/z_loss``, ``moe/replay_mismatch`` (the
-    fraction of tokens whose own experts differ from the replayed ones) and per layer
+    fraction of tokens whose own experts differ from the replayed ones), ``moe/dropped`` (the
+    (token, choice) pairs over an expert-parallel capacity) and per layer
     ``moe/max_load/<i>`` (the busiest expert's share times E: 1 is perfect balance)."""
     if router is None:
         return loss, metrics
@@ -23,4 +24,5 @@ def add_router_losses(loss, metrics: dict, router: RouterStats | None, config: M
     max_load = jnp.max(router.load, axis=-1) * moe.num_experts  # [L']
     metrics = metrics | {"loss": loss, "moe/balance_loss": balance, "moe/z_loss": z}
     metrics["moe/replay_mismatch"] = jnp.mean(router.replay_mismatch)
+    metrics["moe/dropped"] = jnp.mean(router.dropped)
     return loss, metrics | {f"moe/max_load/{first + i}": max_load[i] for i in range(len(max_load))}

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.config.model import MoEConfig
+from r1jax.model import expert_parallel
 from r1jax.model.layers import dense, swiglu
 from r1jax.sharding import current_rules
 
@@ -33,6 +34,8 @@ class RouterStats(NamedTuple):
     z_loss: jax.Array  # f32 []: mean over tokens of logsumexp(router logits)^2 (ST-MoE)
     # f32 []: the fraction of tokens whose own choice differs from the experts used (replay)
     replay_mismatch: jax.Array
+    # f32 []: the fraction of (token, choice) pairs dropped for capacity (expert parallelism)
+    dropped: jax.Array
 
 
 def route(
@@ -111,7 +114,7 @@ def router_stats(logits_NE, experts_NK, own_NK, valid_N, moe: MoEConfig) -> Rout
     z = jnp.sum(jax.nn.logsumexp(logits_NE, axis=-1) ** 2 * valid) / tokens
     differs = jnp.any(jnp.sort(own_NK, axis=-1) != jnp.sort(experts_NK, axis=-1), axis=-1)
     mismatch = jnp.sum(differs * valid) / tokens
-    return RouterStats(experts_NK, load_E, balance, z, mismatch)
+    return RouterStats(experts_NK, load_E, balance, z, mismatch, jnp.zeros((), jnp.float32))
 
 
 def experts_grouped(x_ND, weights_NK, experts_NK, gate_EDF, up_EDF, down_EFD) -> jax.Array:
@@ -144,31 +147,43 @@ def experts_loop(x_ND, weights_NK, experts_NK, gate_EDF, up_EDF, down_EFD) -> ja
     return out
 
 
-def experts_per_shard(x_BTD, weights_BTK, experts_BTK, gate_EDF, up_EDF, down_EFD) -> jax.Array:
-    """``experts_grouped`` of each batch shard's own tokens: ``[B, T, D]``.
+def experts_per_shard(
+    x_BTD, weights_BTK, experts_BTK, gate_EDF, up_EDF, down_EFD, capacity_factor: float = 0.0
+) -> tuple[jax.Array, jax.Array]:
+    """``experts_grouped`` of each batch shard's own tokens: ``([B, T, D], dropped f32 [])``.
 
     Under an ambient mesh the rows are split over the "batch" rule's mesh axes and each shard
     sorts and runs only its tokens (``jax.shard_map``); the expert weights are gathered to
     every shard (as FSDP gathers a layer's weights) and their gradients summed back. Sorting
     the whole batch instead would gather every token to every device. Without a mesh, or when
-    the rows do not divide over the batch axes, one ``experts_grouped`` over all tokens.
+    the rows do not divide over the batch axes, one ``experts_grouped`` over all tokens. With
+    ``capacity_factor`` > 0 and an ``expert`` axis > 1, expert parallelism instead
+    (``r1jax.model.expert_parallel``; ``dropped``: the pairs over capacity, else 0).
     """
     b, t, d = x_BTD.shape
     mesh = jax.sharding.get_abstract_mesh()
     axes = () if mesh.empty else current_rules().spec(("batch",), (b,), dict(mesh.shape))[0]
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    if capacity_factor > 0 and expert_parallel.EXPERT_AXIS in axes:
+        return expert_parallel.experts_all_to_all(
+            x_BTD, weights_BTK, experts_BTK, gate_EDF, up_EDF, down_EFD,
+            row_axes=axes, capacity_factor=capacity_factor,
+        )  # fmt: skip
 
     def local(x, w, e, *expert_weights):
         rows = x.shape[0] * x.shape[1]
         flat = lambda a: a.reshape(rows, -1)
         return experts_grouped(flat(x), flat(w), flat(e), *expert_weights).reshape(x.shape)
 
+    none = jnp.zeros((), jnp.float32)
     if not axes:
-        return local(x_BTD, weights_BTK, experts_BTK, gate_EDF, up_EDF, down_EFD)
+        return local(x_BTD, weights_BTK, experts_BTK, gate_EDF, up_EDF, down_EFD), none
     rows = jax.sharding.PartitionSpec(axes)
     whole = jax.sharding.PartitionSpec()
-    return jax.shard_map(
+    y = jax.shard_map(
         local, mesh=mesh, in_specs=(rows, rows, rows, whole, whole, whole), out_specs=rows
     )(x_BTD, weights_BTK, experts_BTK, gate_EDF, up_EDF, down_EFD)
+    return y, none
 
 
 def moe_mlp(
@@ -187,9 +202,11 @@ def moe_mlp(
     weights, experts, logits, own = route(x_ND, p["router"], p.get("router_bias"), moe, replay)
     by_row = lambda a: a.reshape(b, t, -1)
     expert_weights = (p["expert_gate"], p["expert_up"], p["expert_down"])
-    y_BTD = experts_per_shard(x_BTD, by_row(weights), by_row(experts), *expert_weights)
+    y_BTD, dropped = experts_per_shard(
+        x_BTD, by_row(weights), by_row(experts), *expert_weights, moe.capacity_factor
+    )
     if moe.shared_experts:
         y_BTD = y_BTD + swiglu(x_BTD, p["shared_gate"], p["shared_up"], p["shared_down"])
     valid = jnp.ones((b * t,), bool) if valid_BT is None else valid_BT.reshape(-1)
     stats = router_stats(logits, experts, own, valid, moe)
-    return y_BTD, stats._replace(experts=experts.reshape(b, t, -1))
+    return y_BTD, stats._replace(experts=experts.reshape(b, t, -1), dropped=dropped)
