@@ -22,7 +22,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from r1jax.config import schema
-from r1jax.config.model import ModelConfig
+from r1jax.config.model import MLAConfig, ModelConfig, MoEConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +98,9 @@ def model_dict(**overrides) -> ml_collections.ConfigDict:
     unknown = set(overrides) - set(fields)
     if unknown:
         raise ValueError(schema.unknown_key("config.model", sorted(unknown)[0], fields))
+    for name, cls in (("moe", MoEConfig), ("mla", MLAConfig)):  # every field overridable
+        if overrides.get(name) is not None:
+            overrides[name] = dataclasses.asdict(cls()) | dict(overrides[name])
     return ml_collections.ConfigDict(fields | overrides)
 
 
