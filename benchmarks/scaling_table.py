@@ -30,6 +30,8 @@ ROWS = [
                                                         "--config.mesh.data=1"]),
     ("configs/r1_zero_qwen3_30b_a3b.py:16384", "v5p-64", []),
     ("configs/r1_zero_moonlight_16b_a3b.py:16384", "v5p-64", []),
+    ("configs/r1_zero_deepseek_v3.py:8192", "v5p-1024", []),
+    ("configs/r1_zero_deepseek_v3.py:8192", "v5p-512", ["--config.train.num_microbatches=2"]),
     # One chip: LoRA / QLoRA next to full fine-tuning of the same run.
     ("configs/lora_qwen2_5_1_5b.py", "v5e-1", []),
     ("configs/lora_qwen2_5_1_5b.py", "v5e-1", ["--config.lora.rank=0"]),
@@ -66,8 +68,9 @@ def plan_row(config: str, topology: str, overrides: list[str]) -> dict:
 
 
 def label(config: str, overrides: list[str]) -> str:
-    """The config as the table names it: its file and argument, and its LoRA overrides."""
-    shown = [o.removeprefix("--config.") for o in overrides if o.startswith("--config.lora")]
+    """The config as the table names it: its file and argument, and its overrides other than
+    the mesh's."""
+    shown = [o.removeprefix("--config.") for o in overrides if not o.startswith("--config.mesh")]
     return " ".join([config.removeprefix("configs/"), *shown])
 
 

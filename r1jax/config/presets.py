@@ -131,13 +131,22 @@ def pretrained_family(
 
 
 def moe_r1_zero(
-    shape: dict, total: int, *, num_prompts: int, expert: int, replay: bool = True, prompt=512
+    shape: dict,
+    total: int,
+    *,
+    num_prompts: int,
+    expert: int,
+    replay: bool = True,
+    prompt: int = 512,
+    capacity_factor: float = 0.0,
 ):
     """R1-Zero GRPO of a mixture-of-experts ``shape`` at ``total`` tokens per sequence: R1's
     settings (G = 16), full remat, 512-position logit chunks, experts over an ``expert`` axis
-    of that size and FSDP over the rest, routing replay (``replay``); data and checkpoint
-    come from flags."""
+    of that size and FSDP over the rest, routing replay (``replay``); ``capacity_factor`` > 0:
+    expert parallelism by all-to-all (else dropless, each layer's experts gathered); data and
+    checkpoint come from flags."""
     config = pretrained_family(shape, kind="grpo")
+    config.model.moe.capacity_factor = capacity_factor
     config.model.update(remat_policy="full", logits_chunk=512)
     config.mesh.update(data=1, fsdp=-1, expert=expert, tensor=1)
     config.grpo.update(
