@@ -18,8 +18,8 @@ from r1jax.model.layers import swiglu
 MESH = dict(data=1, fsdp=2, expert=4, tensor=1)  # 4 expert shards, tokens over all 8 devices
 
 
-def _mesh():
-    return sharding.make_mesh(sharding.MeshConfig(**MESH))
+def _mesh(**axes):
+    return sharding.make_mesh(sharding.MeshConfig(**(axes or MESH)))
 
 
 def _run(p, x, moe_config, mesh=None):
@@ -30,13 +30,23 @@ def _run(p, x, moe_config, mesh=None):
         return fn(p, x)
 
 
-@pytest.mark.parametrize("base", [SOFTMAX, DEEPSEEK], ids=["softmax", "sigmoid_groups"])
-def test_with_room_for_every_pair_it_equals_the_dropless_layer_values_and_gradients(base):
+@pytest.mark.parametrize(
+    "base, axes",
+    [
+        (SOFTMAX, MESH),
+        (DEEPSEEK, MESH),
+        # with a tensor axis: rows over expert only (2 per device), expert widths over tensor
+        pytest.param(SOFTMAX, dict(data=1, fsdp=1, expert=4, tensor=2), marks=pytest.mark.slow),
+    ],
+    ids=["softmax", "sigmoid_groups", "softmax_tensor"],
+)
+def test_with_room_for_every_pair_it_equals_the_dropless_layer_values_and_gradients(base, axes):
     base = dataclasses.replace(base, num_experts=8)
     p, x = _layer(base)
     x = jnp.concatenate([x, x[::-1] * 0.5])  # 8 rows: one per device
-    ep = dataclasses.replace(base, capacity_factor=float(MESH["expert"]))  # never full
-    (want, _), (got, stats) = _run(p, x, base), _run(p, x, ep, _mesh())
+    ep = dataclasses.replace(base, capacity_factor=float(axes["expert"]))  # never full
+    mesh = _mesh(**axes)
+    (want, _), (got, stats) = _run(p, x, base), _run(p, x, ep, mesh)
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert float(stats.dropped) == 0.0
 
@@ -49,7 +59,7 @@ def test_with_room_for_every_pair_it_equals_the_dropless_layer_values_and_gradie
             return g(p, x)
 
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
-                 loss(ep, _mesh()), loss(base))  # fmt: skip
+                 loss(ep, mesh), loss(base))  # fmt: skip
 
 
 def _reference_with_capacity(p, x, moe_config):
