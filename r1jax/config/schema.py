@@ -321,7 +321,10 @@ class RejectionConfig:
 # kind -> the sections a stage of that kind has (besides ``kind`` and ``seed``).
 SECTIONS: dict[str, tuple[str, ...]] = {
     "sft": ("model", "mesh", "optim", "train", "data", "eval", "lora", "distributed"),
-    "distill": ("model", "mesh", "optim", "train", "data", "distill", "eval", "distributed"),
+    # distill takes the section (a config may turn an sft stage into one) but no adapters
+    "distill": (
+        *("model", "mesh", "optim", "train", "data", "distill", "eval", "lora", "distributed"),
+    ),
     "grpo": (
         *("model", "mesh", "optim", "train", "data", "grpo", "rewards", "reward_pool", "eval"),
         *("reward_model", "lora", "distributed"),

@@ -216,6 +216,11 @@ def _resolved(stage: Stage) -> Stage:
     if stage.lora is not None and stage.lora.enabled:
         from r1jax.config.lora import check_lora_training
 
+        if stage.kind not in ("sft", "grpo"):
+            raise ValueError(
+                f"config.lora.rank={stage.lora.rank}: adapters train in sft and grpo stages, "
+                f"not {stage.kind!r} (its frozen params are the teacher)"
+            )
         check_lora_training(stage.lora, stage.grpo)
     elif stage.lora is not None:  # rank 0: no adapters, the section is dropped
         changes["lora"] = None

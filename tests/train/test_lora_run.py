@@ -80,3 +80,13 @@ def test_lora_sft_from_an_r1jax_run_checkpoints_adapters_merged_into_that_base(t
     assert all(float(np.abs(ab["b"]).max()) > 0 for ab in adapters["layers"].values())
     expected = merge(load_params(base_run)[1], adapters, lora)
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(merged), jax.device_get(expected))
+
+
+def test_a_distillation_stage_takes_the_section_but_not_adapters():
+    from r1jax.config import defaults, typed
+
+    config = defaults("distill")
+    assert typed(config).lora is None
+    config.lora.rank = 4
+    with pytest.raises(ValueError, match="config.lora.rank=4: adapters train in sft and grpo"):
+        typed(config)
