@@ -5,6 +5,7 @@ roofline step time and the MFU that implies, and what dominates memory.
 
   r1jax plan --config=configs/grpo_tiny.py --topology=local
   r1jax plan --config=configs/qwen2_5_7b.py --topology=v5p-64 --config.mesh.preset=v5p-64 --json
+  r1jax plan --config=configs/r1_zero_deepseek_v3.py:8192 --topology=v5p   # smallest v5p slice
 
 TPU slices (``v5e-8``, ``v5p-64``, ``v6e-256``, ...) compile on any host with the TPU compiler
 (``pip install -e '.[tpu]'`` in its own venv); ``local`` uses this host's devices. Exit status 1
@@ -20,20 +21,25 @@ from absl import flags
 
 from r1jax.config import TRAINING_KINDS, typed
 from r1jax.config.flags import parse_config
+from r1jax.plan.targets import CORES_PER_CHIP
 
 GIB = 2**30
 
 
 def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_string(
-        "topology", "local", "A Cloud TPU slice (v5e-8, v5p-64, ...) or local.", flag_values=fv
+        "topology",
+        "local",
+        "A Cloud TPU slice (v5e-8, v5p-64, ...), local, or a generation (v5p): the smallest "
+        "of its slices the run fits.",
+        flag_values=fv,
     )
     flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.", flag_values=fv)
 
 
 def plan(stage, topology: str) -> dict:
     """The plan of a training ``stage`` on ``topology`` (the JSON the command prints)."""
-    from r1jax.plan.analysis import analyse
+    from r1jax.plan.analysis import analyse_run
     from r1jax.plan.programs import programs_for
     from r1jax.plan.targets import resolve_target
     from r1jax.sharding import make_mesh
@@ -42,21 +48,16 @@ def plan(stage, topology: str) -> dict:
         raise ValueError(f"config.kind={stage.kind!r}: r1jax plan plans {TRAINING_KINDS}")
     target = resolve_target(topology)
     mesh = make_mesh(stage.mesh, devices=target.devices)
-    programs = {p.name: analyse(p, target) for p in programs_for(stage, mesh)}
-    if stage.kind == "grpo":
-        seq_len = max(stage.data.buckets) + stage.grpo.max_new_tokens
-    else:
-        seq_len = stage.train.seq_len
-    return {
-        "topology": topology,
-        "chip": target.chip.kind,
-        "chips": target.chips,
-        "mesh": dict(mesh.shape),
-        "hbm_bytes_per_chip": target.chip.hbm_bytes,
-        "seq_len": seq_len,
-        "fits": all(p["fits"] for p in programs.values()),
-        "programs": programs,
-    }
+    return analyse_run(stage, topology, target, mesh, programs_for(stage, mesh))
+
+
+def smallest(stage, generation: str, log) -> dict:
+    """The plan of the smallest ``generation`` slice ``stage`` fits (``r1jax.plan.search``)."""
+    from r1jax.plan.search import smallest_slice
+
+    if stage.kind not in TRAINING_KINDS:
+        raise ValueError(f"config.kind={stage.kind!r}: r1jax plan plans {TRAINING_KINDS}")
+    return smallest_slice(stage, generation, log=log)
 
 
 def _table(result: dict) -> str:
@@ -94,6 +95,17 @@ def main(argv: list[str]) -> int:
         define_flags=_define,
         doc=__doc__,
     )
-    result = plan(typed(config), fv.topology)
-    print(json.dumps(result, indent=1) if fv.json else _table(result), file=sys.stdout)
+    stage = typed(config)
+    if fv.topology in CORES_PER_CHIP:  # a generation: its smallest slice that fits
+        log = (lambda line: print(line, file=sys.stderr)) if fv.json else print
+        result = smallest(stage, fv.topology, log)
+        if result["topology"] is None:
+            text = f"no {fv.topology} slice fits (tried {len(result['search'])})"
+        else:
+            found = f"the smallest {fv.topology} slice it fits: {result['topology']}"
+            text = f"{_table(result)}\n{found}"
+    else:
+        result = plan(stage, fv.topology)
+        text = _table(result)
+    print(json.dumps(result, indent=1) if fv.json else text, file=sys.stdout)
     return 0 if result["fits"] else 1

@@ -142,3 +142,23 @@ def analyse(program: Program, target: Target) -> dict:
         "mfu_at_roofline": None if roofline is None else compute_s / roofline,
         "dominant": [{"what": k, "bytes_per_chip": v} for k, v in dominant],
     }
+
+
+def analyse_run(stage, topology: str, target, mesh, programs) -> dict:
+    """A run's plan (what ``r1jax plan`` prints): every one of its ``programs`` (built on
+    ``mesh`` from ``target``'s devices) analysed, and whether all fit."""
+    analysed = {p.name: analyse(p, target) for p in programs}
+    if stage.kind == "grpo":
+        seq_len = max(stage.data.buckets) + stage.grpo.max_new_tokens
+    else:
+        seq_len = stage.train.seq_len
+    return {
+        "topology": topology,
+        "chip": target.chip.kind,
+        "chips": target.chips,
+        "mesh": dict(mesh.shape),
+        "hbm_bytes_per_chip": target.chip.hbm_bytes,
+        "seq_len": seq_len,
+        "fits": all(p["fits"] for p in analysed.values()),
+        "programs": analysed,
+    }

@@ -283,3 +283,60 @@ def test_qwen2_5_1_5b_lora_grpo_at_8k_tokens_fits_one_v5e_chip():
     assert result["fits"] and result["seq_len"] == 8192, result["programs"]["train_step"]
     train = result["programs"]["train_step"]
     assert train["peak_bytes_per_chip"] < 10 * 2**30
+
+
+def _require_tpu_compiler():
+    try:
+        targets.resolve_target("v5e-1")
+    except RuntimeError:
+        if os.environ.get("R1JAX_REQUIRE_TPU_COMPILER"):
+            raise
+        pytest.skip("no TPU compiler in this environment")
+
+
+def test_the_smallest_slice_search_passes_over_slices_before_compiling():
+    """Qwen2.5-1.5B fully fine-tuned: on v5e-1 the fp32 params, Adam moments and reference
+    alone exceed 15.75 GiB, so nothing compiles there; the first slice the planner reports
+    fitting ends the search (the planner is a stand-in here: which slices reach it is the
+    point)."""
+    _require_tpu_compiler()
+    from r1jax.plan.search import slice_names, smallest_slice
+
+    assert slice_names("v5p")[:3] == ["v5p-8", "v5p-16", "v5p-32"]
+    with pytest.raises(ValueError, match="unknown TPU generation 'h100'; known: v4, v5p"):
+        slice_names("h100")
+    planned = []
+
+    def plan_on(stage, name, target, mesh, programs):
+        planned.append(name)
+        fits = name == "v5e-8"
+        step = {"fits": fits, "peak_bytes_per_chip": 20 * 2**30}
+        return {"topology": name, "fits": fits, "programs": {"train_step": step}}
+
+    stage = _stage("--config=configs/lora_qwen2_5_1_5b.py", "--config.lora.rank=0")
+    result = smallest_slice(stage, "v5e", plan_on=plan_on, log=lambda line: None)
+    assert planned == ["v5e-4", "v5e-8"] and result["topology"] == "v5e-8"
+    first, second, third = result["search"]
+    assert first["topology"] == "v5e-1" and not first["fits"]
+    assert "train_step's arguments alone need" in first["why"] and "HBM 15.75" in first["why"]
+    assert second == {
+        "topology": "v5e-4",
+        "fits": False,
+        "why": "compiled: train_step 20.00 GiB per chip (HBM 15.75)",
+    }
+    assert third["fits"]
+
+
+def test_plan_names_the_smallest_slice_of_a_generation(capsys):
+    """``--topology=v5e``: a data axis fixed at 4 cannot be laid on one chip, so v5e-1 is passed
+    over and v5e-4 is compiled, fits and is named."""
+    _require_tpu_compiler()
+    argv = [*TINY_GRPO, "--config.mesh.data=4", "--config.mesh.fsdp=-1", "--topology=v5e"]
+    assert plan_command.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "v5e-1: passed over, no layout: config.mesh: 1 devices are not divisible" in out
+    assert "v5e-4: fits" in out and out.rstrip().endswith("the smallest v5e slice it fits: v5e-4")
+    assert plan_command.main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["topology"] == "v5e-4" and result["mesh"]["data"] == 4
+    assert [s["topology"] for s in result["search"]] == ["v5e-1", "v5e-4"]
