@@ -54,7 +54,7 @@ def _on_stage(start: float):
 
 def make_report(config, run_dir: Path, results: dict) -> Path:
     """report.md + PNG plots from the stages' outputs."""
-    k = max(config[s].eval.num_samples for s in EVALS.values() if s in results) if results else 1
+    k = max((config[s].eval.num_samples for s in EVALS.values() if s in results), default=1)
     metrics = ["pass@1", f"maj@{k}", f"pass@{k}", "format_rate"]
     table = {row: results[stage] for row, stage in EVALS.items() if stage in results}
     figures = [("Evaluation before/after", plot_bars(table, metrics, run_dir / "eval.png"))]

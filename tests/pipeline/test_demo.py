@@ -100,3 +100,13 @@ def test_full_demo_measures_the_papers_claims(tmp_path):
     assert results["eval_student_topk"]["pass@1"] >= results["eval_student"]["pass@1"] - 0.03
     report = (run_dir / "report.md").read_text()
     assert "## The paper's claims" in report and "| top-k distillation" in report
+
+
+def test_one_stage_of_a_recipe_without_evaluations_is_reported(tmp_path):
+    """``--only=tokenizer`` of ``configs/r1_full.py``: no evaluation stage has run, so the
+    report has no evaluation rows (it raised "max() arg is an empty sequence")."""
+    argv = ["--config=configs/r1_full.py:smoke", f"--run_dir={tmp_path}", "--only=tokenizer"]
+    assert demo.main(argv) == 0
+    assert (tmp_path / "tokenizer" / "done.json").exists()
+    assert "r1jax demo" in (tmp_path / "report.md").read_text()
+    assert not (tmp_path / "base").exists()
