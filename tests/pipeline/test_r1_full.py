@@ -1,5 +1,5 @@
 """``configs/r1_full.py``: the four-stage R1 recipe and distillation, in miniature, end to end
-in English (killed in the middle of a stage, then resumed) and in Chinese (slow: CI's second
+in English (killed inside a stage of each kind, then resumed) and in Chinese (slow: CI's second
 step); the real-base variants are well-formed recipes."""
 
 import json
@@ -45,26 +45,51 @@ def _wait_for(path: Path, process, seconds: float) -> None:
         time.sleep(0.2)
 
 
+# Where the miniature is killed (SIGKILL: no clean-up), one stage of each kind: a training
+# stage once it has written a checkpoint (its last steps, final save and evaluation still to
+# come), a sampling stage once it has started.
+KILLS = {
+    "base": "checkpoints/3",  # sft, 6 steps
+    "reasoning_rl": "checkpoints/1",  # grpo, 2 steps
+    "rejection": "",  # rejection_sample
+    "reward_model": "checkpoints/2",  # reward_model, 4 steps
+    "rl_all": "checkpoints/1",  # grpo with the reward model
+    "eval_r1": "",  # eval
+}
+
+
 @pytest.mark.slow
-def test_miniature_survives_a_kill_in_the_middle_of_a_stage(tmp_path):
+def test_miniature_survives_a_kill_in_every_kind_of_stage(tmp_path):
+    """Killed inside each stage of ``KILLS`` in turn (one process per kill), the recipe resumes
+    each time from where it was: finished stages are not redone, a killed training stage goes
+    on from its checkpoint to its last step, and the last run ends the recipe."""
     run_dir = tmp_path / "r1"
     command = [sys.executable, "-m", "r1jax", "demo", "--config=configs/r1_full.py:smoke"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    process = subprocess.Popen([*command, f"--run_dir={run_dir}"], cwd=ROOT, env=env)
-    try:  # killed (no clean-up) once rl_all has written its first checkpoint
-        _wait_for(run_dir / "rl_all" / "checkpoints" / "1", process, 600)
-        process.send_signal(signal.SIGKILL)
-        process.wait(60)
-    finally:
-        process.kill()
-    assert not (run_dir / "rl_all" / "done.json").exists()
-    before = (run_dir / "reward_model" / "done.json").read_text()
+    finished: dict[str, str] = {}
+    for stage, marker in KILLS.items():
+        process = subprocess.Popen([*command, f"--run_dir={run_dir}"], cwd=ROOT, env=env)
+        try:
+            _wait_for(run_dir / stage / marker, process, 600)
+            process.send_signal(signal.SIGKILL)
+            process.wait(60)
+        finally:
+            process.kill()
+        assert not (run_dir / stage / "done.json").exists(), f"{stage} ended before the kill"
+        for name, done in finished.items():  # stages finished before this run: not redone
+            assert (run_dir / name / "done.json").read_text() == done, name
+        before = STAGES[: STAGES.index(stage)]
+        finished = {name: (run_dir / name / "done.json").read_text() for name in before}
     assert demo.main(["--config=configs/r1_full.py:smoke", f"--run_dir={run_dir}"]) == 0
     for stage in STAGES:
         assert (run_dir / stage / "done.json").exists(), stage
-    assert (run_dir / "reward_model" / "done.json").read_text() == before  # not redone
-    steps = [json.loads(line)["step"] for line in open(run_dir / "rl_all" / "metrics.jsonl")]
-    assert steps[-1] == 2  # the resumed stage finished its steps
+    for name, done in finished.items():
+        assert (run_dir / name / "done.json").read_text() == done, name
+    for stage, marker in KILLS.items():
+        if marker:  # the killed training stages resumed to their last step
+            config = get_config("smoke")[stage]
+            steps = [json.loads(line)["step"] for line in open(run_dir / stage / "metrics.jsonl")]
+            assert steps[-1] == config.train.steps, stage
     routed = [json.loads(line) for line in open(run_dir / "rl_all" / "metrics.jsonl")]
     assert all(0 <= r["reward/model_routed"] <= 1 for r in routed if "reward/model_routed" in r)
     assert "| R1 (four stages) |" in (run_dir / "report.md").read_text()
