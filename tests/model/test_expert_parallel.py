@@ -34,7 +34,7 @@ def _run(p, x, moe_config, mesh=None):
     "base, axes",
     [
         (SOFTMAX, MESH),
-        (DEEPSEEK, MESH),
+        pytest.param(DEEPSEEK, MESH, marks=pytest.mark.slow),  # the default suite < 10 min
         # with a tensor axis: rows over expert only (2 per device), expert widths over tensor
         pytest.param(SOFTMAX, dict(data=1, fsdp=1, expert=4, tensor=2), marks=pytest.mark.slow),
     ],

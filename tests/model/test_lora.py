@@ -54,6 +54,7 @@ def test_expert_weights_get_one_adapter_per_expert():
     np.testing.assert_allclose(attached, forward(merged, TOKENS, config)[0], atol=1e-5)
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_attached_adapters_equal_the_merged_weights_and_train_through_the_merge():
     params = init_params(CONFIG, jax.random.key(0))
     adapters = _random_adapters(CONFIG, LORA)

@@ -144,7 +144,11 @@ def _toy_lora_parts(lora, learning_rate=1e-2):
 @pytest.mark.parametrize(
     "lora",
     [
-        LoRAConfig(rank=8, alpha=16.0, base_quant="nf4", quant_block=16),
+        # both slow: the default suite stays under 10 minutes; CI runs -m slow
+        pytest.param(
+            LoRAConfig(rank=8, alpha=16.0, base_quant="nf4", quant_block=16),
+            marks=pytest.mark.slow,
+        ),
         pytest.param(LoRAConfig(rank=8, alpha=16.0), marks=pytest.mark.slow),
     ],
     ids=["qlora-nf4", "lora"],

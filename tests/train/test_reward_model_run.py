@@ -33,8 +33,9 @@ def reward_model_dir(tmp_path_factory):
 def test_reward_model_learns_the_preferences_on_held_out_pairs(reward_model_dir):
     """The untagged and the hasty responses are told apart from the worked ones on held-out
     pairs; an answer contradicting its own working (a third of the pairs) stays near chance for
-    this 2-layer model in 300 steps (0.51-0.55 in the runs so far; alone, 0.78 after 800), so
-    the overall accuracy is about 0.82, short of the issue's 0.9."""
+    this 2-layer model trained from scratch in 300 steps (0.51-0.55 in the runs so far; alone,
+    0.78 after 800), so the overall accuracy is about 0.82. Started from a pretrained base it
+    passes 0.9 (``tests/pipeline/test_r1_full.py``)."""
     records = read_metrics(reward_model_dir / "metrics.jsonl")
     final = [r for r in records if "eval/accuracy" in r][-1]
     print({k: round(v, 3) for k, v in final.items() if k.startswith("eval/")})
