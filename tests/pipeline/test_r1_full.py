@@ -95,6 +95,21 @@ def test_miniature_survives_a_kill_in_every_kind_of_stage(tmp_path):
     assert "| R1 (four stages) |" in (run_dir / "report.md").read_text()
 
 
+@pytest.mark.slow  # about 6 minutes on 2 cores: the stand-in base, then the reward model
+def test_the_miniatures_reward_model_reaches_90_percent_on_held_out_pairs(tmp_path):
+    """Issue 18's figure: started from the stand-in base (pretrained on worked and hasty
+    solutions), the reward model tells the worked, correct response from a wrong final answer,
+    a hasty guess or an untagged answer on 256 held-out pairs >= 90% of the time."""
+    for stage in ("tokenizer", "base", "reward_model"):
+        argv = ["--config=configs/r1_full.py:tiny", f"--run_dir={tmp_path}", f"--only={stage}"]
+        assert demo.main(argv) == 0
+    records = [json.loads(line) for line in open(tmp_path / "reward_model" / "metrics.jsonl")]
+    final = [r for r in records if "eval/accuracy" in r][-1]
+    print({k: round(v, 3) for k, v in final.items() if k.startswith("eval/")})
+    assert final["step"] == 400 and final["eval/accuracy"] >= 0.9
+    assert final["eval/accuracy/wrong_answer"] > 0.7  # not the two easy kinds alone
+
+
 @pytest.mark.slow
 def test_miniature_runs_in_chinese(tmp_path):
     run_dir = tmp_path / "r1_zh"
