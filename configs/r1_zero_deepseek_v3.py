@@ -6,9 +6,11 @@ Experts are split over the mesh's ``expert`` axis (64: 4 experts per chip) with 
 parallelism (tokens by all-to-all, capacity factor 1.25), every other weight FSDP over the
 rest of the slice; G = 16 samples of 32 prompts = 512 rows, routing replay on. At 8,192 tokens
 per sequence the smallest v5p slice it fits is v5p-1024 (train step 62.34 GiB of 95.74 per
-chip; v5p-512 with two micro-batches: 119.28 GiB; ``docs/scaling.md``):
+chip; v5p-512: 112.18 GiB; ``docs/scaling.md``), which the plan finds by trying every v5p
+slice from the smallest up (about 30 minutes of compiling on 2 cores):
 
-  r1jax plan --config=configs/r1_zero_deepseek_v3.py:8192 --topology=v5p-1024
+  r1jax plan --config=configs/r1_zero_deepseek_v3.py:8192 --topology=v5p
+  r1jax plan --config=configs/r1_zero_deepseek_v3.py:8192 --topology=v5p-1024   # that slice
 RoPE is the published checkpoint's YaRN (factor 40 over 4,096 positions, mscale 1).
 ``get_config("tiny")`` keeps the architecture at toy sizes.
 """
