@@ -7,7 +7,7 @@ parallelism (tokens by all-to-all, capacity factor 1.25), every other weight FSD
 rest of the slice; G = 16 samples of 32 prompts = 512 rows, routing replay on. At 8,192 tokens
 per sequence the smallest v5p slice it fits is v5p-1024 (train step 62.34 GiB of 95.74 per
 chip; v5p-512: 112.18 GiB; ``docs/scaling.md``), which the plan finds by trying every v5p
-slice from the smallest up (about 30 minutes of compiling on 2 cores):
+slice from the smallest up (three 671B compiles: 80 minutes on 2 busy CPU cores):
 
   r1jax plan --config=configs/r1_zero_deepseek_v3.py:8192 --topology=v5p
   r1jax plan --config=configs/r1_zero_deepseek_v3.py:8192 --topology=v5p-1024   # that slice
