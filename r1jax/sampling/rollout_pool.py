@@ -6,6 +6,12 @@ least 2Q), G samples, R = L * G rows, P the pool's prompt width, T ``max_new_tok
 The host keeps, per batch of Q admitted prompts (oldest first), the caller's payload (e.g. the
 data batch, for scoring) and the padded prompts; per row, how many tokens it had after each call
 and so which policy version (the caller's ``version``, e.g. the train step) wrote each token.
+
+On several processes (a mesh spanning hosts) each process admits its data shard's block of
+every batch (``batch_prompts`` is that block's size; Q counts the whole batch) and gets its own
+rows back; the ring, its request order and keys are those of one process holding every block,
+so the rows do not depend on the process count. Every process keeps the whole ring's per-row
+counts (a few integers per row, gathered after each call).
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from r1jax import multihost
 from r1jax.sampling import pool as pool_lib
 from r1jax.sampling.methods import SamplingMethod
 from r1jax.sampling.output import SampleOutput, left_pad
@@ -75,9 +83,11 @@ class RolloutPool:
         tokenizer=None,
         max_steps: int = 0,
     ):
-        q, g, t = batch_prompts, num_samples, max_new_tokens
+        self.shard = _shard(sampler, batch_prompts)
+        q, g, t = batch_prompts * self.shard.count, num_samples, max_new_tokens
         _check(sampler, q, lanes, prompt_length, t)
         self.sampler, self.q, self.g, self.t, self.width = sampler, q, g, t, prompt_length
+        self.q_local = batch_prompts
         self.lanes, self.max_steps, self.stop_strings = lanes, int(max_steps), tuple(stop_strings)
         self.tokenizer = tokenizer
         table = stop_table(stop_sequences(stop_token_ids, stop_strings, tokenizer))
@@ -124,29 +134,34 @@ class RolloutPool:
     def admit(
         self, params, prompts: Sequence[Sequence[int]], payload: Any = None, budget=None
     ) -> None:
-        """Queues Q prompts (token-id lists, each at most ``prompt_length`` tokens), G requests
-        each; ``payload`` comes back with their ``Harvest``. ``budget``: optional per-request
-        new-token limits ``[Q * G]`` (as ``Sampler(row_budget=...)``)."""
+        """Queues Q prompts (token-id lists, each at most ``prompt_length`` tokens; on several
+        processes this process's block of them), G requests each; ``payload`` comes back with
+        their ``Harvest``. ``budget``: optional per-request new-token limits, one per request
+        of ``prompts`` (as ``Sampler(row_budget=...)``)."""
         if not self.wants_prompts:
             raise RuntimeError(f"all {self.lanes} lanes are in flight: take a batch first")
-        if len(prompts) != self.q:
-            raise ValueError(f"admit: {len(prompts)} prompts, the pool takes {self.q} at a time")
+        if len(prompts) != self.q_local:
+            raise ValueError(
+                f"admit: {len(prompts)} prompts, the pool takes {self.q_local} at a time"
+            )
         for i, ids in enumerate(prompts):
             if not 0 < len(ids) <= self.width:
                 raise ValueError(
                     f"prompt {i} has {len(ids)} tokens: 1 ... {self.width} (the pool's "
                     "prompt_length) fit"
                 )
-        n = self.q * self.g
+        n, n_local = self.q * self.g, self.q_local * self.g
         if budget is not None:
             budget = np.asarray(budget, np.int32)
-            if budget.shape != (n,) or budget.min() < 1:
-                raise ValueError(f"budget: {n} values >= 1 (Q * G requests), got {budget.shape}")
+            if budget.shape != (n_local,) or budget.min() < 1:
+                raise ValueError(
+                    f"budget: {n_local} values >= 1 (one per request), got {budget.shape}"
+                )
             budget = self.sampler.put(budget, ("batch",))
         tokens_QP, mask_QP = left_pad(prompts, self.width, self.sampler.pad_id)
         rows = self._rows(self.queue_end)
         self.seen_R[rows], self.versions_RT[rows] = 0, -1
-        steps = int(jax.device_get(self.pool.slots.iterations))
+        steps = int(self._fetch(self.pool.slots.iterations))
         self.batches.append(_Batch(payload, tokens_QP, mask_QP, self.queue_end, steps))
         put = lambda x: self.sampler.put(x, ("batch", None))
         with self.sampler.mesh_context():
@@ -157,9 +172,17 @@ class RolloutPool:
         start = first_request % (self.lanes * self.g)
         return slice(start, start + self.q * self.g)
 
+    def _fetch(self, tree):
+        """Host copies of (small) pool arrays, whole on every process."""
+        if self.sampler.multi_process:
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.process_allgather(tree, tiled=True)
+        return jax.device_get(tree)
+
     def _record_versions(self, version: int) -> None:
         """Marks the tokens the last call sampled (per row, past its previous count)."""
-        now_R = np.asarray(jax.device_get(self.pool.slots.lengths_R), np.int64)
+        now_R = np.asarray(self._fetch(self.pool.slots.lengths_R), np.int64)
         columns = np.arange(self.t)[None]
         new = (columns >= self.seen_R[:, None]) & (columns < now_R[:, None])
         self.versions_RT[new] = version
@@ -168,7 +191,7 @@ class RolloutPool:
 
     def _complete(self, target_end: int) -> bool:
         s = self.pool.slots
-        next_request, request_C = jax.device_get((s.next_request, s.request_C))
+        next_request, request_C = self._fetch((s.next_request, s.request_C))
         busy = (request_C >= 0) & (request_C < target_end)
         return int(next_request) >= target_end and not busy.any()
 
@@ -188,13 +211,16 @@ class RolloutPool:
                 self._record_versions(version)
                 calls += 1
             fields, counters = self._harvest(self.pool, self._rows(batch.first_request).start)
-        fields, counters = jax.device_get((fields, counters))
-        tokens, logprobs, lengths, done, wait = fields
+            *fields, wait = fields
+            fields = (*fields, jnp.maximum(wait - batch.admitted_at, 0))
+        if not self.sampler.multi_process:  # (several: ``to_output`` takes this process's rows)
+            fields = jax.device_get(fields)
+        counters = self._fetch(counters)
         steps = int(counters[0]) - self.counters[0]
         slot_steps = int(counters[1]) - self.counters[1]
         started = self.q * self.g  # one first token per request, sampled from the prefill
         sample = self.sampler.to_output(
-            (tokens, logprobs, lengths, done, np.maximum(wait - batch.admitted_at, 0)),
+            fields,
             (steps, None),
             batch.tokens_QP,
             batch.mask_QP,
@@ -205,8 +231,9 @@ class RolloutPool:
         sample = dataclasses.replace(
             sample, useful_tokens=self.generated, slot_steps=started + slot_steps
         )
-        rows = self._rows(batch.first_request)
-        versions = np.where(sample.mask == 1, self.versions_RT[rows], -1).astype(np.int32)
+        rows = self.versions_RT[self._rows(batch.first_request)]
+        rows = rows[self.shard.rows(len(rows))]  # this process's block
+        versions = np.where(sample.mask == 1, rows, -1).astype(np.int32)
         self.batches.popleft()
         self.counters, self.generated = (int(counters[0]), int(counters[1])), 0
         return Harvest(batch.payload, sample, versions, calls)
@@ -221,10 +248,15 @@ def _check(sampler, q: int, lanes: int, prompt_length: int, t: int) -> None:
         )
     if q < 1 or lanes < 2 * q or lanes % q:
         raise ValueError(f"lanes={lanes}: a multiple of the batch's {q} prompts, >= {2 * q}")
-    if sampler.multi_process:
-        raise NotImplementedError("partial rollouts run on one process (a mesh is fine)")
     if prompt_length + t > sampler.config.max_position_embeddings:
         raise ValueError(
             f"prompt_length={prompt_length} + max_new_tokens={t} is past the model's "
             f"max_position_embeddings={sampler.config.max_position_embeddings}"
         )
+
+
+def _shard(sampler, batch_prompts: int) -> multihost.DataShard:
+    """This process's block of each batch: all of it on one process."""
+    if not sampler.multi_process:
+        return multihost.DataShard(0, 1)
+    return multihost.data_shard(sampler.mesh)

@@ -302,7 +302,7 @@ class Sampler:
         if self.multi_process:  # this process's rows only (the rest live on other hosts)
             rows = lambda x: multihost.data_shard_rows(x, self.mesh)
             tokens, logprobs, lengths, done, *wait = map(rows, fields)
-            scalar = lambda x: None if x is None else np.asarray(x.addressable_data(0))
+            scalar = lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else x
             steps, slot_steps = map(scalar, counters)
         else:
             host, (steps, slot_steps) = jax.device_get((fields, counters))

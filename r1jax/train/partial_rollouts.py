@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 import jax
 import numpy as np
 
+from r1jax import multihost
 from r1jax.sampling.methods import make_method
 from r1jax.sampling.rollout_pool import RolloutPool
 from r1jax.train.rollout import prompt_lists
@@ -79,8 +80,11 @@ class PartialRounds:
         return self.harvests[-1].sample
 
     def metrics(self) -> dict[str, float]:
-        """Tokens of the iteration's harvests sampled by older policies, and the largest lag."""
-        versions = np.concatenate([h.versions_BT.reshape(-1) for h in self.harvests])
+        """Tokens of the iteration's harvests sampled by older policies, and the largest lag
+        (over every process's rows: a collective on several processes)."""
+        versions = np.concatenate([h.versions_BT for h in self.harvests])
+        if self.pool.sampler.multi_process:
+            versions = multihost.gather_shards(versions, self.pool.sampler.mesh)
         versions = versions[versions >= 0]
         lag = self.version - versions
         return {

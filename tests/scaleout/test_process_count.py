@@ -130,3 +130,22 @@ def test_continuous_batching_runs_alike_on_one_and_two_processes(tmp_path):
     r1jax_on_one_process("train", *args, f"--workdir={one}")
     r1jax_on_two_processes("train", *args, f"--workdir={two}")
     _assert_same_run(two, one)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache", [[], ["--config.grpo.decode_page_size=4"]], ids=["", "paged"])
+def test_partial_rollouts_run_alike_on_one_and_two_processes(tmp_path, cache):
+    """Partial rollouts (``grpo.partial_lanes``: 8 lanes for batches of 4 prompts, decode
+    calls of 4 steps, so rows are cut mid-sequence and carried into the next iteration): each
+    process admits its block of every batch into one ring and gets its rows back; the rows,
+    metrics and parameters equal one process's, with a contiguous or a paged cache."""
+    args = [
+        *GRPO, *MESH, "--config.grpo.decode_slots=8", "--config.grpo.partial_lanes=8",
+        "--config.grpo.partial_step_budget=4", *cache,
+    ]  # fmt: skip
+    one, two = tmp_path / "one", tmp_path / "two"
+    r1jax_on_one_process("train", *args, f"--workdir={one}")
+    r1jax_on_two_processes("train", *args, f"--workdir={two}")
+    _assert_same_run(two, one)
+    stale = [r.get("sample/stale_token_fraction", 0.0) for r in _metrics(one).values()]
+    assert max(stale) > 0  # rows carried across an update: the pool's point
