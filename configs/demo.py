@@ -45,9 +45,12 @@ TASK_OPTIONS = dict(min_operands=2, max_operands=2, max_digits=1, ops="+-")
 # The bilingual task: questions in English or Chinese, worked solutions with words in both.
 BILINGUAL = dict(TASK_OPTIONS, language="mixed", worded=True)
 SWITCH_RATE = 0.3
-# The language reward's weight (accuracy: 1.0). Swept on this run's evaluation: 0.2, 0.3, 0.4 cut
-# the mixing rate by 41%, 45%, 47% at no pass@1 cost; 0.5 and 1.0 by 57%, 70% at -5 points.
-LANGUAGE_WEIGHT = 0.4
+# The language reward's weight (accuracy: 1.0) and the bilingual GRPO runs' steps. At 40 steps
+# weights 0.2, 0.3, 0.4 cut the mixing rate by 41%, 45%, 47% at no pass@1 cost, 0.5 and 1.0 by
+# 57%, 70% at -5 points; at 80 steps 0.4 cut it by 92% at -1.9 points, 0.3 by 97% at +1.0
+# (``r1jax demo``, 256 questions x 8 samples).
+LANGUAGE_WEIGHT = 0.3
+BILINGUAL_RL_STEPS = 80
 VOCAB = 512  # English and Chinese text (the tokenizer is trained on the bilingual task)
 SEQ_LEN = 160  # the R1-Zero template is ~128 tokens, a worked solution ~16
 MAX_NEW = 40
@@ -222,7 +225,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     _data(config.bilingual_pretrain, 0, HASTY_RATE, dict(BILINGUAL, switch_rate=SWITCH_RATE))
     for name, weight in (("mixed", 0.0), ("consistent", LANGUAGE_WEIGHT)):
         stage = _grpo_stage(
-            teacher, scale(40, 2), 1e-4, scale(8, 2), scale(8, 4), "bilingual_pretrain", BILINGUAL
+            teacher,
+            scale(BILINGUAL_RL_STEPS, 2),
+            1e-4,
+            scale(8, 2),
+            scale(8, 4),
+            "bilingual_pretrain",
+            BILINGUAL,
         )
         if weight:
             stage.rewards.language = dict(weight=weight)

@@ -80,10 +80,11 @@ def test_demo_runs_end_to_end_in_chinese(tmp_path):
 def test_full_demo_measures_the_papers_claims(tmp_path):
     """The report's claims table from one full run. Asserted here: the claims that held with
     room in every run so far (RL +49 to +57 points of pass@1, response length +30%, the
-    distilled student ~0.25 against 0.05 for the one trained by RL), and weaker forms of the
-    others, which the report shows with their margins: majority voting (+4 to +13 points), top-k
-    distillation against SFT (-1.5 to +0.8 points), the language reward's cut of the mixing rate
-    (-33% to -47%, short of half)."""
+    distilled student ~0.25 against 0.05 for the one trained by RL, the language reward halving
+    the mixing rate for at most 2 points of pass@1: -97% at +1.0 since the bilingual GRPO runs
+    take 80 steps at weight 0.3), and weaker forms of the others, which the report shows with
+    their margins: majority voting (+4 to +13 points), top-k distillation against SFT (-1.5 to
+    +0.8 points)."""
     run_dir = tmp_path / "demo"
     assert demo.main([f"--run_dir={run_dir}"]) == 0
     results = {p.parent.name: json.loads(p.read_text()) for p in run_dir.glob("*/done.json")}
@@ -93,10 +94,9 @@ def test_full_demo_measures_the_papers_claims(tmp_path):
         "RL raises pass@1",
         "response length grows during RL",
         "distilling the reasoner beats RL on the small model",
+        "the language reward halves language mixing",
     ):
         assert claims[name].holds, claims[name]
-    mixed, consistent = results["eval_mixed"], results["eval_consistent"]
-    assert consistent["language_mixing"] < 0.75 * mixed["language_mixing"]
     assert results["eval_student_topk"]["pass@1"] >= results["eval_student"]["pass@1"] - 0.03
     report = (run_dir / "report.md").read_text()
     assert "## The paper's claims" in report and "| top-k distillation" in report
