@@ -28,6 +28,17 @@ def _stage(*argv):
     return typed(config)
 
 
+def _require_tpu_compiler(topology: str = "v5e-1"):
+    """Skips without the TPU compiler, except in CI's TPU step (``R1JAX_REQUIRE_TPU_COMPILER``),
+    where its absence fails the test."""
+    try:
+        targets.resolve_target(topology)
+    except RuntimeError:
+        if os.environ.get("R1JAX_REQUIRE_TPU_COMPILER"):
+            raise
+        pytest.skip("no TPU compiler in this environment")
+
+
 def test_figures_are_the_compilers_and_the_analytic_count():
     stage = _stage(*TINY_GRPO)
     mesh = make_mesh(stage.mesh)
@@ -252,12 +263,7 @@ def test_a_mixture_of_experts_grpo_run_is_planned_with_its_active_flops():
 def test_qwen3_30b_a3b_grpo_at_16k_tokens_fits_v5p_64():
     """Issue 19's figure: 30.5B parameters (3.3B active), 32 rows x 16,384 tokens, experts over
     an expert axis of 8, the rest FSDP over 4 (36 GiB peak of 95.74 when planned)."""
-    try:
-        targets.resolve_target("v5p-64")
-    except RuntimeError:
-        if os.environ.get("R1JAX_REQUIRE_TPU_COMPILER"):
-            raise
-        pytest.skip("no TPU compiler in this environment")
+    _require_tpu_compiler("v5p-64")
     stage = _stage("--config=configs/r1_zero_qwen3_30b_a3b.py:16384")
     # as the CLI runs: conftest's "highest" default precision makes the TPU compiler reject
     # the bf16 attention kernels ("Mosaic failed to compile TPU kernel: Bad lhs type")
@@ -271,27 +277,13 @@ def test_qwen2_5_1_5b_lora_grpo_at_8k_tokens_fits_one_v5e_chip():
     """Issue 20's figure: rank-32 adapters over a frozen bf16 base on ONE v5e chip (15.75 GiB),
     8 x 8,192 tokens (6.35 GiB train-step peak when planned; full fine-tuning of the same run
     needs 64 GiB). The frozen base, not its fp32 copy and Adam moments, is the state."""
-    try:
-        targets.resolve_target("v5e-1")
-    except RuntimeError:
-        if os.environ.get("R1JAX_REQUIRE_TPU_COMPILER"):
-            raise
-        pytest.skip("no TPU compiler in this environment")
+    _require_tpu_compiler("v5e-1")
     stage = _stage("--config=configs/lora_qwen2_5_1_5b.py")
     with jax.default_matmul_precision("default"):  # as the CLI runs (see the test above)
         result = plan_command.plan(stage, "v5e-1")
     assert result["fits"] and result["seq_len"] == 8192, result["programs"]["train_step"]
     train = result["programs"]["train_step"]
     assert train["peak_bytes_per_chip"] < 10 * 2**30
-
-
-def _require_tpu_compiler():
-    try:
-        targets.resolve_target("v5e-1")
-    except RuntimeError:
-        if os.environ.get("R1JAX_REQUIRE_TPU_COMPILER"):
-            raise
-        pytest.skip("no TPU compiler in this environment")
 
 
 def test_the_smallest_slice_search_passes_over_slices_before_compiling():
