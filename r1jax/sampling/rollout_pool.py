@@ -83,7 +83,7 @@ class RolloutPool:
         tokenizer=None,
         max_steps: int = 0,
     ):
-        self.shard = _shard(sampler, batch_prompts)
+        self.shard = _shard(sampler)
         q, g, t = batch_prompts * self.shard.count, num_samples, max_new_tokens
         _check(sampler, q, lanes, prompt_length, t)
         self.sampler, self.q, self.g, self.t, self.width = sampler, q, g, t, prompt_length
@@ -255,7 +255,7 @@ def _check(sampler, q: int, lanes: int, prompt_length: int, t: int) -> None:
         )
 
 
-def _shard(sampler, batch_prompts: int) -> multihost.DataShard:
+def _shard(sampler) -> multihost.DataShard:
     """This process's block of each batch: all of it on one process."""
     if not sampler.multi_process:
         return multihost.DataShard(0, 1)
