@@ -165,6 +165,7 @@ def test_sharded_moe_model_equals_unsharded_forward_and_gradients(shape):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6), got_grads, ref_grads)
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_routing_replay_uses_exactly_the_given_experts_and_rows_of_minus_one_choose():
     """Record the experts of one forward, change the params (a policy update): the replayed
     forward uses the recorded experts, not its own choice; a -1 row makes its own choice."""

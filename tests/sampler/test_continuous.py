@@ -56,6 +56,7 @@ def test_continuous_rows_equal_the_static_loop(params, static_rows, method, slot
     _assert_same_rows(out, ref, atol=0.0 if slots > 1 else 1e-5)
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_long_tailed_budgets_fill_the_slots(params):
     """Rows limited to 2 new tokens but two to 20: the static batch computes every row until
     the longest ends, continuous batching refills the short rows' slots; same rows."""

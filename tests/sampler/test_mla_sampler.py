@@ -51,6 +51,7 @@ def _full_logits(params, tokens, mask):
     return forward(params, tokens, CONFIG, positions=positions, segment_ids=mask)[0]
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_mla_sampler_equals_full_forward_decoding():
     noise = lambda a: a + 0.3 * jax.random.normal(jax.random.key(1), a.shape)
     params = jax.jit(lambda p: jax.tree.map(noise, p))(init_params(CONFIG, jax.random.key(0)))

@@ -61,6 +61,7 @@ def test_moe_sampler_equals_full_forward_decoding():
     np.testing.assert_allclose(sampled.logprobs, picked, atol=1e-5)
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_recorded_routing_is_each_fed_tokens_experts_and_the_train_step_replays_it():
     """``record_routing``: the sampler's experts per input token equal a full forward's over
     prompt + completion; after a param change (the policy update between sampling and the

@@ -11,6 +11,7 @@ from r1jax.commands import train
 TINY = ["--config=configs/sft_tiny.py", "--config.train.batch_size=8", "--config.train.log_every=1"]
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_a_fresh_run_starts_from_init_from(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     assert train.main([*TINY, "--config.train.steps=2", f"--workdir={first}"]) == 0
