@@ -21,6 +21,7 @@ from r1jax.train import grpo
 G, NUM_PROMPTS = 8, 4
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_grpo_learns_to_emit_the_target_token():
     reward = composite_reward(num_workers=1)
     try:

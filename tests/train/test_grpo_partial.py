@@ -13,6 +13,7 @@ from r1jax.train import grpo, partial_rollouts
 NUM_PROMPTS = 4
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_rows_sampled_before_an_update_feed_their_behaviour_logprobs_to_the_loss():
     """8 lanes (two batches) and 6 slots: when a batch completes, the next batch's first rows
     are already part-decoded by that policy; the update after it moves the params, and the

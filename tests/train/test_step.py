@@ -109,6 +109,7 @@ def test_non_finite_update_is_dropped_and_counted(one_device):
     assert not np.array_equal(jax.device_get(state.params["embed"]), before[0]["embed"])
 
 
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_grpo_accumulation_with_reference_and_recomputed_old_logprobs():
     """GRPO (beta > 0, seq_mean) over 4 micro-batches == one batch; pi_old recomputed by
     ``make_logprobs_fn`` gives ratio 1 (no clipping) on the first step."""
