@@ -56,7 +56,7 @@ TestCase = StdioCase | AssertCase
 def _split_assert_script(script: str, setup: str = "") -> list[AssertCase]:
     import ast
 
-    module = ast.parse(script)
+    module = ca.parse(script)
     setup_lines = [setup] if setup else []
     asserts = []
     for node in module.body:

@@ -24,8 +24,22 @@ import dataclasses
 import json
 import math
 import operator
+import threading
 
 _BUILTIN_NAMES = frozenset(dir(builtins))
+_AST_LOCK = threading.Lock()
+
+
+def parse(source: str, mode: str = "exec") -> ast.AST:
+    """`ast.parse` that is safe to call from several threads at once.
+
+    The code reward judges a completion's test cases on a thread pool, and CPython 3.11 keeps
+    the AST converter's recursion depth in state shared by threads (gh-106905): two threads
+    parsing at once can fail with "SystemError: AST constructor recursion depth mismatch".
+    """
+    with _AST_LOCK:
+        return ast.parse(source, mode=mode)
+
 
 # Stage-1 runner: defined before the program runs, so it holds its own references.
 _RUNNER = r"""
@@ -124,7 +138,7 @@ def value_source(value) -> str:
 def defined_names(source: str) -> set[str]:
     """Top-level names bound by `source`, excluding imported modules (not the program's own)."""
     names: set[str] = set()
-    for node in ast.parse(source).body:
+    for node in parse(source).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
         elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
@@ -136,7 +150,7 @@ def defined_names(source: str) -> set[str]:
 
 def imported_names(source: str) -> set[str]:
     names: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse(source)):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names.update((a.asname or a.name).split(".")[0] for a in node.names)
     return names
@@ -156,7 +170,7 @@ class _Substitute(ast.NodeTransformer):
 
     def visit_Name(self, node):
         if node.id.startswith("__v") and node.id[3:].isdigit():
-            return ast.parse(self.source_of(int(node.id[3:])), mode="eval").body
+            return parse(self.source_of(int(node.id[3:])), mode="eval").body
         return node
 
 
@@ -169,7 +183,7 @@ class SplitAssert:
 
     def judge_source(self, values: list) -> str:
         """The assertion's expression with the program's values substituted as literals."""
-        fresh = ast.parse(ast.unparse(self.template), mode="eval")
+        fresh = parse(ast.unparse(self.template), mode="eval")
         return ast.unparse(_Substitute(lambda i: value_source(values[i])).visit(fresh))
 
 
@@ -179,7 +193,7 @@ def split_assert(statement: str, program_names: set[str], test_names: set[str]) 
     `program_names` are names the program defines; `test_names` are names available to the test
     without the program (setup definitions and builtins).
     """
-    tree = ast.parse(statement.strip())
+    tree = parse(statement.strip())
     if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
         raise ValueError(f"not a single assert statement: {statement[:80]!r}")
     test = tree.body[0].test
@@ -231,7 +245,7 @@ _COMPARE_OPS = {
 
 def judge_locally(source: str) -> bool | None:
     """Decides a substituted assertion made only of literals; None if it needs the judge."""
-    expr = ast.parse(source, mode="eval").body
+    expr = parse(source, mode="eval").body
     try:
         if isinstance(expr, ast.Compare) and all(type(op) in _COMPARE_OPS for op in expr.ops):
             values = [ast.literal_eval(expr.left)] + [ast.literal_eval(c) for c in expr.comparators]

@@ -113,3 +113,15 @@ def test_batched_call_needs_tests_field():
     assert REWARD(["q"], [_fenced("print(1)")], tests=[[{"stdin": "", "stdout": "1"}]]) == [1.0]
     with pytest.raises(ValueError, match="tests"):
         REWARD(["q"], ["x"])
+
+
+def test_the_code_rewards_ast_parsing_is_serialised_across_its_threads():
+    """Cases are judged on a thread pool; CPython 3.11's `ast.parse` is not thread-safe."""
+    import inspect
+
+    from r1jax.rewards import code, code_asserts
+
+    for module in (code, code_asserts):
+        source = inspect.getsource(module).replace("return ast.parse(source, mode=mode)", "")
+        assert "ast.parse(" not in source, module.__name__
+    assert code_asserts.parse("assert f(1) == 2").body[0].test.left.func.id == "f"
