@@ -44,20 +44,15 @@ def plan(stage, topology: str) -> dict:
     from r1jax.plan.targets import resolve_target
     from r1jax.sharding import make_mesh
 
-    if stage.kind not in TRAINING_KINDS:
-        raise ValueError(f"config.kind={stage.kind!r}: r1jax plan plans {TRAINING_KINDS}")
+    _check_kind(stage)
     target = resolve_target(topology)
     mesh = make_mesh(stage.mesh, devices=target.devices)
     return analyse_run(stage, topology, target, mesh, programs_for(stage, mesh))
 
 
-def smallest(stage, generation: str, log) -> dict:
-    """The plan of the smallest ``generation`` slice ``stage`` fits (``r1jax.plan.search``)."""
-    from r1jax.plan.search import smallest_slice
-
+def _check_kind(stage) -> None:
     if stage.kind not in TRAINING_KINDS:
         raise ValueError(f"config.kind={stage.kind!r}: r1jax plan plans {TRAINING_KINDS}")
-    return smallest_slice(stage, generation, log=log)
 
 
 def _table(result: dict) -> str:
@@ -97,8 +92,11 @@ def main(argv: list[str]) -> int:
     )
     stage = typed(config)
     if fv.topology in CORES_PER_CHIP:  # a generation: its smallest slice that fits
+        from r1jax.plan.search import smallest_slice
+
+        _check_kind(stage)
         log = (lambda line: print(line, file=sys.stderr)) if fv.json else print
-        result = smallest(stage, fv.topology, log)
+        result = smallest_slice(stage, fv.topology, log=log)
         if result["topology"] is None:
             text = f"no {fv.topology} slice fits (tried {len(result['search'])})"
         else:

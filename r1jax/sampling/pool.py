@@ -225,10 +225,12 @@ def advance(
     return Pool(prompts=pool.prompts, slots=jax.lax.while_loop(keep_going, step, s))
 
 
-def harvest(pool: Pool, row0, *, rows: int):
+def harvest(pool: Pool, row0, since, *, rows: int):
     """Rows ``row0 ... row0 + rows - 1`` of the ring, ``(tokens, logprobs, lengths, done,
-    wait)``, and the pool's counters ``(decode steps, slot-steps)`` so far."""
+    wait)`` with each row's queue wait counted from decode step ``since`` (its batch's
+    admission), and the pool's counters ``(decode steps, slot-steps)`` so far."""
     s = pool.slots
     take = lambda a: jax.lax.dynamic_slice_in_dim(a, row0, rows)
-    fields = (s.tokens_RT, s.logprobs_RT, s.lengths_R, s.done_R, s.wait_R)
+    wait = jnp.maximum(s.wait_R - since, 0)
+    fields = (s.tokens_RT, s.logprobs_RT, s.lengths_R, s.done_R, wait)
     return tuple(map(take, fields)), (s.iterations, s.slot_steps)

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from r1jax import multihost
@@ -210,9 +209,8 @@ class RolloutPool:
                 self.pool = self._advance(params, self.pool, *args)
                 self._record_versions(version)
                 calls += 1
-            fields, counters = self._harvest(self.pool, self._rows(batch.first_request).start)
-            *fields, wait = fields
-            fields = (*fields, jnp.maximum(wait - batch.admitted_at, 0))
+            row0 = self._rows(batch.first_request).start
+            fields, counters = self._harvest(self.pool, row0, np.int32(batch.admitted_at))
         if not self.sampler.multi_process:  # (several: ``to_output`` takes this process's rows)
             fields = jax.device_get(fields)
         counters = self._fetch(counters)
