@@ -29,7 +29,11 @@ Run::
         --new-tokens 256 --json
     python benchmarks/sampler.py --hidden 1536 --layers 28 --heads 12 --kv-heads 2 --mlp 8960 \\
         --vocab 151936 --prompts 32 --samples 8 --prompt-len 256 --new-tokens 512 \\
-        --dtype bfloat16 --peak-bw-gbs 4800          # the 1.5B shape on a GPU
+        --dtype bfloat16 --peak-bw-gbs 4800 --measure-bw    # the 1.5B shape on a GPU
+
+With ``--peak-bw-gbs`` or ``--measure-bw`` the decode is set against the bandwidth roofline
+(``decode_roofline``); ``--compare-hf`` runs ``transformers.generate`` on the GPU when torch sees
+one, in ``--dtype``.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ def _config(args) -> ModelConfig:
         tie_embeddings=True,
         param_dtype=args.dtype,
         compute_dtype=args.dtype,
+        scan_unroll=args.scan_unroll,
     )
 
 
@@ -101,15 +106,55 @@ def bench_r1jax(args, config, params) -> dict:
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
         out["device_peak_mib"] = stats["peak_bytes_in_use"] / 2**20
-    if args.peak_bw_gbs:
-        # Each decode step reads every param and the whole cache once (a lower bound on bytes).
-        itemsize = np.dtype(config.dtype).itemsize
-        cache = 2 * config.num_layers * rows * (args.prompt_len + args.new_tokens)
-        cache *= config.num_kv_heads * config.head_dim * itemsize
-        step_bytes = config.num_params * itemsize + cache
-        bw = step_bytes * (args.new_tokens - 1) / (total - ttft) / 1e9
-        out["hbm_bw_gbs"], out["hbm_bw_pct"] = bw, 100 * bw / args.peak_bw_gbs
+    if args.peak_bw_gbs or args.measure_bw:
+        out.update(decode_roofline(args, config, decode_s=total - ttft))
     return out
+
+
+def decode_roofline(args, config, *, decode_s: float) -> dict:
+    """Decode against the memory-bandwidth roofline.
+
+    A decode step must read every parameter once and each row's live keys and values (prompt +
+    tokens so far), so step ``t`` reads at least ``params + rows * (P + t) * kv_bytes``; the
+    sum over the ``T - 1`` decode steps divided by their wall time is the bandwidth used, and
+    ``rows / (mean bytes per step / peak)`` the tokens/s a kernel at peak bandwidth would reach.
+    The peak is ``--peak-bw-gbs`` (the data sheet's) and, with ``--measure-bw``, a device copy
+    timed in this process (what this chip delivers to XLA).
+    """
+    itemsize = np.dtype(config.dtype).itemsize
+    rows, steps = args.prompts * args.samples, args.new_tokens - 1
+    kv_per_token = 2 * config.num_layers * config.num_kv_heads * config.head_dim * itemsize
+    live = rows * (args.prompt_len + 1 + np.arange(steps)).sum()  # tokens read, all steps
+    step_bytes = (config.num_params * itemsize * steps + live * kv_per_token) / steps
+    used = step_bytes * steps / decode_s / 1e9
+    out = dict(
+        decode_tokens_per_s=rows * steps / decode_s,
+        decode_step_ms=1e3 * decode_s / steps,
+        min_bytes_per_step_gb=step_bytes / 1e9,
+        hbm_bw_gbs=used,
+    )
+    peaks = {"datasheet": args.peak_bw_gbs} if args.peak_bw_gbs else {}
+    if args.measure_bw:
+        peaks["measured_copy"] = copy_bandwidth_gbs()
+    for name, peak in peaks.items():
+        out[f"peak_{name}_gbs"] = peak
+        out[f"roofline_tokens_per_s_{name}"] = rows / (step_bytes / (peak * 1e9))
+        out[f"pct_of_roofline_{name}"] = 100 * used / peak
+    return out
+
+
+def copy_bandwidth_gbs(gib: float = 4.0, repeats: int = 10) -> float:
+    """Bytes read + written per second by a jitted device copy of a ``gib`` GiB array."""
+    import jax.numpy as jnp
+
+    x = jnp.ones((int(gib * 2**30) // 4,), jnp.float32)
+    copy = jax.jit(lambda a: a * 1.0001)
+    jax.block_until_ready(copy(x))
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        y = copy(x)
+    jax.block_until_ready(y)
+    return 2 * x.nbytes * repeats / (time.perf_counter() - t0) / 1e9
 
 
 def long_tail_lengths(args, rows: int = 0) -> np.ndarray:
@@ -231,11 +276,14 @@ def bench_hf(args, config, params) -> dict:
     from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(args.torch_threads or torch.get_num_threads())
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     with tempfile.TemporaryDirectory() as tmp:
         hf.save(tmp, config, params)
-        model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
-    ids = torch.tensor(_prompts(args))
+        model = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype).eval().to(device)
+    ids = torch.tensor(_prompts(args), device=device)
     mask = torch.ones_like(ids)
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
 
     def run(new_tokens):
         torch.manual_seed(0)
@@ -255,6 +303,7 @@ def bench_hf(args, config, params) -> dict:
                 pad_token_id=0,
                 eos_token_id=None,
             )
+        sync()
         elapsed = time.perf_counter() - t0
         assert out.shape == (args.prompts * args.samples, args.prompt_len + new_tokens), out.shape
         return elapsed
@@ -263,7 +312,13 @@ def bench_hf(args, config, params) -> dict:
     total = min(run(args.new_tokens) for _ in range(args.repeats))
     ttft = min(run(1) for _ in range(args.repeats))
     rows = args.prompts * args.samples
-    return dict(tokens_per_s=rows * args.new_tokens / total, ttft_s=ttft, total_s=total)
+    return dict(
+        device=device,
+        tokens_per_s=rows * args.new_tokens / total,
+        decode_tokens_per_s=rows * (args.new_tokens - 1) / (total - ttft),
+        ttft_s=ttft,
+        total_s=total,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -284,6 +339,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compare-hf", action="store_true")
     parser.add_argument("--torch-threads", type=int, default=0)
     parser.add_argument("--peak-bw-gbs", type=float, default=0.0, help="for %% of HBM bandwidth")
+    parser.add_argument("--scan-unroll", type=int, default=1, help="model.scan_unroll")
+    parser.add_argument("--measure-bw", action="store_true", help="time a device copy's GB/s")
     parser.add_argument("--long-tail", action="store_true", help="static vs continuous batching")
     parser.add_argument("--slots", type=int, default=64, help="continuous batching's slots")
     parser.add_argument("--min-slots", type=int, default=0, help="shrink the tail's batch to")

@@ -179,6 +179,10 @@ class ModelConfig:
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
     remat_policy: str = "none"
+    # Layers per iteration of the scan over stacked layers (``lax.scan``'s ``unroll``): 1 = a
+    # loop (compile time flat in depth), >= num_layers = unrolled (each layer's weights a static
+    # slice; slower to compile). See docs/sampler.md for both figures.
+    scan_unroll: int = 1
     init_std: float = 0.02
     # Losses run the LM head over chunks of this many positions under remat, so only
     # [B, chunk, V] logits exist at a time (r1jax.losses.chunked); 0 = all positions at once.
@@ -205,6 +209,8 @@ class ModelConfig:
             raise ValueError(
                 f"model.attention_impl={self.attention_impl!r}; one of {ATTENTION_IMPLS}"
             )
+        if not isinstance(self.scan_unroll, int) or self.scan_unroll < 1:
+            raise ValueError(f"model.scan_unroll={self.scan_unroll!r}; a positive int")
         if not isinstance(self.attention_block, int) or self.attention_block < 1:
             raise ValueError(f"model.attention_block={self.attention_block!r}; a positive int")
         for name in ("param_dtype", "compute_dtype"):

@@ -13,8 +13,10 @@ at ``length % Z`` (the caller allocates that page first) and attends over the ro
 the same keys, positions and segment ids, in the same order, as the contiguous cache's row, so
 the attention computes the same numbers (``paged == contiguous`` is tested bit for bit).
 
-On TPU/GPU a paged-attention kernel would read the pages in place; here (any backend) the M
-pages of every row are gathered for each layer, a ``[C, K, H, M * Z]`` temporary per layer.
+On every backend the M pages of every row are gathered for each layer, a ``[C, K, H, M * Z]``
+temporary per layer. JAX's Pallas paged-attention kernels (GPU, TPU) read pages in place but
+mask keys by row length alone, while prompt pages here hold left padding (masked by segment id)
+shared by a prompt's G samples: docs/sampler.md says what using them would take.
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ def paged_decode_states(
 
     carry = (x, cache.k, cache.v)
     for stack, indices in layer_stacks(params, config):
-        carry, _ = jax.lax.scan(body, carry, (stack, indices))
+        carry, _ = jax.lax.scan(body, carry, (stack, indices), unroll=config.scan_unroll)
     x, k, v = carry
     x = layers.rms_norm(x, params["final_norm"].astype(dtype), config.rms_norm_eps)
     length = cache.length + write_C.astype(jnp.int32)

@@ -204,7 +204,10 @@ def hidden_states_and_router(
     router = None
     for stack, indices in layer_stacks(params, config):
         replay = routing if "router" in stack else None
-        carry, stats = jax.lax.scan(_maybe_remat(body, config), carry, (stack, indices, replay))
+        xs = (stack, indices, replay)
+        carry, stats = jax.lax.scan(
+            _maybe_remat(body, config), carry, xs, unroll=config.scan_unroll
+        )
         router = stats if stats is not None else router
     if cache is None:
         x = carry

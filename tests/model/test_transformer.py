@@ -140,6 +140,27 @@ def test_remat_policies_give_identical_values_and_grads(params, policy):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), ref, got)
 
 
+def test_unrolled_layers_give_the_scans_values_grads_and_cache(params):
+    """``model.scan_unroll``: the same numbers, with and without a KV cache."""
+    tokens = jnp.arange(1, 9)[None]
+    unrolled = CONFIG.replace(scan_unroll=CONFIG.num_layers)
+
+    def loss(p, config):
+        return forward(p, tokens, config)[0].mean()
+
+    value_and_grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+    ref, got = value_and_grad(params, CONFIG), value_and_grad(params, unrolled)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), ref, got)
+    for config in (CONFIG, unrolled):
+        logits, cache = forward(params, tokens[:, :6], config, cache=init_cache(config, 1, 16))
+        logits, cache = forward(params, tokens[:, 6:7], config, cache=cache)
+        if config is CONFIG:
+            ref = (logits, cache)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), ref, (logits, cache))
+    with pytest.raises(ValueError, match="scan_unroll"):
+        CONFIG.replace(scan_unroll=0)
+
+
 def test_compiled_program_size_does_not_grow_with_depth():
     """Layers run under lax.scan: the jaxpr of a 2-layer and a 12-layer model are equally long."""
 

@@ -95,3 +95,11 @@ def test_one_compile_and_bad_settings(params):
         _sample(Sampler(CONFIG, buckets=BUCKETS, slots=4, page_size=4, pages=2), params)
     with pytest.raises(ValueError, match="page_size=3 must divide the prompt bucket 8"):
         _sample(Sampler(CONFIG, buckets=BUCKETS, slots=4, page_size=3), params)
+
+
+@SLOW
+def test_unrolled_layers_give_the_same_rows(params, contiguous):
+    """``model.scan_unroll``: the layer loop unrolled (paged decode, prefill) changes no row."""
+    unrolled = CONFIG.replace(scan_unroll=CONFIG.num_layers)
+    out = _sample(Sampler(unrolled, buckets=BUCKETS, slots=4, page_size=4, pages=6), params)
+    _same_rows(out, contiguous["sampled"])
