@@ -129,6 +129,7 @@ def bench_r1jax(directory: Path, prompts: list[str], args):
 
     mesh = make_mesh(MeshConfig())
     config, params = hf.load(str(directory), mesh=mesh)
+    config = config.replace(scan_unroll=args.scan_unroll)
     tokenizer = HFTokenizer(str(directory / "tokenizer.json"))
     ids = [tokenizer.encode(p) for p in prompts]
     width = max(map(len, ids))
@@ -247,6 +248,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads for TRL")
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--skip-r1jax", action="store_true")
+    parser.add_argument("--scan-unroll", type=int, default=1, help="model.scan_unroll")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
