@@ -3,7 +3,8 @@
 # tokens/s and HBM bandwidth used against the roofline (the data sheet's peak and a device copy
 # timed in the same process), transformers.generate on the same GPU, shapes and weights; then
 # the static loop, continuous batching and the paged cache on long-tailed rows at that shape.
-# Each part writes one JSON line to ${OUT:-.}; run from the repository root:
+# Each part writes one JSON line to ${OUT:-.}; run from the repository root (EXPERIMENTS=1 adds
+# the runs at the end):
 #   OUT=/tmp/gpu bash benchmarks/gpu_decode.sh [peak GB/s, default 4800 (H200)]
 set -uo pipefail
 out=${OUT:-.}
@@ -18,3 +19,14 @@ timeout 330 python3 benchmarks/sampler.py "${shape[@]}" --new-tokens 1024 --repe
   --peak-bw-gbs "$peak" --measure-bw --compare-hf --json | tee "$out/decode_1p5b.json"
 timeout 240 python3 benchmarks/sampler.py "${shape[@]}" --long-tail --slots 64 \
   --new-tokens 1024 --median-tokens 64 --page-size 64 --json | tee "$out/long_tail_1p5b.json"
+# EXPERIMENTS=1: the ways to stop the per-step copies of each layer's weights that the trace of
+# the scanned decode shows (docs/sampler.md): cuBLAS reading dynamic slices in place, and the
+# layers unrolled (one decode window, so that four unrolled copies need not compile).
+if [[ ${EXPERIMENTS:-0} == 1 ]]; then
+  XLA_FLAGS="--xla_gpu_enable_dynamic_slice_fusion=true --xla_gpu_enable_triton_gemm=false" \
+    timeout 150 python3 benchmarks/sampler.py "${shape[@]}" --new-tokens 1024 --repeats 1 \
+    --peak-bw-gbs "$peak" --json | tee "$out/decode_dynamic_slice_fusion.json"
+  timeout 300 python3 benchmarks/sampler.py "${shape[@]}" --new-tokens 1024 --repeats 1 \
+    --peak-bw-gbs "$peak" --scan-unroll 28 --decode-windows 1 --json \
+    | tee "$out/decode_unrolled.json"
+fi

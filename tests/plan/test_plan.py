@@ -39,6 +39,7 @@ def _require_tpu_compiler(topology: str = "v5e-1"):
         pytest.skip("no TPU compiler in this environment")
 
 
+@pytest.mark.slow  # moved to CI's slow step: the default suite measured 10m33s idle
 def test_figures_are_the_compilers_and_the_analytic_count():
     stage = _stage(*TINY_GRPO)
     mesh = make_mesh(stage.mesh)
@@ -125,6 +126,7 @@ def test_partial_rollouts_are_planned_as_admit_and_advance():
     assert advance.lower().compile() is not None
 
 
+@pytest.mark.slow  # moved to CI's slow step: the default suite measured 10m33s idle
 def test_a_run_that_does_not_fit_exits_1_and_says_what_dominates(capsys):
     # 2M x 512 embedding: 4 GiB of fp32 params, 12 GiB with Adam, on every data-parallel device
     big = [*TINY_GRPO, "--config.model.vocab_size=2097152", "--config.model.hidden_size=512"]

@@ -217,6 +217,7 @@ def test_sampler_reads_the_train_state_params_without_a_copy():
     assert seen == [pointers]
 
 
+@pytest.mark.slow  # moved to CI's slow step: the default suite measured 10m33s idle
 def test_continuous_batching_iteration_equals_the_static_one_with_request_keys():
     """``grpo.decode_slots``: the sampler decodes 32 rows in 8 slots (on the test mesh); the
     iteration's rollout and update equal a static sampler's with the same per-request keys,

@@ -65,6 +65,7 @@ def _run(world, k, name):
     return [json.loads(line) for line in out.read_text().splitlines()], counts, out
 
 
+@pytest.mark.slow  # moved to CI's slow step: the default suite measured 10m33s idle
 def test_stored_topk_is_the_teachers_full_forward_top_k(world):
     params, tok, _, _ = world
     stored, counts, _ = _run(world, 8, "k8")
