@@ -5,7 +5,8 @@ Each process feeds only its rows of a global batch: ``data_shard(mesh)`` says wh
 block of the batch dimension its devices hold (processes that share a block, e.g. when the
 tensor axis spans hosts, feed the same rows), ``batch_feed`` checks a global batch splits, and
 ``host_local_to_global`` / ``data_shard_rows`` go between a process's rows and global
-``jax.Array``s. Host-side collectives for small values: ``gather_rows`` (arrays),
+``jax.Array``s; ``to_host`` copies global arrays whole to every process. Host-side collectives
+for small values: ``gather_rows`` (arrays),
 ``gather_shards`` (each batch shard once), ``gather_objects`` (JSON records), ``all_processes``
 and ``barrier``. With one process all of them are identities.
 """
@@ -18,6 +19,17 @@ import math
 
 import jax
 import numpy as np
+
+
+def to_host(tree):
+    """A pytree of global ``jax.Array``s as host arrays, whole on every process: ``device_get``
+    where this process addresses every shard, else an all-gather (a collective: every process
+    calls it, as every process holds part of the arrays)."""
+    if all(getattr(x, "is_fully_addressable", True) for x in jax.tree.leaves(tree)):
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def gather_rows(x) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from r1jax import multihost
 from r1jax.config.model import ModelConfig
 from r1jax.model.hf_config import config_from_hf, config_to_hf
 from r1jax.model.params import abstract_params, param_shardings
@@ -273,14 +274,6 @@ def load(
 # ----------------------------------------------------------------------------- save
 
 
-def _to_host(x: jax.Array) -> np.ndarray:
-    if x.is_fully_addressable:
-        return np.asarray(jax.device_get(x))
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
 def save(
     path: str | os.PathLike,
     config: ModelConfig,
@@ -301,10 +294,12 @@ def save(
     np_dtype = np.dtype(jax.numpy.dtype(dtype))
     tensors: dict[str, np.ndarray] = {}
     for leaf, (name, _, to_hf) in _top_mapping(config).items():
-        tensors[name] = np.ascontiguousarray(to_hf(_to_host(params[leaf])).astype(np_dtype))
+        tensors[name] = np.ascontiguousarray(
+            to_hf(np.asarray(multihost.to_host(params[leaf]))).astype(np_dtype)
+        )
     for stack, layer_ids, experts in _stacks(config):
         for leaf, (template, _, to_hf) in _layer_mapping(config, experts).items():
-            stacked = _to_host(params[stack][leaf])
+            stacked = np.asarray(multihost.to_host(params[stack][leaf]))
             for j, i in enumerate(layer_ids):
                 per_expert = (
                     enumerate(stacked[j]) if "{expert}" in template else [(None, stacked[j])]

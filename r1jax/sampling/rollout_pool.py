@@ -160,7 +160,7 @@ class RolloutPool:
         tokens_QP, mask_QP = left_pad(prompts, self.width, self.sampler.pad_id)
         rows = self._rows(self.queue_end)
         self.seen_R[rows], self.versions_RT[rows] = 0, -1
-        steps = int(self._fetch(self.pool.slots.iterations))
+        steps = int(multihost.to_host(self.pool.slots.iterations))
         self.batches.append(_Batch(payload, tokens_QP, mask_QP, self.queue_end, steps))
         put = lambda x: self.sampler.put(x, ("batch", None))
         with self.sampler.mesh_context():
@@ -171,17 +171,9 @@ class RolloutPool:
         start = first_request % (self.lanes * self.g)
         return slice(start, start + self.q * self.g)
 
-    def _fetch(self, tree):
-        """Host copies of (small) pool arrays, whole on every process."""
-        if self.sampler.multi_process:
-            from jax.experimental import multihost_utils
-
-            return multihost_utils.process_allgather(tree, tiled=True)
-        return jax.device_get(tree)
-
     def _record_versions(self, version: int) -> None:
         """Marks the tokens the last call sampled (per row, past its previous count)."""
-        now_R = np.asarray(self._fetch(self.pool.slots.lengths_R), np.int64)
+        now_R = np.asarray(multihost.to_host(self.pool.slots.lengths_R), np.int64)
         columns = np.arange(self.t)[None]
         new = (columns >= self.seen_R[:, None]) & (columns < now_R[:, None])
         self.versions_RT[new] = version
@@ -190,7 +182,7 @@ class RolloutPool:
 
     def _complete(self, target_end: int) -> bool:
         s = self.pool.slots
-        next_request, request_C = self._fetch((s.next_request, s.request_C))
+        next_request, request_C = multihost.to_host((s.next_request, s.request_C))
         busy = (request_C >= 0) & (request_C < target_end)
         return int(next_request) >= target_end and not busy.any()
 
@@ -213,7 +205,7 @@ class RolloutPool:
             fields, counters = self._harvest(self.pool, row0, np.int32(batch.admitted_at))
         if not self.sampler.multi_process:  # (several: ``to_output`` takes this process's rows)
             fields = jax.device_get(fields)
-        counters = self._fetch(counters)
+        counters = multihost.to_host(counters)
         steps = int(counters[0]) - self.counters[0]
         slot_steps = int(counters[1]) - self.counters[1]
         started = self.q * self.g  # one first token per request, sampled from the prefill
