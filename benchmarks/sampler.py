@@ -125,8 +125,8 @@ def decode_roofline(args, config, *, decode_s: float) -> dict:
     rows, steps = args.prompts * args.samples, args.new_tokens - 1
     kv_per_token = 2 * config.num_layers * config.num_kv_heads * config.head_dim * itemsize
     live = rows * (args.prompt_len + 1 + np.arange(steps)).sum()  # tokens read, all steps
-    step_bytes = (config.num_params * itemsize * steps + live * kv_per_token) / steps
-    used = step_bytes * steps / decode_s / 1e9
+    total_bytes = config.num_params * itemsize * steps + live * kv_per_token
+    step_bytes, used = total_bytes / steps, total_bytes / decode_s / 1e9
     out = dict(
         decode_tokens_per_s=rows * steps / decode_s,
         decode_step_ms=1e3 * decode_s / steps,
