@@ -4,7 +4,7 @@
 # timed in the same process), transformers.generate on the same GPU, shapes and weights; then
 # the static loop, continuous batching and the paged cache on long-tailed rows at that shape.
 # Each part writes one JSON line to ${OUT:-.}; run from the repository root (EXPERIMENTS=1 adds
-# the runs at the end):
+# the runs at the end, MAIN=0 leaves out the first two):
 #   OUT=/tmp/gpu bash benchmarks/gpu_decode.sh [peak GB/s, default 4800 (H200)]
 set -uo pipefail
 out=${OUT:-.}
@@ -15,18 +15,25 @@ export PYTHONUNBUFFERED=1 R1JAX_HOST_MALLOC=0
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.6}  # torch's share too
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv
 python3 -c "import jax, torch; print('jax', jax.__version__, jax.devices(), 'torch', torch.__version__)"
-timeout 330 python3 benchmarks/sampler.py "${shape[@]}" --new-tokens 1024 --repeats 2 \
-  --peak-bw-gbs "$peak" --measure-bw --compare-hf --json | tee "$out/decode_1p5b.json"
-timeout 240 python3 benchmarks/sampler.py "${shape[@]}" --long-tail --slots 64 \
-  --new-tokens 1024 --median-tokens 64 --page-size 64 --json | tee "$out/long_tail_1p5b.json"
-# EXPERIMENTS=1: the ways to stop the per-step copies of each layer's weights that the trace of
-# the scanned decode shows (docs/sampler.md): cuBLAS reading dynamic slices in place, and the
-# layers unrolled (one decode window, so that four unrolled copies need not compile).
+if [[ ${MAIN:-1} == 1 ]]; then
+  timeout 330 python3 benchmarks/sampler.py "${shape[@]}" --new-tokens 1024 --repeats 2 \
+    --peak-bw-gbs "$peak" --measure-bw --compare-hf --json | tee "$out/decode_1p5b.json"
+  timeout 240 python3 benchmarks/sampler.py "${shape[@]}" --long-tail --slots 64 \
+    --new-tokens 1024 --median-tokens 64 --page-size 64 --json | tee "$out/long_tail_1p5b.json"
+fi
+# EXPERIMENTS=1: the runs of docs/sampler.md's "Stopping the copies" (measured 2026-12-04, before
+# the sampler compiled with loop.GPU_DECODE_OPTIONS itself: its per-program options now take
+# precedence over these XLA_FLAGS, so the rows below measure the default plus the flag).
 if [[ ${EXPERIMENTS:-0} == 1 ]]; then
+  one=(--new-tokens 1024 --repeats 1 --peak-bw-gbs "$peak" --json)
+  timeout 120 python3 benchmarks/sampler.py "${shape[@]}" "${one[@]}" \
+    | tee "$out/decode_scan.json"  # the peer of the runs below, in the same lease
+  XLA_FLAGS="--xla_gpu_enable_dynamic_slice_fusion=true" \
+    timeout 120 python3 benchmarks/sampler.py "${shape[@]}" "${one[@]}" \
+    | tee "$out/decode_dynamic_slice_fusion.json"
   XLA_FLAGS="--xla_gpu_enable_dynamic_slice_fusion=true --xla_gpu_enable_triton_gemm=false" \
-    timeout 150 python3 benchmarks/sampler.py "${shape[@]}" --new-tokens 1024 --repeats 1 \
-    --peak-bw-gbs "$peak" --json | tee "$out/decode_dynamic_slice_fusion.json"
-  timeout 300 python3 benchmarks/sampler.py "${shape[@]}" --new-tokens 1024 --repeats 1 \
-    --peak-bw-gbs "$peak" --scan-unroll 28 --decode-windows 1 --json \
-    | tee "$out/decode_unrolled.json"
+    timeout 120 python3 benchmarks/sampler.py "${shape[@]}" "${one[@]}" \
+    | tee "$out/decode_dynamic_slice_fusion_cublas.json"
+  timeout 240 python3 benchmarks/sampler.py "${shape[@]}" "${one[@]}" --scan-unroll 28 \
+    --decode-windows 1 | tee "$out/decode_unrolled.json"
 fi

@@ -94,6 +94,9 @@ def bench_r1jax(args, config, params) -> dict:
     run(0)
     t_compile = time.perf_counter() - t_compile
     times = [run(seed) for seed in range(1, 1 + args.repeats)]
+    if args.profile:  # benchmarks/trace_summary.py reads it
+        with jax.profiler.trace(args.profile, create_perfetto_trace=True):
+            run(1 + args.repeats)
     ttft, total, steps = min(times, key=lambda t: t[1])
     assert steps == args.new_tokens, steps
     rows = args.prompts * args.samples
@@ -352,6 +355,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pages", type=int, default=0, help="generation pages (0: all)")
     parser.add_argument("--partial-batches", type=int, default=0, help="continuous vs partial")
     parser.add_argument("--decode-windows", type=int, default=4, help="static loop's phases")
+    parser.add_argument("--profile", default="", help="trace one more call into this dir")
     args = parser.parse_args(argv)
 
     config = _config(args)

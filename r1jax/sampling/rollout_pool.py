@@ -111,11 +111,13 @@ class RolloutPool:
             functools.partial(pool_lib.admit, pad_id=sampler.pad_id, **statics),
             donate_argnums=1,
             out_shardings=shardings,
+            compiler_options=sampler.compiler_options(),
         )
         self._advance = jax.jit(
             functools.partial(pool_lib.advance, method=method, mesh=sampler.mesh, **statics),
             donate_argnums=1,
             out_shardings=shardings,
+            compiler_options=sampler.compiler_options(),
         )
         self._harvest = jax.jit(functools.partial(pool_lib.harvest, rows=q * g))
         self.batches: collections.deque[_Batch] = collections.deque()

@@ -278,11 +278,15 @@ class Sampler:
                 fn = functools.partial(
                     continuous.sample, min_slots=self.min_slots, mesh=self.mesh, **common
                 )
-            self._continuous[key] = jax.jit(fn)
+            self._continuous[key] = jax.jit(fn, compiler_options=self.compiler_options())
         with self.mesh_context():
             table = self.put(table, (None, None))
             state = self._continuous[key](params, *args, rng, table, budget_R=budget_R)
         return state, tokens_QP, mask_QP
+
+    def compiler_options(self) -> dict:
+        """XLA options of this sampler's programs (``loop.compiler_options`` of its devices)."""
+        return loop.compiler_options(self.mesh.devices.flat[0].platform if self.mesh else None)
 
     def gen_pages(self, prompt_len: int, max_new: int) -> int:
         """Generation pages of a paged call: ``pages``, or every slot's full reach."""

@@ -227,3 +227,14 @@ def test_decode_phases_over_cache_prefixes_sample_what_the_whole_cache_gives(par
     phased = Sampler(CONFIG, buckets=BUCKETS, decode_windows=4)(params, PROMPTS, **kw)
     np.testing.assert_array_equal(phased.tokens, whole.tokens)
     np.testing.assert_allclose(phased.logprobs, whole.logprobs, rtol=1e-5, atol=1e-6)
+
+
+def test_gpu_compiler_options_are_xla_options_and_only_gpus_get_them():
+    """The sampler's GPU options (no dot merger, cuBLAS GEMMs: docs/sampler.md's H200 figures)
+    name real XLA options (a misspelt one fails the compile) and reach no other platform."""
+    assert loop.compiler_options("gpu") == loop.GPU_DECODE_OPTIONS
+    assert loop.compiler_options("tpu") == {} and loop.compiler_options("cpu") == {}
+    options = loop.compiler_options("gpu")
+    x = np.arange(12.0, dtype=np.float32).reshape(3, 4)
+    program = jax.jit(lambda a: (a @ a.T, a @ a.T * 2), compiler_options=options)
+    np.testing.assert_allclose(program(x)[1], 2 * x @ x.T)
