@@ -79,9 +79,13 @@ def make_report(config, run_dir: Path, results: dict) -> Path:
             (f"{stage} curves", plot_curves(rows, sft_panels, run_dir / f"{stage}.png", stage))
         )
     seconds = sum(r.get("seconds", 0.0) for r in results.values())
+    protocols = sorted(
+        {(config[s].eval.temperature, config[s].eval.top_p) for s in EVALS.values() if s in results}
+    )
+    shown = "; ".join(f"temperature {t}, top-p {p}" for t, p in protocols)
     notes = [
         f"wall time of all stages: {seconds / 60:.1f} min",
-        f"evaluation: {k} samples per question, temperature 0.6, top-p 0.95",
+        f"evaluation: {k} samples per question, {shown}",
     ]
     if "rejection" in results:
         r = results["rejection"]

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from r1jax.commands import demo
-from r1jax.pipeline.claims import paper_claims
+from r1jax.pipeline.claims import claims_markdown, paper_claims
 
 STAGES = [
     "tokenizer",
@@ -78,28 +78,21 @@ def test_demo_runs_end_to_end_in_chinese(tmp_path):
 
 @pytest.mark.slow  # the full demo: about 8 minutes on 2 cores
 def test_full_demo_measures_the_papers_claims(tmp_path):
-    """The report's claims table from one full run. Asserted here: the claims that held with
-    room in every run so far (RL +49 to +57 points of pass@1, response length +30%, the
-    distilled student ~0.25 against 0.05 for the one trained by RL, the language reward halving
-    the mixing rate for at most 2 points of pass@1: -97% at +1.0 since the bilingual GRPO runs
-    take 80 steps at weight 0.3), and weaker forms of the others, which the report shows with
-    their margins: majority voting (+4 to +13 points), top-k distillation against SFT (-1.5 to
-    +0.8 points)."""
+    """The report's claims table from one full run, each claim with the issue's margin: RL +15
+    points of pass@1, maj@8 >= pass@1 + 5, response length up, the distilled student above the
+    one trained by RL, top-k distillation >= SFT on the traces, the language reward halving
+    the mixing rate for at most 2 points of pass@1. What the margins were in the runs behind
+    the demo's settings is in ``configs/demo.py`` (the evaluation's top-p, the teacher's
+    temperature for top-k)."""
     run_dir = tmp_path / "demo"
     assert demo.main([f"--run_dir={run_dir}"]) == 0
     results = {p.parent.name: json.loads(p.read_text()) for p in run_dir.glob("*/done.json")}
-    claims = {c.text.split(" (")[0]: c for c in paper_claims(results, run_dir)}
-    assert len(claims) == 6, sorted(claims)
-    for name in (
-        "RL raises pass@1",
-        "response length grows during RL",
-        "distilling the reasoner beats RL on the small model",
-        "the language reward halves language mixing",
-    ):
-        assert claims[name].holds, claims[name]
-    assert results["eval_student_topk"]["pass@1"] >= results["eval_student"]["pass@1"] - 0.03
+    claims = paper_claims(results, run_dir)
+    assert len(claims) == 6, [c.text for c in claims]
+    assert all(c.holds for c in claims), claims_markdown(claims)
     report = (run_dir / "report.md").read_text()
     assert "## The paper's claims" in report and "| top-k distillation" in report
+    assert "temperature 0.6, top-p 1.0" in report
 
 
 def test_one_stage_of_a_recipe_without_evaluations_is_reported(tmp_path):
