@@ -339,8 +339,7 @@ def programs(
     copies the cache into its preferred tiling before the loop and back after it, holding it
     twice (Qwen2.5-1.5B, 16 rows x 32,768 tokens on v5e-8: 2.97 GiB of temporaries for a
     1.75 GiB cache; 1.24 GiB with "auto"). It costs one extra compile of the decode loop.
-    ``layout=None`` takes "auto" when the ambient mesh is on TPU (``target_platform``),
-    "default" elsewhere.
+    ``layout=None`` takes "auto" on a TPU mesh (``target_platform``), "default" elsewhere.
     """
     if keys not in KEY_SCHEMES:
         raise ValueError(f"keys={keys!r}; one of {KEY_SCHEMES}")
