@@ -21,19 +21,24 @@ if [[ ${MAIN:-1} == 1 ]]; then
   timeout 240 python3 benchmarks/sampler.py "${shape[@]}" --long-tail --slots 64 \
     --new-tokens 1024 --median-tokens 64 --page-size 64 --json | tee "$out/long_tail_1p5b.json"
 fi
-# EXPERIMENTS=1: the runs of docs/sampler.md's "Stopping the copies" (measured 2026-12-04, before
-# the sampler compiled with loop.GPU_DECODE_OPTIONS itself: its per-program options now take
-# precedence over these XLA_FLAGS, so the rows below measure the default plus the flag).
+# EXPERIMENTS=1: the rows of docs/sampler.md's "Stopping the copies", in its order. The sampler
+# compiles its programs with loop.GPU_DECODE_OPTIONS, which take precedence over XLA_FLAGS:
+# --gpu-options replaces them ('{}': none) so that the flags below are what a row measures.
 if [[ ${EXPERIMENTS:-0} == 1 ]]; then
   one=(--new-tokens 1024 --repeats 1 --peak-bw-gbs "$peak" --json)
-  timeout 120 python3 benchmarks/sampler.py "${shape[@]}" "${one[@]}" \
-    | tee "$out/decode_scan.json"  # the peer of the runs below, in the same lease
-  XLA_FLAGS="--xla_gpu_enable_dynamic_slice_fusion=true" \
-    timeout 120 python3 benchmarks/sampler.py "${shape[@]}" "${one[@]}" \
-    | tee "$out/decode_dynamic_slice_fusion.json"
-  XLA_FLAGS="--xla_gpu_enable_dynamic_slice_fusion=true --xla_gpu_enable_triton_gemm=false" \
-    timeout 120 python3 benchmarks/sampler.py "${shape[@]}" "${one[@]}" \
-    | tee "$out/decode_dynamic_slice_fusion_cublas.json"
-  timeout 240 python3 benchmarks/sampler.py "${shape[@]}" "${one[@]}" --scan-unroll 28 \
-    --decode-windows 1 | tee "$out/decode_unrolled.json"
+  dsf="--xla_gpu_enable_dynamic_slice_fusion=true"
+  no_triton='{"xla_gpu_enable_triton_gemm": false}'
+  row() { # name, XLA_FLAGS, then sampler.py arguments
+    local name=$1 flags=$2; shift 2
+    XLA_FLAGS="$flags" timeout 150 python3 benchmarks/sampler.py "${shape[@]}" "${one[@]}" "$@" \
+      | tee "$out/decode_$name.json"
+  }
+  row none "" --gpu-options '{}'
+  row dsf "$dsf" --gpu-options '{}'
+  row cublas "" --gpu-options "$no_triton"
+  row cublas_dsf "$dsf" --gpu-options "$no_triton"
+  row default ""
+  row default_1window "" --decode-windows 1
+  row default_dsf_1window "$dsf" --decode-windows 1
+  row unrolled_1window "" --gpu-options '{}' --scan-unroll 28 --decode-windows 1
 fi

@@ -48,7 +48,7 @@ import jax
 import numpy as np
 
 from r1jax.model import ModelConfig, hf, init_params
-from r1jax.sampling import Categorical, Sampler
+from r1jax.sampling import Categorical, Sampler, loop
 from r1jax.sampling.rollout_pool import RolloutPool
 from r1jax.sampling.stop import stop_table
 
@@ -356,7 +356,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--partial-batches", type=int, default=0, help="continuous vs partial")
     parser.add_argument("--decode-windows", type=int, default=4, help="static loop's phases")
     parser.add_argument("--profile", default="", help="trace one more call into this dir")
+    parser.add_argument("--gpu-options", default="", help="JSON: replaces GPU_DECODE_OPTIONS")
     args = parser.parse_args(argv)
+    if args.gpu_options:  # e.g. '{}': the sampler's programs without its GPU options
+        loop.GPU_DECODE_OPTIONS = json.loads(args.gpu_options)
 
     config = _config(args)
     params = init_params(config, jax.random.key(0))

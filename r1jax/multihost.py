@@ -6,9 +6,9 @@ block of the batch dimension its devices hold (processes that share a block, e.g
 tensor axis spans hosts, feed the same rows), ``batch_feed`` checks a global batch splits, and
 ``host_local_to_global`` / ``data_shard_rows`` go between a process's rows and global
 ``jax.Array``s; ``to_host`` copies global arrays whole to every process. Host-side collectives
-for small values: ``gather_rows`` (arrays),
-``gather_shards`` (each batch shard once), ``gather_objects`` (JSON records), ``all_processes``
-and ``barrier``. With one process all of them are identities.
+for small values: ``gather_rows`` (arrays), ``gather_shards`` (each batch shard once),
+``gather_objects`` (JSON records), ``all_processes`` and ``barrier``. With one process all of
+them are identities.
 """
 
 from __future__ import annotations

@@ -107,17 +107,13 @@ class RolloutPool:
             self.pool = jax.jit(empty, static_argnames=tuple(shapes), out_shardings=shardings)(
                 key, **shapes
             )
-        self._admit = jax.jit(
-            functools.partial(pool_lib.admit, pad_id=sampler.pad_id, **statics),
-            donate_argnums=1,
-            out_shardings=shardings,
+        jit_step = functools.partial(  # the pool donated in, the same shardings out
+            jax.jit, donate_argnums=1, out_shardings=shardings,
             compiler_options=sampler.compiler_options(),
-        )
-        self._advance = jax.jit(
-            functools.partial(pool_lib.advance, method=method, mesh=sampler.mesh, **statics),
-            donate_argnums=1,
-            out_shardings=shardings,
-            compiler_options=sampler.compiler_options(),
+        )  # fmt: skip
+        self._admit = jit_step(functools.partial(pool_lib.admit, pad_id=sampler.pad_id, **statics))
+        self._advance = jit_step(
+            functools.partial(pool_lib.advance, method=method, mesh=sampler.mesh, **statics)
         )
         self._harvest = jax.jit(functools.partial(pool_lib.harvest, rows=q * g))
         self.batches: collections.deque[_Batch] = collections.deque()
