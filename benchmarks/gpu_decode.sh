@@ -22,7 +22,7 @@ if [[ ${MAIN:-1} == 1 ]]; then
     --new-tokens 1024 --median-tokens 64 --page-size 64 --json | tee "$out/long_tail_1p5b.json"
 fi
 # EXPERIMENTS=1: the rows of docs/sampler.md's "Stopping the copies", in its order. The sampler
-# compiles its programs with loop.GPU_DECODE_OPTIONS, which take precedence over XLA_FLAGS:
+# compiles its programs with compile_options.GPU_DECODE_OPTIONS, which take precedence over XLA_FLAGS:
 # --gpu-options replaces them ('{}': none) so that the flags below are what a row measures.
 if [[ ${EXPERIMENTS:-0} == 1 ]]; then
   one=(--new-tokens 1024 --repeats 1 --peak-bw-gbs "$peak" --json)

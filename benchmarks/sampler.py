@@ -48,7 +48,7 @@ import jax
 import numpy as np
 
 from r1jax.model import ModelConfig, hf, init_params
-from r1jax.sampling import Categorical, Sampler, loop
+from r1jax.sampling import Categorical, Sampler, compile_options
 from r1jax.sampling.rollout_pool import RolloutPool
 from r1jax.sampling.stop import stop_table
 
@@ -76,7 +76,12 @@ def _prompts(args) -> list[list[int]]:
 
 
 def bench_r1jax(args, config, params) -> dict:
-    sampler = Sampler(config, buckets=(args.prompt_len,), decode_windows=args.decode_windows)
+    sampler = Sampler(
+        config,
+        buckets=(args.prompt_len,),
+        decode_windows=args.decode_windows,
+        layout=args.layout or None,
+    )
     prompts, method = _prompts(args), Categorical(temperature=1.0)
     table = stop_table([])
     kw = dict(method=method, num_samples=args.samples, max_new_tokens=args.new_tokens)
@@ -355,11 +360,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pages", type=int, default=0, help="generation pages (0: all)")
     parser.add_argument("--partial-batches", type=int, default=0, help="continuous vs partial")
     parser.add_argument("--decode-windows", type=int, default=4, help="static loop's phases")
+    parser.add_argument("--layout", default="", help="static loop's (loop.programs); '': auto")
     parser.add_argument("--profile", default="", help="trace one more call into this dir")
     parser.add_argument("--gpu-options", default="", help="JSON: replaces GPU_DECODE_OPTIONS")
     args = parser.parse_args(argv)
     if args.gpu_options:  # e.g. '{}': the sampler's programs without its GPU options
-        loop.GPU_DECODE_OPTIONS = json.loads(args.gpu_options)
+        compile_options.GPU_DECODE_OPTIONS = json.loads(args.gpu_options)
 
     config = _config(args)
     params = init_params(config, jax.random.key(0))

@@ -41,6 +41,8 @@ class KVCache:
 
     @property
     def max_length(self) -> int:
+        if isinstance(self.v, tuple):  # split_cache: per-layer chunks [B, K, C, H]
+            return sum(chunk.shape[2] for chunk in self.v[0])
         return self.v.shape[3]
 
 

@@ -48,15 +48,14 @@ def trace(params: dict, tokens_BT: jax.Array, config: ModelConfig) -> Trace:
     segments = jnp.ones((b, t), jnp.int32)
     mask = attention_mask(positions, segments, positions, segments, config.sliding_window)
     freqs = layers.rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)
-    rope_factor = layers.rope_attention_factor(config.rope_scaling)
+    rope = layers.rope_table(positions, freqs, layers.rope_attention_factor(config.rope_scaling))
     x = jnp.take(params["embed"], tokens_BT, axis=0).astype(jnp.float32)
     residuals, probs = [x], []
     for i in range(config.num_layers):
         p = jax.tree.map(lambda a: a.astype(jnp.float32), layer_params(params, config, i))
         h = layers.rms_norm(x, p["attn_norm"], config.rms_norm_eps)
         q, k, v = layers.qkv_projection(h, p, config)
-        q = layers.apply_rope(q, positions, freqs, rope_factor)
-        k = layers.apply_rope(k, positions, freqs, rope_factor)
+        q, k = layers.apply_rope(q, rope), layers.apply_rope(k, rope)
         a_BNTS = _attention_probs(q, k, mask)
         v_BTNH = jnp.repeat(v, config.num_heads // config.num_kv_heads, axis=2)
         out = jnp.einsum("bnts,bsnh->btnh", a_BNTS, v_BTNH)

@@ -35,13 +35,12 @@ def _queries(h_BTD, p, config: ModelConfig):
     return q[..., : m.qk_nope_head_dim], q[..., m.qk_nope_head_dim :]
 
 
-def _latent(h_BTD, p, config: ModelConfig, q_pos, rope_freqs):
+def _latent(h_BTD, p, config: ModelConfig, rope):
     """``(latent [B, T, R] normed, k_rope [B, T, Hr] with RoPE)``."""
     r = config.mla.kv_lora_rank
     kv = layers.dense(h_BTD, p["kv_a"])
     latent = layers.rms_norm(kv[..., :r], p["kv_a_norm"], config.rms_norm_eps)
-    factor = layers.rope_attention_factor(config.rope_scaling)
-    k_rope = layers.apply_rope(kv[..., None, r:], q_pos, rope_freqs, factor)[:, :, 0]
+    k_rope = layers.apply_rope(kv[..., None, r:], rope)[:, :, 0]
     return latent, k_rope
 
 
@@ -55,7 +54,7 @@ def _scaled(q, used: int, config: ModelConfig):
     return q * jnp.asarray(scale, q.dtype)
 
 
-def mla_attention(h_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn, q_offset):
+def mla_attention(h_BTD, p, config: ModelConfig, rope, q_pos, q_seg, kv_fn, q_offset):
     """Attention output ``[B, T, N, Hv]`` (before ``o``) and ``kv_fn``'s extra.
 
     ``kv_fn`` is ``transformer._block``'s: None means the expanded form over this call's own
@@ -64,9 +63,8 @@ def mla_attention(h_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn
     """
     m = config.mla
     q_nope, q_rope = _queries(h_BTD, p, config)
-    factor = layers.rope_attention_factor(config.rope_scaling)
-    q_rope = layers.apply_rope(q_rope, q_pos, rope_freqs, factor)
-    latent, k_rope = _latent(h_BTD, p, config, q_pos, rope_freqs)
+    q_rope = layers.apply_rope(q_rope, rope)
+    latent, k_rope = _latent(h_BTD, p, config, rope)
     w_uk, w_uv = p["kv_b"][..., : m.qk_nope_head_dim], p["kv_b"][..., m.qk_nope_head_dim :]
     if kv_fn is None:  # expanded
         k_nope = layers.dense(latent, w_uk)  # [B, T, N, Hn]

@@ -28,8 +28,8 @@ import jax.numpy as jnp
 
 from r1jax.config.model import ModelConfig
 from r1jax.model import layers
-from r1jax.model.mla import cache_dims, rope_dim
-from r1jax.model.transformer import _block, layer_stacks
+from r1jax.model.mla import cache_dims
+from r1jax.model.transformer import _block, layer_stacks, model_rope
 from r1jax.model.weights import materialize
 from r1jax.sharding import constrain
 
@@ -108,7 +108,7 @@ def paged_decode_states(
     q_offset = jnp.max(jnp.where(write_C, cache.length, 0))
     table_VD = constrain(params["embed"], ("vocab", None))
     x = jnp.take(table_VD, tokens_C1, axis=0).astype(dtype)
-    freqs = layers.rope_inv_freq(rope_dim(config), config.rope_theta, config.rope_scaling)
+    rope = model_rope(config, positions_C1)
     cast = lambda tree: materialize(tree, dtype)  # one layer's weights, in the compute dtype
 
     def body(carry, xs):
@@ -123,7 +123,7 @@ def paged_decode_states(
             return keys.astype(dtype), values.astype(dtype), k_pos, k_seg, (k_all, v_all)
 
         x, (k_store, v_store), _ = _block(
-            x, cast(p), config, freqs, positions_C1, segment_C1, paged_keys, q_offset
+            x, cast(p), config, rope, positions_C1, segment_C1, paged_keys, q_offset
         )
         return (x, k_store, v_store), None
 

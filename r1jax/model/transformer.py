@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.config.model import ModelConfig
-from r1jax.model import layers, moe
+from r1jax.model import layers, moe, split_cache
 from r1jax.model.cache import KVCache, write_slots
 from r1jax.model.mla import mla_attention, rope_dim
 from r1jax.model.weights import materialize
@@ -25,7 +25,7 @@ _REMAT_POLICIES = {
 }
 
 
-def _block(x_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn, q_offset=0, replay=None):
+def _block(x_BTD, p, config: ModelConfig, rope, q_pos, q_seg, kv_fn, q_offset=0, replay=None):
     """One pre-norm transformer block: ``(x [B, T, D], extra, RouterStats or None)``.
 
     ``kv_fn(k, v) -> (keys, values, k_pos, k_seg, extra)`` writes this call's keys to a cache
@@ -35,12 +35,10 @@ def _block(x_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn, q_off
     the experts ``[B, T, K]`` a MoE layer must use."""
     h = layers.rms_norm(x_BTD, p["attn_norm"], config.rms_norm_eps)
     if config.mla is not None:  # kv_fn None: attend over this call's tokens (no cache)
-        attn, extra = mla_attention(h, p, config, rope_freqs, q_pos, q_seg, kv_fn, q_offset)
+        attn, extra = mla_attention(h, p, config, rope, q_pos, q_seg, kv_fn, q_offset)
     else:
         q, k, v = layers.qkv_projection(h, p, config)
-        factor = layers.rope_attention_factor(config.rope_scaling)
-        q = layers.apply_rope(q, q_pos, rope_freqs, factor)
-        k = layers.apply_rope(k, q_pos, rope_freqs, factor)
+        q, k = layers.apply_rope(q, rope), layers.apply_rope(k, rope)
         kv_fn = kv_fn or (lambda k, v: (k, v, q_pos, q_seg, None))
         keys, values, k_pos, k_seg, extra = kv_fn(k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3))
         attn = layers.attend(q, keys, values, q_pos, q_seg, k_pos, k_seg, config, q_offset=q_offset)
@@ -49,6 +47,14 @@ def _block(x_BTD, p, config: ModelConfig, rope_freqs, q_pos, q_seg, kv_fn, q_off
     h = layers.rms_norm(x_BTD, p["mlp_norm"], config.rms_norm_eps)
     y, stats = feed_forward(h, p, config, q_seg != 0, replay)
     return constrain(x_BTD + y, ("batch", "seq", "act_embed")), extra, stats
+
+
+def model_rope(config: ModelConfig, positions_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``layers.rope_table`` of the model's RoPE (its dims, theta and scaling) at
+    ``positions``: what ``_block`` takes."""
+    inv_freq = layers.rope_inv_freq(rope_dim(config), config.rope_theta, config.rope_scaling)
+    factor = layers.rope_attention_factor(config.rope_scaling)
+    return layers.rope_table(positions_BT, inv_freq, factor)
 
 
 def feed_forward(h_BTD, p: dict, config: ModelConfig, valid_BT=None, replay_BTK=None):
@@ -65,6 +71,10 @@ def layer_stacks(params: dict, config: ModelConfig) -> list[tuple[dict, jax.Arra
     groups = [params[name] for name in ("dense_layers", "layers") if name in params]
     stacks, first = [], 0
     for group in groups:
+        if isinstance(group, tuple):  # split_layers: one dict per layer, indices Python ints
+            stacks.append((group, tuple(range(first, first + len(group)))))
+            first += len(group)
+            continue
         size = jax.tree.leaves(group)[0].shape[0]
         stacks.append((group, first + jnp.arange(size)))
         first += size
@@ -80,6 +90,33 @@ def layer_params(params: dict, config: ModelConfig, index: int) -> dict:
         if index < first + len(indices):
             return jax.tree.map(lambda a, i=index - first: a[i], group)
     raise IndexError(f"layer {index} of a {config.num_layers}-layer model")
+
+
+def split_layers(params: dict) -> dict:
+    """``params`` with each layer stack as a tuple of per-layer dicts (each weight its own
+    buffer): the forward then runs the layers unrolled and reads every weight in place."""
+    out = dict(params)
+    for name in ("dense_layers", "layers"):
+        if name in params and not isinstance(params[name], tuple):
+            size = jax.tree.leaves(params[name])[0].shape[0]
+            out[name] = tuple(jax.tree.map(lambda a, i=i: a[i], params[name]) for i in range(size))
+    return out
+
+
+def _run_stack(body, carry, stack, indices, replay, config: ModelConfig):
+    """``lax.scan`` of ``body`` over a stacked group, or a Python loop over a split one."""
+    if not isinstance(stack, tuple):
+        xs = (stack, indices, replay)
+        return jax.lax.scan(_maybe_remat(body, config), carry, xs, unroll=config.scan_unroll)
+    stats = []
+    for i, (p, index) in enumerate(zip(stack, indices, strict=True)):
+        carry, s = _maybe_remat(body, config)(
+            carry, (p, index, None if replay is None else replay[i])
+        )
+        stats.append(s)
+    if stats[0] is None:
+        return carry, None
+    return carry, jax.tree.map(lambda *a: jnp.stack(a), *stats)
 
 
 def _write_kv(k_cache, v_cache, k_BKHT, v_BKTH, index, slot):
@@ -164,9 +201,9 @@ def hidden_states_and_router(
     table_VD = constrain(params["embed"], ("vocab", None))
     x = jnp.take(table_VD, tokens_BT, axis=0).astype(dtype)
     x = constrain(x, ("batch", "seq", "act_embed"))
-    freqs = layers.rope_inv_freq(rope_dim(config), config.rope_theta, config.rope_scaling)
+    rope = model_rope(config, positions)
     cast = lambda tree: materialize(tree, dtype)  # one layer's weights, in the compute dtype
-    blocks = functools.partial(_block, config=config, rope_freqs=freqs, q_pos=positions)
+    blocks = functools.partial(_block, config=config, rope=rope, q_pos=positions)
 
     if cache is None:
 
@@ -188,11 +225,19 @@ def hidden_states_and_router(
             p, index, replay = xs
 
             def cached_keys(k, v):
-                k_all, v_all = _write_kv(k_cache, v_cache, k, v, index, slot)
                 w = cache_window or cache.max_length
+                slots = (cache.positions[:, :w], cache.segment_ids[:, :w])
+                if isinstance(k_cache, tuple):  # split_cache: this layer's chunks, in place
+                    keys, values, k_l, v_l = split_cache.write_and_read(
+                        k_cache[index], v_cache[index], k, v, slot, w
+                    )
+                    k_all = (*k_cache[:index], k_l, *k_cache[index + 1 :])
+                    v_all = (*v_cache[:index], v_l, *v_cache[index + 1 :])
+                    cast_all = lambda chunks: tuple(c.astype(dtype) for c in chunks)
+                    return cast_all(keys), cast_all(values), *slots, (k_all, v_all)
+                k_all, v_all = _write_kv(k_cache, v_cache, k, v, index, slot)
                 keys = k_all[index, :, :, :, :w].astype(dtype)
                 values = v_all[index, :, :, :w].astype(dtype)
-                slots = (cache.positions[:, :w], cache.segment_ids[:, :w])
                 return keys, values, *slots, (k_all, v_all)
 
             x, (k_cache, v_cache), stats = blocks(
@@ -203,11 +248,9 @@ def hidden_states_and_router(
         carry = (x, cache.k, cache.v)
     router = None
     for stack, indices in layer_stacks(params, config):
-        replay = routing if "router" in stack else None
-        xs = (stack, indices, replay)
-        carry, stats = jax.lax.scan(
-            _maybe_remat(body, config), carry, xs, unroll=config.scan_unroll
-        )
+        moe_stack = "router" in (stack[0] if isinstance(stack, tuple) else stack)
+        replay = routing if moe_stack else None
+        carry, stats = _run_stack(body, carry, stack, indices, replay, config)
         router = stats if stats is not None else router
     if cache is None:
         x = carry

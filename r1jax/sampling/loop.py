@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 from jax.experimental.layout import Format, Layout
 
-from r1jax.model import KVCache, ModelConfig, cache_shardings, init_cache
-from r1jax.model.attention_kernels import target_platform
-from r1jax.model.transformer import hidden_states_and_router, logits_from_hidden
+from r1jax.model import KVCache, ModelConfig, cache_shardings, init_cache, split_cache
+from r1jax.model.transformer import hidden_states_and_router, logits_from_hidden, split_layers
+from r1jax.sampling.compile_options import compiler_options, default_layout
 from r1jax.sampling.methods import SamplingMethod, request_keys, sample_rows
 from r1jax.sampling.stop import matches
 from r1jax.sharding import named_sharding
@@ -230,16 +230,22 @@ def decode(
     mesh=None,
     keys: str = "step",
     windows: int = DECODE_WINDOWS,
+    split: bool = False,
 ) -> SamplingState:
     """Decode steps until every row has stopped or ``max_new_tokens`` columns are filled, in
-    ``windows`` phases that attend over growing prefixes of the cache (``decode_windows``)."""
+    ``windows`` phases that attend over growing prefixes of the cache (``decode_windows``).
+    ``split``: the loop holds each layer's weights and cache (in one chunk per phase) as
+    buffers of their own (``split_cache``: what XLA:CPU reads without copying)."""
     rows, max_new = state.tokens_BT.shape
     record = state.experts_LBSK is not None
     shardings = state_shardings(
         config, rows, max_new, state.recent_BW.shape[1], state.cache.max_length, mesh, record
     )
-
     prompt_len = state.cache.max_length - max_new
+    ends = decode_windows(prompt_len, max_new, windows)
+    state = _constrain(state, shardings)
+    if split:
+        params, state, shardings = _split(params, state, shardings, config, ends)
 
     def keep_going(s: SamplingState, window: int):  # the next write stays inside the window
         return (s.step < max_new) & jnp.any(running(s)) & (s.cache.length < window)
@@ -259,22 +265,37 @@ def decode(
         logits_BV = logits_from_hidden(params, hidden_B1D, config)[:, 0]
         tokens_B, logprobs_B = _sample(method, logits_BV, s.key, s.step, keys)
         s = dataclasses.replace(s, cache=cache)
-        if record:  # the fed token (completion column step - 1) sits at slot P + step - 1
-            column = (0, 0, prompt_len + s.step - 1, 0)
-            experts = stats.experts.astype(jnp.int16)
-            s = dataclasses.replace(
-                s, experts_LBSK=jax.lax.dynamic_update_slice(s.experts_LBSK, experts, column)
-            )
+        if record:
+            s = _record_experts(s, stats, prompt_len)
         return _constrain(_record(s, tokens_B, logprobs_B, stop_table_EW, pad_id), shardings)
 
-    state = _constrain(state, shardings)
-    for window in decode_windows(prompt_len, max_new, windows):
+    for window in ends:
         state = jax.lax.while_loop(
             functools.partial(keep_going, window=window),
             functools.partial(step, window=window),
             state,
         )
+    if split:
+        state = dataclasses.replace(state, cache=split_cache.join_cache(state.cache))
     return state
+
+
+def _split(params, state: SamplingState, shardings, config: ModelConfig, ends):
+    """``decode(split=True)``'s params (``split_layers``), state (its cache in per-layer
+    chunks ending at ``ends``, ``split_cache``) and the state's shardings."""
+    cache = split_cache.split_cache(state.cache, ends)
+    if shardings is not None:
+        chunks = split_cache.split_shardings(shardings.cache, config.num_layers, ends)
+        shardings = dataclasses.replace(shardings, cache=chunks)
+    return split_layers(params), dataclasses.replace(state, cache=cache), shardings
+
+
+def _record_experts(s: SamplingState, stats, prompt_len: int) -> SamplingState:
+    """Writes the experts that routed the fed token (completion column ``step - 1``, at cache
+    slot ``P + step - 1``) into ``experts_LBSK``."""
+    column = (0, 0, prompt_len + s.step - 1, 0)
+    experts = jax.lax.dynamic_update_slice(s.experts_LBSK, stats.experts.astype(jnp.int16), column)
+    return dataclasses.replace(s, experts_LBSK=experts)
 
 
 def decode_windows(prompt_len: int, max_new: int, count: int) -> tuple[int, ...]:
@@ -296,20 +317,6 @@ class Programs:
     prefill: Callable  # (params, prompt_QP, prompt_mask_QP, key, stop_table_EW) -> state
     decode: Callable  # (params, state, stop_table_EW) -> state; donates the state
     state: SamplingState
-
-
-# Measured on an H200 (docs/sampler.md; Qwen2.5-1.5B shape, 256 rows, bf16): with a layer's
-# weights sliced out of the stacked params inside the decode loop, XLA's dot merger concatenates
-# gate|up and q|k|v into new buffers at every step (a copy of the MLP weights per step), and its
-# Triton GEMMs copy the slices where cuBLAS reads them: 10.66 -> 9.22 ms per step without both.
-GPU_DECODE_OPTIONS = {"xla_gpu_enable_triton_gemm": False, "xla_disable_hlo_passes": "dot-merger"}
-
-
-def compiler_options(platform: str | None = None) -> dict:
-    """XLA options for the sampler's programs on ``platform`` (default: ``target_platform``):
-    ``GPU_DECODE_OPTIONS`` on a GPU, none elsewhere."""
-    platform = platform or target_platform()
-    return dict(GPU_DECODE_OPTIONS) if platform in ("gpu", "cuda", "rocm") else {}
 
 
 def programs(
@@ -339,7 +346,7 @@ def programs(
     copies the cache into its preferred tiling before the loop and back after it, holding it
     twice (Qwen2.5-1.5B, 16 rows x 32,768 tokens on v5e-8: 2.97 GiB of temporaries for a
     1.75 GiB cache; 1.24 GiB with "auto"). It costs one extra compile of the decode loop.
-    ``layout=None`` takes "auto" on a TPU mesh (``target_platform``), "default" elsewhere.
+    ``layout="split"``: ``decode(split=True)``; None: ``default_layout``.
     """
     if keys not in KEY_SCHEMES:
         raise ValueError(f"keys={keys!r}; one of {KEY_SCHEMES}")
@@ -348,16 +355,16 @@ def programs(
     prefill_fn = functools.partial(
         prefill, method=method, record_routing=record_routing, **shape, **common
     )
-    decode_fn = functools.partial(decode, method=method, windows=windows, **common)
+    layout = layout or default_layout(config)
+    split = layout == "split"
+    decode_fn = functools.partial(decode, method=method, windows=windows, split=split, **common)
     state = jax.eval_shape(prefill_fn, params, prompt_QP, prompt_mask_QP, key, stop_table_EW)
     state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), state)
     jit = functools.partial(jax.jit, compiler_options=compiler_options())
-    if layout is None:
-        layout = "auto" if target_platform() == "tpu" else "default"
-    if layout == "default":
+    if layout in ("default", "split"):
         return Programs(jit(prefill_fn), jit(decode_fn, donate_argnums=(1,)), state)
     if layout != "auto":
-        raise ValueError(f"layout={layout!r}: 'default' or 'auto'")
+        raise ValueError(f"layout={layout!r}: 'default', 'split' or 'auto'")
     rows, width = state.recent_BW.shape
     shardings = state_shardings(
         config, rows, max_new_tokens, width, state.cache.max_length, mesh, record_routing

@@ -24,6 +24,16 @@ import jax.numpy as jnp
 _NEG_INF = -jnp.inf
 
 
+def argmax(x_BV: jax.Array) -> jax.Array:
+    """``jnp.argmax(x_BV, axis=-1)`` (the first maximum; the first NaN if any) as plain max and
+    min reductions: XLA:CPU runs argmax's variadic (value, index) reduce unvectorised (64 rows
+    of a 1,024-token vocabulary: 234 -> 108 us, 6% of the sampler benchmark's decode step)."""
+    peak_B1 = jnp.max(x_BV, axis=-1, keepdims=True)  # NaN where the row holds one
+    hit_BV = (x_BV == peak_B1) | jnp.isnan(x_BV)
+    index_BV = jax.lax.broadcasted_iota(jnp.int32, x_BV.shape, x_BV.ndim - 1)
+    return jnp.min(jnp.where(hit_BV, index_BV, x_BV.shape[-1]), axis=-1)
+
+
 def _chosen_logprob(scaled_BV: jax.Array, tokens_B: jax.Array) -> jax.Array:
     logp_BV = jax.nn.log_softmax(scaled_BV, axis=-1)
     return jnp.take_along_axis(logp_BV, tokens_B[:, None], axis=-1)[:, 0]
@@ -35,7 +45,7 @@ class Greedy:
 
     def __call__(self, logits_BV: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         del key
-        tokens_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+        tokens_B = argmax(logits_BV)
         return tokens_B, _chosen_logprob(logits_BV.astype(jnp.float32), tokens_B)
 
     def sample_rows(self, logits_BV: jax.Array, keys_B: jax.Array):
@@ -122,7 +132,7 @@ class Categorical:
         scaled_BV = logits_BV.astype(jnp.float32) / self.temperature
         gumbel_BV = jax.random.gumbel(key, scaled_BV.shape, jnp.float32)
         masked_BV = self.truncated_logits(scaled_BV)
-        tokens_B = jnp.argmax(masked_BV + gumbel_BV, axis=-1).astype(jnp.int32)
+        tokens_B = argmax(masked_BV + gumbel_BV)
         return tokens_B, _chosen_logprob(scaled_BV, tokens_B)
 
     def sample_rows(self, logits_BV: jax.Array, keys_B: jax.Array):
@@ -134,7 +144,8 @@ class Categorical:
         u_B = jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(keys_B)
         below_B = jnp.sum(cdf_BV <= (u_B * cdf_BV[:, -1])[:, None], axis=-1)
         # u * mass may round up to the mass: then the last token with probability > 0.
-        last_B = probs_BV.shape[-1] - 1 - jnp.argmax(probs_BV[:, ::-1] > 0, axis=-1)
+        index_BV = jax.lax.broadcasted_iota(jnp.int32, probs_BV.shape, 1)
+        last_B = jnp.max(jnp.where(probs_BV > 0, index_BV, -1), axis=-1)
         tokens_B = jnp.minimum(below_B, last_B).astype(jnp.int32)
         return tokens_B, _chosen_logprob(scaled_BV, tokens_B)
 

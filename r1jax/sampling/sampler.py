@@ -16,7 +16,7 @@ import numpy as np
 from r1jax import multihost
 from r1jax.data.batching import SAMPLER_BUCKETS, bucket_length
 from r1jax.model import ModelConfig
-from r1jax.sampling import continuous, loop, paged
+from r1jax.sampling import compile_options, continuous, loop, paged
 from r1jax.sampling.methods import SamplingMethod, make_method
 from r1jax.sampling.output import SampleOutput, left_pad
 from r1jax.sampling.stop import stop_sequences, stop_table, truncate_at_stop_strings
@@ -37,16 +37,16 @@ class Sampler:
     take the Q * G requests from a queue, so rows that stop early free their slot for the next
     request; with ``min_slots`` the loop halves its slots once the queue is empty and at most
     half are busy, down to ``min_slots``, so a long tail decodes in a small batch.
-    ``page_size`` > 0 pages that cache (``paged.py``): ``pages`` pages of that many tokens
-    for the generated tokens (0: enough for every slot to reach ``max_new_tokens``; fewer makes
-    slots wait or rewind when they run short, with the same rows), the prompts' pages shared
-    by their G samples.
+    ``page_size`` > 0 pages that cache (``paged.py``): ``pages`` pages of that many tokens for
+    the generated tokens (0: enough for every slot to reach ``max_new_tokens``; fewer makes slots
+    wait or rewind when they run short, with the same rows), shared prompt pages per group.
     ``keys``: "step" (one key per step for the whole batch) or "request" (each row's own keys;
     its tokens then do not depend on the batch); continuous batching needs "request", the
     default then. Both give the same rows for the same ``rng`` and "request" keys (to fp32
     rounding: the static loop's ``decode_windows`` phases attend over growing prefixes of the
     cache, which sums the same terms in another order; ``decode_windows=1`` reads it whole,
-    as continuous batching does, and matches it bit for bit).
+    as continuous batching does, and matches it bit for bit). ``layout``: the static loop's
+    (``loop.programs``: "default", "split" or "auto"; None: ``default_layout``).
     """
 
     def __init__(
@@ -73,7 +73,7 @@ class Sampler:
                 f"(slots=0; got slots={slots}, moe={model_config.moe is not None})"
             )
         self.buckets = tuple(sorted(int(b) for b in buckets))
-        self.layout = layout  # the state's device layout (``loop.programs``; None: by platform)
+        self.layout = layout  # the decode loop's (``loop.programs``; None: by platform)
         self.slots, self.min_slots = int(slots), int(min_slots)
         self.decode_windows = int(decode_windows)  # the static loop's phases (loop.decode)
         if self.slots:
@@ -285,8 +285,9 @@ class Sampler:
         return state, tokens_QP, mask_QP
 
     def compiler_options(self) -> dict:
-        """XLA options of this sampler's programs (``loop.compiler_options`` of its devices)."""
-        return loop.compiler_options(self.mesh.devices.flat[0].platform if self.mesh else None)
+        """XLA options of this sampler's programs (``compile_options`` of its devices)."""
+        platform = self.mesh.devices.flat[0].platform if self.mesh is not None else None
+        return compile_options.compiler_options(platform)
 
     def gen_pages(self, prompt_len: int, max_new: int) -> int:
         """Generation pages of a paged call: ``pages``, or every slot's full reach."""
@@ -299,9 +300,8 @@ class Sampler:
         return self.pages or self.slots * (m - pp)
 
     def to_output(self, fields, counters, tokens_QP, mask_QP, num_samples, stop_strings, tokenizer):
-        """Host ``SampleOutput`` from the device's per-row ``(tokens, logprobs, lengths,
-        done)`` and ``counters``: the step count and continuous batching's slot-steps (or
-        None)."""
+        """Host ``SampleOutput`` from the device's per-row ``(tokens, logprobs, lengths, done)``
+        and ``counters``: the step count and continuous batching's slot-steps (or None)."""
         global_rows = fields[0].shape[0]
         if self.multi_process:  # this process's rows only (the rest live on other hosts)
             rows = lambda x: multihost.data_shard_rows(x, self.mesh)

@@ -15,7 +15,7 @@ from sampler_common import (
     reference_greedy,
 )
 
-from r1jax.sampling import Sampler, generate, loop, truncate_at_stop_strings
+from r1jax.sampling import Sampler, compile_options, generate, loop, truncate_at_stop_strings
 
 
 @pytest.fixture(scope="module")
@@ -232,9 +232,12 @@ def test_decode_phases_over_cache_prefixes_sample_what_the_whole_cache_gives(par
 def test_gpu_compiler_options_are_xla_options_and_only_gpus_get_them():
     """The sampler's GPU options (no dot merger, cuBLAS GEMMs: docs/sampler.md's H200 figures)
     name real XLA options (a misspelt one fails the compile) and reach no other platform."""
-    assert loop.compiler_options("gpu") == loop.GPU_DECODE_OPTIONS
-    assert loop.compiler_options("tpu") == {} and loop.compiler_options("cpu") == {}
-    options = loop.compiler_options("gpu")
+    assert compile_options.compiler_options("gpu") == compile_options.GPU_DECODE_OPTIONS
+    assert (
+        compile_options.compiler_options("tpu") == {}
+        and compile_options.compiler_options("cpu") == {}
+    )
+    options = compile_options.compiler_options("gpu")
     x = np.arange(12.0, dtype=np.float32).reshape(3, 4)
     program = jax.jit(lambda a: (a @ a.T, a @ a.T * 2), compiler_options=options)
     np.testing.assert_allclose(program(x)[1], 2 * x @ x.T)

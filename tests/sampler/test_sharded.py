@@ -19,10 +19,14 @@ def unsharded(params):
 
 
 @pytest.mark.parametrize(
-    "shape, layout", [((8, 1, 1), "default"), ((2, 2, 2), "default"), ((2, 2, 2), "auto")], ids=str
+    "shape, layout",
+    [((8, 1, 1), "default"), ((2, 2, 2), "default"), ((2, 2, 2), "auto")]
+    + [((8, 1, 1), "split"), ((2, 2, 2), "split")],
+    ids=str,
 )
 def test_sharded_sampling_equals_unsharded(params, unsharded, shape, layout):
-    """Also with the state in the device layout XLA picks for the decode loop (what TPUs run)."""
+    """Also with the state in the device layout XLA picks for the decode loop (what TPUs run),
+    and with the loop's weights and cache split per layer (what CPUs run)."""
     mesh = make_mesh(MeshConfig(*shape))
     sharded_params = jax.device_put(params, param_shardings(CONFIG, mesh))
     sampler = Sampler(CONFIG, mesh=mesh, buckets=BUCKETS, layout=layout)

@@ -1,0 +1,34 @@
+"""How the sampler's programs are compiled on each platform: the XLA options they are jitted
+with (``compiler_options``) and the decode loop's layout (``default_layout``; ``loop.programs``
+and ``split_cache`` say what the layouts are). Each was chosen by a measurement, quoted where
+it is set; nothing here changes other programs in the process.
+"""
+
+from __future__ import annotations
+
+from r1jax.config.model import ModelConfig
+from r1jax.model.attention_kernels import target_platform
+
+# Measured on an H200 (docs/sampler.md; Qwen2.5-1.5B shape, 256 rows, bf16): with a layer's
+# weights sliced out of the stacked params inside the decode loop, XLA's dot merger concatenates
+# gate|up and q|k|v into new buffers at every step (a copy of the MLP weights per step), and its
+# Triton GEMMs copy the slices where cuBLAS reads them: 10.66 -> 9.22 ms per step without both.
+GPU_DECODE_OPTIONS = {"xla_gpu_enable_triton_gemm": False, "xla_disable_hlo_passes": "dot-merger"}
+
+
+def compiler_options(platform: str | None = None) -> dict:
+    """XLA options for the sampler's programs on ``platform`` (default: ``target_platform``):
+    ``GPU_DECODE_OPTIONS`` on a GPU, none elsewhere."""
+    platform = platform or target_platform()
+    return dict(GPU_DECODE_OPTIONS) if platform in ("gpu", "cuda", "rocm") else {}
+
+
+def default_layout(config: ModelConfig) -> str:
+    """The decode loop's layout on ``target_platform``: "auto" on a TPU, "split" on a CPU
+    (XLA:CPU copies every layer's weights and cache out of their stacks at every step; split,
+    the sampler benchmark's decode step takes 5.4-5.9 ms instead of 6.7-8.0, three runs of
+    each), "default" elsewhere and for multi-head latent attention (its cache is not split)."""
+    platform = target_platform()
+    if platform == "tpu":
+        return "auto"
+    return "split" if platform == "cpu" and config.mla is None else "default"
