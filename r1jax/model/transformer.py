@@ -180,10 +180,12 @@ def hidden_states_and_router(
     cache: KVCache | None = None,
     cache_window: int | None = None,
     routing: jax.Array | None = None,
+    rope: tuple[jax.Array, jax.Array] | None = None,
 ) -> tuple[jax.Array, KVCache | None, moe.RouterStats | None]:
     """``hidden_states`` and the MoE layers' ``RouterStats`` stacked ``[L', ...]`` (None for
     a dense model). ``routing``: int ``[L', B, T, K]`` experts the MoE layers use instead of
-    choosing (routing replay: e.g. the sampler's ``RouterStats.experts``).
+    choosing (routing replay: e.g. the sampler's ``RouterStats.experts``). ``rope``: the
+    ``model_rope`` of ``positions`` when the caller has it (e.g. gathered from a table).
 
     Long because the decoder's scan over layers (with and without a KV cache, remat) is one
     piece a reader follows from embedding to final norm.
@@ -201,7 +203,7 @@ def hidden_states_and_router(
     table_VD = constrain(params["embed"], ("vocab", None))
     x = jnp.take(table_VD, tokens_BT, axis=0).astype(dtype)
     x = constrain(x, ("batch", "seq", "act_embed"))
-    rope = model_rope(config, positions)
+    rope = model_rope(config, positions) if rope is None else rope
     cast = lambda tree: materialize(tree, dtype)  # one layer's weights, in the compute dtype
     blocks = functools.partial(_block, config=config, rope=rope, q_pos=positions)
 
