@@ -21,6 +21,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from r1jax.sampling import threefry
+
 _NEG_INF = -jnp.inf
 
 
@@ -130,7 +132,8 @@ class Categorical:
 
     def __call__(self, logits_BV: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         scaled_BV = logits_BV.astype(jnp.float32) / self.temperature
-        gumbel_BV = jax.random.gumbel(key, scaled_BV.shape, jnp.float32)
+        # JAX's Gumbel draw, its threefry bits hashed unrolled (``threefry``: same bits).
+        gumbel_BV = jax.random.gumbel(threefry.unrolled(key), scaled_BV.shape, jnp.float32)
         masked_BV = self.truncated_logits(scaled_BV)
         tokens_B = argmax(masked_BV + gumbel_BV)
         return tokens_B, _chosen_logprob(scaled_BV, tokens_B)
