@@ -23,12 +23,23 @@ def compiler_options(platform: str | None = None) -> dict:
     return dict(GPU_DECODE_OPTIONS) if platform in ("gpu", "cuda", "rocm") else {}
 
 
+# Deepest model the CPU decode loop splits (``default_layout``): unrolled, its compile grows with
+# the layers and its step's lead over the scan shrinks (``benchmarks/sampler.py --layout``,
+# hidden 256, 64 rows, tokens/s default -> split: 4 layers, 128 new tokens, 8.0-9.5k ->
+# 10.8-11.5k (three runs each); 64 new tokens, one run each: 8 layers 5,452 -> 6,290,
+# 16 layers 2,895 -> 3,173, 28 layers 1,642 -> 1,413; compile 3.8 -> 8.5 s at 8 layers,
+# 5.7 -> 25.7 s at 28).
+CPU_SPLIT_MAX_LAYERS = 16
+
+
 def default_layout(config: ModelConfig) -> str:
-    """The decode loop's layout on ``target_platform``: "auto" on a TPU, "split" on a CPU
-    (XLA:CPU copies every layer's weights and cache out of their stacks at every step; split,
-    the sampler benchmark's decode step takes 5.4-5.9 ms instead of 6.7-8.0, three runs of
-    each), "default" elsewhere and for multi-head latent attention (its cache is not split)."""
+    """The decode loop's layout on ``target_platform``: "auto" on a TPU; "split" on a CPU for
+    models of up to ``CPU_SPLIT_MAX_LAYERS`` layers (XLA:CPU copies every layer's weights and
+    cache out of their stacks at every step; split, the sampler benchmark's default decode step
+    takes 5.4-5.9 ms instead of 6.7-8.0, three runs of each); "default" otherwise, and for
+    multi-head latent attention (its cache is not split)."""
     platform = target_platform()
     if platform == "tpu":
         return "auto"
-    return "split" if platform == "cpu" and config.mla is None else "default"
+    splits = platform == "cpu" and config.mla is None
+    return "split" if splits and config.num_layers <= CPU_SPLIT_MAX_LAYERS else "default"

@@ -47,7 +47,7 @@ def test_split_layout_records_the_routing_of_a_mixture_of_experts():
     np.testing.assert_array_equal(split.routing, stacked.routing)
 
 
-def test_default_layout_splits_on_cpus_only_and_never_a_latent_cache(monkeypatch):
+def test_default_layout_splits_on_cpus_only_up_to_a_depth_and_never_a_latent_cache(monkeypatch):
     latent = MLAConfig(kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8)
     mla = CONFIG.replace(mla=latent, head_dim=16, qkv_bias=False)
     for platform, dense, latent in [("cpu", "split", "default"), ("gpu", "default", "default"),
@@ -55,3 +55,6 @@ def test_default_layout_splits_on_cpus_only_and_never_a_latent_cache(monkeypatch
         monkeypatch.setattr(compile_options, "target_platform", lambda p=platform: p)
         assert compile_options.default_layout(CONFIG) == dense
         assert compile_options.default_layout(mla) == latent
+    deep = CONFIG.replace(num_layers=compile_options.CPU_SPLIT_MAX_LAYERS + 1)
+    monkeypatch.setattr(compile_options, "target_platform", lambda: "cpu")
+    assert compile_options.default_layout(deep) == "default"
