@@ -31,6 +31,9 @@ Run::
         --vocab 151936 --prompts 32 --samples 8 --prompt-len 256 --new-tokens 512 \\
         --dtype bfloat16 --peak-bw-gbs 4800 --measure-bw    # the 1.5B shape on a GPU
 
+``--layout default|split|auto`` picks the static loop's layout (``loop.programs``; by default
+the platform's, ``compile_options.default_layout``: "split" on a CPU).
+
 With ``--peak-bw-gbs`` or ``--measure-bw`` the decode is set against the bandwidth roofline
 (``decode_roofline``); ``--compare-hf`` runs ``transformers.generate`` on the GPU when torch sees
 one, in ``--dtype``.

@@ -1,5 +1,5 @@
 """The KV cache split into one buffer per layer and per decode window, for the static decode
-loop on XLA:CPU (``Sampler(split_layers=...)``).
+loop on XLA:CPU (``loop.decode(split=True)``: the sampler's "split" layout, ``Sampler(layout=)``).
 
 The stacked cache (``cache.py``: keys ``[L, B, K, H, S]``) is what the layer scan updates in
 place, but XLA:CPU reads it by copying: each layer's keys and values are sliced out of the
