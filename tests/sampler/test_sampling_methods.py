@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from r1jax.sampling import Categorical, Greedy, make_method
-from r1jax.sampling.methods import request_keys
+from r1jax.sampling.methods import argmax, request_keys
 
 LOGITS_V = np.array([2.0, 1.6, 1.1, 0.7, 0.2, -0.1, -0.6, -1.0, -1.7, -2.5], np.float32)
 DRAWS = 40_000
@@ -149,3 +149,18 @@ def test_nucleus_threshold_keeps_what_a_sort_keeps(top_p):
         np.testing.assert_array_equal(out[keep], z[keep])
         checked += 1
     assert checked >= 0.75 * len(rows)
+
+
+def test_argmax_is_numpys_first_maximum_with_ties_nans_and_masked_rows():
+    """``methods.argmax`` (two plain reductions) picks what ``np.argmax`` picks: the first of
+    tied maxima, the first NaN of a row holding one, index 0 of an all -inf row."""
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        x = rng.integers(-3, 3, (8, 40)).astype(np.float32)  # many ties
+        if trial % 3 == 0:
+            x[rng.random(x.shape) < 0.05] = np.nan
+        if trial % 5 == 0:
+            x[rng.integers(0, 8)] = -np.inf
+        got = np.asarray(jax.jit(argmax)(x))
+        np.testing.assert_array_equal(got, np.argmax(x, axis=-1))
+        assert got.dtype == np.int32
