@@ -363,7 +363,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pages", type=int, default=0, help="generation pages (0: all)")
     parser.add_argument("--partial-batches", type=int, default=0, help="continuous vs partial")
     parser.add_argument("--decode-windows", type=int, default=4, help="static loop's phases")
-    parser.add_argument("--layout", default="", help="static loop's (loop.programs); '': auto")
+    parser.add_argument(
+        "--layout", default="", help="static loop's (loop.programs); '': the platform's"
+    )
     parser.add_argument("--profile", default="", help="trace one more call into this dir")
     parser.add_argument("--gpu-options", default="", help="JSON: replaces GPU_DECODE_OPTIONS")
     args = parser.parse_args(argv)

@@ -75,11 +75,6 @@ def split_shardings(shardings: KVCache, layers: int, ends: tuple[int, ...]) -> K
     return dataclasses.replace(shardings, k=per_layer(shardings.k), v=per_layer(shardings.v))
 
 
-def is_split(cache: KVCache) -> bool:
-    """Whether ``cache`` holds per-layer chunks (``split_cache``)."""
-    return isinstance(cache.k, tuple)
-
-
 def write_and_read(k_chunks, v_chunks, k_BKHT, v_BKTH, slot, window: int):
     """Writes one layer's new keys / values (one token per row, all rows at the scalar
     ``slot``, which lies in the chunk ending at ``window``) and returns the chunks attention
