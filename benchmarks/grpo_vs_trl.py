@@ -5,7 +5,9 @@
 
 An iteration: sample G=8 completions for each of 8 prompts (64 new tokens each, no early stop),
 score them with the same Python reward, compute group advantages, take one optimizer step
-(AdamW, beta = 0 so no reference model, token-mean "DAPO" loss in both). The model is a random
+(AdamW, beta = 0 so no reference model, token-mean "DAPO" loss in both; r1jax's update runs
+each prompt once for its G rows as ``r1jax train`` does, ``--share-prompts off`` runs it in
+every row as TRL does). The model is a random
 Qwen2 (hidden 256, 4 layers, 4 query / 2 KV heads, vocab ~1000) saved once as a Hugging Face
 checkpoint and loaded by both, with a word-level tokenizer built here with ``tokenizers``
 (no downloads). Everything runs in fp32 on the CPU. Reported: steady-state seconds per iteration
@@ -124,6 +126,7 @@ def bench_r1jax(directory: Path, prompts: list[str], args):
     from r1jax.train import objectives
     from r1jax.train.grpo import GRPOParts, grpo_iteration
     from r1jax.train.optim import make_optimizer
+    from r1jax.train.prompt_sharing import prompt_groups
     from r1jax.train.state import create_train_state
     from r1jax.train.step import make_logprobs_fn, make_train_step
 
@@ -148,16 +151,21 @@ def bench_r1jax(directory: Path, prompts: list[str], args):
         beta=0.0,
         aggregation="token_mean",
         log_entropy=False,
+        share_prompts=args.share_prompts,
     )
     optimizer = make_optimizer(OptimConfig(learning_rate=1e-6, schedule="constant"))
     reward = InProcessReward()
+    # As ``r1jax train`` decides it: the G rows of a prompt share its forward in the update.
+    groups = prompt_groups(grpo, config, mesh, max_length=width + args.max_new_tokens)
+    print(f"r1jax: prompt sharing in the update: {'on' if groups > 1 else 'off'}", flush=True)
     parts = GRPOParts(
         sampler=Sampler(config, mesh=mesh, pad_id=0, buckets=(16, 32, 64, 128)),
         reward=reward,
         tokenizer=tokenizer,
-        step_fn=make_train_step(config, objectives.grpo(config, grpo), optimizer, mesh),
-        logprobs_fn=make_logprobs_fn(config, mesh),
+        step_fn=make_train_step(config, objectives.grpo(config, grpo, groups), optimizer, mesh),
+        logprobs_fn=make_logprobs_fn(config, mesh, prompt_groups=groups),
         grpo=grpo,
+        prompt_groups=groups,
     )
     box = {"state": create_train_state(config, optimizer, jax.random.key(0), mesh, params=params)}
     data = iter(lambda: dict(batch), None)
@@ -249,6 +257,7 @@ def main() -> None:
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--skip-r1jax", action="store_true")
     parser.add_argument("--scan-unroll", type=int, default=1, help="model.scan_unroll")
+    parser.add_argument("--share-prompts", default="auto", help="config.grpo.share_prompts")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)

@@ -193,6 +193,10 @@ class GRPOConfig:
     # A mixture of experts: the sampler records each token's experts and the update replays
     # them, so the ratio compares the same experts (static sampler, padded batches only).
     routing_replay: bool = False
+    # The update runs each prompt once for its G rows (r1jax.train.prompt_sharing): "auto"
+    # where that costs nothing (dense model, padded batches, no fused attention kernel lost),
+    # "on" (or an error saying why not), "off".
+    share_prompts: str = "auto"
     accuracy_key: str = "accuracy"
     format_key: str = "format"
 
@@ -217,6 +221,8 @@ class GRPOConfig:
                 f"max_new_tokens={self.max_new_tokens}"
             )
         check_decoding(self)
+        if self.share_prompts not in ("auto", "on", "off"):
+            raise ValueError(f"config.grpo.share_prompts={self.share_prompts!r}; auto, on or off")
         if self.routing_replay and (self.decode_slots or self.partial_lanes or self.pack_length):
             raise ValueError(
                 "config.grpo.routing_replay: recorded by the static sampler into padded batches; "

@@ -29,9 +29,8 @@ import jax.numpy as jnp
 from r1jax.config.model import ModelConfig
 from r1jax.model import layers
 from r1jax.model.mla import cache_dims
-from r1jax.model.transformer import _block, layer_stacks, model_rope
+from r1jax.model.transformer import _block, embed, layer_stacks, model_rope
 from r1jax.model.weights import materialize
-from r1jax.sharding import constrain
 
 
 @jax.tree_util.register_dataclass
@@ -106,8 +105,7 @@ def paged_decode_states(
     k_pos = cache.positions[cache.table].reshape(c, -1)
     k_seg = cache.segment_ids[cache.table].reshape(c, -1)
     q_offset = jnp.max(jnp.where(write_C, cache.length, 0))
-    table_VD = constrain(params["embed"], ("vocab", None))
-    x = jnp.take(table_VD, tokens_C1, axis=0).astype(dtype)
+    x = embed(params, tokens_C1, config)
     rope = model_rope(config, positions_C1)
     cast = lambda tree: materialize(tree, dtype)  # one layer's weights, in the compute dtype
 

@@ -49,6 +49,15 @@ def _block(x_BTD, p, config: ModelConfig, rope, q_pos, q_seg, kv_fn, q_offset=0,
     return constrain(x_BTD + y, ("batch", "seq", "act_embed")), extra, stats
 
 
+def embed(params: dict, tokens_BT: jax.Array, config: ModelConfig) -> jax.Array:
+    """The token embeddings ``[B, T, D]`` in the compute dtype, rows over the batch axes."""
+    # The table's hidden dim is FSDP-sharded like every weight; gathered before the lookup
+    # (the FSDP all-gather), or XLA cannot map it onto batch-sharded rows and replicates all.
+    table_VD = constrain(params["embed"], ("vocab", None))
+    x = jnp.take(table_VD, tokens_BT, axis=0).astype(config.dtype)
+    return constrain(x, ("batch", "seq", "act_embed"))
+
+
 def model_rope(config: ModelConfig, positions_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``layers.rope_table`` of the model's RoPE (its dims, theta and scaling) at
     ``positions``: what ``_block`` takes."""
@@ -103,16 +112,17 @@ def split_layers(params: dict) -> dict:
     return out
 
 
-def _run_stack(body, carry, stack, indices, replay, config: ModelConfig):
-    """``lax.scan`` of ``body`` over a stacked group, or a Python loop over a split one."""
+def run_stack(body, carry, stack, indices, per_layer, config: ModelConfig):
+    """``lax.scan`` of ``body(carry, (layer params, index, per_layer[i]))`` over a stacked
+    group, or a Python loop over a split one; ``per_layer``: a pytree of ``[L_group, ...]``
+    arrays (or None), e.g. routing replay's experts."""
     if not isinstance(stack, tuple):
-        xs = (stack, indices, replay)
+        xs = (stack, indices, per_layer)
         return jax.lax.scan(_maybe_remat(body, config), carry, xs, unroll=config.scan_unroll)
     stats = []
     for i, (p, index) in enumerate(zip(stack, indices, strict=True)):
-        carry, s = _maybe_remat(body, config)(
-            carry, (p, index, None if replay is None else replay[i])
-        )
+        layer_xs = jax.tree.map(lambda a, i=i: a[i], per_layer)
+        carry, s = _maybe_remat(body, config)(carry, (p, index, layer_xs))
         stats.append(s)
     if stats[0] is None:
         return carry, None
@@ -198,11 +208,7 @@ def hidden_states_and_router(
     if segment_ids is None:
         segment_ids = jnp.ones((b, t), jnp.int32)
     dtype = config.dtype
-    # The table's hidden dim is FSDP-sharded like every weight; gathered before the lookup
-    # (the FSDP all-gather), or XLA cannot map it onto batch-sharded rows and replicates all.
-    table_VD = constrain(params["embed"], ("vocab", None))
-    x = jnp.take(table_VD, tokens_BT, axis=0).astype(dtype)
-    x = constrain(x, ("batch", "seq", "act_embed"))
+    x = embed(params, tokens_BT, config)
     cast = lambda tree: materialize(tree, dtype)  # one layer's weights, in the compute dtype
     # Computed in each layer's body unless given: outside the scan, the [B, T, 1, H/2] tables
     # would stay live through the forward and backward (268 MB at 16 rows x 32,768 tokens).
@@ -262,7 +268,7 @@ def hidden_states_and_router(
     for stack, indices in layer_stacks(params, config):
         moe_stack = "router" in (stack[0] if isinstance(stack, tuple) else stack)
         replay = routing if moe_stack else None
-        carry, stats = _run_stack(body, carry, stack, indices, replay, config)
+        carry, stats = run_stack(body, carry, stack, indices, replay, config)
         router = stats if stats is not None else router
     if cache is None:
         x = carry

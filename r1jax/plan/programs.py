@@ -34,8 +34,9 @@ from r1jax.sampling import loop as sampling_loop
 from r1jax.sampling import pool as pool_lib
 from r1jax.sampling.methods import make_method
 from r1jax.sharding import named_sharding
-from r1jax.train import objectives
+from r1jax.train import objectives, reward_objective
 from r1jax.train.optim import make_optimizer, make_schedule
+from r1jax.train.prompt_sharing import prompt_groups
 from r1jax.train.state import abstract_train_state
 from r1jax.train.step import batch_sharding, make_train_step
 
@@ -87,7 +88,7 @@ def matmul_params(config) -> int:
     return config.num_active_params - (embed if not config.tie_embeddings else 0)
 
 
-def _grpo_inputs(stage: Stage):
+def _grpo_inputs(stage: Stage, mesh):
     """GRPO's objective, reference config, batch fields and (rows, seq, trained tokens per row)."""
     model, grpo = stage.model, stage.grpo
     if grpo.pack_length:
@@ -114,15 +115,17 @@ def _grpo_inputs(stage: Stage):
         k = model.moe.experts_per_token
         fields["routing"] = ((rows, prompt + completion, model.moe_layers, k), jnp.int16)
     frozen_config = model if grpo.beta > 0 else None
+    micro, length = stage.train.num_microbatches, prompt + completion
+    groups = prompt_groups(grpo, model, mesh, num_microbatches=micro, max_length=length)
     return (
-        objectives.grpo(model, grpo),
+        objectives.grpo(model, grpo, groups),
         frozen_config,
         fields,
         (rows, prompt + completion, completion),
     )
 
 
-def _token_inputs(stage: Stage):
+def _token_inputs(stage: Stage, mesh):
     """SFT's or online distillation's objective, teacher config, batch fields and shape."""
     model, train = stage.model, stage.train
     rows, seq = train.batch_size, train.seq_len
@@ -145,13 +148,13 @@ def _token_inputs(stage: Stage):
     return objective, frozen_config, fields | topk, (rows, seq, seq)
 
 
-def _preference_inputs(stage: Stage):
+def _preference_inputs(stage: Stage, mesh):
     """The reward model's objective and batch fields: B pairs of two rows of ``seq_len``."""
     rows, seq = stage.train.batch_size, stage.train.seq_len
     fields = {f"{side}_tokens": ((rows, seq), jnp.int32) for side in ("chosen", "rejected")}
     fields |= {f"{side}_last": ((rows,), jnp.int32) for side in ("chosen", "rejected")}
     fields["pair_mask"] = ((rows,), jnp.int32)
-    return objectives.reward_model(stage.model), None, fields, (2 * rows, seq, seq)
+    return reward_objective.reward_model(stage.model), None, fields, (2 * rows, seq, seq)
 
 
 def train_step(stage: Stage, mesh) -> Program:
@@ -160,7 +163,7 @@ def train_step(stage: Stage, mesh) -> Program:
     inputs = {"grpo": _grpo_inputs, "reward_model": _preference_inputs}.get(
         stage.kind, _token_inputs
     )
-    objective, frozen_config, fields, (rows, seq, trained) = inputs(stage)
+    objective, frozen_config, fields, (rows, seq, trained) = inputs(stage, mesh)
     lora = stage.lora  # None unless config.lora.rank > 0
     optimizer = make_optimizer(stage.optim)
     step = make_train_step(

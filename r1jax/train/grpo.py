@@ -33,6 +33,7 @@ from r1jax import multihost
 from r1jax.config import GRPOConfig
 from r1jax.train import grpo_packing, partial_rollouts, rl_metrics
 from r1jax.train import rollout as rollout_lib
+from r1jax.train.prompt_sharing import check_prompt_groups
 from r1jax.train.state import TrainState, refresh_frozen
 from r1jax.train.step import batch_sharding
 
@@ -47,6 +48,8 @@ class GRPOParts:
     step_fn / logprobs_fn: ``make_train_step(...)`` and ``make_logprobs_fn(...)``.
     mesh: the training mesh; with several processes each one samples and scores its share of
     the prompts (``grpo.num_prompts`` is the global count) and the batch is assembled on it.
+    prompt_groups: the ``prompt_groups`` step_fn and logprobs_fn were built with (each batch's
+    rows are checked to come in such groups before the update; ``prompt_sharing``).
     """
 
     sampler: Any
@@ -59,6 +62,7 @@ class GRPOParts:
     mesh: Any = None
     prompt_length: int = 0  # partial rollouts: the pool's prompt width (the largest bucket)
     pool: Any = None  # partial rollouts: the ``RolloutPool``, made at the first iteration
+    prompt_groups: int = 1
 
 
 def recomputes_old_logprobs(parts: GRPOParts) -> bool:
@@ -182,6 +186,7 @@ def grpo_iteration(
     )
     advantages = local_advantages(rollout.rewards, parts.grpo, parts.mesh)  # 2. batch
     batch = rollout_lib.build_grpo_batch(rollout, advantages, parts.grpo)
+    check_prompt_groups(batch, parts.prompt_groups)
     batch, pack_info = pack(batch, parts)
     if jax.process_count() > 1:  # this process's rows -> global arrays on the mesh
         batch = multihost.host_local_to_global(batch, parts.mesh)

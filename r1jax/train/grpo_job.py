@@ -35,6 +35,7 @@ from r1jax.rewards import CompositeReward
 from r1jax.sampling import Sampler
 from r1jax.train import adapters, objectives
 from r1jax.train.grpo import GRPOParts, grpo_iteration, sample_fn_for
+from r1jax.train.prompt_sharing import prompt_groups
 from r1jax.train.rollout import ClippedVocabTokenizer, sample_and_score
 from r1jax.train.setup import Job, build_setup, check_vocab, make_source, make_tokenizer
 from r1jax.train.step import check_microbatches, make_logprobs_fn, make_train_step
@@ -117,7 +118,6 @@ def build(stage: Stage, workdir: Path) -> Job:
 
     grpo, model_config = stage.grpo, stage.model
     setup = build_setup(stage, model_config if grpo.beta > 0 else None)
-    frozen_config, lora = setup.frozen_config, setup.lora  # LoRA: the reference is the base
     tokenizer = ClippedVocabTokenizer(make_tokenizer(stage.data, workdir))
     check_vocab(tokenizer, model_config)
     # This process's share of each global prompt batch: its data shard's contiguous block.
@@ -133,20 +133,14 @@ def build(stage: Stage, workdir: Path) -> Job:
         shard_index=shard.index,
         shard_count=shard.count,
     )
-    step_fn = make_train_step(
-        *(model_config, objectives.grpo(model_config, grpo), setup.optimizer, setup.mesh),
-        num_microbatches=stage.train.num_microbatches,
-        frozen_config=frozen_config,
-        schedule=setup.schedule,
-        lora=lora,
-    )
-    pad, t = tokenizer.pad_id, grpo.temperature
+    pad = tokenizer.pad_id
     parts = GRPOParts(
-        sampler=Sampler(model_config, mesh=setup.mesh, pad_id=pad, **sampler_options(grpo)),
+        sampler=Sampler(
+            model_config, mesh=setup.mesh, pad_id=tokenizer.pad_id, **sampler_options(grpo)
+        ),
         reward=make_reward(stage, setup.mesh, tokenizer),
         tokenizer=tokenizer,
-        step_fn=step_fn,
-        logprobs_fn=make_logprobs_fn(model_config, setup.mesh, temperature=t, lora=lora),
+        **update_fns(stage, setup),
         grpo=grpo,
         pad_id=pad,
         mesh=setup.mesh,
@@ -163,13 +157,35 @@ def build(stage: Stage, workdir: Path) -> Job:
         iteration=iteration,
         data=data_iter,
         frozen=adapters.stage_base(stage, setup),
-        reference=grpo.beta > 0 and lora is None,
+        reference=grpo.beta > 0 and setup.lora is None,
         steps_per_iteration=grpo.mu,
         progress_keys=PROGRESS_KEYS,
         desc="grpo",
         eval_fn=make_eval_fn(stage, parts, tokenizer) if stage.train.eval_every else None,
         close=parts.reward.close,
     )
+
+
+def update_fns(stage: Stage, setup) -> dict:
+    """``GRPOParts``' ``step_fn``, ``logprobs_fn`` and ``prompt_groups``: the jitted update and
+    log-prob functions, sharing prompts where ``prompt_sharing.prompt_groups`` says so."""
+    grpo, model_config, lora = stage.grpo, stage.model, setup.lora
+    microbatches = stage.train.num_microbatches
+    groups = prompt_groups(
+        grpo, model_config, setup.mesh, num_microbatches=microbatches,
+        max_length=max(stage.data.buckets) + grpo.max_new_tokens,
+    )  # fmt: skip
+    step_fn = make_train_step(
+        *(model_config, objectives.grpo(model_config, grpo, groups), setup.optimizer, setup.mesh),
+        num_microbatches=microbatches,
+        frozen_config=setup.frozen_config,  # LoRA: None, the reference is the base
+        schedule=setup.schedule,
+        lora=lora,
+    )
+    logprobs_fn = make_logprobs_fn(
+        model_config, setup.mesh, temperature=grpo.temperature, lora=lora, prompt_groups=groups
+    )
+    return dict(step_fn=step_fn, logprobs_fn=logprobs_fn, prompt_groups=groups)
 
 
 def sampler_options(grpo) -> dict:

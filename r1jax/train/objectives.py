@@ -1,4 +1,5 @@
-"""Training objectives: SFT, logit distillation, GRPO and the reward model, each chosen once.
+"""Training objectives: SFT, logit distillation and GRPO, each chosen once (the reward model's:
+``reward_objective``).
 
 An ``Objective`` bundles two pure functions the train step calls:
 
@@ -45,17 +46,19 @@ from r1jax import losses
 from r1jax.config import DistillConfig, GRPOConfig
 from r1jax.model import ModelConfig, logits_from_hidden
 from r1jax.model.moe import RouterStats
-from r1jax.model.reward import sequence_scores
+from r1jax.model.shared_prefix import grouped_next_token_hidden
 from r1jax.model.transformer import hidden_states_and_router
 
 
 class Objective(NamedTuple):
-    """What the train step needs from a loss (see the module docstring)."""
+    """What the train step needs from a loss (see the module docstring); ``row_group``: rows
+    a micro-batch must keep together (GRPO's prompt groups when the update shares prompts)."""
 
     name: str
     loss: Callable
     normalizer: Callable
     empty: Callable | None = None
+    row_group: int = 1
 
 
 # ----------------------------------------------------------------------------- SFT
@@ -196,11 +199,16 @@ def grpo_inputs(batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
     return tokens.astype(jnp.int32), positions, seg
 
 
-def completion_hidden(params, batch, model_config: ModelConfig):
+def completion_hidden(params, batch, model_config: ModelConfig, group: int = 1):
     """Final hidden states at the positions predicting each completion token [B, T, D], and
-    the routers' stats of a mixture of experts (replaying ``batch["routing"]`` if given)."""
+    the routers' stats of a mixture of experts (replaying ``batch["routing"]`` if given).
+    ``group`` > 1: rows come in runs of ``group`` sharing a prompt, run once (shared_prefix)."""
     tokens, positions, seg = grpo_inputs(batch)
     p = batch["prompt_tokens"].shape[1]
+    if group > 1:
+        return grouped_next_token_hidden(
+            params, tokens, positions, seg, p, group, model_config
+        ), None
     hidden, _, router = hidden_states_and_router(
         params, tokens, model_config, positions=positions, segment_ids=seg,
         routing=_routing(batch),
@@ -223,21 +231,22 @@ def _token_terms(params, hidden, targets, model_config, temperature, entropy) ->
 
 
 def completion_terms(
-    params, batch, model_config: ModelConfig, temperature: float = 1.0, *, entropy: str = ""
+    params, batch, model_config, temperature: float = 1.0, *, entropy: str = "", group: int = 1
 ) -> dict:
     """Per-token terms of the completion at ``temperature``, f32 [B, T] (no masking applied):
     ``"logp"`` = log pi(token | prefix), and ``"entropy"`` when ``entropy`` is "grad" (with its
     gradient) or "metric" (gradient-stopped). Computed over chunks of
-    ``model_config.logits_chunk`` positions: only [B, chunk, V] logits exist at a time."""
-    hidden, router = completion_hidden(params, batch, model_config)
+    ``model_config.logits_chunk`` positions: only [B, chunk, V] logits exist at a time.
+    ``group``: ``completion_hidden``'s."""
+    hidden, router = completion_hidden(params, batch, model_config, group)
     targets = batch["completion_tokens"]
     terms = _token_terms(params, hidden, targets, model_config, temperature, entropy)
     return terms if router is None else terms | {"router": router}
 
 
-def completion_logprobs(params, batch, model_config: ModelConfig, temperature: float = 1.0):
+def completion_logprobs(params, batch, model_config, temperature: float = 1.0, group: int = 1):
     """log pi(completion token | prefix) at ``temperature``: f32 [B, T] (no masking applied)."""
-    return completion_terms(params, batch, model_config, temperature)["logp"]
+    return completion_terms(params, batch, model_config, temperature, group=group)["logp"]
 
 
 def packed_terms(
@@ -290,14 +299,15 @@ def no_sequences(batch: dict) -> jax.Array:
 
 
 def grpo_objective(
-    params, frozen, batch, model_config, normalizer, options: GRPOConfig, packed: bool = False
+    params, frozen, batch, model_config, normalizer, options: GRPOConfig, packed=False, group=1
 ):
     """Clipped-surrogate GRPO loss (``losses.grpo_loss``) of the current policy ``params``.
 
     ``frozen``: reference params, used (stop-gradient) when ``options.beta > 0``. ``packed``:
     the batch is packed (``grpo_packing``); the loss and gradient are the padded batch's.
+    ``group`` > 1: rows come in runs of ``group`` sharing one prompt, whose forward they share.
     """
-    terms_fn = packed_terms if packed else completion_terms
+    terms_fn = packed_terms if packed else functools.partial(completion_terms, group=group)
     view = _packed_view(batch) if packed else batch
     mask = view["completion_mask"]
     entropy = ""
@@ -334,24 +344,6 @@ def grpo_objective(
     return losses.add_router_losses(loss, metrics, terms.get("router"), model_config)
 
 
-# ---------------------------------------------------------------------- reward model
-
-
-def pair_normalizer(batch: dict) -> jax.Array:
-    return losses.pair_normalizer(batch["pair_mask"])
-
-
-def reward_model_objective(params, frozen, batch, model_config, normalizer, options=None):
-    """Bradley–Terry loss of the reward model ``params`` on preference pairs
-    (``losses.bradley_terry_loss``); both responses of every pair in one forward pass."""
-    del frozen, options
-    tokens = jnp.concatenate([batch["chosen_tokens"], batch["rejected_tokens"]], axis=0)
-    last = jnp.concatenate([batch["chosen_last"], batch["rejected_last"]], axis=0)
-    scores = sequence_scores(params, tokens, last, model_config)
-    chosen, rejected = jnp.split(scores, 2)
-    return losses.bradley_terry_loss(chosen, rejected, batch["pair_mask"], normalizer=normalizer)
-
-
 # ---------------------------------------------------------------------------- setup
 
 
@@ -375,24 +367,22 @@ def distill(
     return Objective("distill", loss, sft_normalizer)
 
 
-def grpo(model_config: ModelConfig, options: GRPOConfig) -> Objective:
+def grpo(model_config: ModelConfig, options: GRPOConfig, prompt_groups: int = 1) -> Objective:
     """The GRPO objective; the state needs ``frozen`` (the reference) iff ``options.beta > 0``.
-    With ``options.pack_length`` > 0 it takes packed batches and skips empty micro-batches."""
+    With ``options.pack_length`` > 0 it takes packed batches and skips empty micro-batches.
+    ``prompt_groups`` > 1 (``prompt_sharing.prompt_groups``): the batch's rows come in runs of
+    that many sharing a prompt, and the G rows of a prompt share its forward."""
     if not options.pack_length:
-        loss = functools.partial(_bind, grpo_objective, model_config=model_config, options=options)
-        return Objective("grpo", loss, functools.partial(grpo_normalizer, options=options))
+        fn = functools.partial(grpo_objective, group=prompt_groups)
+        loss = functools.partial(_bind, fn, model_config=model_config, options=options)
+        normalizer = functools.partial(grpo_normalizer, options=options)
+        return Objective("grpo", loss, normalizer, row_group=prompt_groups)
+    if prompt_groups > 1:
+        raise ValueError("prompt sharing takes padded GRPO batches: config.grpo.pack_length=0")
     fn = functools.partial(grpo_objective, packed=True)
     loss = functools.partial(_bind, fn, model_config=model_config, options=options)
     normalizer = functools.partial(grpo_packed_normalizer, options=options)
     return Objective("grpo", loss, normalizer, no_sequences)
-
-
-def reward_model(model_config: ModelConfig) -> Objective:
-    """The reward model's objective (``model_config.score_head`` must be set)."""
-    if not model_config.score_head:
-        raise ValueError("the reward_model objective needs config.model.score_head=True")
-    loss = functools.partial(_bind, reward_model_objective, model_config=model_config, options=None)
-    return Objective("reward_model", loss, pair_normalizer)
 
 
 def _bind(fn, params, frozen, batch, normalizer, *, model_config, options):

@@ -21,7 +21,7 @@ from r1jax.config import Stage
 from r1jax.evaluation.stage import DEFAULT_TASK_PROMPTS
 from r1jax.model import param_shardings
 from r1jax.model.reward import sequence_scores
-from r1jax.train import objectives
+from r1jax.train import reward_objective
 from r1jax.train.setup import Job, build_setup, check_vocab, make_source, make_tokenizer
 from r1jax.train.sft_job import global_batch
 from r1jax.train.step import batch_sharding, check_microbatches, make_train_step
@@ -122,7 +122,7 @@ def build(stage: Stage, workdir: Path) -> Job:
     )
     step_fn = make_train_step(
         setup.model_config,
-        objectives.reward_model(setup.model_config),
+        reward_objective.reward_model(setup.model_config),
         setup.optimizer,
         setup.mesh,
         num_microbatches=train.num_microbatches,

@@ -50,16 +50,19 @@ def check_microbatches(rows: int, num_microbatches: int, what: str) -> None:
         )
 
 
-def split_microbatches(batch: dict, num_microbatches: int) -> dict:
-    """[B, ...] leaves -> [M, B/M, ...]; micro-batch j holds rows j, j+M, j+2M, ..."""
+def split_microbatches(batch: dict, num_microbatches: int, group: int = 1) -> dict:
+    """[B, ...] leaves -> [M, B/M, ...]; micro-batch j holds rows j, j+M, j+2M, ..., or with
+    ``group`` > 1 the runs of ``group`` rows j, j+M, ... (a run stays in one micro-batch)."""
+    m = num_microbatches
 
     def split(x):
-        if x.shape[0] % num_microbatches:
+        if x.shape[0] % (m * group):
             raise ValueError(
-                f"batch size {x.shape[0]} is not divisible by num_microbatches={num_microbatches}"
+                f"batch size {x.shape[0]} is not divisible by num_microbatches={m} x row "
+                f"groups of {group}"
             )
-        x = x.reshape(x.shape[0] // num_microbatches, num_microbatches, *x.shape[1:])
-        return jnp.swapaxes(x, 0, 1)
+        x = x.reshape(x.shape[0] // (m * group), m, group, *x.shape[1:])
+        return jnp.swapaxes(x, 0, 1).reshape(m, x.shape[0] * group, *x.shape[3:])
 
     return jax.tree.map(split, batch)
 
@@ -146,7 +149,7 @@ def make_train_step(
             return jax.tree.map(jnp.add, grads, g), (loss, metrics, computed)
 
         zeros = jax.tree.map(jnp.zeros_like, state.params)
-        mbs = split_microbatches(batch, num_microbatches)
+        mbs = split_microbatches(batch, num_microbatches, objective.row_group)
         grads, (losses_M, metrics_M, computed_M) = jax.lax.scan(micro, zeros, mbs)
         loss = jnp.sum(losses_M)
         grad_norm = optax.tree.norm(grads)
@@ -208,8 +211,10 @@ def make_logprobs_fn(
     *,
     temperature: float = 1.0,
     lora: LoRAConfig | None = None,
+    prompt_groups: int = 1,
 ) -> Callable[[dict, dict], jax.Array]:
-    """Jitted ``fn(params, grpo_batch) -> f32 [B, T]``: completion log-probs at ``temperature``.
+    """Jitted ``fn(params, grpo_batch) -> f32 [B, T]``: completion log-probs at ``temperature``;
+    ``prompt_groups``: ``objectives.grpo``'s (the same sharing as the update's forward).
 
     ``params``: the model's (``TrainState.model_params()``: with ``lora``, the base with the
     adapters attached).
@@ -225,7 +230,7 @@ def make_logprobs_fn(
     def fn(params, batch):
         if "segment_ids" in batch:
             return packed_logprobs(params, batch, model_config, temperature)
-        return completion_logprobs(params, batch, model_config, temperature)
+        return completion_logprobs(params, batch, model_config, temperature, prompt_groups)
 
     jitted = jax.jit(
         fn,

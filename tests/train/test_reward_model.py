@@ -15,7 +15,7 @@ from r1jax.config import OptimConfig, RewardModelConfig
 from r1jax.model import init_params
 from r1jax.rewards.compose import RewardResult, RewardSpec
 from r1jax.sampling import Sampler
-from r1jax.train import objectives
+from r1jax.train import objectives, reward_objective
 from r1jax.train.grpo import GRPOParts, grpo_iteration
 from r1jax.train.model_reward import MixedReward, ModelScorer
 from r1jax.train.optim import make_optimizer
@@ -59,7 +59,7 @@ def _train(shape, microbatches=1):
     mesh = mesh_of(shape)
     state = create_train_state(RM, OPTIMIZER, jax.random.key(0), mesh)
     step = make_train_step(
-        RM, objectives.reward_model(RM), OPTIMIZER, mesh, num_microbatches=microbatches
+        RM, reward_objective.reward_model(RM), OPTIMIZER, mesh, num_microbatches=microbatches
     )
     metrics = []
     for _ in range(3):  # the same pairs: the loss must fall
@@ -83,7 +83,7 @@ def test_reward_model_step_is_the_same_on_8_devices_and_with_microbatches():
 
 def test_objective_needs_a_score_head():
     with pytest.raises(ValueError, match="score_head"):
-        objectives.reward_model(TINY)
+        reward_objective.reward_model(TINY)
 
 
 # ------------------------------------------------------------------ GRPO, mixed reward
