@@ -7,7 +7,8 @@ An iteration: sample G=8 completions for each of 8 prompts (64 new tokens each, 
 score them with the same Python reward, compute group advantages, take one optimizer step
 (AdamW, beta = 0 so no reference model, token-mean "DAPO" loss in both; r1jax's update runs
 each prompt once for its G rows as ``r1jax train`` does, ``--share-prompts off`` runs it in
-every row as TRL does). The model is a random
+every row as TRL does; its 4 layers run unrolled, ``model.scan_unroll=4``, ``--scan-unroll 1``
+scans them). The model is a random
 Qwen2 (hidden 256, 4 layers, 4 query / 2 KV heads, vocab ~1000) saved once as a Hugging Face
 checkpoint and loaded by both, with a word-level tokenizer built here with ``tokenizers``
 (no downloads). Everything runs in fp32 on the CPU. Reported: steady-state seconds per iteration
@@ -256,7 +257,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads for TRL")
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--skip-r1jax", action="store_true")
-    parser.add_argument("--scan-unroll", type=int, default=1, help="model.scan_unroll")
+    parser.add_argument(
+        "--scan-unroll", type=int, default=4, help="model.scan_unroll (4: the layers unrolled)"
+    )
     parser.add_argument("--share-prompts", default="auto", help="config.grpo.share_prompts")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
