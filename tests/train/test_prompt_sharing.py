@@ -20,6 +20,7 @@ from r1jax.train.state import create_train_state, refresh_frozen
 from r1jax.train.step import make_logprobs_fn, make_train_step, split_microbatches
 
 G = 4
+LR = 1e-2  # grpo_toy's default learning rate
 BIASED = dataclasses.replace(TINY, qkv_bias=True)
 
 
@@ -143,3 +144,32 @@ def test_prompt_groups_decides_from_the_config_and_the_mesh():
 def test_packed_grpo_does_not_share():
     with pytest.raises(ValueError, match="pack_length=0"):
         objectives.grpo(TINY, GRPOConfig(num_samples=G, pack_length=32), G)
+
+
+def test_grpo_iteration_shares_prompts_like_it_runs_unshared():
+    """One iteration of the real loop (sampler rollouts, mu = 2 so pi_old is recomputed): the
+    rollout batch passes the grouping check and the update matches the unshared one."""
+    from grpo_toy import CONFIG, make_parts, prompt_batches, toy
+
+    from r1jax.train.grpo import grpo_iteration
+
+    options = toy(mu=2)
+    state, parts = make_parts(grpo=options, learning_rate=LR)
+    shared_state, _ = make_parts(grpo=options, learning_rate=LR)
+    group = options.num_samples
+    mesh = parts.step_fn.mesh
+    optimizer = make_optimizer(OptimConfig(learning_rate=LR, schedule="constant", b2=0.99))
+    shared = dataclasses.replace(
+        parts,
+        step_fn=make_train_step(CONFIG, objectives.grpo(CONFIG, options, group), optimizer, mesh),
+        logprobs_fn=make_logprobs_fn(CONFIG, mesh, prompt_groups=group),
+        prompt_groups=group,
+    )
+    state, metrics = grpo_iteration(state, prompt_batches(4), parts, 0)
+    shared_state, shared_metrics = grpo_iteration(shared_state, prompt_batches(4), shared, 0)
+    assert shared_metrics["reward/total"] == metrics["reward/total"]  # the same rollouts
+    np.testing.assert_allclose(shared_metrics["train/loss"], metrics["train/loss"], atol=1e-6)
+    for a, b in zip(
+        jax.tree.leaves(shared_state.params), jax.tree.leaves(state.params), strict=True
+    ):
+        np.testing.assert_allclose(a, b, atol=3e-5)
