@@ -23,11 +23,12 @@ The global batch, and so the run, is the same on any process count.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from r1jax import multihost
+from r1jax import distributed, multihost
 from r1jax.config import Stage
 from r1jax.evaluation.metrics import pass_at_1
 from r1jax.evaluation.stage import DEFAULT_TASK_PROMPTS
@@ -185,6 +186,14 @@ def update_fns(stage: Stage, setup) -> dict:
     logprobs_fn = make_logprobs_fn(
         model_config, setup.mesh, temperature=grpo.temperature, lora=lora, prompt_groups=groups
     )
+    if distributed.is_main_process():
+        shared = f"shared by its {groups} rows" if groups > 1 else "run in each of its rows"
+        print(
+            f"grpo: each prompt's forward in the update is {shared} "
+            f"(config.grpo.share_prompts={grpo.share_prompts!r})",
+            file=sys.stderr,
+            flush=True,
+        )
     return dict(step_fn=step_fn, logprobs_fn=logprobs_fn, prompt_groups=groups)
 
 
