@@ -29,7 +29,7 @@ from r1jax.config.typed import model_config as typed_model_config
 from r1jax.model import abstract_params, param_shardings
 from r1jax.model.lora import abstract_adapters, adapter_shardings, attach
 from r1jax.model.quant import abstract_base, base_shardings
-from r1jax.sampling import continuous, paged
+from r1jax.sampling import continuous, paged, paged_shards
 from r1jax.sampling import loop as sampling_loop
 from r1jax.sampling import pool as pool_lib
 from r1jax.sampling.methods import make_method
@@ -243,7 +243,8 @@ def sampler(stage: Stage, mesh) -> list[Program]:
 def continuous_sampler(stage: Stage, mesh) -> list[Program]:
     """GRPO's sampler with continuous batching (``grpo.decode_slots``): one program, the
     prompts' prefill then the slots' loop (FLOPs: the prefill and one decode step); with
-    ``grpo.decode_page_size`` over a paged cache of ``grpo.decode_pages`` pages."""
+    ``grpo.decode_page_size`` over a paged cache of ``grpo.decode_pages`` pages (one store per
+    batch shard, ``paged_shards``)."""
     grpo, model = stage.grpo, stage.model
     q, g, p, t = grpo.num_prompts, grpo.num_samples, max(stage.data.buckets), grpo.max_new_tokens
     c, z = grpo.decode_slots, grpo.decode_page_size
@@ -257,7 +258,7 @@ def continuous_sampler(stage: Stage, mesh) -> list[Program]:
         pp, m = paged.page_counts(p, t, z)
         gen_pages = grpo.decode_pages or c * (m - pp)
         fn = functools.partial(
-            paged.sample, num_slots=c, page_size=z, gen_pages=gen_pages, **common
+            paged_shards.sample, mesh=mesh, num_slots=c, page_size=z, gen_pages=gen_pages, **common
         )
     else:
         fn = functools.partial(

@@ -228,7 +228,7 @@ def write_prompt_pages(slots: PagedSlots, prompts: Prompts, first) -> PagedSlots
     return dataclasses.replace(slots, pages=pages)
 
 
-def sample(
+def start(
     params,
     prompt_QP: jax.Array,
     prompt_mask_QP: jax.Array,
@@ -244,9 +244,11 @@ def sample(
     gen_pages: int,
     pad_id: int,
     budget_R: jax.Array | None = None,
-) -> SlotState:
-    """``continuous.sample`` over a paged cache (no tail shrinking); the final state's
-    ``cache`` is the ``PagedSlots`` (``rewinds``, ``peak_pages``)."""
+    first_request=0,
+) -> tuple[Prompts, SlotState]:
+    """The prompts prefilled into their pages and the slots given their first requests:
+    ``(prompts, state)`` for ``step``. ``first_request``: the first request's id (its keys;
+    ``paged_shards`` gives each shard its block's ids)."""
     num_prompts, length = prompt_QP.shape
     num_requests, width = num_prompts * num_samples, stop_table_EW.shape[1]
     prompts = continuous.prefill_prompts(
@@ -265,23 +267,47 @@ def sample(
         max_new=max_new_tokens,
     )
     cache = write_prompt_pages(cache, prompts, 0)
-    s = dataclasses.replace(s, cache=cache)
+    first = jnp.asarray(first_request, jnp.int32)
+    s = dataclasses.replace(s, cache=cache, next_request=first, queue_end=first + num_requests)
     if budget_R is not None:
         s = dataclasses.replace(s, budget_R=budget_R.astype(jnp.int32))
-    refill = functools.partial(
+    refill = _refill(prompts, stop_table_EW, method, num_samples, max_new_tokens)
+    return prompts, refill(s, jnp.ones((num_slots,), bool))
+
+
+def _refill(prompts, stop_table_EW, method, num_samples, max_new):
+    """``continuous.refill`` with the paged cache's hooks."""
+    return functools.partial(
         continuous.refill,
         prompts=prompts,
         stop_table_EW=stop_table_EW,
         method=method,
         num_samples=num_samples,
-        max_new=max_new_tokens,
+        max_new=max_new,
         assign=assign,
         release=release,
     )
-    s = refill(s, jnp.ones((num_slots,), bool))
-    step_fn = functools.partial(
-        decode_step, params, prompts, config=config, method=method, num_samples=num_samples
+
+
+def step(params, prompts, stop_table_EW, s: SlotState, *, config, method, num_samples, max_new):
+    """One decode step of every slot, its tokens recorded, finished slots refilled."""
+    out = decode_step(params, prompts, s, config=config, method=method, num_samples=num_samples)
+    refill = _refill(prompts, stop_table_EW, method, num_samples, max_new)
+    return refill(*continuous.record(*out, stop_table_EW, max_new))
+
+
+def keep_going(s: SlotState) -> jax.Array:
+    """Whether any slot is busy (refills leave none idle while requests are queued)."""
+    return jnp.any(s.request_C >= 0)
+
+
+def sample(params, prompt_QP, prompt_mask_QP, key, stop_table_EW, **options) -> SlotState:
+    """``continuous.sample`` over a paged cache (no tail shrinking): ``start``, then ``step``
+    until every request is done; ``options``: ``start``'s keywords. The final state's
+    ``cache`` is the ``PagedSlots`` (``rewinds``, ``peak_pages``)."""
+    prompts, s = start(params, prompt_QP, prompt_mask_QP, key, stop_table_EW, **options)
+    statics = {k: options[k] for k in ("config", "method", "num_samples")}
+    advance = functools.partial(
+        step, params, prompts, stop_table_EW, max_new=options["max_new_tokens"], **statics
     )
-    step = lambda s: refill(*continuous.record(*step_fn(s), stop_table_EW, max_new_tokens))
-    keep_going = lambda s: jnp.any(s.request_C >= 0)
-    return jax.lax.while_loop(keep_going, step, s)
+    return jax.lax.while_loop(keep_going, advance, s)

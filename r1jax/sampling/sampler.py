@@ -16,7 +16,7 @@ import numpy as np
 from r1jax import multihost
 from r1jax.data.batching import SAMPLER_BUCKETS, bucket_length
 from r1jax.model import ModelConfig
-from r1jax.sampling import compile_options, continuous, loop, paged
+from r1jax.sampling import compile_options, continuous, loop, paged, paged_shards
 from r1jax.sampling.methods import SamplingMethod, make_method
 from r1jax.sampling.output import SampleOutput, left_pad
 from r1jax.sampling.stop import stop_sequences, stop_table, truncate_at_stop_strings
@@ -232,10 +232,8 @@ class Sampler:
             out = self.to_output(fields, counters, *finish)
             if not self.page_size:
                 return out
-            stats = state.cache.free.shape[0], state.cache.peak_pages, state.cache.rewinds
-            scalar = lambda x: int(np.asarray(x.addressable_data(0)))
-            paging = dict(zip(("store_pages", "peak_pages", "rewound_tokens"), stats, strict=True))
-            paging = {k: v if isinstance(v, int) else scalar(v) for k, v in paging.items()}
+            scalar = lambda x: x if isinstance(x, int) else int(np.asarray(x.addressable_data(0)))
+            paging = {k: scalar(v) for k, v in paged_shards.paging_stats(state.cache).items()}
             return dataclasses.replace(out, paging=paging)
         state, tokens_QP, mask_QP = self.prefill(
             params,
@@ -269,7 +267,8 @@ class Sampler:
             common = dict(config=self.config, num_slots=self.slots, pad_id=self.pad_id, **static)
             if self.page_size:
                 fn = functools.partial(
-                    paged.sample,
+                    paged_shards.sample,
+                    mesh=self.mesh,
                     page_size=self.page_size,
                     gen_pages=self.gen_pages(tokens_QP.shape[1], max_new),
                     **common,

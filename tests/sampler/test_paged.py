@@ -2,17 +2,21 @@
 contiguous continuous sampler, bit for bit, with pages to spare, with too few (slots wait, the
 youngest rewinds), sharded or not; memory follows the tokens held; bad settings are errors."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
 from sampler_common import BUCKETS, CONFIG, full_logits, layout
 
 from r1jax.model import param_shardings
-from r1jax.sampling import Categorical, Greedy, Sampler
-from r1jax.sharding import MeshConfig, make_mesh
+from r1jax.sampling import Categorical, Greedy, Sampler, paged_shards
+from r1jax.sampling.paged_shards import shard_axes
+from r1jax.sharding import MeshConfig, make_mesh, named_sharding
 
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2, 6], [5, 3, 5, 8, 9, 7], [9]]  # bucket 8: 2 pages of 4
 METHODS = {"sampled": Categorical(temperature=0.9, top_k=20), "greedy": Greedy()}
+METHOD = dict(method=Categorical(temperature=0.9, top_k=20))
 KW = dict(num_samples=3, max_new_tokens=12, stop_token_ids=(7, 11, 51))  # 3 pages per row
 
 
@@ -70,6 +74,62 @@ def test_memory_follows_the_tokens_held(params):
     ref = Sampler(CONFIG, buckets=BUCKETS, slots=8)(params, PROMPTS, **kw)
     _same_rows(paged, ref)
     assert paged.paging["peak_pages"] <= 8 and paged.paging["rewound_tokens"] == 0
+
+
+def test_the_store_splits_over_the_batch_axes_that_divide_it():
+    """``paged_shards.shard_axes``: the batch axes dividing the slots and the requests into
+    whole prompts per shard or whole shards per prompt, each shard still holding one
+    request's pages (3 here); none on one device."""
+    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    shape = dict(prompts=4, samples=3, slots=4, gen_pages=12, request_pages=3)
+    axes = lambda **kw: shard_axes(mesh, **(shape | kw))
+    assert axes() == ("data", "fsdp")
+    assert axes(gen_pages=6) == ("data",)  # 3 pages per shard, not 1
+    assert axes(prompts=2) == ("data",)  # 6 requests: not 4 shards of whole prompts
+    assert axes(prompts=1, samples=16) == ("data", "fsdp")  # 4 shards of one prompt, 4 rows
+    assert axes(slots=6) == ("data",)
+    assert axes(prompts=3) == ()
+    assert shard_axes(None, **shape) == ()
+    assert shard_axes(make_mesh(MeshConfig(data=1, fsdp=4, tensor=2)), **shape) == ("fsdp",)
+
+
+@SLOW
+@pytest.mark.parametrize("copies, samples, pages", [(2, 3, 0), (2, 3, 12), (0, 8, 12)])
+def test_one_store_per_batch_shard_gives_the_one_store_rows(params, copies, samples, pages):
+    """data=2, fsdp=2, tensor=2: four stores, each on its pair of tensor devices (KV heads
+    split), each shard's slots serving its block of requests: 8 prompts x 3 samples (2 prompts
+    per shard), or 1 prompt x 8 samples (each shard prefills it for its 2 samples). Rows equal
+    one store on one device (12 pages: 3 per shard, one request's worth, so slots wait and
+    rewind), and no device holds another shard's pages."""
+    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    kw = dict(buckets=BUCKETS, slots=8, page_size=4, pages=pages)
+    prompts = PROMPTS * copies or PROMPTS[:1]
+    run = dict(num_samples=samples, max_new_tokens=12, **METHOD)
+    stops = dict(stop_token_ids=KW["stop_token_ids"])
+    sample = lambda sampler, p: sampler(p, prompts, rng=jax.random.key(3), **run, **stops)
+    ref = sample(Sampler(CONFIG, **kw), params)
+    sharded = jax.device_put(params, param_shardings(CONFIG, mesh))
+    out = sample(Sampler(CONFIG, mesh=mesh, **kw), sharded)
+    for field in ("tokens", "lengths", "finish_reason"):
+        np.testing.assert_array_equal(getattr(out, field), getattr(ref, field), err_msg=field)
+    np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)
+    gen, shard_prompts = pages or 8 * 3, max(len(prompts) // 4, 1)
+    store = 1 + shard_prompts * 2 + gen // 4  # null page, 2 pages per prompt, generation
+    assert out.paging["store_pages"] == 4 * store
+    assert out.paging["peak_pages"] <= gen and (out.paging["rewound_tokens"] > 0) == (pages > 0)
+
+    tokens = np.ones((len(prompts), 8), np.int32)
+    tokens = jax.device_put(tokens, named_sharding(mesh, ("batch", None), tokens.shape))
+    fn = functools.partial(
+        paged_shards.sample, mesh=mesh, config=CONFIG, num_slots=8, page_size=4, gen_pages=gen,
+        pad_id=0, **run,
+    )  # fmt: skip
+    with jax.set_mesh(mesh):
+        state = jax.jit(fn)(sharded, tokens, tokens, jax.random.key(0), np.full((1, 4), 7))
+    pages_k = state.cache.pages.k  # [D, L, N / D, K, H, Z]
+    assert pages_k.shape[:3] == (4, CONFIG.num_layers, store)
+    assert {s.data.shape[:4] for s in pages_k.addressable_shards} == {(1, 2, store, 1)}
+    assert state.tokens_RT.sharding.spec[0] == ("data", "fsdp")
 
 
 @pytest.mark.slow  # ~5 s: the default suite stays under 10 minutes; CI runs it with -m slow

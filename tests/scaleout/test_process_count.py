@@ -121,11 +121,16 @@ def test_fewer_prompts_than_batch_shards_run_alike_on_one_and_two_processes(tmp_
     _assert_same_run(two, one)
 
 
+PAGED = ["--config.grpo.decode_page_size=4"]
+
+
 @pytest.mark.slow
-def test_continuous_batching_runs_alike_on_one_and_two_processes(tmp_path):
-    """GRPO sampling with 8 decode slots shrinking to 2 (``grpo.decode_slots``): one queue of
-    requests over both processes' prompts; each process gets its own rows back."""
-    args = [*GRPO, *MESH, "--config.grpo.decode_slots=8", "--config.grpo.decode_min_slots=2"]
+@pytest.mark.parametrize("cache", [["--config.grpo.decode_min_slots=2"], PAGED], ids=["", "paged"])
+def test_continuous_batching_runs_alike_on_one_and_two_processes(tmp_path, cache):
+    """GRPO sampling with 8 decode slots (``grpo.decode_slots``) shrinking to 2: one queue of
+    requests over both processes' prompts; each process gets its own rows back. Paged: one
+    page store per fsdp shard (4, two per process), each serving its prompt's requests."""
+    args = [*GRPO, *MESH, "--config.grpo.decode_slots=8", *cache]
     one, two = tmp_path / "one", tmp_path / "two"
     r1jax_on_one_process("train", *args, f"--workdir={one}")
     r1jax_on_two_processes("train", *args, f"--workdir={two}")
@@ -133,7 +138,7 @@ def test_continuous_batching_runs_alike_on_one_and_two_processes(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cache", [[], ["--config.grpo.decode_page_size=4"]], ids=["", "paged"])
+@pytest.mark.parametrize("cache", [[], PAGED], ids=["", "paged"])
 def test_partial_rollouts_run_alike_on_one_and_two_processes(tmp_path, cache):
     """Partial rollouts (``grpo.partial_lanes``: 8 lanes for batches of 4 prompts, decode
     calls of 4 steps, so rows are cut mid-sequence and carried into the next iteration): each

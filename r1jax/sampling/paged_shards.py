@@ -1,0 +1,185 @@
+"""The paged sampler on a mesh: one page store per batch shard.
+
+A single store of pages for all slots lets any slot read any page, so XLA keeps the whole store
+on every device and every device decodes every slot (compiled on a data=4, fsdp=2 mesh: the
+store, the tables and the loop all replicated). Here the prompts, requests, slots and
+generation pages are cut into D blocks along the mesh's batch axes (``data``, ``fsdp``), and
+each block runs ``paged.sample`` on a store of its own: ``jax.vmap`` over the blocks with
+``spmd_axis_name``, so shard d holds Q / D prompts' pages and ``gen_pages // D`` generation
+pages and decodes slots ``d * C / D ...`` for requests ``d * R / D ...``. A request keeps its
+id (its keys), so its tokens are those of the one-store sampler; a shard's slots only ever
+serve its own requests (a shard whose requests finish first idles until the last one does).
+
+D is the product of the batch axes (in the rules' order) that divide Q and C and leave every
+shard at least one request's pages; 1 (``paged.sample`` as is) on one device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from r1jax.sampling import paged
+from r1jax.sampling.continuous import SlotState
+from r1jax.sharding import ShardingRules, current_rules, named_sharding, use_rules
+
+SPLIT_AXES = ("data", "fsdp")  # batch axes that split the store ("expert" also shards weights)
+
+
+def shard_axes(
+    mesh: Mesh | None, *, prompts: int, samples: int, slots: int, gen_pages: int, request_pages: int
+) -> tuple[str, ...]:
+    """The batch mesh axes the store is split over (their product: D shards): each must leave
+    D dividing the slots and the requests, a whole number of prompts per shard or a whole
+    number of shards per prompt, and every shard at least one request's pages."""
+    if mesh is None:
+        return ()
+    kept: list[str] = []
+    for axis in current_rules().mesh_axes("batch"):
+        d = math.prod(mesh.shape[a] for a in kept) * mesh.shape[axis]
+        per_shard, rest = divmod(prompts * samples, d)
+        blocks = prompts % d == 0 or (not rest and samples % per_shard == 0)
+        fits = blocks and slots % d == 0 and gen_pages // d >= request_pages
+        if axis in SPLIT_AXES and mesh.shape[axis] > 1 and fits:
+            kept.append(axis)
+    return tuple(kept)
+
+
+def _rules_without(rules: ShardingRules, axes) -> ShardingRules:
+    """``rules`` with ``axes`` taken out of "batch" (the vmapped block dim holds them)."""
+    table = (
+        (n, tuple(a for a in m if a not in axes) if n == "batch" else m) for n, m in rules.rules
+    )
+    return ShardingRules(tuple(table))
+
+
+def _pin(mesh: Mesh, s: SlotState) -> SlotState:
+    """A block's state: its store's KV heads over "tensor" as the contiguous cache's, every
+    other array whole (within the block: the vmap adds the block dim's batch axes)."""
+
+    def spec(path, x):
+        name = jax.tree_util.keystr(path)
+        if name.endswith(".pages.k") or name.endswith(".pages.v"):
+            axes = ("layers", None, "act_kv_heads", None, None)
+            return named_sharding(mesh, axes, x.shape)
+        return NamedSharding(mesh, P())
+
+    shardings = jax.tree_util.tree_map_with_path(spec, s)
+    return jax.lax.with_sharding_constraint(s, shardings)
+
+
+def _merge(s: SlotState, num_slots: int) -> SlotState:
+    """The blocks' states ``[D, ...]`` as one: per-request and per-slot rows in block order;
+    ``iterations`` the longest block's (every block steps until the last is done, so
+    ``slot_steps`` = iterations x C); the cache the blocks' stores ``[D, ...]`` with
+    ``peak_pages`` and ``rewinds`` summed over them (each store holds its own peak)."""
+    rows = lambda x: x.reshape(-1, *x.shape[2:])
+    iterations = jnp.max(s.iterations)
+    cache = dataclasses.replace(
+        s.cache, peak_pages=jnp.sum(s.cache.peak_pages), rewinds=jnp.sum(s.cache.rewinds)
+    )
+    return SlotState(
+        iterations=iterations,
+        slot_steps=iterations * num_slots,
+        next_request=jnp.max(s.next_request),
+        queue_end=jnp.max(s.queue_end),
+        request_C=rows(s.request_C),
+        count_C=rows(s.count_C),
+        last_C=rows(s.last_C),
+        recent_CW=rows(s.recent_CW),
+        cache=cache,
+        tokens_RT=rows(s.tokens_RT),
+        logprobs_RT=rows(s.logprobs_RT),
+        lengths_R=rows(s.lengths_R),
+        done_R=rows(s.done_R),
+        budget_R=rows(s.budget_R),
+        wait_R=rows(s.wait_R),
+        key=s.key[0],
+    )
+
+
+def _blocks(prompt_QP, prompt_mask_QP, budget_R, d: int, num_samples: int, max_new: int):
+    """The shards' prompts ``[D, Q / D, P]`` (or ``[D, 1, P]``: its prompt, when D / Q shards
+    share one), masks, budgets ``[D, R / D]`` and first request ids ``[D]``; and the samples
+    per shard prompt (G, or G / (D / Q))."""
+    num_requests = prompt_QP.shape[0] * num_samples
+    if budget_R is None:
+        budget_R = jnp.full((num_requests,), max_new, jnp.int32)
+    split = lambda x: x.reshape(d, -1, *x.shape[1:])
+    first_D = jnp.arange(d, dtype=jnp.int32) * (num_requests // d)
+    prompts = split
+    if prompt_QP.shape[0] % d:  # each shard prefills its prompt for its R / D samples
+        prompts = lambda x: x[first_D // num_samples][:, None]
+        num_samples = num_requests // d
+    blocks = prompts(prompt_QP), prompts(prompt_mask_QP), split(budget_R), first_D
+    return blocks, num_samples
+
+
+def sample(
+    params,
+    prompt_QP: jax.Array,
+    prompt_mask_QP: jax.Array,
+    key: jax.Array,
+    stop_table_EW: jax.Array,
+    *,
+    mesh: Mesh | None,
+    num_slots: int,
+    gen_pages: int,
+    budget_R: jax.Array | None = None,
+    **options,
+) -> SlotState:
+    """``paged.sample`` (same arguments; ``options``: its other keywords) with one store per
+    batch shard of ``mesh``. The final state's ``cache`` is ``paged.sample``'s with a leading
+    ``[D]`` on every store array when split (``paging_stats`` reads either).
+
+    The blocks start and step under ``vmap``; the loop around the step is not vmapped (its
+    condition is any block busy), so a block done early steps with idle slots, writing
+    nothing, rather than every step selecting between old and new copies of its store."""
+    num_prompts, prompt_len = prompt_QP.shape
+    max_new = options["max_new_tokens"]
+    pp, m = paged.page_counts(prompt_len, max_new, options["page_size"])
+    num_samples = options.pop("num_samples")
+    shape = dict(prompts=num_prompts, samples=num_samples, slots=num_slots, gen_pages=gen_pages)
+    axes = shard_axes(mesh, **shape, request_pages=m - pp)
+    if not axes:
+        return paged.sample(
+            params, prompt_QP, prompt_mask_QP, key, stop_table_EW, num_slots=num_slots,
+            gen_pages=gen_pages, budget_R=budget_R, num_samples=num_samples, **options,
+        )  # fmt: skip
+    d = math.prod(mesh.shape[a] for a in axes)
+    blocks, options["num_samples"] = _blocks(
+        prompt_QP, prompt_mask_QP, budget_R, d, num_samples, max_new
+    )
+    pin = functools.partial(_pin, mesh)
+    statics = {k: options[k] for k in ("config", "method", "num_samples")}
+
+    def start(prompt_QP, prompt_mask_QP, budget_R, first):
+        prompts, s = paged.start(
+            params, prompt_QP, prompt_mask_QP, key, stop_table_EW, num_slots=num_slots // d,
+            gen_pages=gen_pages // d, budget_R=budget_R, first_request=first, **options,
+        )  # fmt: skip
+        return prompts, pin(s)
+
+    def step(prompts, s):
+        # The call's key, not the carry's copy per block: "rbg" keys draw other bits batched.
+        s = dataclasses.replace(s, key=key)
+        return pin(paged.step(params, prompts, stop_table_EW, s, max_new=max_new, **statics))
+
+    with use_rules(_rules_without(current_rules(), axes)):
+        vmap = functools.partial(jax.vmap, spmd_axis_name=axes)
+        prompts, s = vmap(start)(*blocks)
+        s = jax.lax.while_loop(paged.keep_going, lambda s: vmap(step)(prompts, s), s)
+    return _merge(s, num_slots)
+
+
+def paging_stats(cache: paged.PagedSlots) -> dict:
+    """``store_pages``, ``peak_pages``, ``rewound_tokens`` of a final state's cache, one store
+    or one per shard: the pages of every store, their peaks and rewinds summed."""
+    stats = cache.free.size, cache.peak_pages, cache.rewinds
+    return dict(zip(("store_pages", "peak_pages", "rewound_tokens"), stats, strict=True))
