@@ -50,7 +50,8 @@ def pool_shardings(
     config, lanes, width, num_samples, max_new, slots, stop_width, mesh, page_size=0
 ):
     """NamedShardings of a ``Pool``: lanes, requests and slots over the data axes (None
-    without a mesh, or with a paged cache: XLA places the page store)."""
+    without a mesh, or with a paged cache: XLA places the one page store, which on a mesh it
+    keeps whole on every device; the sampler's ``paged_shards`` splits it, the pool does not)."""
     if mesh is None or page_size:
         return None
     cache = cache_shardings(config, lanes, width, mesh)
@@ -190,7 +191,7 @@ def advance(
     is_paged = isinstance(pool.slots.cache, paged.PagedSlots)
     constrain = functools.partial(continuous.constrain, config=config, mesh=mesh)
     hooks = dict(assign=paged.assign, release=paged.release) if is_paged else {}
-    if is_paged:  # the page store is not constrained (as ``paged.sample``)
+    if is_paged:  # one page store, placed by XLA (not split per shard as ``paged_shards``)
         constrain = lambda s: s
     refill = functools.partial(
         continuous.refill,

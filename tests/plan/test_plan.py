@@ -100,6 +100,15 @@ def test_a_paged_cache_is_planned_with_its_pages():
     (program,) = programs.continuous_sampler(stage, make_mesh(stage.mesh))
     out = jax.eval_shape(program.fn, *program.args)
     assert out.cache.pages.k.shape[1] == 1 + 2 * 4 + 6 and out.cache.pages.table.shape == (4, 6)
+    # 8 slots on data=8: one store per shard (its prompt's 4 pages, 2 generation pages), the
+    # stores split over the devices, not one store on each
+    split = _stage(*TINY_GRPO, *flags[1:], "--config.grpo.decode_slots=8", "--config.mesh.data=8")
+    (program,) = programs.continuous_sampler(split, mesh := make_mesh(split.mesh))
+    out = jax.eval_shape(program.fn, *program.args)
+    assert out.cache.pages.k.shape[:3] == (8, 2, 1 + 4 + 2)
+    with jax.set_mesh(mesh):
+        compiled = program.fn.lower(*program.args).compile()
+    assert compiled.output_shardings.cache.pages.k.spec[0] == "data"
 
 
 @pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
