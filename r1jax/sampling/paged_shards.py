@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +50,23 @@ def shard_axes(
         if axis in SPLIT_AXES and mesh.shape[axis] > 1 and fits:
             kept.append(axis)
     return tuple(kept)
+
+
+def _say_if_held_twice(mesh, axes, shape: dict, request_pages: int) -> None:
+    """Warns (when the sampler is traced) if batch axes that could split the store do not:
+    each store is then held whole by several devices, which also decode the same slots."""
+    could = [a for a in current_rules().mesh_axes("batch") if a in SPLIT_AXES]
+    could = math.prod(mesh.shape[a] for a in could) if mesh is not None else 1
+    split = math.prod(mesh.shape[a] for a in axes) if axes else 1
+    if could > split:
+        warnings.warn(
+            f"paged sampler: the page store is split over {split} of the mesh's {could} batch "
+            f"shards ({shape}, {request_pages} pages per request: the shard count must divide "
+            "the slots and the requests into whole prompts per shard or whole shards per "
+            "prompt, and leave each shard one request's pages); each store is held and "
+            f"decoded by {could // split} devices",
+            stacklevel=3,
+        )
 
 
 def _rules_without(rules: ShardingRules, axes) -> ShardingRules:
@@ -147,6 +165,7 @@ def sample(
     num_samples = options.pop("num_samples")
     shape = dict(prompts=num_prompts, samples=num_samples, slots=num_slots, gen_pages=gen_pages)
     axes = shard_axes(mesh, **shape, request_pages=m - pp)
+    _say_if_held_twice(mesh, axes, shape, m - pp)
     if not axes:
         return paged.sample(
             params, prompt_QP, prompt_mask_QP, key, stop_table_EW, num_slots=num_slots,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -94,6 +95,7 @@ class RolloutPool:
         statics = dict(config=sampler.config, num_samples=g, max_new_tokens=t)
         shapes = dict(lanes=lanes, width=prompt_length, slots=sampler.slots)
         if sampler.page_size:  # the slots' cache in pages (``paged.py``)
+            _say_if_held_twice(sampler.mesh)
             gen_pages = sampler.gen_pages(prompt_length, t)
             shapes |= dict(page_size=sampler.page_size, gen_pages=gen_pages)
         shardings = pool_lib.pool_shardings(
@@ -240,6 +242,18 @@ def _check(sampler, q: int, lanes: int, prompt_length: int, t: int) -> None:
         raise ValueError(
             f"prompt_length={prompt_length} + max_new_tokens={t} is past the model's "
             f"max_position_embeddings={sampler.config.max_position_embeddings}"
+        )
+
+
+def _say_if_held_twice(mesh) -> None:
+    """Warns that a paged pool's one page store is held whole on every batch shard."""
+    shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+    if shards > 1:
+        warnings.warn(
+            f"partial rollouts over a paged cache keep one page store, held whole (and its "
+            f"slots decoded) on each of the mesh's {shards} batch shards: the pool is not split "
+            "per shard as the sampler is (docs/sampler.md)",
+            stacklevel=3,
         )
 
 

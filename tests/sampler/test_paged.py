@@ -91,6 +91,8 @@ def test_the_store_splits_over_the_batch_axes_that_divide_it():
     assert axes(prompts=3) == ()
     assert shard_axes(None, **shape) == ()
     assert shard_axes(make_mesh(MeshConfig(data=1, fsdp=4, tensor=2)), **shape) == ("fsdp",)
+    with pytest.warns(UserWarning, match="split over 2 of the mesh's 4 batch shards"):
+        paged_shards._say_if_held_twice(mesh, ("data",), shape, 3)
 
 
 @SLOW
