@@ -4,14 +4,15 @@ A single store of pages for all slots lets any slot read any page, so XLA keeps 
 on every device and every device decodes every slot (compiled on a data=4, fsdp=2 mesh: the
 store, the tables and the loop all replicated). Here the prompts, requests, slots and
 generation pages are cut into D blocks along the mesh's batch axes (``data``, ``fsdp``), and
-each block runs ``paged.sample`` on a store of its own: ``jax.vmap`` over the blocks with
-``spmd_axis_name``, so shard d holds Q / D prompts' pages and ``gen_pages // D`` generation
-pages and decodes slots ``d * C / D ...`` for requests ``d * R / D ...``. A request keeps its
-id (its keys), so its tokens are those of the one-store sampler; a shard's slots only ever
-serve its own requests (a shard whose requests finish first idles until the last one does).
+each block runs ``paged.start`` / ``paged.step`` on a store of its own (``jax.vmap`` over the
+blocks with ``spmd_axis_name``): shard d holds its Q / D prompts' pages (or, with more shards
+than prompts, its one prompt's, prefilled for its R / D samples) and ``gen_pages // D``
+generation pages, and decodes slots ``d * C / D ...`` for requests ``d * R / D ...``. A request
+keeps its id (its keys), so its tokens are those of the one-store sampler; a shard's slots only
+ever serve its own requests (a shard whose requests finish first idles until the last one does).
 
-D is the product of the batch axes (in the rules' order) that divide Q and C and leave every
-shard at least one request's pages; 1 (``paged.sample`` as is) on one device.
+D is the product of the batch axes (in the rules' order) that ``shard_axes`` finds dividing
+the work; 1 (``paged.sample`` as is) on one device.
 """
 
 from __future__ import annotations
