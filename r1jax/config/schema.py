@@ -185,7 +185,8 @@ class GRPOConfig:
     # many (the tail of long rows decodes in a small batch); 0: the slot count stays.
     decode_min_slots: int = 0
     decode_page_size: int = 0  # > 0: the slots' KV cache in pages of this many tokens (paged.py)
-    decode_pages: int = 0  # generation pages (0: every slot's reach; fewer: slots wait/rewind)
+    decode_pages: int = 0  # generation pages (0: every slot's reach; fewer: slots wait/rewind;
+    # on a mesh split over the batch shards' stores, pages // shards each)
     # > 0: partial rollouts (r1jax.train.partial_rollouts): prompts in flight (a multiple of
     # num_prompts, >= 2x); rows unfinished once the oldest batch is done go on next update.
     partial_lanes: int = 0

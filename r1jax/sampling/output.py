@@ -27,8 +27,9 @@ class SampleOutput:
     int32: decode steps a row waited for a slot (0 in a static batch). useful_tokens /
     slot_steps: set by partial rollouts (``RolloutPool``), whose calls also decode rows that
     are not returned: the tokens generated and the slot-steps computed for every row in flight.
-    paging (a paged cache): ``store_pages`` (all pages, prompts' included), ``peak_pages``
-    (most generation pages held at once), ``rewound_tokens`` (decoded again after a rewind).
+    paging (a paged cache): ``store_pages`` (all pages, prompts' included, of every store),
+    ``peak_pages`` (most generation pages held at once; with one store per batch shard the sum
+    of the stores' peaks), ``rewound_tokens`` (decoded again after a rewind).
     routing (``Sampler(record_routing=True)``, a mixture of experts): int16 ``[B, P + T, L', K]``
     each input token's experts per MoE layer, -1 where none was routed (routing replay).
     """

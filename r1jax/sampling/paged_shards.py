@@ -53,11 +53,17 @@ def shard_axes(
     return tuple(kept)
 
 
+def splittable_shards(mesh: Mesh | None) -> int:
+    """The batch shards of ``mesh`` a page store could be split over (its SPLIT_AXES)."""
+    if mesh is None:
+        return 1
+    return math.prod(mesh.shape[a] for a in current_rules().mesh_axes("batch") if a in SPLIT_AXES)
+
+
 def _say_if_held_twice(mesh, axes, shape: dict, request_pages: int) -> None:
     """Warns (when the sampler is traced) if batch axes that could split the store do not:
     each store is then held whole by several devices, which also decode the same slots."""
-    could = [a for a in current_rules().mesh_axes("batch") if a in SPLIT_AXES]
-    could = math.prod(mesh.shape[a] for a in could) if mesh is not None else 1
+    could = splittable_shards(mesh)
     split = math.prod(mesh.shape[a] for a in axes) if axes else 1
     if could > split:
         warnings.warn(
@@ -78,26 +84,29 @@ def _rules_without(rules: ShardingRules, axes) -> ShardingRules:
     return ShardingRules(tuple(table))
 
 
-def _pin(mesh: Mesh, s: SlotState) -> SlotState:
-    """A block's state: its store's KV heads over "tensor" as the contiguous cache's, every
-    other array whole (within the block: the vmap adds the block dim's batch axes)."""
+def _pin(mesh: Mesh, tree):
+    """A block's state or prompts: keys and values ``[L, N or Q, K, ...]`` with their KV heads
+    over "tensor" as the contiguous cache's, every other array whole (within the block: the
+    vmap adds the block dim's batch axes)."""
 
     def spec(path, x):
         name = jax.tree_util.keystr(path)
-        if name.endswith(".pages.k") or name.endswith(".pages.v"):
+        if name.endswith((".k", ".v")) and x.ndim == 5:
             axes = ("layers", None, "act_kv_heads", None, None)
             return named_sharding(mesh, axes, x.shape)
         return NamedSharding(mesh, P())
 
-    shardings = jax.tree_util.tree_map_with_path(spec, s)
-    return jax.lax.with_sharding_constraint(s, shardings)
+    shardings = jax.tree_util.tree_map_with_path(spec, tree)
+    return jax.lax.with_sharding_constraint(tree, shardings)
 
 
 def _merge(s: SlotState, num_slots: int) -> SlotState:
     """The blocks' states ``[D, ...]`` as one: per-request and per-slot rows in block order;
     ``iterations`` the longest block's (every block steps until the last is done, so
     ``slot_steps`` = iterations x C); the cache the blocks' stores ``[D, ...]`` with
-    ``peak_pages`` and ``rewinds`` summed over them (each store holds its own peak)."""
+    ``peak_pages`` and ``rewinds`` summed over them (each store holds its own peak). Its
+    shape properties (``page_size``, ``prompt_pages``, ``max_length``) describe no store
+    (index an array ``[d]`` for shard d's); ``paging_stats`` reads the totals."""
     rows = lambda x: x.reshape(-1, *x.shape[2:])
     iterations = jnp.max(s.iterations)
     cache = dataclasses.replace(
@@ -184,7 +193,7 @@ def sample(
             params, prompt_QP, prompt_mask_QP, key, stop_table_EW, num_slots=num_slots // d,
             gen_pages=gen_pages // d, budget_R=budget_R, first_request=first, **options,
         )  # fmt: skip
-        return prompts, pin(s)
+        return pin(prompts), pin(s)
 
     def step(prompts, s):
         # The call's key, not the carry's copy per block: "rbg" keys draw other bits batched.

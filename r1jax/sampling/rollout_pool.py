@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from r1jax import multihost
+from r1jax.sampling import paged_shards
 from r1jax.sampling import pool as pool_lib
 from r1jax.sampling.methods import SamplingMethod
 from r1jax.sampling.output import SampleOutput, left_pad
@@ -247,7 +248,7 @@ def _check(sampler, q: int, lanes: int, prompt_length: int, t: int) -> None:
 
 def _say_if_held_twice(mesh) -> None:
     """Warns that a paged pool's one page store is held whole on every batch shard."""
-    shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+    shards = paged_shards.splittable_shards(mesh)
     if shards > 1:
         warnings.warn(
             f"partial rollouts over a paged cache keep one page store, held whole (and its "

@@ -39,7 +39,8 @@ class Sampler:
     half are busy, down to ``min_slots``, so a long tail decodes in a small batch.
     ``page_size`` > 0 pages that cache (``paged.py``): ``pages`` pages of that many tokens for
     the generated tokens (0: enough for every slot to reach ``max_new_tokens``; fewer makes slots
-    wait or rewind when they run short, with the same rows), shared prompt pages per group.
+    wait or rewind when they run short, with the same rows), shared prompt pages per group; on a
+    mesh one store per batch shard (``paged_shards``), each with ``pages // D`` of them.
     ``keys``: "step" (one key per step for the whole batch) or "request" (each row's own keys;
     its tokens then do not depend on the batch); continuous batching needs "request", the
     default then. Both give the same rows for the same ``rng`` and "request" keys (to fp32
