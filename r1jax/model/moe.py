@@ -12,6 +12,8 @@ token, weighted by its routing weight (zero where it was not chosen).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import jax
@@ -136,6 +138,39 @@ def experts_grouped(x_ND, weights_NK, experts_NK, gate_EDF, up_EDF, down_EFD) ->
     return jnp.einsum("nkd,nk->nd", y_NKD, weights_NK.astype(y_NKD.dtype))
 
 
+_TOKENS_MERGED = [False]  # ``merged_under_vmap``: set while the paged sampler traces its shards
+
+
+@contextlib.contextmanager
+def merged_under_vmap() -> Iterator[None]:
+    """Within: ``experts_grouped`` under ``vmap`` runs once over the tokens of every mapped
+    element (routing is per token, so the rows are the same), since ``ragged_dot`` batches
+    only with its expert weights batched too. No autodiff through it (the paged sampler's
+    shards, ``r1jax.sampling.paged_shards``, which decode)."""
+    _TOKENS_MERGED.append(True)
+    try:
+        yield
+    finally:
+        _TOKENS_MERGED.pop()
+
+
+@jax.custom_batching.custom_vmap
+def _experts_grouped_merging(x_ND, weights_NK, experts_NK, gate_EDF, up_EDF, down_EFD):
+    return experts_grouped(x_ND, weights_NK, experts_NK, gate_EDF, up_EDF, down_EFD)
+
+
+@_experts_grouped_merging.def_vmap
+def _merge_mapped_tokens(size, batched, x_ND, weights_NK, experts_NK, *expert_weights):
+    if any(batched[3:]):
+        raise NotImplementedError("experts_grouped under vmap: expert weights mapped too")
+    rows = [a if b else jnp.broadcast_to(a, (size, *a.shape)) for a, b in
+            zip((x_ND, weights_NK, experts_NK), batched[:3], strict=True)]  # fmt: skip
+    n = rows[0].shape[1]
+    rows = [a.reshape(size * n, a.shape[-1]) for a in rows]
+    y = _experts_grouped_merging(*rows, *expert_weights)
+    return y.reshape(size, n, -1), True
+
+
 def experts_loop(x_ND, weights_NK, experts_NK, gate_EDF, up_EDF, down_EFD) -> jax.Array:
     """Reference of ``experts_grouped``: each expert over all N tokens, weighted by its routing
     weight (0 where not chosen). E times the work; for tests and benchmarks."""
@@ -173,7 +208,8 @@ def experts_per_shard(
     def local(x, w, e, *expert_weights):
         rows = x.shape[0] * x.shape[1]
         flat = lambda a: a.reshape(rows, -1)
-        return experts_grouped(flat(x), flat(w), flat(e), *expert_weights).reshape(x.shape)
+        grouped = _experts_grouped_merging if _TOKENS_MERGED[-1] else experts_grouped
+        return grouped(flat(x), flat(w), flat(e), *expert_weights).reshape(x.shape)
 
     none = jnp.zeros((), jnp.float32)
     if not axes:

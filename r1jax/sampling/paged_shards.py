@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from r1jax.model import moe
 from r1jax.sampling import paged
 from r1jax.sampling.continuous import SlotState
 from r1jax.sharding import ShardingRules, current_rules, named_sharding, use_rules
@@ -60,20 +61,41 @@ def splittable_shards(mesh: Mesh | None) -> int:
     return math.prod(mesh.shape[a] for a in current_rules().mesh_axes("batch") if a in SPLIT_AXES)
 
 
-def _say_if_held_twice(mesh, axes, shape: dict, request_pages: int) -> None:
+def _say_if_held_twice(mesh, axes, shape: dict, request_pages: int, why: str = "") -> None:
     """Warns (when the sampler is traced) if batch axes that could split the store do not:
     each store is then held whole by several devices, which also decode the same slots."""
     could = splittable_shards(mesh)
     split = math.prod(mesh.shape[a] for a in axes) if axes else 1
+    why = why or (
+        f"{shape}, {request_pages} pages per request: the shard count must divide the slots "
+        "and the requests into whole prompts per shard or whole shards per prompt, and leave "
+        "each shard one request's pages"
+    )
     if could > split:
         warnings.warn(
             f"paged sampler: the page store is split over {split} of the mesh's {could} batch "
-            f"shards ({shape}, {request_pages} pages per request: the shard count must divide "
-            "the slots and the requests into whole prompts per shard or whole shards per "
-            "prompt, and leave each shard one request's pages); each store is held and "
-            f"decoded by {could // split} devices",
+            f"shards ({why}); each store is held and decoded by {could // split} devices",
             stacklevel=3,
         )
+
+
+def _experts_all_to_all(config, mesh) -> bool:
+    """Whether the model's experts run expert-parallel (``expert_parallel``: its
+    ``ragged_dot`` inside a ``shard_map`` does not batch under the shards' ``vmap``)."""
+    moe_config = config.moe
+    expert = 1 if mesh is None else mesh.shape.get("expert", 1)
+    return moe_config is not None and moe_config.capacity_factor > 0 and expert > 1
+
+
+def _split_axes(mesh, config, shape: dict, request_pages: int) -> tuple[str, ...]:
+    """``shard_axes``, or none with expert parallelism; says when a store is held twice."""
+    axes = shard_axes(mesh, **shape, request_pages=request_pages)
+    why = (
+        "expert parallelism's all-to-all is not split" if _experts_all_to_all(config, mesh) else ""
+    )
+    axes = () if why else axes
+    _say_if_held_twice(mesh, axes, shape, request_pages, why)
+    return axes
 
 
 def _rules_without(rules: ShardingRules, axes) -> ShardingRules:
@@ -174,8 +196,7 @@ def sample(
     pp, m = paged.page_counts(prompt_len, max_new, options["page_size"])
     num_samples = options.pop("num_samples")
     shape = dict(prompts=num_prompts, samples=num_samples, slots=num_slots, gen_pages=gen_pages)
-    axes = shard_axes(mesh, **shape, request_pages=m - pp)
-    _say_if_held_twice(mesh, axes, shape, m - pp)
+    axes = _split_axes(mesh, options["config"], shape, m - pp)
     if not axes:
         return paged.sample(
             params, prompt_QP, prompt_mask_QP, key, stop_table_EW, num_slots=num_slots,
@@ -200,7 +221,7 @@ def sample(
         s = dataclasses.replace(s, key=key)
         return pin(paged.step(params, prompts, stop_table_EW, s, max_new=max_new, **statics))
 
-    with use_rules(_rules_without(current_rules(), axes)):
+    with use_rules(_rules_without(current_rules(), axes)), moe.merged_under_vmap():
         vmap = functools.partial(jax.vmap, spmd_axis_name=axes)
         prompts, s = vmap(start)(*blocks)
         s = jax.lax.while_loop(paged.keep_going, lambda s: vmap(step)(prompts, s), s)

@@ -2,6 +2,9 @@
 RoPE key per token (the absorbed form), and it decodes what full forwards (the expanded form)
 give: greedy tokens equal, log-probs within 1e-5."""
 
+import dataclasses
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +12,7 @@ import pytest
 
 from r1jax.config.model import MLAConfig, ModelConfig, MoEConfig, RopeScaling
 from r1jax.model import forward, init_cache, init_params
+from r1jax.model import param_shardings as sharding_of
 from r1jax.sampling import Sampler
 
 MLA = MLAConfig(kv_lora_rank=16, q_lora_rank=24, qk_nope_head_dim=16, qk_rope_head_dim=8,
@@ -107,3 +111,38 @@ def test_sharded_mla_model_equals_unsharded_forward_and_gradients():
         got_loss, got_grads = jax.jit(jax.value_and_grad(loss))(sharded, tokens)
     np.testing.assert_allclose(got_loss, ref_loss, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6), got_grads, ref_grads)
+
+
+@pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
+@pytest.mark.parametrize(
+    "mesh, capacity, stores",
+    [((2, 2, 1, 2), 0.0, 4), ((2, 1, 2, 2), 0.0, 2), ((2, 1, 2, 2), 4.0, 1)],
+    ids=["data-fsdp", "expert", "expert-parallel"],
+)
+def test_paged_sampling_of_an_mla_moe_model_on_a_mesh(mesh, capacity, stores):
+    """MLA + MoE (R1's model, in miniature) over a paged cache on a mesh: one store per batch
+    shard (the experts' grouped matmuls run once over every shard's tokens), the expert axis
+    inside each shard; with expert parallelism (its all-to-all does not split) one store, said
+    in a warning. Tokens equal one store on one device, log-probs within 1e-5."""
+    from r1jax import sharding
+
+    config = CONFIG.replace(moe=dataclasses.replace(CONFIG.moe, capacity_factor=capacity))
+    params = init_params(config.replace(init_std=0.3), jax.random.key(0))
+    prompts, kw = (
+        PROMPTS + PROMPTS[:1],
+        dict(rng=jax.random.key(4), num_samples=2, max_new_tokens=8),
+    )
+    ref = Sampler(config, buckets=(8,), slots=4, page_size=4)(params, prompts, **kw)
+    axes = dict(zip(("data", "fsdp", "expert", "tensor"), mesh, strict=True))
+    mesh = sharding.make_mesh(sharding.MeshConfig(**axes))
+    sharded = jax.device_put(params, sharding_of(config, mesh))
+    sampler = Sampler(config, buckets=(8,), slots=4, page_size=4, mesh=mesh)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = sampler(sharded, prompts, **kw)
+    said = [str(w.message) for w in caught if "page store is split" in str(w.message)]
+    assert bool(said) == (stores == 1) and all("expert parallelism" in s for s in said)
+    one_store = 1 + 4 * 2 + 4 * 2  # null page, 4 prompts x 2 pages, 4 slots x 2 pages
+    assert out.paging["store_pages"] == one_store + (stores - 1)  # a null page per store
+    np.testing.assert_array_equal(out.tokens, ref.tokens)
+    np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)
