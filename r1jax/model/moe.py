@@ -160,15 +160,17 @@ def _experts_grouped_merging(x_ND, weights_NK, experts_NK, gate_EDF, up_EDF, dow
 
 
 @_experts_grouped_merging.def_vmap
-def _merge_mapped_tokens(size, batched, x_ND, weights_NK, experts_NK, *expert_weights):
+def _merge_mapped_tokens(size, batched, *args):
+    """The mapped elements' tokens as one batch over the shared expert weights; with mapped
+    expert weights, each element in turn (``lax.map``)."""
+    spread = lambda a, b: a if b else jnp.broadcast_to(a, (size, *a.shape))
     if any(batched[3:]):
-        raise NotImplementedError("experts_grouped under vmap: expert weights mapped too")
-    rows = [a if b else jnp.broadcast_to(a, (size, *a.shape)) for a, b in
-            zip((x_ND, weights_NK, experts_NK), batched[:3], strict=True)]  # fmt: skip
-    n = rows[0].shape[1]
-    rows = [a.reshape(size * n, a.shape[-1]) for a in rows]
-    y = _experts_grouped_merging(*rows, *expert_weights)
-    return y.reshape(size, n, -1), True
+        mapped = [spread(a, b) for a, b in zip(args, batched, strict=True)]
+        return jax.lax.map(lambda a: _experts_grouped_merging(*a), mapped), True
+    tokens = [spread(a, b) for a, b in zip(args[:3], batched[:3], strict=True)]
+    n = tokens[0].shape[1]
+    rows = [a.reshape(size * n, a.shape[-1]) for a in tokens]
+    return _experts_grouped_merging(*rows, *args[3:]).reshape(size, n, -1), True
 
 
 def experts_loop(x_ND, weights_NK, experts_NK, gate_EDF, up_EDF, down_EFD) -> jax.Array:

@@ -154,14 +154,12 @@ def _merge(s: SlotState, num_slots: int) -> SlotState:
     )
 
 
-def _blocks(prompt_QP, prompt_mask_QP, budget_R, d: int, num_samples: int, max_new: int):
+def _blocks(prompt_QP, prompt_mask_QP, budget_R, d: int, num_samples: int):
     """The shards' prompts ``[D, Q / D, P]`` (or ``[D, 1, P]``: its prompt, when D / Q shards
-    share one), masks, budgets ``[D, R / D]`` and first request ids ``[D]``; and the samples
-    per shard prompt (G, or G / (D / Q))."""
+    share one), masks, budgets ``[D, R / D]`` (or None) and first request ids ``[D]``; and the
+    samples per shard prompt (G, or G / (D / Q))."""
     num_requests = prompt_QP.shape[0] * num_samples
-    if budget_R is None:
-        budget_R = jnp.full((num_requests,), max_new, jnp.int32)
-    split = lambda x: x.reshape(d, -1, *x.shape[1:])
+    split = lambda x: None if x is None else x.reshape(d, -1, *x.shape[1:])
     first_D = jnp.arange(d, dtype=jnp.int32) * (num_requests // d)
     prompts = split
     if prompt_QP.shape[0] % d:  # each shard prefills its prompt for its R / D samples
@@ -203,9 +201,7 @@ def sample(
             gen_pages=gen_pages, budget_R=budget_R, num_samples=num_samples, **options,
         )  # fmt: skip
     d = math.prod(mesh.shape[a] for a in axes)
-    blocks, options["num_samples"] = _blocks(
-        prompt_QP, prompt_mask_QP, budget_R, d, num_samples, max_new
-    )
+    blocks, options["num_samples"] = _blocks(prompt_QP, prompt_mask_QP, budget_R, d, num_samples)
     pin = functools.partial(_pin, mesh)
     statics = {k: options[k] for k in ("config", "method", "num_samples")}
 

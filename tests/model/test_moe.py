@@ -56,6 +56,26 @@ def test_grouped_matmuls_equal_the_per_expert_loop_values_and_gradients(moe_conf
     jax.tree.map(close, g_grouped, g_loop)
 
 
+def test_experts_under_vmap_give_each_elements_rows():
+    """What ``moe.merged_under_vmap`` runs (the paged sampler's shards): ``vmap`` over tokens
+    runs them as one batch, over expert weights too one element at a time; each equals
+    ``experts_grouped`` of that element alone."""
+    moe_config = DEEPSEEK
+    p, x = _layer(moe_config)
+    x_ND = x.reshape(-1, x.shape[-1])
+    weights, experts, _, _ = moe.route(x_ND, p["router"], p.get("router_bias"), moe_config)
+    ws = tuple(p[n] for n in ("expert_gate", "expert_up", "expert_down"))
+    halves = lambda a: a.reshape(2, -1, *a.shape[1:])  # two mapped elements of N / 2 tokens
+    tokens = (halves(x_ND), halves(weights), halves(experts))
+    scaled = tuple(jnp.stack([w, 2 * w]) for w in ws)  # two elements' expert weights
+    alone = lambda i, w: moe.experts_grouped(*(a[i] for a in tokens), *w)
+    shared = jax.vmap(moe._experts_grouped_merging, (0, 0, 0, None, None, None))(*tokens, *ws)
+    own = jax.vmap(moe._experts_grouped_merging)(*tokens, *scaled)
+    for i in range(2):
+        np.testing.assert_allclose(shared[i], alone(i, ws), atol=1e-6)
+        np.testing.assert_allclose(own[i], alone(i, [w[i] for w in scaled]), atol=1e-6)
+
+
 def _group_limited_reference(scores, bias, moe_config):
     """DeepSeek-V3's routing in numpy, one token at a time."""
     per_group = moe_config.num_experts // moe_config.expert_groups
