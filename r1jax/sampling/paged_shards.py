@@ -98,7 +98,7 @@ def _split_axes(mesh, config, shape: dict, request_pages: int) -> tuple[str, ...
     return axes
 
 
-def _rules_without(rules: ShardingRules, axes) -> ShardingRules:
+def rules_without(rules: ShardingRules, axes) -> ShardingRules:
     """``rules`` with ``axes`` taken out of "batch" (the vmapped block dim holds them)."""
     table = (
         (n, tuple(a for a in m if a not in axes) if n == "batch" else m) for n, m in rules.rules
@@ -106,7 +106,7 @@ def _rules_without(rules: ShardingRules, axes) -> ShardingRules:
     return ShardingRules(tuple(table))
 
 
-def _pin(mesh: Mesh, tree):
+def pin(mesh: Mesh, tree):
     """A block's state or prompts: keys and values ``[L, N or Q, K, ...]`` with their KV heads
     over "tensor" as the contiguous cache's, every other array whole (within the block: the
     vmap adds the block dim's batch axes)."""
@@ -154,7 +154,7 @@ def _merge(s: SlotState, num_slots: int) -> SlotState:
     )
 
 
-def _blocks(prompt_QP, prompt_mask_QP, budget_R, d: int, num_samples: int):
+def blocks(prompt_QP, prompt_mask_QP, budget_R, d: int, num_samples: int):
     """The shards' prompts ``[D, Q / D, P]`` (or ``[D, 1, P]``: its prompt, when D / Q shards
     share one), masks, budgets ``[D, R / D]`` (or None) and first request ids ``[D]``; and the
     samples per shard prompt (G, or G / (D / Q))."""
@@ -163,7 +163,8 @@ def _blocks(prompt_QP, prompt_mask_QP, budget_R, d: int, num_samples: int):
     first_D = jnp.arange(d, dtype=jnp.int32) * (num_requests // d)
     prompts = split
     if prompt_QP.shape[0] % d:  # each shard prefills its prompt for its R / D samples
-        prompts = lambda x: x[first_D // num_samples][:, None]
+        prompt_D = first_D // num_samples
+        prompts = lambda x: x[prompt_D][:, None]
         num_samples = num_requests // d
     blocks = prompts(prompt_QP), prompts(prompt_mask_QP), split(budget_R), first_D
     return blocks, num_samples
@@ -201,8 +202,8 @@ def sample(
             gen_pages=gen_pages, budget_R=budget_R, num_samples=num_samples, **options,
         )  # fmt: skip
     d = math.prod(mesh.shape[a] for a in axes)
-    blocks, options["num_samples"] = _blocks(prompt_QP, prompt_mask_QP, budget_R, d, num_samples)
-    pin = functools.partial(_pin, mesh)
+    parts, options["num_samples"] = blocks(prompt_QP, prompt_mask_QP, budget_R, d, num_samples)
+    pinned = functools.partial(pin, mesh)
     statics = {k: options[k] for k in ("config", "method", "num_samples")}
 
     def start(prompt_QP, prompt_mask_QP, budget_R, first):
@@ -210,16 +211,16 @@ def sample(
             params, prompt_QP, prompt_mask_QP, key, stop_table_EW, num_slots=num_slots // d,
             gen_pages=gen_pages // d, budget_R=budget_R, first_request=first, **options,
         )  # fmt: skip
-        return pin(prompts), pin(s)
+        return pinned(prompts), pinned(s)
 
     def step(prompts, s):
         # The call's key, not the carry's copy per block: "rbg" keys draw other bits batched.
         s = dataclasses.replace(s, key=key)
-        return pin(paged.step(params, prompts, stop_table_EW, s, max_new=max_new, **statics))
+        return pinned(paged.step(params, prompts, stop_table_EW, s, max_new=max_new, **statics))
 
-    with use_rules(_rules_without(current_rules(), axes)), moe.merged_under_vmap():
+    with use_rules(rules_without(current_rules(), axes)), moe.merged_under_vmap():
         vmap = functools.partial(jax.vmap, spmd_axis_name=axes)
-        prompts, s = vmap(start)(*blocks)
+        prompts, s = vmap(start)(*parts)
         s = jax.lax.while_loop(paged.keep_going, lambda s: vmap(step)(prompts, s), s)
     return _merge(s, num_slots)
 

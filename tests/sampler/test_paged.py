@@ -95,9 +95,23 @@ def test_the_store_splits_over_the_batch_axes_that_divide_it():
         paged_shards._say_if_held_twice(mesh, ("data",), shape, 3)
 
 
+def test_shards_that_share_a_prompt_prefill_that_prompt():
+    """More shards than prompts: each shard's prompt is the one its block of requests samples
+    (2 prompts x 4 samples on 4 shards: prompts 0, 0, 1, 1), its budgets their block's."""
+    prompt_QP = np.asarray([[1, 2], [3, 4]], np.int32)
+    budget_R = np.arange(8, dtype=np.int32)
+    (prompts, masks, budgets, first_D), samples = paged_shards.blocks(
+        prompt_QP, prompt_QP > 0, budget_R, 4, 4
+    )
+    np.testing.assert_array_equal(prompts[:, 0], prompt_QP[[0, 0, 1, 1]])
+    assert prompts.shape == masks.shape == (4, 1, 2) and samples == 2
+    np.testing.assert_array_equal(budgets, budget_R.reshape(4, 2))
+    np.testing.assert_array_equal(first_D, [0, 2, 4, 6])
+
+
 @SLOW
-@pytest.mark.parametrize("copies, samples, pages", [(2, 3, 0), (2, 3, 12), (0, 8, 12)])
-def test_one_store_per_batch_shard_gives_the_one_store_rows(params, copies, samples, pages):
+@pytest.mark.parametrize("num_prompts, samples, pages", [(8, 3, 0), (8, 3, 12), (1, 8, 12)])
+def test_one_store_per_batch_shard_gives_the_one_store_rows(params, num_prompts, samples, pages):
     """data=2, fsdp=2, tensor=2: four stores, each on its pair of tensor devices (KV heads
     split), each shard's slots serving its block of requests: 8 prompts x 3 samples (2 prompts
     per shard), or 1 prompt x 8 samples (each shard prefills it for its 2 samples). Rows equal
@@ -105,7 +119,7 @@ def test_one_store_per_batch_shard_gives_the_one_store_rows(params, copies, samp
     rewind), and no device holds another shard's pages."""
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
     kw = dict(buckets=BUCKETS, slots=8, page_size=4, pages=pages)
-    prompts = PROMPTS * copies or PROMPTS[:1]
+    prompts = (PROMPTS * 2)[:num_prompts]
     run = dict(num_samples=samples, max_new_tokens=12, **METHOD)
     stops = dict(stop_token_ids=KW["stop_token_ids"])
     sample = lambda sampler, p: sampler(p, prompts, rng=jax.random.key(3), **run, **stops)
