@@ -3,6 +3,8 @@ and partial rollouts, which depend on one another (``GRPOConfig`` runs them when
 
 from __future__ import annotations
 
+from r1jax.config.pool_layout import layout
+
 
 def check_decoding(grpo) -> None:
     """Raises ValueError naming the ``config.grpo`` keys of an impossible combination."""
@@ -34,3 +36,11 @@ def check_decoding(grpo) -> None:
             f"{grpo.decode_min_slots}), partial_step_budget >= 0, and mu=1 or tis_cap set "
             f"(mu={mu}: pi_old recomputed, tokens of older policies need the correction)"
         )
+    shards = grpo.partial_shards
+    if shards != 1 and not lanes:
+        raise ValueError(f"config.grpo.partial_shards={shards} needs partial_lanes > 0")
+    if lanes:
+        layout(
+            shards, prompts=q, samples=grpo.num_samples, lanes=lanes, slots=grpo.decode_slots,
+            name="config.grpo.partial_shards",
+        )  # fmt: skip

@@ -191,6 +191,11 @@ class GRPOConfig:
     # num_prompts, >= 2x); rows unfinished once the oldest batch is done go on next update.
     partial_lanes: int = 0
     partial_step_budget: int = 0  # > 0: decode steps per partial-rollout call (0: unbounded)
+    # The pool as this many independent pools (sampling/pool_shards.py), each with its part of
+    # every batch, of the slots and, paged, its own page store: a multiple of the mesh's batch
+    # shards keeps each store on its devices. A setting, not the mesh's: the same value gives
+    # the same rows and policy versions on one device or any mesh.
+    partial_shards: int = 1
     # A mixture of experts: the sampler records each token's experts and the update replays
     # them, so the ratio compares the same experts (static sampler, padded batches only).
     routing_replay: bool = False

@@ -24,12 +24,12 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.checkpoint import with_shardings
-from r1jax.config import Stage
+from r1jax.config import Stage, pool_layout
 from r1jax.config.typed import model_config as typed_model_config
 from r1jax.model import abstract_params, param_shardings
 from r1jax.model.lora import abstract_adapters, adapter_shardings, attach
 from r1jax.model.quant import abstract_base, base_shardings
-from r1jax.sampling import continuous, paged, paged_shards
+from r1jax.sampling import continuous, paged, paged_shards, pool_shards
 from r1jax.sampling import loop as sampling_loop
 from r1jax.sampling import pool as pool_lib
 from r1jax.sampling.methods import make_method
@@ -271,6 +271,41 @@ def continuous_sampler(stage: Stage, mesh) -> list[Program]:
     return [Program("sampler_continuous", fn, args, PREFILL_ARGS, flops, q * p + c, mesh)]
 
 
+def _pool_programs(grpo, model, mesh, statics: dict, shapes: dict, method):
+    """The abstract empty pool and the jitted admit and advance of ``grpo``'s pool: one pool
+    (``pool.py``) or ``grpo.partial_shards`` (``pool_shards.py``)."""
+    empty_kw = {k: shapes.pop(k) for k in ("stop_width", "pad_id")} | statics
+    if grpo.partial_shards == 1:
+        p, c, lanes = shapes["width"], shapes["slots"], shapes["lanes"]
+        g, t, z = statics["num_samples"], statics["max_new_tokens"], shapes.get("page_size", 0)
+        shardings = pool_lib.pool_shardings(model, lanes, p, g, t, c, STOP_WIDTH, mesh, z)
+        abstract = jax.eval_shape(functools.partial(pool_lib.empty_pool, **empty_kw, **shapes),
+                                  jax.random.key(0))  # fmt: skip
+        lib, kw = pool_lib, {}
+    else:
+        lay = pool_layout.layout(
+            grpo.partial_shards, prompts=grpo.num_prompts, samples=grpo.num_samples,
+            lanes=shapes["lanes"], slots=shapes["slots"], gen_pages=shapes.get("gen_pages", 0),
+            name="config.grpo.partial_shards",
+        )  # fmt: skip
+        empty = functools.partial(pool_shards.empty, lay=lay, **empty_kw, **shapes)
+        abstract = jax.eval_shape(empty, jax.random.key(0))
+        axes = pool_shards.block_axes(mesh, lay.shards)
+        shardings = pool_shards.shardings(mesh, axes, abstract)
+        lib, kw = pool_shards, dict(lay=lay, mesh=mesh)
+    rep = named_sharding(mesh, (), ())  # one paged pool: XLA places it (``pool_shardings``)
+    arg_shardings = shardings or jax.tree.map(lambda _: rep, abstract)
+    pool = jax.tree.map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), abstract, arg_shardings
+    )
+    jit = lambda fn, **kw: jax.jit(
+        functools.partial(fn, **statics, **kw), donate_argnums=1, out_shardings=shardings
+    )
+    admit = jit(lib.admit, pad_id=0, **kw)
+    advance = jit(lib.advance, method=method, **kw or dict(mesh=mesh))
+    return pool, admit, advance
+
+
 def partial_rollout_sampler(stage: Stage, mesh) -> list[Program]:
     """GRPO's sampler with partial rollouts (``grpo.partial_lanes``): admitting a batch of
     prompts into the pool, and advancing the pool (the lanes' prompt cache, the slots' cache,
@@ -287,18 +322,7 @@ def partial_rollout_sampler(stage: Stage, mesh) -> list[Program]:
     if z := grpo.decode_page_size:  # the slots' cache in pages
         pp, m = paged.page_counts(p, t, z)
         shapes |= dict(page_size=z, gen_pages=grpo.decode_pages or c * (m - pp))
-    shardings = pool_lib.pool_shardings(model, lanes, p, g, t, c, STOP_WIDTH, mesh, z)
-    empty = functools.partial(pool_lib.empty_pool, **statics, **shapes)
-    abstract = jax.eval_shape(empty, jax.random.key(0))
-    rep = named_sharding(mesh, (), ())  # a paged pool: XLA places it (``pool_shardings``)
-    arg_shardings = shardings or jax.tree.map(lambda _: rep, abstract)
-    pool = jax.tree.map(
-        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), abstract, arg_shardings
-    )
-    jit = lambda fn, **kw: jax.jit(
-        functools.partial(fn, **statics, **kw), donate_argnums=1, out_shardings=shardings
-    )
-    admit, advance = jit(pool_lib.admit, pad_id=0), jit(pool_lib.advance, method=method, mesh=mesh)
+    pool, admit, advance = _pool_programs(grpo, model, mesh, statics, shapes, method)
     scalar = _abstract((), jnp.int32, mesh, ())
     prefill_flops = 2 * matmul_params(model) * q * p + attention_flops(model, q, p, p / 2)
     decode_flops = 2 * matmul_params(model) * c + attention_flops(model, c, 1, p + t)

@@ -150,15 +150,17 @@ def refill(
     max_new,
     assign=None,
     release=None,
+    key_ids=None,
 ):
     """Gives each slot in ``need_C`` the next request of the queue (its first token sampled
     from the prompt's logits; a request that stops at once passes the slot on); slots left
     without one go idle. ``assign(cache, prompts, slot, prompt)`` gives a slot its prompt
     (default: copies it into the slot's cache row); ``release(cache, need_C)``, if given,
-    first frees what the slots in ``need_C`` held (a paged cache's pages)."""
+    first frees what the slots in ``need_C`` held (a paged cache's pages); ``key_ids(ids)``,
+    if given, maps request ids to the ids their keys come from (``pool_shards``' blocks)."""
     num_requests = s.tokens_RT.shape[0]
     slots_C = jnp.arange(need_C.shape[0])
-    assign = assign or _assign
+    assign, key_ids = assign or _assign, key_ids or (lambda ids: ids)
     if release is not None:
         s = dataclasses.replace(s, cache=release(s.cache, need_C))
 
@@ -180,7 +182,7 @@ def refill(
             cache=assign(s.cache, prompts, slot, prompt),
         )
         logits_1V = jax.lax.dynamic_slice_in_dim(prompts.logits_QV, prompt, 1)
-        key_1 = request_keys(s.key, request[None], jnp.zeros((1,), jnp.int32))
+        key_1 = request_keys(s.key, key_ids(request[None]), jnp.zeros((1,), jnp.int32))
         token_1, logprob_1 = sample_rows(method, logits_1V, key_1)
         write_C = slots_C == slot
         tokens_C = jnp.broadcast_to(token_1, write_C.shape)
@@ -192,9 +194,12 @@ def refill(
     return dataclasses.replace(s, request_C=jnp.where(need_C, -1, s.request_C))
 
 
-def decode_step(params, prompts: Prompts, s: SlotState, *, config, method, num_samples):
+def decode_step(
+    params, prompts: Prompts, s: SlotState, *, config, method, num_samples, key_ids=None
+):
     """One token for every busy slot; returns ``(state, busy_C, tokens_C, logprobs_C)`` for
-    ``record`` (idle slots compute too, writing padding into their own rows)."""
+    ``record`` (idle slots compute too, writing padding into their own rows); ``key_ids``
+    as ``refill``'s."""
     busy_C = s.request_C >= 0
     prompt_C = jnp.maximum(s.request_C, 0) % s.tokens_RT.shape[0] // num_samples
     positions_C1 = (prompts.lengths_Q[prompt_C] + s.count_C - 1)[:, None]
@@ -209,12 +214,18 @@ def decode_step(params, prompts: Prompts, s: SlotState, *, config, method, num_s
         cache=cache,
     )
     logits_CV = logits_from_hidden(params, hidden_C1D, config)[:, 0]
-    keys_C = request_keys(s.key, jnp.maximum(s.request_C, 0), s.count_C)
+    keys_C = request_keys(s.key, request_key_ids(s.request_C, key_ids), s.count_C)
     tokens_C, logprobs_C = sample_rows(method, logits_CV, keys_C)
     s = dataclasses.replace(
         s, cache=cache, iterations=s.iterations + 1, slot_steps=s.slot_steps + busy_C.shape[0]
     )
     return s, busy_C, tokens_C, logprobs_C
+
+
+def request_key_ids(request_C, key_ids=None):
+    """The ids the busy slots' keys come from (idle slots: request 0's, unused)."""
+    ids_C = jnp.maximum(request_C, 0)
+    return ids_C if key_ids is None else key_ids(ids_C)
 
 
 def slot_state_shardings(config, num_requests, max_new, width, num_slots, cache_len, mesh):

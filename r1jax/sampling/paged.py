@@ -144,10 +144,12 @@ def _rewind_youngest(s: SlotState, busy_C) -> SlotState:
     )
 
 
-def decode_step(params, prompts: Prompts, s: SlotState, *, config, method, num_samples):
+def decode_step(
+    params, prompts: Prompts, s: SlotState, *, config, method, num_samples, key_ids=None
+):
     """``continuous.decode_step`` over pages: allocates, rewinds if every busy slot waits,
     then one token for every slot that can write; returns ``(state, write_C, tokens,
-    logprobs)`` for ``continuous.record``."""
+    logprobs)`` for ``continuous.record`` (``key_ids`` as ``continuous.refill``'s)."""
     busy_C = s.request_C >= 0
     s, write_C = _allocate(s, busy_C)
     s = jax.lax.cond(
@@ -164,7 +166,7 @@ def decode_step(params, prompts: Prompts, s: SlotState, *, config, method, num_s
         cache=s.cache.pages,
     )
     logits_CV = logits_from_hidden(params, hidden_C1D, config)[:, 0]
-    keys_C = request_keys(s.key, jnp.maximum(s.request_C, 0), s.count_C)
+    keys_C = request_keys(s.key, continuous.request_key_ids(s.request_C, key_ids), s.count_C)
     tokens_C, logprobs_C = sample_rows(method, logits_CV, keys_C)
     s = dataclasses.replace(
         s,

@@ -172,6 +172,60 @@ def admit(
     return Pool(prompts=prompts, slots=s)
 
 
+def _loop_parts(params, prompts: Prompts, stop_table_EW, is_paged, **options):
+    """``advance``'s ``(fit, refill, step)``: the state's sharding constraint, the slot
+    refill and one decode step (recorded, then refilled); ``options``: ``advance``'s."""
+    config, mesh, key_ids = options["config"], options["mesh"], options["key_ids"]
+    statics = dict(method=options["method"], num_samples=options["num_samples"])
+    fit = functools.partial(continuous.constrain, config=config, mesh=mesh)
+    hooks = dict(assign=paged.assign, release=paged.release) if is_paged else {}
+    if is_paged:  # one page store, placed by XLA (``pool_shards`` splits it)
+        fit = lambda s: s
+    refill = functools.partial(
+        continuous.refill,
+        prompts=prompts,
+        stop_table_EW=stop_table_EW,
+        max_new=options["max_new_tokens"],
+        key_ids=key_ids,
+        **statics,
+        **hooks,
+    )
+    decode_step = functools.partial(
+        paged.decode_step if is_paged else continuous.decode_step,
+        params,
+        prompts,
+        config=config,
+        key_ids=key_ids,
+        **statics,
+    )
+    max_new = options["max_new_tokens"]
+    step = lambda s: fit(refill(*continuous.record(*decode_step(s), stop_table_EW, max_new)))
+    return fit, refill, step
+
+
+def begin(params, pool: Pool, stop_table_EW, **options) -> SlotState:
+    """``advance``'s first part: the idle slots take queued requests."""
+    is_paged = isinstance(pool.slots.cache, paged.PagedSlots)
+    fit, refill, _ = _loop_parts(params, pool.prompts, stop_table_EW, is_paged, **options)
+    s = fit(pool.slots)
+    return fit(refill(s, s.request_C < 0))
+
+
+def step(params, pool: Pool, stop_table_EW, **options) -> SlotState:
+    """``advance``'s loop body: one decode step of every slot, finished slots refilled."""
+    is_paged = isinstance(pool.slots.cache, paged.PagedSlots)
+    return _loop_parts(params, pool.prompts, stop_table_EW, is_paged, **options)[2](pool.slots)
+
+
+def keep_going(s: SlotState, target_end, max_steps, start) -> jax.Array:
+    """``advance``'s loop condition: a request below ``target_end`` unfinished, work left
+    and fewer than ``max_steps`` steps since decode step ``start``."""
+    busy_C = s.request_C >= 0
+    target_left = (s.next_request < target_end) | jnp.any(busy_C & (s.request_C < target_end))
+    work_left = jnp.any(busy_C) | (s.next_request < s.queue_end)
+    return work_left & target_left & (s.iterations - start < max_steps)
+
+
 def advance(
     params,
     pool: Pool,
@@ -184,46 +238,20 @@ def advance(
     num_samples: int,
     max_new_tokens: int,
     mesh=None,
+    key_ids=None,
 ) -> Pool:
     """Decodes until every request with an id below ``target_end`` has finished, nothing is
     left to do, or ``max_steps`` decode steps have run (int32 scalars, traced: one compile).
-    Idle slots first take queued requests."""
-    is_paged = isinstance(pool.slots.cache, paged.PagedSlots)
-    constrain = functools.partial(continuous.constrain, config=config, mesh=mesh)
-    hooks = dict(assign=paged.assign, release=paged.release) if is_paged else {}
-    if is_paged:  # one page store, placed by XLA (not split per shard as ``paged_shards``)
-        constrain = lambda s: s
-    refill = functools.partial(
-        continuous.refill,
-        prompts=pool.prompts,
-        stop_table_EW=stop_table_EW,
-        method=method,
-        num_samples=num_samples,
-        max_new=max_new_tokens,
-        **hooks,
-    )
-    decode_step = functools.partial(
-        paged.decode_step if is_paged else continuous.decode_step,
-        params,
-        pool.prompts,
-        config=config,
-        method=method,
-        num_samples=num_samples,
-    )
-    s = constrain(pool.slots)
-    s = constrain(refill(s, s.request_C < 0))
+    Idle slots first take queued requests. ``key_ids`` as ``continuous.refill``'s."""
+    options = dict(
+        config=config, method=method, num_samples=num_samples, max_new_tokens=max_new_tokens,
+        mesh=mesh, key_ids=key_ids,
+    )  # fmt: skip
+    s = begin(params, pool, stop_table_EW, **options)
     start = s.iterations
-
-    def keep_going(s):
-        busy_C = s.request_C >= 0
-        target_left = (s.next_request < target_end) | jnp.any(busy_C & (s.request_C < target_end))
-        work_left = jnp.any(busy_C) | (s.next_request < s.queue_end)
-        return work_left & target_left & (s.iterations - start < max_steps)
-
-    step = lambda s: constrain(
-        refill(*continuous.record(*decode_step(s), stop_table_EW, max_new_tokens))
-    )
-    return Pool(prompts=pool.prompts, slots=jax.lax.while_loop(keep_going, step, s))
+    body = lambda s: step(params, Pool(pool.prompts, s), stop_table_EW, **options)
+    s = jax.lax.while_loop(lambda s: keep_going(s, target_end, max_steps, start), body, s)
+    return Pool(prompts=pool.prompts, slots=s)
 
 
 def harvest(pool: Pool, row0, since, *, rows: int):

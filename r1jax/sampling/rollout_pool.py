@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +28,8 @@ import jax
 import numpy as np
 
 from r1jax import multihost
-from r1jax.sampling import paged_shards
+from r1jax.config import pool_layout
+from r1jax.sampling import paged, paged_shards, pool_shards
 from r1jax.sampling import pool as pool_lib
 from r1jax.sampling.methods import SamplingMethod
 from r1jax.sampling.output import SampleOutput, left_pad
@@ -83,48 +85,72 @@ class RolloutPool:
         stop_strings: Sequence[str] = (),
         tokenizer=None,
         max_steps: int = 0,
+        shards: int = 1,
     ):
         self.shard = _shard(sampler)
         q, g, t = batch_prompts * self.shard.count, num_samples, max_new_tokens
         _check(sampler, q, lanes, prompt_length, t)
         self.sampler, self.q, self.g, self.t, self.width = sampler, q, g, t, prompt_length
-        self.q_local = batch_prompts
+        self.q_local, self.shards = batch_prompts, shards
         self.lanes, self.max_steps, self.stop_strings = lanes, int(max_steps), tuple(stop_strings)
         self.tokenizer = tokenizer
         table = stop_table(stop_sequences(stop_token_ids, stop_strings, tokenizer))
         self.table = sampler.put(table, (None, None))
         statics = dict(config=sampler.config, num_samples=g, max_new_tokens=t)
         shapes = dict(lanes=lanes, width=prompt_length, slots=sampler.slots)
+        gen_pages = request_pages = 0
         if sampler.page_size:  # the slots' cache in pages (``paged.py``)
-            _say_if_held_twice(sampler.mesh)
             gen_pages = sampler.gen_pages(prompt_length, t)
+            pp, m = paged.page_counts(prompt_length, t, sampler.page_size)
             shapes |= dict(page_size=sampler.page_size, gen_pages=gen_pages)
-        shardings = pool_lib.pool_shardings(
-            sampler.config, lanes, prompt_length, g, t, sampler.slots, table.shape[1],
-            sampler.mesh, sampler.page_size,
-        )  # fmt: skip
-        empty = functools.partial(
-            pool_lib.empty_pool, stop_width=table.shape[1], pad_id=sampler.pad_id, **statics
-        )
+            request_pages = m - pp
         with sampler.mesh_context():
-            self.pool = jax.jit(empty, static_argnames=tuple(shapes), out_shardings=shardings)(
-                key, **shapes
-            )
-        jit_step = functools.partial(  # the pool donated in, the same shardings out
-            jax.jit, donate_argnums=1, out_shardings=shardings,
-            compiler_options=sampler.compiler_options(),
-        )  # fmt: skip
-        self._admit = jit_step(functools.partial(pool_lib.admit, pad_id=sampler.pad_id, **statics))
-        self._advance = jit_step(
-            functools.partial(pool_lib.advance, method=method, mesh=sampler.mesh, **statics)
-        )
-        self._harvest = jax.jit(functools.partial(pool_lib.harvest, rows=q * g))
+            self._build(key, table.shape[1], statics, shapes, method, gen_pages, request_pages)
         self.batches: collections.deque[_Batch] = collections.deque()
-        self.queue_end = 0  # requests admitted so far (absolute ids 0 ... queue_end - 1)
+        self.queue_end = 0  # requests admitted so far (one pool's ids 0 ... queue_end - 1)
         self.seen_R = np.zeros(lanes * g, np.int64)  # each row's tokens after the last call
         self.versions_RT = np.full((lanes * g, t), -1, np.int32)
         self.counters = (0, 0)  # the pool's (decode steps, slot-steps) at the last harvest
         self.generated = 0  # tokens sampled since the last harvest, over every row
+
+    def _build(self, key, stop_width, statics, shapes, method, gen_pages, request_pages):
+        """The empty pool and the jitted ``admit``, ``advance`` and ``harvest``: ``pool.py``'s,
+        or ``pool_shards``' when ``shards`` > 1."""
+        sampler, mesh = self.sampler, self.sampler.mesh
+        empty_kw = dict(stop_width=stop_width, pad_id=sampler.pad_id, **statics)
+        if self.shards == 1:
+            if sampler.page_size:
+                _say_if_held_twice(mesh, 1, ())
+            shardings = pool_lib.pool_shardings(
+                sampler.config, self.lanes, self.width, self.g, self.t, sampler.slots,
+                stop_width, mesh, sampler.page_size,
+            )  # fmt: skip
+            lib, kw = pool_lib, {}
+            empty = functools.partial(pool_lib.empty_pool, **empty_kw)
+        else:
+            lay = pool_layout.layout(
+                self.shards, prompts=self.q, samples=self.g, lanes=self.lanes,
+                slots=sampler.slots, gen_pages=gen_pages, request_pages=request_pages,
+            )  # fmt: skip
+            lib, kw = pool_shards, dict(lay=lay, mesh=mesh)
+            empty = functools.partial(pool_shards.empty, lay=lay, **empty_kw)
+            abstract = jax.eval_shape(functools.partial(empty, **shapes), key)
+            axes = pool_shards.block_axes(mesh, self.shards)
+            _say_if_held_twice(mesh, self.shards, axes)
+            shardings = pool_shards.shardings(mesh, axes, abstract)
+        self.pool = jax.jit(empty, static_argnames=tuple(shapes), out_shardings=shardings)(
+            key, **shapes
+        )
+        jit_step = functools.partial(  # the pool donated in, the same shardings out
+            jax.jit, donate_argnums=1, out_shardings=shardings,
+            compiler_options=sampler.compiler_options(),
+        )  # fmt: skip
+        admit = functools.partial(lib.admit, pad_id=sampler.pad_id, **statics, **kw)
+        self._admit = jit_step(admit)
+        advance = functools.partial(lib.advance, method=method, **statics, **kw or dict(mesh=mesh))
+        self._advance = jit_step(advance)
+        rows = dict(rows=self.q * self.g) if self.shards == 1 else dict(lay=kw["lay"])
+        self._harvest = jax.jit(functools.partial(lib.harvest, **rows))
 
     @property
     def wants_prompts(self) -> bool:
@@ -161,20 +187,27 @@ class RolloutPool:
         tokens_QP, mask_QP = left_pad(prompts, self.width, self.sampler.pad_id)
         rows = self._rows(self.queue_end)
         self.seen_R[rows], self.versions_RT[rows] = 0, -1
-        steps = int(multihost.to_host(self.pool.slots.iterations))
+        steps = int(np.max(multihost.to_host(self.pool.slots.iterations)))
         self.batches.append(_Batch(payload, tokens_QP, mask_QP, self.queue_end, steps))
         put = lambda x: self.sampler.put(x, ("batch", None))
         with self.sampler.mesh_context():
             self.pool = self._admit(params, self.pool, put(tokens_QP), put(mask_QP), budget)
         self.queue_end += n
 
-    def _rows(self, first_request: int) -> slice:
-        start = first_request % (self.lanes * self.g)
-        return slice(start, start + self.q * self.g)
+    def _row0(self, first_request: int) -> int:
+        """The batch's first row in each shard's ring (of R / D rows)."""
+        return first_request // self.shards % (self.lanes * self.g // self.shards)
+
+    def _rows(self, first_request: int) -> np.ndarray:
+        """The batch's rows in group order, numbered over the shards' rings one after another
+        (``lengths_R`` flattened): each shard's B rows from ``_row0``."""
+        per_shard, b = self.lanes * self.g // self.shards, self.q * self.g // self.shards
+        first = np.arange(self.shards)[:, None] * per_shard + self._row0(first_request)
+        return (first + np.arange(b)[None]).reshape(-1)
 
     def _record_versions(self, version: int) -> None:
         """Marks the tokens the last call sampled (per row, past its previous count)."""
-        now_R = np.asarray(multihost.to_host(self.pool.slots.lengths_R), np.int64)
+        now_R = np.asarray(multihost.to_host(self.pool.slots.lengths_R), np.int64).reshape(-1)
         columns = np.arange(self.t)[None]
         new = (columns >= self.seen_R[:, None]) & (columns < now_R[:, None])
         self.versions_RT[new] = version
@@ -184,8 +217,9 @@ class RolloutPool:
     def _complete(self, target_end: int) -> bool:
         s = self.pool.slots
         next_request, request_C = multihost.to_host((s.next_request, s.request_C))
-        busy = (request_C >= 0) & (request_C < target_end)
-        return int(next_request) >= target_end and not busy.any()
+        local_end = target_end // self.shards  # each shard's ids: B of every batch's Q * G
+        busy = (request_C >= 0) & (request_C < local_end)
+        return int(np.min(next_request)) >= local_end and not busy.any()
 
     def next_batch(self, params, version: int = 0) -> Harvest:
         """Decodes with ``params`` until the oldest batch is complete; returns and frees it.
@@ -202,7 +236,7 @@ class RolloutPool:
                 self.pool = self._advance(params, self.pool, *args)
                 self._record_versions(version)
                 calls += 1
-            row0 = self._rows(batch.first_request).start
+            row0 = np.int32(self._row0(batch.first_request))
             fields, counters = self._harvest(self.pool, row0, np.int32(batch.admitted_at))
         if not self.sampler.multi_process:  # (several: ``to_output`` takes this process's rows)
             fields = jax.device_get(fields)
@@ -246,15 +280,19 @@ def _check(sampler, q: int, lanes: int, prompt_length: int, t: int) -> None:
         )
 
 
-def _say_if_held_twice(mesh) -> None:
-    """Warns that a paged pool's one page store is held whole on every batch shard."""
-    shards = paged_shards.splittable_shards(mesh)
-    if shards > 1:
+def _say_if_held_twice(mesh, shards: int, axes) -> None:
+    """Warns when a pool's page stores (or ``shards`` pools) are held whole by several of the
+    mesh's batch shards, each decoding the same slots."""
+    could = paged_shards.splittable_shards(mesh)
+    spread = math.prod(mesh.shape[a] for a in axes) if axes else 1
+    if could > spread:
+        what = "one page store" if shards == 1 else f"{shards} pool shards"
         warnings.warn(
-            f"partial rollouts over a paged cache keep one page store, held whole (and its "
-            f"slots decoded) on each of the mesh's {shards} batch shards: the pool is not split "
-            "per shard as the sampler is (docs/sampler.md)",
-            stacklevel=3,
+            f"partial rollouts keep {what}, each held whole (and its slots decoded) on "
+            f"{could // spread} of the mesh's {could} batch shards: split the pool into a "
+            f"multiple of {could} shards (RolloutPool(shards=...), config.grpo.partial_shards; "
+            "docs/sampler.md)",
+            stacklevel=4,
         )
 
 

@@ -50,6 +50,7 @@ def make_pool(parts, state, num_prompts: int, prompt_length: int) -> RolloutPool
         stop_strings=grpo.stop_strings,
         tokenizer=tokenizer,
         max_steps=grpo.partial_step_budget,
+        shards=grpo.partial_shards,
     )
 
 

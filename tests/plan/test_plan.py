@@ -133,6 +133,18 @@ def test_partial_rollouts_are_planned_as_admit_and_advance():
     out = jax.eval_shape(advance.fn, *advance.args)
     assert out.slots.cache.pages.k.shape[1] == 1 + 4 * 4 + 4 * 2  # null, lanes', generation
     assert advance.lower().compile() is not None
+    # 8 pool shards on data=8 (``grpo.partial_shards``): each its 2 lanes' prompt pages (one
+    # sample of each batch's prompts), 1 slot's 2 generation pages; one shard per device
+    split = ["--config.grpo.decode_slots=8", "--config.grpo.decode_page_size=8"]
+    split += ["--config.mesh.data=8", "--config.grpo.partial_shards=8"]
+    shards = _stage(*TINY_GRPO, *flags[1:], *split)
+    admit, advance = programs.partial_rollout_sampler(shards, mesh := make_mesh(shards.mesh))
+    out = jax.eval_shape(advance.fn, *advance.args)
+    assert out.slots.cache.pages.k.shape[:3] == (8, 2, 1 + 2 * 4 + 2)
+    with jax.set_mesh(mesh):
+        compiled = advance.fn.lower(*advance.args).compile()
+    assert compiled.output_shardings.slots.cache.pages.k.spec[0] == "data"
+    assert admit.lower().compile() is not None
 
 
 @pytest.mark.slow  # moved to CI's slow step: the default suite measured 10m33s idle

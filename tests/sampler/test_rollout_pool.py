@@ -141,14 +141,6 @@ def test_a_paged_pool_returns_the_same_batches(params, pages):
     assert (int(store.rewinds) > 0) == (pages == 6) and int(store.peak_pages) <= (pages or 20)
 
 
-def test_a_paged_pool_on_a_mesh_says_its_store_is_held_whole():
-    """The pool keeps one page store (not split per batch shard as the sampler's): a
-    warning names how many batch shards each hold it whole."""
-    sampler = Sampler(CONFIG, buckets=BUCKETS, slots=4, page_size=2, mesh=make_mesh(MESH))
-    with pytest.warns(UserWarning, match="held whole .* on each of the mesh's 4 batch shards"):
-        _pool(sampler, max_steps=3)
-
-
 @pytest.mark.slow  # ~8 s: the default suite stays under 10 minutes; CI runs it with -m slow
 def test_sharded_pool_equals_unsharded(params):
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))

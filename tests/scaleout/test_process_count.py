@@ -138,12 +138,15 @@ def test_continuous_batching_runs_alike_on_one_and_two_processes(tmp_path, cache
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cache", [[], PAGED], ids=["", "paged"])
+@pytest.mark.parametrize(
+    "cache", [[], PAGED, [*PAGED, "--config.grpo.partial_shards=4"]], ids=["", "paged", "shards"]
+)
 def test_partial_rollouts_run_alike_on_one_and_two_processes(tmp_path, cache):
     """Partial rollouts (``grpo.partial_lanes``: 8 lanes for batches of 4 prompts, decode
     calls of 4 steps, so rows are cut mid-sequence and carried into the next iteration): each
     process admits its block of every batch into one ring and gets its rows back; the rows,
-    metrics and parameters equal one process's, with a contiguous or a paged cache."""
+    metrics and parameters equal one process's, with a contiguous or a paged cache, or split
+    into 4 pools (one per fsdp shard, two per process)."""
     args = [
         *GRPO, *MESH, "--config.grpo.decode_slots=8", "--config.grpo.partial_lanes=8",
         "--config.grpo.partial_step_budget=4", *cache,

@@ -85,6 +85,10 @@ def test_each_dynamic_sampling_round_takes_the_pools_next_batch():
         (dict(partial_lanes=8), "decode_slots > 0"),
         (dict(partial_lanes=8, decode_slots=4, decode_min_slots=2), "decode_min_slots=0"),
         (dict(partial_lanes=8, decode_slots=4, mu=2), "mu=1 or tis_cap"),
+        (dict(partial_shards=2), "partial_shards=2 needs partial_lanes > 0"),
+        (dict(partial_lanes=8, decode_slots=4, partial_shards=3), "partial_shards=3: .* 4 prompts"),
+        (dict(partial_lanes=8, decode_slots=6, partial_shards=4), "and the 6 slots"),
+        (dict(partial_lanes=8, decode_slots=8, partial_shards=0), "partial_shards=0"),
     ],
 )
 def test_bad_partial_rollout_settings_are_errors(changes, message):
@@ -92,3 +96,4 @@ def test_bad_partial_rollout_settings_are_errors(changes, message):
         GRPOConfig(num_prompts=4, **changes)
     GRPOConfig(num_prompts=4, partial_lanes=8, decode_slots=4, mu=2, tis_cap=2.0)
     GRPOConfig(num_prompts=4, partial_lanes=8, decode_slots=4, decode_page_size=16)  # paged
+    GRPOConfig(num_prompts=4, partial_lanes=8, decode_slots=8, partial_shards=8)  # 2 per prompt

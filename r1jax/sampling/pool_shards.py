@@ -1,0 +1,175 @@
+"""Partial rollouts in D shards (``RolloutPool(shards=D)``, ``config.grpo.partial_shards``).
+
+Shape letters as in ``pool.py``: Q prompts per batch, G samples, L lanes, C slots, R = L * G
+rows; D shards, and B = Q * G / D, each shard's requests of a batch.
+
+``pool.py`` keeps one pool: with a paged cache, one page store that any slot may read, which a
+mesh holds whole on every device, each device decoding every slot (the 1.5B R1-Zero pool at
+32k tokens on v5e-8: 43.7 GiB per chip). Here the pool is D pools. Each batch is cut as
+``paged_shards`` cuts a call: shard d admits prompts ``d * Q / D ...`` (or, with D > Q, the one
+prompt its B requests sample, prefilled once per shard) into L / D lanes (L / Q), holds R / D
+rows, C / D slots and, paged, a store with its lanes' prompt pages and 1 / D of the generation
+pages; its slots serve only its own requests. The shards run under ``jax.vmap`` (with
+``spmd_axis_name``: the mesh's batch axes whose product divides D), so on a mesh a device
+holds its shards' pools only.
+
+D is a setting, not the mesh's: under policy updates, which policy writes which token follows
+the schedule, and the schedule follows how requests share slots. The same D on one device or
+on any mesh runs the same schedule: the same rows, log-probs and versions. With unchanged
+params the rows are those of one pool: a request keeps the keys of its id in one pool
+(``key_ids``: shard d's n-th request is request ``(n // B) * Q * G + d * B + n % B``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from r1jax.config.pool_layout import Layout
+from r1jax.model import moe
+from r1jax.sampling import paged_shards
+from r1jax.sampling import pool as pool_lib
+from r1jax.sampling.pool import Pool
+from r1jax.sharding import current_rules, named_sharding, use_rules
+
+
+def block_axes(mesh: Mesh | None, shards: int) -> tuple[str, ...]:
+    """The batch axes (``paged_shards.SPLIT_AXES``) the shards are spread over: their product
+    divides D (batch shards left over hold the same pools)."""
+    if mesh is None:
+        return ()
+    kept: list[str] = []
+    for axis in current_rules().mesh_axes("batch"):
+        d = math.prod(mesh.shape[a] for a in kept) * mesh.shape[axis]
+        if axis in paged_shards.SPLIT_AXES and mesh.shape[axis] > 1 and shards % d == 0:
+            kept.append(axis)
+    return tuple(kept)
+
+
+def shardings(mesh: Mesh | None, axes, abstract: Pool) -> Pool | None:
+    """NamedShardings of a sharded ``Pool`` (shapes ``abstract``): the shard dim over ``axes``;
+    within a shard, keys and values with their KV heads over "tensor", the rest whole."""
+    if mesh is None:
+        return None
+
+    def spec(path, x):
+        inner = (None,) * (x.ndim - 1)
+        if jax.tree_util.keystr(path).endswith((".k", ".v")) and x.ndim == 6:
+            with use_rules(paged_shards.rules_without(current_rules(), axes)):
+                logical = ("layers", None, "act_kv_heads", None, None)
+                inner = tuple(named_sharding(mesh, logical, x.shape[1:]).spec)
+                inner += (None,) * (x.ndim - 1 - len(inner))
+        return NamedSharding(mesh, P(axes or None, *inner))
+
+    return jax.tree_util.tree_map_with_path(spec, abstract)
+
+
+def key_ids(shard, lay: Layout):
+    """Shard ``shard``'s request ids -> the ids of the same requests in one pool."""
+    b, per_batch = lay.batch_rows, lay.prompts * lay.samples
+    return lambda n: n // b * per_batch + shard * b + n % b
+
+
+def _vmap(fn, mesh, axes, **kw):
+    """``fn`` vmapped over the shards, traced with the split axes out of "batch" and MoE
+    experts batched over the shards' tokens (``moe.merged_under_vmap``)."""
+    vmapped = jax.vmap(fn, spmd_axis_name=axes or None, **kw)
+
+    def run(*args):
+        rules = paged_shards.rules_without(current_rules(), axes)
+        with use_rules(rules), moe.merged_under_vmap():
+            out = vmapped(*args)
+        return out
+
+    return run
+
+
+def _pin(mesh, axes, tree):
+    if mesh is None:
+        return tree
+    with use_rules(paged_shards.rules_without(current_rules(), axes)):
+        return paged_shards.pin(mesh, tree)
+
+
+def empty(key, *, lay: Layout, **options) -> Pool:
+    """D empty pools (``pool.empty_pool``; ``options``: its keywords, with ``lanes``,
+    ``slots``, ``gen_pages`` and ``num_samples`` replaced by ``lay``'s per shard), every leaf
+    with a leading [D]."""
+    shard = dict(
+        lanes=lay.shard_lanes, slots=lay.shard_slots, num_samples=lay.shard_samples,
+        gen_pages=lay.shard_gen_pages,
+    )  # fmt: skip
+    one = lambda _: pool_lib.empty_pool(key, **(options | shard))
+    return jax.vmap(one)(jnp.arange(lay.shards))
+
+
+def admit(params, pools: Pool, prompt_QP, prompt_mask_QP, budget_N=None, *, lay, mesh, **options):
+    """``pool.admit`` of a batch ``[Q, P]``: shard d admits its prompts and its B requests
+    (``paged_shards.blocks``; ``budget_N`` cut alike); ``options``: ``pool.admit``'s."""
+    axes = block_axes(mesh, lay.shards)
+    parts, samples = paged_shards.blocks(
+        prompt_QP, prompt_mask_QP, budget_N, lay.shards, options.pop("num_samples")
+    )
+    prompts, masks, budgets, _ = parts
+
+    def one(pool, prompt_QP, prompt_mask_QP, budget_N):
+        pool = pool_lib.admit(
+            params, pool, prompt_QP, prompt_mask_QP, budget_N, num_samples=samples, **options
+        )
+        return _pin(mesh, axes, pool)
+
+    in_axes = (0, 0, 0, None if budgets is None else 0)
+    return _vmap(one, mesh, axes, in_axes=in_axes)(pools, prompts, masks, budgets)
+
+
+def advance(
+    params, pools: Pool, stop_table_EW, target_end, max_steps, *, lay, mesh, **options
+) -> Pool:
+    """``pool.advance`` of every shard until each request of one pool's ids below
+    ``target_end`` (a batch boundary) is done, or ``max_steps``; ``options``: its keywords.
+
+    The shards begin and step under ``vmap``; the loop around the step is not vmapped (it runs
+    while any shard has the target's work), so a shard done early keeps decoding its later
+    requests or steps idle, rather than every step selecting between copies of its store."""
+    axes = block_axes(mesh, lay.shards)
+    key = pools.slots.key[0]  # the call's key unbatched: "rbg" keys draw other bits batched
+    options |= dict(num_samples=lay.shard_samples, mesh=None)
+    local_end = target_end // lay.shards  # each shard holds B of every batch's Q * G ids
+
+    def keyed(prompts, s, shard):
+        pool = Pool(prompts, dataclasses.replace(s, key=key))
+        return pool, dict(options, key_ids=key_ids(shard, lay))
+
+    def begin(prompts, s, shard):
+        pool, kw = keyed(prompts, s, shard)
+        return _pin(mesh, axes, pool_lib.begin(params, pool, stop_table_EW, **kw))
+
+    def step(prompts, s, shard):
+        pool, kw = keyed(prompts, s, shard)
+        return _pin(mesh, axes, pool_lib.step(params, pool, stop_table_EW, **kw))
+
+    shard_D = jnp.arange(lay.shards, dtype=jnp.int32)
+    s = _vmap(begin, mesh, axes)(pools.prompts, pools.slots, shard_D)
+    start = s.iterations[0]  # every shard steps every iteration
+
+    def keep_going(s):
+        going = jax.vmap(pool_lib.keep_going, in_axes=(0, None, None, None))
+        return jnp.any(going(s, local_end, max_steps, start))
+
+    loop = lambda s: _vmap(step, mesh, axes)(pools.prompts, s, shard_D)
+    return Pool(pools.prompts, jax.lax.while_loop(keep_going, loop, s))
+
+
+def harvest(pools: Pool, row0, since, *, lay: Layout):
+    """``pool.harvest`` of one batch: each shard's B rows from its ring row ``row0``, merged in
+    group order ``[Q * G, ...]``; the counters (decode steps, slot-steps of every shard)."""
+    take = functools.partial(pool_lib.harvest, rows=lay.batch_rows)
+    fields, (steps_D, slot_steps_D) = jax.vmap(take, in_axes=(0, None, None))(pools, row0, since)
+    rows = lambda x: x.reshape(-1, *x.shape[2:])
+    return tuple(map(rows, fields)), (steps_D[0], jnp.sum(slot_steps_D))
