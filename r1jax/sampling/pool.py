@@ -15,6 +15,7 @@ come from several policies, each recorded with the log-prob under the policy tha
 (``rollout_pool.py``) is the host side. With a paged sampler (``Sampler(page_size=Z)``) the
 lanes' prompts are prompt pages of the slots' page store and the slots hold generation pages
 only while they decode (``paged.py``): rows carried across calls keep exactly their pages.
+On a mesh, ``pool_shards.py`` runs D such pools, each with its own store.
 
 Requests have absolute ids (admission order; row ``id % R``) and sample with the keys of their
 id (``methods.request_keys``), so a request's tokens do not depend on where calls cut it: with
@@ -51,7 +52,7 @@ def pool_shardings(
 ):
     """NamedShardings of a ``Pool``: lanes, requests and slots over the data axes (None
     without a mesh, or with a paged cache: XLA places the one page store, which on a mesh it
-    keeps whole on every device; the sampler's ``paged_shards`` splits it, the pool does not)."""
+    keeps whole on every device; ``pool_shards`` splits the pool in D)."""
     if mesh is None or page_size:
         return None
     cache = cache_shardings(config, lanes, width, mesh)

@@ -12,6 +12,10 @@ every batch (``batch_prompts`` is that block's size; Q counts the whole batch) a
 rows back; the ring, its request order and keys are those of one process holding every block,
 so the rows do not depend on the process count. Every process keeps the whole ring's per-row
 counts (a few integers per row, gathered after each call).
+
+``shards`` = D > 1: the pool is D pools (``pool_shards.py``), each with its part of every batch
+and its own ring of R / D rows; the host numbers rows over the shards' rings one after another,
+and a batch's rows are each shard's block of it, in group order.
 """
 
 from __future__ import annotations
@@ -68,6 +72,8 @@ class RolloutPool:
     ``max_steps`` decode steps (0: unbounded), until the oldest batch's groups are complete
     and returns it (``Harvest``); every other row keeps its slot and cache for later calls.
     Keys come from ``key`` and each request's admission number, never from the call.
+    ``shards``: the pool as that many pools (``pool_shards.py``; a multiple of the mesh's batch
+    shards puts each page store on its own devices; the rows follow it, not the mesh).
     """
 
     def __init__(
