@@ -1,5 +1,6 @@
 """How partial rollouts' pool splits into D shards (``config.grpo.partial_shards``;
-``r1jax.sampling.pool_shards`` runs them): plain arithmetic, checked when a config is built."""
+``r1jax.sampling.pool_shards`` runs them): plain arithmetic. A config checks the prompt and
+slot counts when built; the pool (and ``r1jax plan``) its pages, which need the prompt bucket."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ class Layout:
     """How a pool of ``lanes`` lanes and ``slots`` slots for batches of ``prompts`` x
     ``samples`` splits into ``shards``: per shard, ``batch_rows`` (B) requests of each batch,
     ``shard_samples`` per shard prompt (G, or B when shards share a prompt), ``shard_lanes``,
-    ``shard_slots`` and ``shard_gen_pages``."""
+    ``shard_slots`` and ``shard_gen_pages`` (``gen_pages // shards``: a remainder is unused)."""
 
     shards: int
     prompts: int

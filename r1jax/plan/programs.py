@@ -271,7 +271,7 @@ def continuous_sampler(stage: Stage, mesh) -> list[Program]:
     return [Program("sampler_continuous", fn, args, PREFILL_ARGS, flops, q * p + c, mesh)]
 
 
-def _pool_programs(grpo, model, mesh, statics: dict, shapes: dict, method):
+def _pool_programs(grpo, model, mesh, statics: dict, shapes: dict, method, request_pages):
     """The abstract empty pool and the jitted admit and advance of ``grpo``'s pool: one pool
     (``pool.py``) or ``grpo.partial_shards`` (``pool_shards.py``)."""
     empty_kw = {k: shapes.pop(k) for k in ("stop_width", "pad_id")} | statics
@@ -286,7 +286,7 @@ def _pool_programs(grpo, model, mesh, statics: dict, shapes: dict, method):
         lay = pool_layout.layout(
             grpo.partial_shards, prompts=grpo.num_prompts, samples=grpo.num_samples,
             lanes=shapes["lanes"], slots=shapes["slots"], gen_pages=shapes.get("gen_pages", 0),
-            name="config.grpo.partial_shards",
+            request_pages=request_pages, name="config.grpo.partial_shards",
         )  # fmt: skip
         empty = functools.partial(pool_shards.empty, lay=lay, **empty_kw, **shapes)
         abstract = jax.eval_shape(empty, jax.random.key(0))
@@ -319,18 +319,22 @@ def partial_rollout_sampler(stage: Stage, mesh) -> list[Program]:
     table = _abstract((max(len(grpo.stop_strings), 1), STOP_WIDTH), jnp.int32, mesh, (None, None))
     statics = dict(config=model, num_samples=g, max_new_tokens=t)
     shapes = dict(lanes=lanes, width=p, slots=c, stop_width=STOP_WIDTH, pad_id=0)
+    request_pages = 0
     if z := grpo.decode_page_size:  # the slots' cache in pages
         pp, m = paged.page_counts(p, t, z)
         shapes |= dict(page_size=z, gen_pages=grpo.decode_pages or c * (m - pp))
-    pool, admit, advance = _pool_programs(grpo, model, mesh, statics, shapes, method)
+        request_pages = m - pp
+    pool, admit, advance = _pool_programs(grpo, model, mesh, statics, shapes, method, request_pages)
     scalar = _abstract((), jnp.int32, mesh, ())
-    prefill_flops = 2 * matmul_params(model) * q * p + attention_flops(model, q, p, p / 2)
+    prefilled = max(q, grpo.partial_shards)  # shards sharing a prompt each prefill it
+    prefill_flops = 2 * matmul_params(model) * prefilled * p
+    prefill_flops += attention_flops(model, prefilled, p, p / 2)
     decode_flops = 2 * matmul_params(model) * c + attention_flops(model, c, 1, p + t)
     admit_names = ("params", "pool", "prompt", "prompt_mask")
     advance_names = ("params", "pool", "stop_table", "target_end", "max_steps")
     return [
         Program("sampler_admit", admit, (params, pool, prompt, prompt), admit_names,
-                prefill_flops, q * p, mesh),
+                prefill_flops, prefilled * p, mesh),
         Program("sampler_advance", advance, (params, pool, table, scalar, scalar), advance_names,
                 decode_flops, c, mesh),
     ]  # fmt: skip

@@ -10,12 +10,15 @@ mesh holds whole on every device, each device decoding every slot (the 1.5B R1-Z
 prompt its B requests sample, prefilled once per shard) into L / D lanes (L / Q), holds R / D
 rows, C / D slots and, paged, a store with its lanes' prompt pages and 1 / D of the generation
 pages; its slots serve only its own requests. The shards run under ``jax.vmap`` (with
-``spmd_axis_name``: the mesh's batch axes whose product divides D), so on a mesh a device
-holds its shards' pools only.
+``spmd_axis_name``: the mesh's ``data`` / ``fsdp`` axes whose product divides D), so with D a
+multiple of those axes' shards a device holds its shards' pools only (fewer: each pool on
+several devices, which decode it alike; ``RolloutPool`` warns).
 
 D is a setting, not the mesh's: under policy updates, which policy writes which token follows
 the schedule, and the schedule follows how requests share slots. The same D on one device or
-on any mesh runs the same schedule: the same rows, log-probs and versions. With unchanged
+on any mesh runs the same schedule (the same requests in the same slots and calls), so the
+rows and versions match as far as the mesh's arithmetic reproduces one device's logits (the
+tests' CPU mesh: tokens and versions exactly, log-probs to 1e-5). With unchanged
 params the rows are those of one pool: a request keeps the keys of its id in one pool
 (``key_ids``: shard d's n-th request is request ``(n // B) * Q * G + d * B + n % B``).
 """

@@ -38,6 +38,7 @@ from r1jax.sampling import pool as pool_lib
 from r1jax.sampling.methods import SamplingMethod
 from r1jax.sampling.output import SampleOutput, left_pad
 from r1jax.sampling.stop import stop_sequences, stop_table
+from r1jax.sharding import named_sharding
 
 UNBOUNDED = 2**30
 
@@ -156,7 +157,19 @@ class RolloutPool:
         advance = functools.partial(lib.advance, method=method, **statics, **kw or dict(mesh=mesh))
         self._advance = jit_step(advance)
         rows = dict(rows=self.q * self.g) if self.shards == 1 else dict(lay=kw["lay"])
-        self._harvest = jax.jit(functools.partial(lib.harvest, **rows))
+        self._harvest = jax.jit(
+            functools.partial(lib.harvest, **rows), out_shardings=self._harvest_shardings()
+        )
+
+    def _harvest_shardings(self):
+        """A sharded pool's batch rows split as a batch is ("batch"): each process's rows on
+        its devices (``to_output``), whichever axes the shards are spread over."""
+        mesh, n = self.sampler.mesh, self.q * self.g
+        if mesh is None or self.shards == 1:
+            return None
+        rows = lambda *shape: named_sharding(mesh, ("batch",) + (None,) * (len(shape) - 1), shape)
+        rep = named_sharding(mesh, (), ())
+        return (rows(n, self.t), rows(n, self.t), rows(n), rows(n), rows(n)), (rep, rep)
 
     @property
     def wants_prompts(self) -> bool:

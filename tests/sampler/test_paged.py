@@ -110,11 +110,14 @@ def test_shards_that_share_a_prompt_prefill_that_prompt():
 
 
 @SLOW
-@pytest.mark.parametrize("num_prompts, samples, pages", [(8, 3, 0), (8, 3, 12), (1, 8, 12)])
+@pytest.mark.parametrize(
+    "num_prompts, samples, pages", [(8, 3, 0), (8, 3, 12), (1, 8, 12), (2, 4, 0)]
+)
 def test_one_store_per_batch_shard_gives_the_one_store_rows(params, num_prompts, samples, pages):
     """data=2, fsdp=2, tensor=2: four stores, each on its pair of tensor devices (KV heads
     split), each shard's slots serving its block of requests: 8 prompts x 3 samples (2 prompts
-    per shard), or 1 prompt x 8 samples (each shard prefills it for its 2 samples). Rows equal
+    per shard), 1 prompt x 8 samples (each shard prefills it for its 2 samples) or 2 prompts x
+    4 samples (two shards per prompt, each prefilling its own). Rows equal
     one store on one device (12 pages: 3 per shard, one request's worth, so slots wait and
     rewind), and no device holds another shard's pages."""
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))

@@ -18,11 +18,11 @@ from r1jax.sharding import MeshConfig, make_mesh
 G = 4  # 2 prompts x 4 samples per batch: 4 shards share each prompt two by two
 
 
-def _pool(sampler, shards, max_steps=3):
+def _pool(sampler, shards, max_steps=3, lanes=4):
     return RolloutPool(
         sampler,
         batch_prompts=2,
-        lanes=4,
+        lanes=lanes,
         num_samples=G,
         max_new_tokens=one_pool.T,
         prompt_length=one_pool.WIDTH,
@@ -60,6 +60,31 @@ def test_shards_return_one_pools_batches(params, one_pools_batches, shards, page
     # the null page, 2 lanes x 4 pages (a prompt of 8), the generation pages
     assert store.pages.k.shape[:3] == (shards, CONFIG.num_layers, 1 + 2 * 4 + gen)
     assert (int(store.rewinds.sum()) > 0) == (pages > 0) and max(h.calls for h in got) > 1
+
+
+def test_three_batches_in_flight_with_request_budgets(params):
+    """6 lanes (3 batches in flight; 6 batches wrap each shard's ring twice) and per-request
+    new-token limits: 2 paged shards return the one contiguous pool's batches, rows ending
+    at their limits."""
+    batches = one_pool.BATCHES + one_pool.BATCHES[:2]
+    budgets = np.random.default_rng(0).integers(1, one_pool.T + 1, (len(batches), 2 * G))
+
+    def run(pool):
+        pending, out = list(range(len(batches))), []
+        while pending or pool.batches:
+            while pending and pool.wants_prompts:
+                i = pending.pop(0)
+                pool.admit(params, batches[i], payload=i, budget=budgets[i])
+            out.append(pool.next_batch(params))
+        return out
+
+    want = run(_pool(Sampler(CONFIG, buckets=BUCKETS, slots=4), 1, lanes=6))
+    got = run(_pool(_paged(10), 2, lanes=6))
+    for a, b in zip(got, want, strict=True):
+        assert a.payload == b.payload
+        one_pool._same_rows(a.sample, b.sample)
+        assert np.all(a.sample.lengths <= budgets[a.payload])
+    assert any(np.any(h.sample.finish_reason == "length") for h in got)
 
 
 def test_the_same_shards_on_a_mesh_give_the_same_rows_and_versions(params):
