@@ -362,7 +362,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--page-size", type=int, default=0, help="--long-tail: also paged")
     parser.add_argument("--pages", type=int, default=0, help="generation pages (0: all)")
     parser.add_argument("--partial-batches", type=int, default=0, help="continuous vs partial")
-    parser.add_argument("--decode-windows", type=int, default=4, help="static loop's phases")
+    parser.add_argument(
+        "--decode-windows", type=int, default=4, help="cache prefixes attention reads"
+    )
     parser.add_argument(
         "--layout", default="", help="static loop's (loop.programs); '': the platform's"
     )

@@ -13,7 +13,8 @@ at ``length % Z`` (the caller allocates that page first) and attends over the ro
 the same keys, positions and segment ids, in the same order, as the contiguous cache's row, so
 the attention computes the same numbers (``paged == contiguous`` is tested bit for bit).
 
-On every backend the M pages of every row are gathered for each layer, a ``[C, K, H, M * Z]``
+On every backend the M pages of every row (or its first W, a decode window that holds every
+row's write: ``sampling/windows.py``) are gathered for each layer, a ``[C, K, H, M * Z]``
 temporary per layer. JAX's Pallas paged-attention kernels (GPU, TPU) read pages in place but
 mask keys by row length alone, while prompt pages here hold left padding (masked by segment id)
 shared by a prompt's G samples: docs/sampler.md says what using them would take.
@@ -72,24 +73,33 @@ def init_paged_cache(
     )
 
 
-def _gather_rows(cache: PagedKVCache, k_store, v_store, index):
-    """Each row's pages of layer ``index`` in table order: keys ``[C, K, H, M * Z]``, values
-    ``[C, K, M * Z, H]`` (one gather from the stores, no copy of the layer)."""
-    c, m = cache.table.shape
-    z = cache.page_size
-    keys = k_store[index, cache.table]  # [C, M, K, H, Z]
-    values = v_store[index, cache.table]  # [C, M, K, Z, H]
+def _gather_rows(table_CW, k_store, v_store, index):
+    """Each row's first W pages (``table_CW``) of layer ``index`` in table order: keys
+    ``[C, K, H, W * Z]``, values ``[C, K, W * Z, H]`` (one gather, no copy of the layer)."""
+    c, m = table_CW.shape
+    z = v_store.shape[3]
+    keys = k_store[index, table_CW]  # [C, W, K, H, Z]
+    values = v_store[index, table_CW]  # [C, W, K, Z, H]
     keys = keys.transpose(0, 2, 3, 1, 4).reshape(c, keys.shape[2], keys.shape[3], m * z)
     values = values.transpose(0, 2, 1, 3, 4).reshape(c, values.shape[2], m * z, values.shape[4])
     return keys, values
 
 
 def paged_decode_states(
-    params: dict, tokens_C1, config: ModelConfig, *, positions_C1, write_C, cache: PagedKVCache
+    params: dict,
+    tokens_C1,
+    config: ModelConfig,
+    *,
+    positions_C1,
+    write_C,
+    cache: PagedKVCache,
+    window: int | None = None,
 ):
     """One token per row through the decoder over a paged cache: final-norm hidden states
     ``[C, 1, D]`` and the cache with the writing rows' (``write_C``) tokens in their pages.
-    Rows not writing compute too (their output is the caller's to drop) but write nothing."""
+    Rows not writing compute too (their output is the caller's to drop) but write nothing.
+    ``window`` (a multiple of Z, holding every writing row's token): attention reads each
+    row's first ``window / Z`` pages only (default: all M)."""
     c, z = tokens_C1.shape[0], cache.page_size
     dtype = config.dtype
     rows_C = jnp.arange(c)
@@ -102,8 +112,9 @@ def paged_decode_states(
         positions=cache.positions.at[page_C, offset_C].set(positions_C1[:, 0], mode="drop"),
         segment_ids=cache.segment_ids.at[page_C, offset_C].set(segment_C1[:, 0], mode="drop"),
     )
-    k_pos = cache.positions[cache.table].reshape(c, -1)
-    k_seg = cache.segment_ids[cache.table].reshape(c, -1)
+    table_CW = cache.table[:, : (window or cache.max_length) // z]
+    k_pos = cache.positions[table_CW].reshape(c, -1)
+    k_seg = cache.segment_ids[table_CW].reshape(c, -1)
     q_offset = jnp.max(jnp.where(write_C, cache.length, 0))
     x = embed(params, tokens_C1, config)
     rope = model_rope(config, positions_C1)
@@ -117,7 +128,7 @@ def paged_decode_states(
             k_new, v_new = k[..., 0].astype(k_store.dtype), v[:, :, 0, :].astype(v_store.dtype)
             k_all = k_store.at[index, page_C, :, :, offset_C].set(k_new, mode="drop")
             v_all = v_store.at[index, page_C, :, offset_C, :].set(v_new, mode="drop")
-            keys, values = _gather_rows(cache, k_all, v_all, index)
+            keys, values = _gather_rows(table_CW, k_all, v_all, index)
             return keys.astype(dtype), values.astype(dtype), k_pos, k_seg, (k_all, v_all)
 
         x, (k_store, v_store), _ = _block(

@@ -254,6 +254,7 @@ def continuous_sampler(stage: Stage, mesh) -> list[Program]:
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=named_sharding(mesh, (), ()))
     table = _abstract((max(len(grpo.stop_strings), 1), STOP_WIDTH), jnp.int32, mesh, (None, None))
     common = dict(config=model, method=method, num_samples=g, max_new_tokens=t, pad_id=0)
+    common |= dict(windows=sampling_loop.DECODE_WINDOWS)  # the sampler's default
     if z:  # the paged cache (``grpo.decode_page_size``): pages, not slots x reach
         pp, m = paged.page_counts(p, t, z)
         gen_pages = grpo.decode_pages or c * (m - pp)
@@ -302,7 +303,8 @@ def _pool_programs(grpo, model, mesh, statics: dict, shapes: dict, method, reque
         functools.partial(fn, **statics, **kw), donate_argnums=1, out_shardings=shardings
     )
     admit = jit(lib.admit, pad_id=0, **kw)
-    advance = jit(lib.advance, method=method, **kw or dict(mesh=mesh))
+    windows = sampling_loop.DECODE_WINDOWS  # the sampler's default
+    advance = jit(lib.advance, method=method, windows=windows, **kw or dict(mesh=mesh))
     return pool, admit, advance
 
 

@@ -28,8 +28,9 @@ import jax.numpy as jnp
 
 from r1jax.model import KVCache, ModelConfig, cache_shardings, init_cache
 from r1jax.model.transformer import hidden_states, logits_from_hidden
+from r1jax.sampling import windows as windows_lib
 from r1jax.sampling.loop import prompt_forward
-from r1jax.sampling.methods import SamplingMethod, request_keys, sample_rows
+from r1jax.sampling.methods import SamplingMethod, request_keys, sample_rows, slot_key_ids
 from r1jax.sampling.stop import matches
 from r1jax.sharding import named_sharding
 
@@ -195,11 +196,20 @@ def refill(
 
 
 def decode_step(
-    params, prompts: Prompts, s: SlotState, *, config, method, num_samples, key_ids=None
+    params,
+    prompts: Prompts,
+    s: SlotState,
+    *,
+    config,
+    method,
+    num_samples,
+    key_ids=None,
+    window: int | None = None,
 ):
     """One token for every busy slot; returns ``(state, busy_C, tokens_C, logprobs_C)`` for
     ``record`` (idle slots compute too, writing padding into their own rows); ``key_ids``
-    as ``refill``'s."""
+    as ``refill``'s; ``window``: attention reads the cache's first columns only (``windows``),
+    which must hold every busy slot's write."""
     busy_C = s.request_C >= 0
     prompt_C = jnp.maximum(s.request_C, 0) % s.tokens_RT.shape[0] // num_samples
     positions_C1 = (prompts.lengths_Q[prompt_C] + s.count_C - 1)[:, None]
@@ -212,20 +222,15 @@ def decode_step(
         positions=positions_C1,
         segment_ids=busy_C[:, None].astype(jnp.int32),
         cache=cache,
+        cache_window=window,
     )
     logits_CV = logits_from_hidden(params, hidden_C1D, config)[:, 0]
-    keys_C = request_keys(s.key, request_key_ids(s.request_C, key_ids), s.count_C)
+    keys_C = request_keys(s.key, slot_key_ids(s.request_C, key_ids), s.count_C)
     tokens_C, logprobs_C = sample_rows(method, logits_CV, keys_C)
     s = dataclasses.replace(
         s, cache=cache, iterations=s.iterations + 1, slot_steps=s.slot_steps + busy_C.shape[0]
     )
     return s, busy_C, tokens_C, logprobs_C
-
-
-def request_key_ids(request_C, key_ids=None):
-    """The ids the busy slots' keys come from (idle slots: request 0's, unused)."""
-    ids_C = jnp.maximum(request_C, 0)
-    return ids_C if key_ids is None else key_ids(ids_C)
 
 
 def slot_state_shardings(config, num_requests, max_new, width, num_slots, cache_len, mesh):
@@ -277,6 +282,11 @@ def empty_state(config, num_requests, num_slots, length, max_new, width, pad_id,
         wait_R=jnp.zeros((num_requests,), jnp.int32),
         key=key,
     )
+
+
+def needed_columns(s: SlotState) -> jax.Array:
+    """The cache columns the busy slots' next writes need (``windows.live_end``)."""
+    return windows_lib.live_end(s.cache.length, s.request_C >= 0)
 
 
 def slot_phases(num_slots: int, min_slots: int) -> tuple[int, ...]:
@@ -338,6 +348,7 @@ def sample(
     mesh=None,
     min_slots: int = 0,
     budget_R: jax.Array | None = None,
+    windows: int = 1,
 ) -> SlotState:
     """Samples ``num_samples`` completions of each prompt with ``num_slots`` decode slots;
     the final state holds them per request (``tokens_RT`` etc.). Jit with the keywords static
@@ -345,7 +356,9 @@ def sample(
 
     ``min_slots`` > 0: once the queue is empty and at most half the slots are busy, the busy
     ones move to a loop with half as many slots (``_compact``), down to ``min_slots``, so the
-    long tail of a call decodes in a smaller batch (phases of ``slot_phases``).
+    long tail of a call decodes in a smaller batch (phases of ``slot_phases``). ``windows``
+    > 1: each step attends over the smallest of that many cache prefixes that holds the busy
+    slots' writes (``windows.py``).
     """
     num_prompts, length = prompt_QP.shape
     num_requests, width = num_prompts * num_samples, stop_table_EW.shape[1]
@@ -357,20 +370,17 @@ def sample(
     s = empty_state(config, num_requests, num_slots, length, max_new_tokens, width, pad_id, key)
     if budget_R is not None:
         s = dataclasses.replace(s, budget_R=budget_R.astype(jnp.int32))
+    statics = dict(method=method, num_samples=num_samples)
     refill_next = functools.partial(
-        refill,
-        prompts=prompts,
-        stop_table_EW=stop_table_EW,
-        method=method,
-        num_samples=num_samples,
-        max_new=max_new_tokens,
+        refill, prompts=prompts, stop_table_EW=stop_table_EW, max_new=max_new_tokens, **statics
     )
     s = fit(refill_next(fit(s), jnp.ones((num_slots,), bool)))
 
-    decode_one = functools.partial(
-        decode_step, params, prompts, config=config, method=method, num_samples=num_samples
+    decode_one = functools.partial(decode_step, params, prompts, config=config, **statics)
+    step = lambda s, window: fit(
+        refill_next(*record(*decode_one(s, window=window), stop_table_EW, max_new_tokens))
     )
-    step = lambda s: fit(refill_next(*record(*decode_one(s), stop_table_EW, max_new_tokens)))
+    ends = windows_lib.window_ends(length, max_new_tokens, windows)
     for smaller in (*slot_phases(num_slots, min_slots)[1:], 0):
 
         def keep_going(s, smaller=smaller):
@@ -378,7 +388,7 @@ def sample(
             shrink = (s.next_request >= s.queue_end) & (busy <= smaller)
             return (busy > 0) & ~shrink
 
-        s = jax.lax.while_loop(keep_going, step, s)
+        s = windows_lib.windowed_while(keep_going, step, s, ends=ends, needed=needed_columns)
         if smaller:
             s = fit(_compact(s, smaller))
     return s

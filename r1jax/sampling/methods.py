@@ -168,6 +168,13 @@ def request_keys(key: jax.Array, requests_B: jax.Array, steps_B: jax.Array) -> j
     return jax.vmap(fold)(requests_B, steps_B)
 
 
+def slot_key_ids(request_C: jax.Array, key_ids=None) -> jax.Array:
+    """The ids the decode slots' keys come from: their requests' (idle slots, -1: request
+    0's, unused), mapped by ``key_ids`` if given (``pool_shards``: a shard's ids to one pool's)."""
+    ids_C = jnp.maximum(request_C, 0)
+    return ids_C if key_ids is None else key_ids(ids_C)
+
+
 def sample_rows(method, logits_BV: jax.Array, keys_B: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``method`` with one key per row (``method.sample_rows``): row b's token depends only on
     its logits and ``keys_B[b]``, so a request samples the same token whichever batch, slot or

@@ -27,8 +27,9 @@ from r1jax.model import ModelConfig
 from r1jax.model.paged_cache import PagedKVCache, init_paged_cache, paged_decode_states
 from r1jax.model.transformer import logits_from_hidden
 from r1jax.sampling import continuous
+from r1jax.sampling import windows as windows_lib
 from r1jax.sampling.continuous import Prompts, SlotState
-from r1jax.sampling.methods import SamplingMethod, request_keys, sample_rows
+from r1jax.sampling.methods import SamplingMethod, request_keys, sample_rows, slot_key_ids
 
 
 @jax.tree_util.register_dataclass
@@ -145,11 +146,19 @@ def _rewind_youngest(s: SlotState, busy_C) -> SlotState:
 
 
 def decode_step(
-    params, prompts: Prompts, s: SlotState, *, config, method, num_samples, key_ids=None
+    params,
+    prompts: Prompts,
+    s: SlotState,
+    *,
+    config,
+    method,
+    num_samples,
+    key_ids=None,
+    window: int | None = None,
 ):
     """``continuous.decode_step`` over pages: allocates, rewinds if every busy slot waits,
     then one token for every slot that can write; returns ``(state, write_C, tokens,
-    logprobs)`` for ``continuous.record`` (``key_ids`` as ``continuous.refill``'s)."""
+    logprobs)`` for ``continuous.record`` (``key_ids``, ``window`` as its)."""
     busy_C = s.request_C >= 0
     s, write_C = _allocate(s, busy_C)
     s = jax.lax.cond(
@@ -164,9 +173,10 @@ def decode_step(
         positions_C1=positions_C1,
         write_C=write_C,
         cache=s.cache.pages,
+        window=window,
     )
     logits_CV = logits_from_hidden(params, hidden_C1D, config)[:, 0]
-    keys_C = request_keys(s.key, continuous.request_key_ids(s.request_C, key_ids), s.count_C)
+    keys_C = request_keys(s.key, slot_key_ids(s.request_C, key_ids), s.count_C)
     tokens_C, logprobs_C = sample_rows(method, logits_CV, keys_C)
     s = dataclasses.replace(
         s,
@@ -291,9 +301,14 @@ def _refill(prompts, stop_table_EW, method, num_samples, max_new):
     )
 
 
-def step(params, prompts, stop_table_EW, s: SlotState, *, config, method, num_samples, max_new):
-    """One decode step of every slot, its tokens recorded, finished slots refilled."""
-    out = decode_step(params, prompts, s, config=config, method=method, num_samples=num_samples)
+def step(
+    params, prompts, stop_table_EW, s: SlotState, window=None, *, config, method, num_samples,
+    max_new,
+):  # fmt: skip
+    """One decode step of every slot (attending over ``window``, see ``decode_step``), its
+    tokens recorded, finished slots refilled."""
+    statics = dict(config=config, method=method, num_samples=num_samples, window=window)
+    out = decode_step(params, prompts, s, **statics)
     refill = _refill(prompts, stop_table_EW, method, num_samples, max_new)
     return refill(*continuous.record(*out, stop_table_EW, max_new))
 
@@ -303,13 +318,27 @@ def keep_going(s: SlotState) -> jax.Array:
     return jnp.any(s.request_C >= 0)
 
 
-def sample(params, prompt_QP, prompt_mask_QP, key, stop_table_EW, **options) -> SlotState:
+def needed_columns(s: SlotState) -> jax.Array:
+    """The page columns the busy slots' next writes need (``windows.live_end``)."""
+    return windows_lib.live_end(s.cache.pages.length, s.request_C >= 0)
+
+
+def window_ends(prompt_len: int, max_new: int, page_size: int, windows: int) -> tuple[int, ...]:
+    """The decode windows of a paged loop: ``windows.window_ends`` in whole pages."""
+    return windows_lib.window_ends(prompt_len, max_new, windows, multiple=page_size)
+
+
+def sample(
+    params, prompt_QP, prompt_mask_QP, key, stop_table_EW, windows: int = 1, **options
+) -> SlotState:
     """``continuous.sample`` over a paged cache (no tail shrinking): ``start``, then ``step``
-    until every request is done; ``options``: ``start``'s keywords. The final state's
-    ``cache`` is the ``PagedSlots`` (``rewinds``, ``peak_pages``)."""
+    until every request is done, in ``windows`` decode windows (``windows.py``); ``options``:
+    ``start``'s keywords. The final state's ``cache`` is the ``PagedSlots`` (``rewinds``,
+    ``peak_pages``)."""
     prompts, s = start(params, prompt_QP, prompt_mask_QP, key, stop_table_EW, **options)
     statics = {k: options[k] for k in ("config", "method", "num_samples")}
     advance = functools.partial(
         step, params, prompts, stop_table_EW, max_new=options["max_new_tokens"], **statics
     )
-    return jax.lax.while_loop(keep_going, advance, s)
+    ends = window_ends(prompt_QP.shape[1], options["max_new_tokens"], options["page_size"], windows)
+    return windows_lib.windowed_while(keep_going, advance, s, ends=ends, needed=needed_columns)

@@ -30,6 +30,7 @@ from jax.sharding import PartitionSpec as P
 from r1jax.model import moe
 from r1jax.sampling import paged
 from r1jax.sampling.continuous import SlotState
+from r1jax.sampling.windows import windowed_while
 from r1jax.sharding import ShardingRules, current_rules, named_sharding, use_rules
 
 SPLIT_AXES = ("data", "fsdp")  # batch axes that split the store ("expert" also shards weights)
@@ -181,6 +182,7 @@ def sample(
     num_slots: int,
     gen_pages: int,
     budget_R: jax.Array | None = None,
+    windows: int = 1,
     **options,
 ) -> SlotState:
     """``paged.sample`` (same arguments; ``options``: its other keywords) with one store per
@@ -189,7 +191,8 @@ def sample(
 
     The blocks start and step under ``vmap``; the loop around the step is not vmapped (its
     condition is any block busy), so a block done early steps with idle slots, writing
-    nothing, rather than every step selecting between old and new copies of its store."""
+    nothing, rather than every step selecting between old and new copies of its store; the
+    decode window (``windows``) is every block's: the one holding all blocks' writes."""
     num_prompts, prompt_len = prompt_QP.shape
     max_new = options["max_new_tokens"]
     pp, m = paged.page_counts(prompt_len, max_new, options["page_size"])
@@ -199,7 +202,8 @@ def sample(
     if not axes:
         return paged.sample(
             params, prompt_QP, prompt_mask_QP, key, stop_table_EW, num_slots=num_slots,
-            gen_pages=gen_pages, budget_R=budget_R, num_samples=num_samples, **options,
+            gen_pages=gen_pages, budget_R=budget_R, num_samples=num_samples, windows=windows,
+            **options,
         )  # fmt: skip
     d = math.prod(mesh.shape[a] for a in axes)
     parts, options["num_samples"] = blocks(prompt_QP, prompt_mask_QP, budget_R, d, num_samples)
@@ -213,15 +217,18 @@ def sample(
         )  # fmt: skip
         return pinned(prompts), pinned(s)
 
-    def step(prompts, s):
+    def step(prompts, s, window):
         # The call's key, not the carry's copy per block: "rbg" keys draw other bits batched.
         s = dataclasses.replace(s, key=key)
-        return pinned(paged.step(params, prompts, stop_table_EW, s, max_new=max_new, **statics))
+        out = paged.step(params, prompts, stop_table_EW, s, window, max_new=max_new, **statics)
+        return pinned(out)
 
+    ends = paged.window_ends(prompt_len, max_new, options["page_size"], windows)
     with use_rules(rules_without(current_rules(), axes)), moe.merged_under_vmap():
         vmap = functools.partial(jax.vmap, spmd_axis_name=axes)
         prompts, s = vmap(start)(*parts)
-        s = jax.lax.while_loop(paged.keep_going, lambda s: vmap(step)(prompts, s), s)
+        step_all = lambda s, w: vmap(functools.partial(step, window=w))(prompts, s)
+        s = windowed_while(paged.keep_going, step_all, s, ends=ends, needed=paged.needed_columns)
     return _merge(s, num_slots)
 
 

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from r1jax.model import ModelConfig, cache_shardings, init_cache
 from r1jax.sampling import continuous, paged
+from r1jax.sampling import windows as windows_lib
 from r1jax.sampling.continuous import Prompts, SlotState
 from r1jax.sampling.methods import SamplingMethod
 from r1jax.sharding import named_sharding
@@ -200,7 +201,9 @@ def _loop_parts(params, prompts: Prompts, stop_table_EW, is_paged, **options):
         **statics,
     )
     max_new = options["max_new_tokens"]
-    step = lambda s: fit(refill(*continuous.record(*decode_step(s), stop_table_EW, max_new)))
+    step = lambda s, window: fit(
+        refill(*continuous.record(*decode_step(s, window=window), stop_table_EW, max_new))
+    )
     return fit, refill, step
 
 
@@ -212,10 +215,25 @@ def begin(params, pool: Pool, stop_table_EW, **options) -> SlotState:
     return fit(refill(s, s.request_C < 0))
 
 
-def step(params, pool: Pool, stop_table_EW, **options) -> SlotState:
-    """``advance``'s loop body: one decode step of every slot, finished slots refilled."""
+def step(params, pool: Pool, stop_table_EW, window=None, **options) -> SlotState:
+    """``advance``'s loop body: one decode step of every slot (attending over ``window``),
+    finished slots refilled."""
     is_paged = isinstance(pool.slots.cache, paged.PagedSlots)
-    return _loop_parts(params, pool.prompts, stop_table_EW, is_paged, **options)[2](pool.slots)
+    parts = _loop_parts(params, pool.prompts, stop_table_EW, is_paged, **options)
+    return parts[2](pool.slots, window)
+
+
+def needed_columns(s: SlotState) -> jax.Array:
+    """The cache columns the busy slots' next writes need, paged or not."""
+    paged_cache = isinstance(s.cache, paged.PagedSlots)
+    return (paged.needed_columns if paged_cache else continuous.needed_columns)(s)
+
+
+def window_ends(pool: Pool, max_new: int, windows: int) -> tuple[int, ...]:
+    """The decode windows of ``pool`` (or of shards' pools, ``[D, ...]``): in whole pages."""
+    cache = pool.slots.cache
+    z = cache.pages.positions.shape[-1] if isinstance(cache, paged.PagedSlots) else 1
+    return windows_lib.window_ends(pool.prompts.positions.shape[-1], max_new, windows, z)
 
 
 def keep_going(s: SlotState, target_end, max_steps, start) -> jax.Array:
@@ -240,18 +258,23 @@ def advance(
     max_new_tokens: int,
     mesh=None,
     key_ids=None,
+    windows: int = 1,
 ) -> Pool:
     """Decodes until every request with an id below ``target_end`` has finished, nothing is
     left to do, or ``max_steps`` decode steps have run (int32 scalars, traced: one compile).
-    Idle slots first take queued requests. ``key_ids`` as ``continuous.refill``'s."""
+    Idle slots first take queued requests. ``key_ids`` as ``continuous.refill``'s;
+    ``windows``: decode windows (``windows.py``)."""
     options = dict(
         config=config, method=method, num_samples=num_samples, max_new_tokens=max_new_tokens,
         mesh=mesh, key_ids=key_ids,
     )  # fmt: skip
     s = begin(params, pool, stop_table_EW, **options)
     start = s.iterations
-    body = lambda s: step(params, Pool(pool.prompts, s), stop_table_EW, **options)
-    s = jax.lax.while_loop(lambda s: keep_going(s, target_end, max_steps, start), body, s)
+    body = lambda s, w: step(params, Pool(pool.prompts, s), stop_table_EW, w, **options)
+    s = windows_lib.windowed_while(
+        lambda s: keep_going(s, target_end, max_steps, start), body, s,
+        ends=window_ends(pool, max_new_tokens, windows), needed=needed_columns,
+    )  # fmt: skip
     return Pool(prompts=pool.prompts, slots=s)
 
 

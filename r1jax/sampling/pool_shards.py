@@ -39,6 +39,7 @@ from r1jax.model import moe
 from r1jax.sampling import paged_shards
 from r1jax.sampling import pool as pool_lib
 from r1jax.sampling.pool import Pool
+from r1jax.sampling.windows import windowed_while
 from r1jax.sharding import current_rules, named_sharding, use_rules
 
 
@@ -132,14 +133,15 @@ def admit(params, pools: Pool, prompt_QP, prompt_mask_QP, budget_N=None, *, lay,
 
 
 def advance(
-    params, pools: Pool, stop_table_EW, target_end, max_steps, *, lay, mesh, **options
+    params, pools: Pool, stop_table_EW, target_end, max_steps, *, lay, mesh, windows=1, **options
 ) -> Pool:
     """``pool.advance`` of every shard until each request of one pool's ids below
     ``target_end`` (a batch boundary) is done, or ``max_steps``; ``options``: its keywords.
 
     The shards begin and step under ``vmap``; the loop around the step is not vmapped (it runs
     while any shard has the target's work), so a shard done early keeps decoding its later
-    requests or steps idle, rather than every step selecting between copies of its store."""
+    requests or steps idle, rather than every step selecting between copies of its store; the
+    decode window (``windows``) is the one holding every shard's writes."""
     axes = block_axes(mesh, lay.shards)
     key = pools.slots.key[0]  # the call's key unbatched: "rbg" keys draw other bits batched
     options |= dict(num_samples=lay.shard_samples, mesh=None)
@@ -153,9 +155,9 @@ def advance(
         pool, kw = keyed(prompts, s, shard)
         return _pin(mesh, axes, pool_lib.begin(params, pool, stop_table_EW, **kw))
 
-    def step(prompts, s, shard):
+    def step(prompts, s, shard, window):
         pool, kw = keyed(prompts, s, shard)
-        return _pin(mesh, axes, pool_lib.step(params, pool, stop_table_EW, **kw))
+        return _pin(mesh, axes, pool_lib.step(params, pool, stop_table_EW, window, **kw))
 
     shard_D = jnp.arange(lay.shards, dtype=jnp.int32)
     s = _vmap(begin, mesh, axes)(pools.prompts, pools.slots, shard_D)
@@ -165,8 +167,12 @@ def advance(
         going = jax.vmap(pool_lib.keep_going, in_axes=(0, None, None, None))
         return jnp.any(going(s, local_end, max_steps, start))
 
-    loop = lambda s: _vmap(step, mesh, axes)(pools.prompts, s, shard_D)
-    return Pool(pools.prompts, jax.lax.while_loop(keep_going, loop, s))
+    def step_all(s, window):
+        return _vmap(functools.partial(step, window=window), mesh, axes)(pools.prompts, s, shard_D)
+
+    ends = pool_lib.window_ends(pools, options["max_new_tokens"], windows)
+    s = windowed_while(keep_going, step_all, s, ends=ends, needed=pool_lib.needed_columns)
+    return Pool(pools.prompts, s)
 
 
 def harvest(pools: Pool, row0, since, *, lay: Layout):

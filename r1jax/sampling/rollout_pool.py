@@ -154,7 +154,10 @@ class RolloutPool:
         )  # fmt: skip
         admit = functools.partial(lib.admit, pad_id=sampler.pad_id, **statics, **kw)
         self._admit = jit_step(admit)
-        advance = functools.partial(lib.advance, method=method, **statics, **kw or dict(mesh=mesh))
+        advance = functools.partial(
+            lib.advance, method=method, windows=sampler.decode_windows, **statics,
+            **kw or dict(mesh=mesh),
+        )  # fmt: skip
         self._advance = jit_step(advance)
         rows = dict(rows=self.q * self.g) if self.shards == 1 else dict(lay=kw["lay"])
         self._harvest = jax.jit(

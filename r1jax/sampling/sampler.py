@@ -44,10 +44,9 @@ class Sampler:
     ``keys``: "step" (one key per step for the whole batch) or "request" (each row's own keys;
     its tokens then do not depend on the batch); continuous batching needs "request", the
     default then. Both give the same rows for the same ``rng`` and "request" keys (to fp32
-    rounding: the static loop's ``decode_windows`` phases attend over growing prefixes of the
-    cache, which sums the same terms in another order; ``decode_windows=1`` reads it whole,
-    as continuous batching does, and matches it bit for bit). ``layout``: the static loop's
-    (``loop.programs``: "default", "split" or "auto"; None: ``default_layout``).
+    rounding: ``decode_windows`` > 1 sums attention over cache prefixes, in another order,
+    ``windows.py``; ``decode_windows=1`` reads the whole cache: bit for bit). ``layout``: the
+    static loop's (``loop.programs``: "default", "split" or "auto"; None: ``default_layout``).
     """
 
     def __init__(
@@ -76,7 +75,7 @@ class Sampler:
         self.buckets = tuple(sorted(int(b) for b in buckets))
         self.layout = layout  # the decode loop's (``loop.programs``; None: by platform)
         self.slots, self.min_slots = int(slots), int(min_slots)
-        self.decode_windows = int(decode_windows)  # the static loop's phases (loop.decode)
+        self.decode_windows = int(decode_windows)  # attention's cache prefixes (``windows.py``)
         if self.slots:
             continuous.slot_phases(self.slots, self.min_slots)  # validates
         self.keys = keys or ("request" if self.slots else "step")
@@ -266,6 +265,7 @@ class Sampler:
         key = (*sorted(static.items()),)
         if key not in self._continuous:
             common = dict(config=self.config, num_slots=self.slots, pad_id=self.pad_id, **static)
+            common["windows"] = self.decode_windows
             if self.page_size:
                 fn = functools.partial(
                     paged_shards.sample,

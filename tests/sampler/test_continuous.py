@@ -37,6 +37,9 @@ def _assert_same_rows(out, ref, atol=0.0):
 
 
 SLOW = pytest.mark.slow
+# The whole cache every step, as the reference reads it: rows then match bit for bit whatever
+# the schedule (decode windows sum over prefixes chosen by it: ``test_windows.py``).
+WHOLE = dict(decode_windows=1)
 
 
 @pytest.mark.parametrize(
@@ -50,7 +53,7 @@ def test_continuous_rows_equal_the_static_loop(params, static_rows, method, slot
     at a stop token, so refills happen at different steps), 12 and 16 never refill. Log-probs
     are bit-identical, except with one slot: XLA:CPU multiplies a single row by a
     matrix-vector path (differences of 2e-6 seen)."""
-    out = _sample(Sampler(CONFIG, buckets=BUCKETS, slots=slots), params, method)
+    out = _sample(Sampler(CONFIG, buckets=BUCKETS, slots=slots, **WHOLE), params, method)
     ref = static_rows[method]
     assert 0 < (ref.finish_reason == "stop").sum() < len(ref.tokens)  # rows end at mixed times
     _assert_same_rows(out, ref, atol=0.0 if slots > 1 else 1e-5)
@@ -66,7 +69,9 @@ def test_long_tailed_budgets_fill_the_slots(params):
     static = Sampler(CONFIG, buckets=BUCKETS, keys="request", decode_windows=1)(
         params, prompts, rng=jax.random.key(4), **kw
     )
-    out = Sampler(CONFIG, buckets=BUCKETS, slots=4)(params, prompts, rng=jax.random.key(4), **kw)
+    out = Sampler(CONFIG, buckets=BUCKETS, slots=4, **WHOLE)(
+        params, prompts, rng=jax.random.key(4), **kw
+    )
     _assert_same_rows(out, static)
     np.testing.assert_array_equal(out.lengths, budget)
     assert list(out.finish_reason) == ["length"] * 16
@@ -77,7 +82,7 @@ def test_long_tailed_budgets_fill_the_slots(params):
     assert list(out.queue_wait[:4]) == [0] * 4 and list(static.queue_wait or []) == []
     assert np.all(np.diff(out.queue_wait) >= 0) and out.queue_wait[-1] > 0
     # Shrinking to 2 then 1 slot once the queue is empty: the tail's 2 rows in a smaller batch.
-    shrunk = Sampler(CONFIG, buckets=BUCKETS, slots=4, min_slots=1)
+    shrunk = Sampler(CONFIG, buckets=BUCKETS, slots=4, min_slots=1, **WHOLE)
     out = shrunk(params, prompts, rng=jax.random.key(4), **kw)
     _assert_same_rows(out, static, atol=1e-5)  # one row alone: XLA:CPU's matrix-vector path
     assert utilisation(out) > 0.9
@@ -104,7 +109,7 @@ def test_continuous_logprobs_equal_full_forward_recompute(params, static_rows):
 def test_per_request_keys_do_not_depend_on_the_batch(params, static_rows):
     """A request's tokens are the same when its prompt is sampled alone."""
     alone = _sample(
-        Sampler(CONFIG, buckets=BUCKETS, slots=2), params, "sampled", prompts=PROMPTS[:1]
+        Sampler(CONFIG, buckets=BUCKETS, slots=2, **WHOLE), params, "sampled", prompts=PROMPTS[:1]
     )
     np.testing.assert_array_equal(alone.tokens, static_rows["sampled"].tokens[:3])
 
@@ -124,7 +129,8 @@ def test_one_compile_across_calls_and_refill_patterns(params):
 def test_sharded_continuous_equals_unsharded(params, static_rows, shape):
     mesh = make_mesh(MeshConfig(*shape))
     sharded_params = jax.device_put(params, param_shardings(CONFIG, mesh))
-    out = _sample(Sampler(CONFIG, mesh=mesh, buckets=BUCKETS, slots=8), sharded_params, "sampled")
+    sampler = Sampler(CONFIG, mesh=mesh, buckets=BUCKETS, slots=8, **WHOLE)
+    out = _sample(sampler, sharded_params, "sampled")
     _assert_same_rows(out, static_rows["sampled"], atol=1e-5)
 
 

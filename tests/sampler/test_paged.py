@@ -17,6 +17,7 @@ from r1jax.sharding import MeshConfig, make_mesh, named_sharding
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2, 6], [5, 3, 5, 8, 9, 7], [9]]  # bucket 8: 2 pages of 4
 METHODS = {"sampled": Categorical(temperature=0.9, top_k=20), "greedy": Greedy()}
 METHOD = dict(method=Categorical(temperature=0.9, top_k=20))
+WHOLE = dict(decode_windows=1)  # bit for bit across schedules (waiting slots): the whole cache
 KW = dict(num_samples=3, max_new_tokens=12, stop_token_ids=(7, 11, 51))  # 3 pages per row
 
 
@@ -31,7 +32,7 @@ def _same_rows(out, ref):
 
 @pytest.fixture(scope="module")
 def contiguous(params):
-    sampler = Sampler(CONFIG, buckets=BUCKETS, slots=4)
+    sampler = Sampler(CONFIG, buckets=BUCKETS, slots=4, **WHOLE)
     return {m: _sample(sampler, params, m) for m in METHODS}
 
 
@@ -45,7 +46,9 @@ def test_paged_rows_equal_the_contiguous_cache(params, contiguous, method, pages
     """0: every slot's reach (12 generation pages); 6: half, slots wait for pages; 3: one
     request's worth, the youngest slots rewind again and again. Every row is the same."""
     out = _sample(
-        Sampler(CONFIG, buckets=BUCKETS, slots=4, page_size=4, pages=pages), params, method
+        Sampler(CONFIG, buckets=BUCKETS, slots=4, page_size=4, pages=pages, **WHOLE),
+        params,
+        method,
     )
     ref = contiguous[method]
     assert 0 < (ref.finish_reason == "stop").sum() < len(ref.tokens)
@@ -180,5 +183,6 @@ def test_one_compile_and_bad_settings(params):
 def test_unrolled_layers_give_the_same_rows(params, contiguous):
     """``model.scan_unroll``: the layer loop unrolled (paged decode, prefill) changes no row."""
     unrolled = CONFIG.replace(scan_unroll=CONFIG.num_layers)
-    out = _sample(Sampler(unrolled, buckets=BUCKETS, slots=4, page_size=4, pages=6), params)
+    sampler = Sampler(unrolled, buckets=BUCKETS, slots=4, page_size=4, pages=6, **WHOLE)
+    out = _sample(sampler, params)
     _same_rows(out, contiguous["sampled"])

@@ -34,13 +34,17 @@ def _pool(sampler, shards, max_steps=3, lanes=4):
     )
 
 
-def _paged(pages, mesh=None):
-    return Sampler(CONFIG, buckets=BUCKETS, slots=4, page_size=2, pages=pages, mesh=mesh)
+def _paged(pages, mesh=None, **kw):
+    return Sampler(CONFIG, buckets=BUCKETS, slots=4, page_size=2, pages=pages, mesh=mesh, **kw)
+
+
+WHOLE = dict(decode_windows=1)  # bit for bit across schedules: the whole cache every step
 
 
 @pytest.fixture(scope="module")
 def one_pools_batches(params):
-    return one_pool._run(_pool(Sampler(CONFIG, buckets=BUCKETS, slots=4), 1), lambda i: params)
+    sampler = Sampler(CONFIG, buckets=BUCKETS, slots=4, **WHOLE)
+    return one_pool._run(_pool(sampler, 1), lambda i: params)
 
 
 @pytest.mark.parametrize(
@@ -51,7 +55,7 @@ def test_shards_return_one_pools_batches(params, one_pools_batches, shards, page
     """2 shards (a prompt each) or 4 (two per prompt), with every slot's reach in pages, or
     one request's worth for a shard's 2 slots (5 pages: they wait and rewind): with the same
     params every batch equals the one contiguous pool's, rows cut every 3 steps."""
-    pool = _pool(_paged(pages), shards)
+    pool = _pool(_paged(pages, **WHOLE), shards)
     got = one_pool._run(pool, lambda i: params)
     for a, b in zip(got, one_pools_batches, strict=True):
         one_pool._same_rows(a.sample, b.sample)
@@ -78,8 +82,8 @@ def test_three_batches_in_flight_with_request_budgets(params):
             out.append(pool.next_batch(params))
         return out
 
-    want = run(_pool(Sampler(CONFIG, buckets=BUCKETS, slots=4), 1, lanes=6))
-    got = run(_pool(_paged(10), 2, lanes=6))
+    want = run(_pool(Sampler(CONFIG, buckets=BUCKETS, slots=4, **WHOLE), 1, lanes=6))
+    got = run(_pool(_paged(10, **WHOLE), 2, lanes=6))
     for a, b in zip(got, want, strict=True):
         assert a.payload == b.payload
         one_pool._same_rows(a.sample, b.sample)
