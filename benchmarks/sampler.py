@@ -183,19 +183,14 @@ def bench_long_tail(args, config, params) -> dict:
     lengths, prompts = long_tail_lengths(args), _prompts(args)
     kw = dict(num_samples=args.samples, max_new_tokens=args.new_tokens, row_budget=lengths)
     kw["method"] = Categorical(temperature=1.0)
+    common = dict(buckets=(args.prompt_len,), decode_windows=args.decode_windows)
     samplers = {
-        "static": Sampler(config, buckets=(args.prompt_len,), keys="request"),
-        "continuous": Sampler(
-            config, buckets=(args.prompt_len,), slots=args.slots, min_slots=args.min_slots
-        ),
+        "static": Sampler(config, keys="request", **common),
+        "continuous": Sampler(config, slots=args.slots, min_slots=args.min_slots, **common),
     }
     if args.page_size:  # the same slots over a paged cache
         samplers["paged"] = Sampler(
-            config,
-            buckets=(args.prompt_len,),
-            slots=args.slots,
-            page_size=args.page_size,
-            pages=args.pages,
+            config, slots=args.slots, page_size=args.page_size, pages=args.pages, **common
         )
     result = {
         "rows": len(lengths),
@@ -243,7 +238,9 @@ def bench_partial(args, config, params) -> dict:
     lengths = long_tail_lengths(args, rows * args.partial_batches).reshape(-1, rows)
     prompts, method = _prompts(args), Categorical(temperature=1.0)
     kw = dict(num_samples=args.samples, max_new_tokens=args.new_tokens, method=method)
-    sampler = Sampler(config, buckets=(args.prompt_len,), slots=args.slots)
+    sampler = Sampler(
+        config, buckets=(args.prompt_len,), slots=args.slots, decode_windows=args.decode_windows
+    )
     pool = RolloutPool(
         sampler, batch_prompts=args.prompts, lanes=2 * args.prompts, prompt_length=args.prompt_len,
         key=jax.random.key(0), **kw,
