@@ -227,9 +227,10 @@ def test_continuous_batching_iteration_equals_the_static_one_with_request_keys()
     from r1jax.sampling import Sampler
 
     results = {}
-    static = dict(keys="request", decode_windows=1)
-    paged = dict(slots=8, page_size=2, pages=12)  # 3 pages per row; 12 < 8 slots x 3
-    variants = {"static": static, "continuous": dict(slots=8), "paged": paged}
+    whole = dict(decode_windows=1)  # every step reads the whole cache: bit for bit
+    static = dict(keys="request", **whole)
+    paged = dict(slots=8, page_size=2, pages=12, **whole)  # 3 pages per row; 12 < 8 slots x 3
+    variants = {"static": static, "continuous": dict(slots=8, **whole), "paged": paged}
     for name, kw in variants.items():
         reward = InlineReward()
         state, parts = make_parts(reward=reward)
