@@ -49,7 +49,11 @@ def one_pools_batches(params):
 
 @pytest.mark.parametrize(
     "shards, pages",
-    [(2, 10), (4, 0), pytest.param(2, 0, marks=pytest.mark.slow)],
+    [
+        (2, 10),
+        pytest.param(4, 0, marks=pytest.mark.slow),
+        pytest.param(2, 0, marks=pytest.mark.slow),
+    ],
 )
 def test_shards_return_one_pools_batches(params, one_pools_batches, shards, pages):
     """2 shards (a prompt each) or 4 (two per prompt), with every slot's reach in pages, or
@@ -66,6 +70,7 @@ def test_shards_return_one_pools_batches(params, one_pools_batches, shards, page
     assert (int(store.rewinds.sum()) > 0) == (pages > 0) and max(h.calls for h in got) > 1
 
 
+@pytest.mark.slow  # ~6 s: the default suite stays under 10 minutes; CI runs -m slow
 def test_three_batches_in_flight_with_request_budgets(params):
     """6 lanes (3 batches in flight; 6 batches wrap each shard's ring twice) and per-request
     new-token limits: 2 paged shards return the one contiguous pool's batches, rows ending

@@ -65,15 +65,17 @@ def _sample(params, method, **kw):
 )
 def test_windowed_rows_equal_the_whole_caches(params, method):
     """Greedy and sampled, 4 slots refilled mid-run over 24 new tokens (windows of 16, 24 and
-    32 columns): the same tokens as reading the whole cache, log-probs to rounding; a paged
-    cache with pages to spare runs the same schedule and gives the contiguous rows bit for
-    bit."""
+    32 columns): the same tokens as reading the whole cache, log-probs to rounding; (sampled)
+    a paged cache with pages to spare runs the same schedule and gives the contiguous rows bit
+    for bit."""
     whole = _sample(params, method, decode_windows=1)
     windowed = _sample(params, method, decode_windows=4)
     for field in ("tokens", "lengths", "finish_reason"):
         np.testing.assert_array_equal(getattr(windowed, field), getattr(whole, field))
     np.testing.assert_allclose(windowed.logprobs, whole.logprobs, atol=1e-5)
     assert 0 < (whole.finish_reason == "stop").sum() < len(whole.tokens)
+    if isinstance(method, Greedy):
+        return  # (the paged cache's check runs with the sampled case: CI's slow step)
     paged = _sample(params, method, decode_windows=4, page_size=4)
     for field in ("tokens", "lengths", "logprobs"):
         np.testing.assert_array_equal(getattr(paged, field), getattr(windowed, field))
