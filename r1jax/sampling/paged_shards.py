@@ -42,15 +42,24 @@ def shard_axes(
     """The batch mesh axes the store is split over (their product: D shards): each must leave
     D dividing the slots and the requests, a whole number of prompts per shard or a whole
     number of shards per prompt, and every shard at least one request's pages."""
+
+    def fits(d: int) -> bool:
+        per_shard, rest = divmod(prompts * samples, d)
+        whole = prompts % d == 0 or (not rest and samples % per_shard == 0)
+        return whole and slots % d == 0 and gen_pages // d >= request_pages
+
+    return split_axes_where(mesh, fits)
+
+
+def split_axes_where(mesh: Mesh | None, fits) -> tuple[str, ...]:
+    """The mesh's SPLIT_AXES batch axes (size > 1, in the rules' order) kept while
+    ``fits(d)`` holds for the product d of the axes kept so far and the next one."""
     if mesh is None:
         return ()
     kept: list[str] = []
     for axis in current_rules().mesh_axes("batch"):
         d = math.prod(mesh.shape[a] for a in kept) * mesh.shape[axis]
-        per_shard, rest = divmod(prompts * samples, d)
-        blocks = prompts % d == 0 or (not rest and samples % per_shard == 0)
-        fits = blocks and slots % d == 0 and gen_pages // d >= request_pages
-        if axis in SPLIT_AXES and mesh.shape[axis] > 1 and fits:
+        if axis in SPLIT_AXES and mesh.shape[axis] > 1 and fits(d):
             kept.append(axis)
     return tuple(kept)
 

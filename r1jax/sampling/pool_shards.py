@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -46,14 +45,7 @@ from r1jax.sharding import current_rules, named_sharding, use_rules
 def block_axes(mesh: Mesh | None, shards: int) -> tuple[str, ...]:
     """The batch axes (``paged_shards.SPLIT_AXES``) the shards are spread over: their product
     divides D (batch shards left over hold the same pools)."""
-    if mesh is None:
-        return ()
-    kept: list[str] = []
-    for axis in current_rules().mesh_axes("batch"):
-        d = math.prod(mesh.shape[a] for a in kept) * mesh.shape[axis]
-        if axis in paged_shards.SPLIT_AXES and mesh.shape[axis] > 1 and shards % d == 0:
-            kept.append(axis)
-    return tuple(kept)
+    return paged_shards.split_axes_where(mesh, lambda d: shards % d == 0)
 
 
 def shardings(mesh: Mesh | None, axes, abstract: Pool) -> Pool | None:
@@ -94,11 +86,9 @@ def _vmap(fn, mesh, axes, **kw):
     return run
 
 
-def _pin(mesh, axes, tree):
-    if mesh is None:
-        return tree
-    with use_rules(paged_shards.rules_without(current_rules(), axes)):
-        return paged_shards.pin(mesh, tree)
+def _pin(mesh, tree):
+    """``paged_shards.pin`` (traced inside ``_vmap``: its rules apply); nothing without a mesh."""
+    return tree if mesh is None else paged_shards.pin(mesh, tree)
 
 
 def empty(key, *, lay: Layout, **options) -> Pool:
@@ -126,7 +116,7 @@ def admit(params, pools: Pool, prompt_QP, prompt_mask_QP, budget_N=None, *, lay,
         pool = pool_lib.admit(
             params, pool, prompt_QP, prompt_mask_QP, budget_N, num_samples=samples, **options
         )
-        return _pin(mesh, axes, pool)
+        return _pin(mesh, pool)
 
     in_axes = (0, 0, 0, None if budgets is None else 0)
     return _vmap(one, mesh, axes, in_axes=in_axes)(pools, prompts, masks, budgets)
@@ -153,11 +143,11 @@ def advance(
 
     def begin(prompts, s, shard):
         pool, kw = keyed(prompts, s, shard)
-        return _pin(mesh, axes, pool_lib.begin(params, pool, stop_table_EW, **kw))
+        return _pin(mesh, pool_lib.begin(params, pool, stop_table_EW, **kw))
 
     def step(prompts, s, shard, window):
         pool, kw = keyed(prompts, s, shard)
-        return _pin(mesh, axes, pool_lib.step(params, pool, stop_table_EW, window, **kw))
+        return _pin(mesh, pool_lib.step(params, pool, stop_table_EW, window, **kw))
 
     shard_D = jnp.arange(lay.shards, dtype=jnp.int32)
     s = _vmap(begin, mesh, axes)(pools.prompts, pools.slots, shard_D)
