@@ -29,14 +29,28 @@ import jax.numpy as jnp
 
 from r1jax.config.model import ModelConfig
 from r1jax.model import layers
-from r1jax.model.transformer import _block, embed, layer_stacks, model_rope, run_stack
+from r1jax.model.transformer import (
+    _block,
+    embed,
+    layer_stacks,
+    model_rope,
+    rope_lookup,
+    run_stack,
+)
 from r1jax.model.weights import materialize
 
 
-def _prefix_pass(params, tokens_PS, positions_PS, segments_PS, config: ModelConfig):
+def _layer_rope(config: ModelConfig, positions_BT, below: int | None):
+    """Each layer's RoPE: looked up when the positions are known to be below ``below``."""
+    if below is None:  # in the body: see hidden_states_and_router
+        return lambda: model_rope(config, positions_BT)
+    return rope_lookup(config, positions_BT, below)
+
+
+def _prefix_pass(params, tokens_PS, positions_PS, segments_PS, config, below=None):
     """The prompts through every layer: (final hidden ``[P, S, D]``, keys ``[L, P, K, H, S]``,
     values ``[L, P, K, S, H]``) in the compute dtype."""
-    rope = lambda: model_rope(config, positions_PS)  # in the body: see hidden_states_and_router
+    rope = _layer_rope(config, positions_PS, below)
     own = lambda k, v: (k, v, positions_PS, segments_PS, (k, v))
 
     def body(x, xs):
@@ -62,12 +76,16 @@ def shared_prefix_hidden(
     positions_BT: jax.Array,
     segments_BT: jax.Array,
     config: ModelConfig,
+    positions_below: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Final-norm hidden states of each prefix's last slot ``[P, D]`` and of the continuations
     ``[B, T, D]``: those of ``hidden_states`` over the rows ``prefix[b // G] + tokens[b]``.
 
     Positions and segment ids are the concatenated rows' (prefix padding is segment 0; a
     continuation's positions continue its prefix's), split at S; G = B / P.
+    ``positions_below``: a bound every position is under, when the caller knows one (positions
+    counted from the rows' masks are under S + T): RoPE is then gathered from a table
+    (``rope_lookup``).
     """
     if config.mla is not None or config.moe is not None:
         raise ValueError("shared_prefix_hidden: dense grouped-query attention models only")
@@ -76,11 +94,11 @@ def shared_prefix_hidden(
         raise ValueError(f"{b} continuation rows are not a multiple of {p} prefixes")
     dtype, repeat = config.dtype, functools.partial(jnp.repeat, repeats=b // p, axis=0)
     prefix_x, keys_L, values_L = _prefix_pass(
-        params, prefix_PS, prefix_positions_PS, prefix_segments_PS, config
+        params, prefix_PS, prefix_positions_PS, prefix_segments_PS, config, positions_below
     )
     k_pos = jnp.concatenate([repeat(prefix_positions_PS), positions_BT], axis=1)
     k_seg = jnp.concatenate([repeat(prefix_segments_PS), segments_BT], axis=1)
-    rope = lambda: model_rope(config, positions_BT)
+    rope = _layer_rope(config, positions_BT, positions_below)
 
     def body(x, xs):
         layer, _, (prefix_k, prefix_v) = xs
@@ -107,10 +125,12 @@ def grouped_next_token_hidden(
     prefix_len: int,
     group: int,
     config: ModelConfig,
+    positions_below: int | None = None,
 ) -> jax.Array:
     """``hidden_states(rows)[:, prefix_len - 1 : -1]``, ``[B, N - prefix_len, D]`` (the states
     predicting tokens ``prefix_len ..``), for rows whose first ``prefix_len`` tokens, positions
     and segment ids repeat in runs of ``group`` consecutive rows: each run's prefix runs once.
+    ``positions_below``: as ``shared_prefix_hidden``'s.
     """
     b, s = tokens_BN.shape[0], prefix_len
     if b % group:
@@ -121,6 +141,7 @@ def grouped_next_token_hidden(
         *(first(tokens_BN), first(positions_BN), first(segments_BN)),
         *(tokens_BN[:, s:], positions_BN[:, s:], segments_BN[:, s:]),
         config,
+        positions_below,
     )
     last_B1D = jnp.repeat(last_PD, group, axis=0)[:, None]
     return jnp.concatenate([last_B1D, hidden_BTD[:, :-1]], axis=1)

@@ -47,7 +47,7 @@ from r1jax.config import DistillConfig, GRPOConfig
 from r1jax.model import ModelConfig, logits_from_hidden
 from r1jax.model.moe import RouterStats
 from r1jax.model.shared_prefix import grouped_next_token_hidden
-from r1jax.model.transformer import hidden_states_and_router
+from r1jax.model.transformer import hidden_states_and_router, rope_lookup
 
 
 class Objective(NamedTuple):
@@ -206,12 +206,13 @@ def completion_hidden(params, batch, model_config: ModelConfig, group: int = 1):
     tokens, positions, seg = grpo_inputs(batch)
     p = batch["prompt_tokens"].shape[1]
     if group > 1:
+        below = tokens.shape[1]  # positions count the rows' tokens
         return grouped_next_token_hidden(
-            params, tokens, positions, seg, p, group, model_config
+            params, tokens, positions, seg, p, group, model_config, below
         ), None
     hidden, _, router = hidden_states_and_router(
         params, tokens, model_config, positions=positions, segment_ids=seg,
-        routing=_routing(batch),
+        routing=_routing(batch), rope=rope_lookup(model_config, positions, tokens.shape[1]),
     )  # fmt: skip
     return hidden[:, p - 1 : -1], router
 

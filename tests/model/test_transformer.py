@@ -1,11 +1,14 @@
 """Forward-pass invariants: cache decode == full forward, packing, causality, remat, scan."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from r1jax.model import ModelConfig, init_cache, init_params
+from r1jax.config.model import RopeScaling
+from r1jax.model import ModelConfig, init_cache, init_params, transformer
 from r1jax.model import forward as _forward
 
 CONFIG = ModelConfig(
@@ -83,6 +86,31 @@ def test_left_padding_does_not_change_a_rows_logits(params):
     positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
     padded, _ = forward(params, tokens, CONFIG, positions=positions, segment_ids=mask)
     np.testing.assert_allclose(np.asarray(padded)[0, 3:], np.asarray(alone)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("scaling", [None, RopeScaling(rope_type="yarn", factor=4.0)])
+def test_rope_looked_up_from_a_table_is_computed_rope_bit_for_bit(params, scaling):
+    """``rope_lookup`` (what the no-cache forward and GRPO's update use) gives the rotations
+    computed at the positions, so the forward's values do not move."""
+    config = dataclasses.replace(CONFIG, rope_scaling=scaling)
+    tokens, mask = _left_pad([[5, 6, 7, 8], [9, 10, 11, 12, 13, 14, 15]], 7)
+    positions = jnp.asarray(np.maximum(np.cumsum(mask, axis=1) - 1, 0), jnp.int32)
+    looked_up = jax.jit(lambda p: transformer.rope_lookup(config, p, 7)())(positions)
+    computed = jax.jit(lambda p: transformer.model_rope(config, p))(positions)
+    for a, b in zip(looked_up, computed, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    hidden = jax.jit(transformer.hidden_states_and_router, static_argnums=2)
+    direct, _, _ = hidden(params, tokens, config, positions=positions, segment_ids=mask)
+    looked_up_forward = lambda p: transformer.hidden_states_and_router(
+        p, tokens, config, positions=positions, segment_ids=mask,
+        rope=transformer.rope_lookup(config, positions, 7),
+    )[0]  # fmt: skip
+    table = jax.jit(looked_up_forward)(params)
+    np.testing.assert_array_equal(np.asarray(table), np.asarray(direct))
+    arange = jnp.broadcast_to(jnp.arange(7, dtype=jnp.int32), (2, 7))
+    implicit, _, _ = hidden(params, tokens, config)  # positions None: looked up
+    explicit, _, _ = hidden(params, tokens, config, positions=arange)  # computed
+    np.testing.assert_array_equal(np.asarray(implicit), np.asarray(explicit))
 
 
 def test_packed_sequences_match_separate_runs(params):
