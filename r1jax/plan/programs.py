@@ -284,6 +284,7 @@ def _pool_programs(grpo, model, mesh, statics: dict, shapes: dict, method, reque
                                   jax.random.key(0))  # fmt: skip
         lib, kw = pool_lib, {}
     else:
+        pool_shards.check_model(model, mesh, grpo.partial_shards, "config.grpo.partial_shards")
         lay = pool_layout.layout(
             grpo.partial_shards, prompts=grpo.num_prompts, samples=grpo.num_samples,
             lanes=shapes["lanes"], slots=shapes["slots"], gen_pages=shapes.get("gen_pages", 0),

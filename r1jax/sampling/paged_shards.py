@@ -89,7 +89,7 @@ def _say_if_held_twice(mesh, axes, shape: dict, request_pages: int, why: str = "
         )
 
 
-def _experts_all_to_all(config, mesh) -> bool:
+def experts_all_to_all(config, mesh) -> bool:
     """Whether the model's experts run expert-parallel (``expert_parallel``: its
     ``ragged_dot`` inside a ``shard_map`` does not batch under the shards' ``vmap``)."""
     moe_config = config.moe
@@ -100,9 +100,7 @@ def _experts_all_to_all(config, mesh) -> bool:
 def _split_axes(mesh, config, shape: dict, request_pages: int) -> tuple[str, ...]:
     """``shard_axes``, or none with expert parallelism; says when a store is held twice."""
     axes = shard_axes(mesh, **shape, request_pages=request_pages)
-    why = (
-        "expert parallelism's all-to-all is not split" if _experts_all_to_all(config, mesh) else ""
-    )
+    why = "expert parallelism's all-to-all is not split" if experts_all_to_all(config, mesh) else ""
     axes = () if why else axes
     _say_if_held_twice(mesh, axes, shape, request_pages, why)
     return axes

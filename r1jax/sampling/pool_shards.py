@@ -42,6 +42,19 @@ from r1jax.sampling.windows import windowed_while
 from r1jax.sharding import current_rules, named_sharding, use_rules
 
 
+def check_model(config, mesh: Mesh | None, shards: int, name: str) -> None:
+    """Error for D > 1 shards of a mixture of experts run expert-parallel on ``mesh``: its
+    all-to-all runs inside a ``shard_map`` that the shards' ``vmap`` cannot batch (the split
+    sampler falls back to one store there; a pool's D sets its schedule, so it cannot)."""
+    if shards > 1 and paged_shards.experts_all_to_all(config, mesh):
+        raise ValueError(
+            f"{name}={shards}: partial rollouts in shards cannot run this mixture of experts "
+            f"expert-parallel (moe.capacity_factor={config.moe.capacity_factor} > 0 on the "
+            f"mesh's expert axis of {mesh.shape['expert']}): set {name}=1 (one pool), or "
+            "moe.capacity_factor=0"
+        )
+
+
 def block_axes(mesh: Mesh | None, shards: int) -> tuple[str, ...]:
     """The batch axes (``paged_shards.SPLIT_AXES``) the shards are spread over: their product
     divides D (batch shards left over hold the same pools)."""

@@ -135,6 +135,8 @@ class RolloutPool:
             lib, kw = pool_lib, {}
             empty = functools.partial(pool_lib.empty_pool, **empty_kw)
         else:
+            name = "RolloutPool(shards) (config.grpo.partial_shards)"
+            pool_shards.check_model(sampler.config, mesh, self.shards, name)
             lay = pool_layout.layout(
                 self.shards, prompts=self.q, samples=self.g, lanes=self.lanes,
                 slots=sampler.slots, gen_pages=gen_pages, request_pages=request_pages,

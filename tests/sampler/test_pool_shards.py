@@ -4,12 +4,15 @@ request's worth per shard); under changing params the same D gives the same rows
 and policy versions on one device and on the 8-device mesh, each device holding only its
 shards' pages; settings that cannot split are errors, and pools held twice say so."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 import test_rollout_pool as one_pool
 from sampler_common import BUCKETS, CONFIG
 
+from r1jax.config.model import MoEConfig
 from r1jax.model import param_shardings
 from r1jax.sampling import Sampler
 from r1jax.sampling.rollout_pool import RolloutPool
@@ -135,3 +138,13 @@ def test_shards_that_cannot_split_are_errors():
         _pool(_paged(0), 3)
     with pytest.raises(ValueError, match="a request's 5 of the 10 generation pages"):
         _pool(_paged(10), 4)
+
+
+def test_shards_of_an_expert_parallel_mixture_of_experts_are_an_error():
+    """Its all-to-all's ``shard_map`` does not batch under the shards' vmap (one pool runs)."""
+    moe = MoEConfig(num_experts=4, experts_per_token=2, expert_mlp_dim=16, capacity_factor=4.0)
+    config = dataclasses.replace(CONFIG, moe=moe)
+    mesh = make_mesh(MeshConfig(data=2, expert=2, tensor=2))
+    sampler = Sampler(config, buckets=BUCKETS, slots=4, page_size=2, mesh=mesh)
+    with pytest.raises(ValueError, match=r"shards\) \(config.grpo.partial_shards\)=2: .* expert"):
+        _pool(sampler, 2)
