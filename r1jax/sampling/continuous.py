@@ -57,7 +57,8 @@ class SlotState:
     request has so far), ``last_C`` (its last token), ``recent_CW`` (last W tokens, -1 before
     the first), the ``cache`` row. Per request: ``tokens_RT``, ``logprobs_RT``, ``lengths_R``,
     ``done_R``, ``budget_R`` as ``loop.SamplingState`` has them per row, and ``wait_R``, the
-    decode steps run before the request got a slot (its queue wait). ``iterations``:
+    decode steps run before the request got a slot (its queue wait), and ``low_R``, the lowest
+    count a paged rewind set it back to (T: none; a pool resets it each call). ``iterations``:
     decode steps run; ``slot_steps``: slots x decode steps summed over the phases (the slots
     computed, busy or idle); ``key``: the call's key.
 
@@ -80,6 +81,7 @@ class SlotState:
     done_R: jax.Array
     budget_R: jax.Array
     wait_R: jax.Array
+    low_R: jax.Array
     key: jax.Array
 
 
@@ -256,6 +258,7 @@ def slot_state_shardings(config, num_requests, max_new, width, num_slots, cache_
         done_R=per_row(num_requests),
         budget_R=per_row(num_requests),
         wait_R=per_row(num_requests),
+        low_R=per_row(num_requests),
         key=rep,
     )
 
@@ -280,6 +283,7 @@ def empty_state(config, num_requests, num_slots, length, max_new, width, pad_id,
         done_R=jnp.zeros((num_requests,), bool),
         budget_R=jnp.full((num_requests,), max_new, jnp.int32),
         wait_R=jnp.zeros((num_requests,), jnp.int32),
+        low_R=jnp.full((num_requests,), max_new, jnp.int32),
         key=key,
     )
 

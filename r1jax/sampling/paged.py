@@ -132,7 +132,9 @@ def _rewind_youngest(s: SlotState, busy_C) -> SlotState:
     slots = _push(slots, _held_CM(slots) & one_C[:, None])
     width = slots.prompt_pages * slots.pages.page_size
     pages = dataclasses.replace(slots.pages, length=jnp.where(one_C, width, slots.pages.length))
-    first = s.tokens_RT[jnp.maximum(s.request_C[slot], 0) % s.tokens_RT.shape[0], 0]
+    row = jnp.maximum(s.request_C[slot], 0) % s.tokens_RT.shape[0]
+    first = s.tokens_RT[row, 0]
+    rewound = jnp.where(jnp.any(one_C), row, s.tokens_RT.shape[0])  # out of range: none
     recent = jnp.full(s.recent_CW.shape[1:], -1, jnp.int32).at[-1].set(first)
     dropped = jnp.where(jnp.any(one_C), s.count_C[slot] - 1, 0)
     slots = dataclasses.replace(slots, pages=pages, rewinds=slots.rewinds + dropped)
@@ -142,6 +144,8 @@ def _rewind_youngest(s: SlotState, busy_C) -> SlotState:
         count_C=jnp.where(one_C, 1, s.count_C),
         last_C=jnp.where(one_C, first, s.last_C),
         recent_CW=jnp.where(one_C[:, None], recent[None], s.recent_CW),
+        lengths_R=s.lengths_R.at[rewound].set(1, mode="drop"),
+        low_R=s.low_R.at[rewound].min(1, mode="drop"),
     )
 
 

@@ -158,6 +158,7 @@ def _merge(s: SlotState, num_slots: int) -> SlotState:
         done_R=rows(s.done_R),
         budget_R=rows(s.budget_R),
         wait_R=rows(s.wait_R),
+        low_R=rows(s.low_R),
         key=s.key[0],
     )
 

@@ -212,6 +212,7 @@ def begin(params, pool: Pool, stop_table_EW, **options) -> SlotState:
     is_paged = isinstance(pool.slots.cache, paged.PagedSlots)
     fit, refill, _ = _loop_parts(params, pool.prompts, stop_table_EW, is_paged, **options)
     s = fit(pool.slots)
+    s = dataclasses.replace(s, low_R=jnp.full_like(s.low_R, s.tokens_RT.shape[1]))  # this call's
     return fit(refill(s, s.request_C < 0))
 
 

@@ -230,12 +230,17 @@ class RolloutPool:
         return (first + np.arange(b)[None]).reshape(-1)
 
     def _record_versions(self, version: int) -> None:
-        """Marks the tokens the last call sampled (per row, past its previous count)."""
-        now_R = np.asarray(multihost.to_host(self.pool.slots.lengths_R), np.int64).reshape(-1)
+        """Marks the tokens the last call sampled (per row, past its previous count, or past
+        the count a rewind set it back to: those tokens were sampled again)."""
+        slots = self.pool.slots
+        now_R, low_R = (
+            np.asarray(x, np.int64).reshape(-1)
+            for x in multihost.to_host((slots.lengths_R, slots.low_R))
+        )
+        first_R = np.minimum(np.minimum(self.seen_R, low_R), now_R)
         columns = np.arange(self.t)[None]
-        new = (columns >= self.seen_R[:, None]) & (columns < now_R[:, None])
-        self.versions_RT[new] = version
-        self.generated += int((now_R - np.minimum(self.seen_R, now_R)).sum())
+        self.versions_RT[(columns >= first_R[:, None]) & (columns < now_R[:, None])] = version
+        self.generated += int((now_R - self.seen_R).sum())  # kept: a rewind's drop counts -
         self.seen_R = now_R
 
     def _complete(self, target_end: int) -> bool:
@@ -277,8 +282,11 @@ class RolloutPool:
             self.stop_strings,
             self.tokenizer,
         )
+        # The counts are the whole pool's: the first data shard's processes report them (the
+        # metrics sum one copy of each shard's), the others none.
+        share = lambda count: count if self.shard.index == 0 else 0
         sample = dataclasses.replace(
-            sample, useful_tokens=self.generated, slot_steps=started + slot_steps
+            sample, useful_tokens=share(self.generated), slot_steps=share(started + slot_steps)
         )
         rows = self.versions_RT[self._rows(batch.first_request)]
         rows = rows[self.shard.rows(len(rows))]  # this process's block

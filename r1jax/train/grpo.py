@@ -138,12 +138,12 @@ class _SamplerWork(_Timer):
         return out
 
     def metrics(self, mesh=None) -> dict[str, float]:
-        """``sample/useful_tokens_per_s`` (completion tokens kept per second of sampling),
-        ``sample/slot_utilisation`` (kept tokens / slot-steps computed; the rest is rows that
-        had finished, or tokens past a stop string) and ``sample/prompt_padding`` (the
-        padding fraction of the prefill batch), ``sample/queue_wait_steps`` (decode steps a row
-        waited for a continuous-batching slot, mean); over every process's rows (a
-        collective)."""
+        """``sample/useful_tokens`` (completion tokens kept) and ``.../useful_tokens_per_s``
+        (per second of sampling), ``sample/slot_utilisation`` (kept tokens / slot-steps
+        computed; the rest is rows that had finished, or tokens past a stop string) and
+        ``sample/prompt_padding`` (the padding fraction of the prefill batch),
+        ``sample/queue_wait_steps`` (decode steps a row waited for a continuous-batching slot,
+        mean); over every process's rows (a collective)."""
         keys = ("useful_tokens", "slot_steps", "prompt_padding", "prompt_slots")
         keys += ("queue_wait_steps", "rows")
         counts = np.asarray([[self.work[k] for k in keys]], np.float64)
@@ -151,6 +151,7 @@ class _SamplerWork(_Timer):
             counts = multihost.gather_shards(counts, mesh)
         work = dict(zip(keys, counts.sum(0).tolist(), strict=True))
         return {
+            "sample/useful_tokens": work["useful_tokens"],
             "sample/useful_tokens_per_s": work["useful_tokens"] / max(self.seconds, 1e-9),
             "sample/slot_utilisation": work["useful_tokens"] / max(work["slot_steps"], 1),
             "sample/prompt_padding": work["prompt_padding"] / max(work["prompt_slots"], 1),

@@ -3,6 +3,8 @@ prompts; rows cut by the step budget resume bit-identically while params are unc
 params change they continue from their cache and each token's log-prob is the policy's that
 sampled it; sharded equals unsharded; every call reuses one compiled program."""
 
+import collections
+
 import jax
 import numpy as np
 import pytest
@@ -142,6 +144,35 @@ def test_a_paged_pool_returns_the_same_batches(params, pages):
     store = pool.pool.slots.cache
     assert store.pages.k.shape[1] == 1 + 4 * 4 + (pages or 4 * 5)  # null, lanes', generation
     assert (int(store.rewinds) > 0) == (pages == 6) and int(store.peak_pages) <= (pages or 20)
+
+
+def test_rewound_rows_carry_the_version_that_sampled_them_again(params):
+    """6 pages (slots rewind: a row set back to its first token samples the rest again), params
+    changing after every batch: every token a call (re)sampled carries that call's version,
+    and the useful tokens counted are the tokens the batches keep (the dropped ones are not)."""
+    policies = [params, jax.tree.map(lambda a: a * 1.3, params)] * 2
+    sampler = Sampler(CONFIG, buckets=BUCKETS, slots=4, page_size=2, pages=6, decode_windows=1)
+    pool = _pool(sampler, max_steps=3)
+    record, calls = pool._record_versions, collections.Counter()
+    logprobs = lambda: np.array(pool.pool.slots.logprobs_RT)
+
+    def checked_record(version):
+        before = pool.before if pool.before.shape else logprobs()
+        record(version)
+        after, now = logprobs(), np.asarray(pool.pool.slots.lengths_R)[:, None]
+        columns = np.arange(T)[None]
+        sampled = (after != before) & (columns >= 1) & (columns < now)  # 0: the prefill's
+        np.testing.assert_array_equal(pool.versions_RT[sampled], version)
+        calls["tokens"] += int(sampled.sum())
+        pool.before = after
+
+    pool._record_versions, pool.before = checked_record, np.zeros(())
+    admit = pool.admit
+    pool.admit = lambda *a, **k: (admit(*a, **k), setattr(pool, "before", logprobs()))
+    harvests = _run(pool, lambda i: policies[i])
+    assert int(pool.pool.slots.cache.rewinds) > 0 and calls["tokens"] > 0
+    kept = sum(int(h.sample.lengths.sum()) for h in harvests)
+    assert sum(h.sample.work()["useful_tokens"] for h in harvests) == kept
 
 
 @pytest.mark.slow  # ~8 s: the default suite stays under 10 minutes; CI runs it with -m slow
