@@ -94,6 +94,8 @@ def test_the_store_splits_over_the_batch_axes_that_divide_it():
     assert axes(prompts=3) == ()
     assert shard_axes(None, **shape) == ()
     assert shard_axes(make_mesh(MeshConfig(data=1, fsdp=4, tensor=2)), **shape) == ("fsdp",)
+    wide = make_mesh(MeshConfig(data=2, fsdp=4))  # 4 shards fit: fsdp's 4, not data's 2
+    assert shard_axes(wide, **(shape | dict(prompts=8, slots=4, gen_pages=24))) == ("fsdp",)
     with pytest.warns(UserWarning, match="split over 2 of the mesh's 4 batch shards"):
         paged_shards._say_if_held_twice(mesh, ("data",), shape, 3)
 
