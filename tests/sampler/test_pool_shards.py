@@ -73,6 +73,20 @@ def test_shards_return_one_pools_batches(params, one_pools_batches, shards, page
     assert (int(store.rewinds.sum()) > 0) == (pages > 0) and max(h.calls for h in got) > 1
 
 
+@pytest.mark.slow  # ~8 s: the default suite stays under 10 minutes; CI runs -m slow
+def test_windowed_shards_return_the_whole_caches_batches(params, one_pools_batches):
+    """2 paged shards with one request's pages each (their 2 slots wait and rewind) attending
+    over the decode windows (``Sampler``'s default 4; one window for every shard, the largest
+    need): the batches of reading the whole cache, log-probs to rounding."""
+    pool = _pool(_paged(10), 2)
+    got = one_pool._run(pool, lambda i: params)
+    for a, b in zip(got, one_pools_batches, strict=True):
+        for field in ("tokens", "lengths", "finish_reason", "prompt_tokens"):
+            np.testing.assert_array_equal(getattr(a.sample, field), getattr(b.sample, field))
+        np.testing.assert_allclose(a.sample.logprobs, b.sample.logprobs, atol=1e-5)
+    assert int(pool.pool.slots.cache.rewinds.sum()) > 0
+
+
 @pytest.mark.slow  # ~6 s: the default suite stays under 10 minutes; CI runs -m slow
 def test_three_batches_in_flight_with_request_budgets(params):
     """6 lanes (3 batches in flight; 6 batches wrap each shard's ring twice) and per-request
