@@ -76,7 +76,7 @@ def rope_lookup(config: ModelConfig, positions_BT: jax.Array, length: int) -> Ro
 
     Computed from the positions in every layer, XLA:CPU fused the cos and sin into each q and
     k fusion of the forward and the backward and recomputed them per head there (a GRPO update
-    at the benchmark's shape: 0.71 -> 0.67 s). The table is small (``length`` x H/2, not a
+    at the benchmark's shape: 0.72 -> 0.68 s). The table is small (``length`` x H/2, not a
     ``[B, T]`` table that would stay live through the backward), and a gather costs a load.
     A position outside the range reads the table's nearest end: callers pass only positions
     that cannot be.

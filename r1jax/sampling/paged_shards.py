@@ -11,8 +11,8 @@ generation pages, and decodes slots ``d * C / D ...`` for requests ``d * R / D .
 keeps its id (its keys), so its tokens are those of the one-store sampler; a shard's slots only
 ever serve its own requests (a shard whose requests finish first idles until the last one does).
 
-D is the product of the batch axes (in the rules' order) that ``shard_axes`` finds dividing
-the work; 1 (``paged.sample`` as is) on one device.
+D is the largest product of batch axes that ``shard_axes`` finds dividing the work; 1
+(``paged.sample`` as is) on one device.
 """
 
 from __future__ import annotations

@@ -240,7 +240,7 @@ class RolloutPool:
         first_R = np.minimum(np.minimum(self.seen_R, low_R), now_R)
         columns = np.arange(self.t)[None]
         self.versions_RT[(columns >= first_R[:, None]) & (columns < now_R[:, None])] = version
-        self.generated += int((now_R - self.seen_R).sum())  # kept: a rewind's drop counts -
+        self.generated += int((now_R - self.seen_R).sum())  # net: a rewind's drop comes off
         self.seen_R = now_R
 
     def _complete(self, target_end: int) -> bool:
@@ -284,15 +284,21 @@ class RolloutPool:
         )
         # The counts are the whole pool's: the first data shard's processes report them (the
         # metrics sum one copy of each shard's), the others none.
+        # The tokens the rows gained in this batch's calls, net of rewinds (a deficit, when
+        # rewinds dropped more than the calls sampled, is carried to the next batch).
         share = lambda count: count if self.shard.index == 0 else 0
+        gained = max(self.generated, 0)
         sample = dataclasses.replace(
-            sample, useful_tokens=share(self.generated), slot_steps=share(started + slot_steps)
+            sample, useful_tokens=share(gained), slot_steps=share(started + slot_steps)
         )
         rows = self.versions_RT[self._rows(batch.first_request)]
         rows = rows[self.shard.rows(len(rows))]  # this process's block
         versions = np.where(sample.mask == 1, rows, -1).astype(np.int32)
         self.batches.popleft()
-        self.counters, self.generated = (int(counters[0]), int(counters[1])), 0
+        self.counters, self.generated = (
+            (int(counters[0]), int(counters[1])),
+            self.generated - gained,
+        )
         return Harvest(batch.payload, sample, versions, calls)
 
 

@@ -138,7 +138,8 @@ class _SamplerWork(_Timer):
         return out
 
     def metrics(self, mesh=None) -> dict[str, float]:
-        """``sample/useful_tokens`` (completion tokens kept) and ``.../useful_tokens_per_s``
+        """``sample/useful_tokens`` (completion tokens kept; partial rollouts: the tokens the
+        pool's rows gained during the iteration, net of rewinds) and ``.../useful_tokens_per_s``
         (per second of sampling), ``sample/slot_utilisation`` (kept tokens / slot-steps
         computed; the rest is rows that had finished, or tokens past a stop string) and
         ``sample/prompt_padding`` (the padding fraction of the prefill batch),
