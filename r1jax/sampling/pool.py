@@ -230,9 +230,10 @@ def needed_columns(s: SlotState) -> jax.Array:
     return (paged.needed_columns if paged_cache else continuous.needed_columns)(s)
 
 
-def window_ends(pool: Pool, max_new: int, windows: int) -> tuple[int, ...]:
-    """The decode windows of ``pool`` (or of shards' pools, ``[D, ...]``): in whole pages."""
-    cache = pool.slots.cache
+def window_ends(pool: Pool, windows: int) -> tuple[int, ...]:
+    """The decode windows of ``pool`` (or of shards' pools, ``[D, ...]``): in whole pages,
+    the last its rows' reach (prompt width + T, from the pool's own shapes)."""
+    cache, max_new = pool.slots.cache, pool.slots.tokens_RT.shape[-1]
     z = cache.pages.positions.shape[-1] if isinstance(cache, paged.PagedSlots) else 1
     return windows_lib.window_ends(pool.prompts.positions.shape[-1], max_new, windows, z)
 
@@ -274,7 +275,7 @@ def advance(
     body = lambda s, w: step(params, Pool(pool.prompts, s), stop_table_EW, w, **options)
     s = windows_lib.windowed_while(
         lambda s: keep_going(s, target_end, max_steps, start), body, s,
-        ends=window_ends(pool, max_new_tokens, windows), needed=needed_columns,
+        ends=window_ends(pool, windows), needed=needed_columns,
     )  # fmt: skip
     return Pool(prompts=pool.prompts, slots=s)
 

@@ -173,7 +173,7 @@ def advance(
     def step_all(s, window):
         return _vmap(functools.partial(step, window=window), mesh, axes)(pools.prompts, s, shard_D)
 
-    ends = pool_lib.window_ends(pools, options["max_new_tokens"], windows)
+    ends = pool_lib.window_ends(pools, windows)
     s = windowed_while(keep_going, step_all, s, ends=ends, needed=pool_lib.needed_columns)
     return Pool(pools.prompts, s)
 
