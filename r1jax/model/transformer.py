@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.config.model import ModelConfig
-from r1jax.model import layers, moe, split_cache
+from r1jax.model import attention_kernels, layers, moe, split_cache
 from r1jax.model.cache import KVCache, write_slots
 from r1jax.model.mla import mla_attention, rope_dim
 from r1jax.model.weights import materialize
@@ -71,16 +71,19 @@ def model_rope(config: ModelConfig, positions_BT: jax.Array) -> tuple[jax.Array,
 
 def rope_lookup(config: ModelConfig, positions_BT: jax.Array, length: int) -> RopeFn:
     """``model_rope(config, positions)`` for positions in ``[0, length)`` (those counted from
-    a row's mask or segments, or ``arange``), as a call for each layer's body: cos and sin
-    gathered from a ``[length, H/2]`` table computed once (the same values bit for bit).
+    a row's mask or segments, or ``arange``), as a call for each layer's body: on CPU, cos and
+    sin gathered from a ``[length, H/2]`` table computed once (the same values bit for bit).
 
     Computed from the positions in every layer, XLA:CPU fused the cos and sin into each q and
     k fusion of the forward and the backward and recomputed them per head there (a GRPO update
-    at the benchmark's shape: 0.72 -> 0.68 s). The table is small (``length`` x H/2, not a
-    ``[B, T]`` table that would stay live through the backward), and a gather costs a load.
-    A position outside the range reads the table's nearest end: callers pass only positions
-    that cannot be.
+    at the benchmark's shape: 0.72 -> 0.68 s). A position outside the range reads the table's
+    nearest end: callers pass only positions that cannot be. Other targets compute them in
+    each layer as before: compiled for TPU, the lookups left the layer scan (loop-invariant)
+    and their ``[B, T]`` results stayed live (1.5B GRPO update at 32k on v5e-8, ``r1jax
+    plan``: 15.24 -> 15.62 GiB per chip of 15.75).
     """
+    if attention_kernels.target_platform() != "cpu":
+        return lambda: model_rope(config, positions_BT)
     cos_S, sin_S = (table[0] for table in model_rope(config, jnp.arange(length)[None]))
     take = lambda table_S: jnp.take(table_S, positions_BT, axis=0, mode="clip")
     return lambda: (take(cos_S), take(sin_S))

@@ -296,6 +296,18 @@ def test_qwen3_30b_a3b_grpo_at_16k_tokens_fits_v5p_64():
     assert result["mesh"] == {"data": 1, "fsdp": 4, "expert": 8, "tensor": 1}
 
 
+def test_qwen2_5_1_5b_grpo_update_at_32k_tokens_fits_v5e_8():
+    """docs/scaling.md's figure: the 1.5B R1-Zero update at 32,768 tokens on v5e-8 (15.24 GiB
+    peak of 15.75 when planned). Guards the margin: RoPE looked up from a table (as on CPU)
+    left the layer scan when compiled for TPU and took it to 15.62 GiB."""
+    _require_tpu_compiler("v5e-8")
+    argv = ("--config=configs/r1_zero_qwen2_5_1_5b.py:32768", "--config.mesh.preset=v5e-8")
+    with jax.default_matmul_precision("default"):  # as the CLI runs (see the test above)
+        result = plan_command.plan(_stage(*argv), "v5e-8")
+    train = result["programs"]["train_step"]
+    assert result["fits"] and train["peak_bytes_per_chip"] < 15.4 * 2**30, train
+
+
 def test_qwen2_5_1_5b_lora_grpo_at_8k_tokens_fits_one_v5e_chip():
     """Issue 20's figure: rank-32 adapters over a frozen bf16 base on ONE v5e chip (15.75 GiB),
     8 x 8,192 tokens (6.35 GiB train-step peak when planned; full fine-tuning of the same run
