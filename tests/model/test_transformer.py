@@ -90,8 +90,8 @@ def test_left_padding_does_not_change_a_rows_logits(params):
 
 @pytest.mark.parametrize("scaling", [None, RopeScaling(rope_type="yarn", factor=4.0)])
 def test_rope_looked_up_from_a_table_is_computed_rope_bit_for_bit(params, scaling):
-    """``rope_lookup`` (what the no-cache forward and GRPO's update use) gives the rotations
-    computed at the positions, so the forward's values do not move."""
+    """``rope_lookup`` (what the no-cache forward and GRPO's update use on CPU) gives the
+    rotations computed at the positions, so the forward's values do not move."""
     config = dataclasses.replace(CONFIG, rope_scaling=scaling)
     tokens, mask = _left_pad([[5, 6, 7, 8], [9, 10, 11, 12, 13, 14, 15]], 7)
     positions = jnp.asarray(np.maximum(np.cumsum(mask, axis=1) - 1, 0), jnp.int32)
