@@ -29,28 +29,14 @@ import jax.numpy as jnp
 
 from r1jax.config.model import ModelConfig
 from r1jax.model import layers
-from r1jax.model.transformer import (
-    _block,
-    embed,
-    layer_stacks,
-    model_rope,
-    rope_lookup,
-    run_stack,
-)
+from r1jax.model.transformer import _block, embed, layer_stacks, rope_lookup, run_stack
 from r1jax.model.weights import materialize
-
-
-def _layer_rope(config: ModelConfig, positions_BT, below: int | None):
-    """Each layer's RoPE: looked up when the positions are known to be below ``below``."""
-    if below is None:  # in the body: see hidden_states_and_router
-        return lambda: model_rope(config, positions_BT)
-    return rope_lookup(config, positions_BT, below)
 
 
 def _prefix_pass(params, tokens_PS, positions_PS, segments_PS, config, below=None):
     """The prompts through every layer: (final hidden ``[P, S, D]``, keys ``[L, P, K, H, S]``,
     values ``[L, P, K, S, H]``) in the compute dtype."""
-    rope = _layer_rope(config, positions_PS, below)
+    rope = rope_lookup(config, positions_PS, below)  # in the body: see hidden_states_and_router
     own = lambda k, v: (k, v, positions_PS, segments_PS, (k, v))
 
     def body(x, xs):
@@ -98,7 +84,7 @@ def shared_prefix_hidden(
     )
     k_pos = jnp.concatenate([repeat(prefix_positions_PS), positions_BT], axis=1)
     k_seg = jnp.concatenate([repeat(prefix_segments_PS), segments_BT], axis=1)
-    rope = _layer_rope(config, positions_BT, positions_below)
+    rope = rope_lookup(config, positions_BT, positions_below)
 
     def body(x, xs):
         layer, _, (prefix_k, prefix_v) = xs

@@ -69,10 +69,11 @@ def model_rope(config: ModelConfig, positions_BT: jax.Array) -> tuple[jax.Array,
     return layers.rope_table(positions_BT, inv_freq, factor)
 
 
-def rope_lookup(config: ModelConfig, positions_BT: jax.Array, length: int) -> RopeFn:
-    """``model_rope(config, positions)`` for positions in ``[0, length)`` (those counted from
-    a row's mask or segments, or ``arange``), as a call for each layer's body: on CPU, cos and
-    sin gathered from a ``[length, H/2]`` table computed once (the same values bit for bit).
+def rope_lookup(config: ModelConfig, positions_BT: jax.Array, length: int | None) -> RopeFn:
+    """``model_rope(config, positions)`` as a call for each layer's body. For positions in
+    ``[0, length)`` (those counted from a row's mask or segments, or ``arange``), on CPU: cos
+    and sin gathered from a ``[length, H/2]`` table computed once (the same values bit for
+    bit); with ``length`` None (no bound known), or on other targets, computed in the layer.
 
     Computed from the positions in every layer, XLA:CPU fused the cos and sin into each q and
     k fusion of the forward and the backward and recomputed them per head there (a GRPO update
@@ -82,7 +83,7 @@ def rope_lookup(config: ModelConfig, positions_BT: jax.Array, length: int) -> Ro
     and their ``[B, T]`` results stayed live (1.5B GRPO update at 32k on v5e-8, ``r1jax
     plan``: 15.24 -> 15.62 GiB per chip of 15.75).
     """
-    if attention_kernels.target_platform() != "cpu":
+    if length is None or attention_kernels.target_platform() != "cpu":
         return lambda: model_rope(config, positions_BT)
     cos_S, sin_S = (table[0] for table in model_rope(config, jnp.arange(length)[None]))
     take = lambda table_S: jnp.take(table_S, positions_BT, axis=0, mode="clip")
@@ -225,12 +226,11 @@ def hidden_states_and_router(
     piece a reader follows from embedding to final norm.
     """
     b, t = tokens_BT.shape
+    rope_bound = t if positions is None and cache is None else None  # positions 0 ... T-1
     if positions is None:
         start = 0 if cache is None else cache.length
         start = jnp.reshape(start, (-1, 1))  # [1, 1], or [B, 1] for per-row cache lengths
         positions = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
-        if cache is None and rope is None:  # 0..T-1
-            rope = rope_lookup(config, positions, t)
     if segment_ids is None:
         segment_ids = jnp.ones((b, t), jnp.int32)
     dtype = config.dtype
@@ -239,7 +239,7 @@ def hidden_states_and_router(
     # Computed (or looked up) in each layer's body: outside the scan, the [B, T, 1, H/2] tables
     # would stay live through the forward and backward (268 MB at 16 rows x 32,768 tokens).
     if rope is None:
-        layer_rope = lambda: model_rope(config, positions)
+        layer_rope = rope_lookup(config, positions, rope_bound)
     else:
         layer_rope = rope if callable(rope) else lambda: rope
     blocks = functools.partial(_block, config=config, q_pos=positions)

@@ -282,10 +282,9 @@ class RolloutPool:
             self.stop_strings,
             self.tokenizer,
         )
-        # The counts are the whole pool's: the first data shard's processes report them (the
-        # metrics sum one copy of each shard's), the others none.
-        # The tokens the rows gained in this batch's calls, net of rewinds (a deficit, when
-        # rewinds dropped more than the calls sampled, is carried to the next batch).
+        # Useful tokens: what the rows gained in this batch's calls, net of rewinds (a deficit
+        # carries to the next batch). The counts are the whole pool's: the first data shard's
+        # processes report them (the metrics sum one copy of each shard's), the others none.
         share = lambda count: count if self.shard.index == 0 else 0
         gained = max(self.generated, 0)
         sample = dataclasses.replace(
@@ -295,10 +294,8 @@ class RolloutPool:
         rows = rows[self.shard.rows(len(rows))]  # this process's block
         versions = np.where(sample.mask == 1, rows, -1).astype(np.int32)
         self.batches.popleft()
-        self.counters, self.generated = (
-            (int(counters[0]), int(counters[1])),
-            self.generated - gained,
-        )
+        self.counters = (int(counters[0]), int(counters[1]))
+        self.generated -= gained
         return Harvest(batch.payload, sample, versions, calls)
 
 
