@@ -42,6 +42,17 @@ def test_unknown_keys_name_the_nearest_valid_key():
         typed({"kind": "sft", "train": {"steps": "10"}})
 
 
+def test_grpo_sampling_settings_are_checked_when_the_config_is_built():
+    for field, value in (("temperature", 0.0), ("top_k", -1), ("top_p", 0.0), ("top_p", 1.5)):
+        with pytest.raises(ValueError, match=r"config.grpo.temperature=.*GRPO samples G"):
+            GRPOConfig(**{field: value})
+
+
+def test_an_argument_to_a_config_without_one_is_an_error_naming_the_file():
+    with pytest.raises(ValueError, match=r"grpo_tiny.py: get_config\(\) takes no argument"):
+        parse_config(["--config=configs/grpo_tiny.py:foo"], command="t", default="x")
+
+
 def test_r1_is_the_baseline_and_a_variant_fills_only_unset_fields():
     r1 = GRPOConfig()
     assert (r1.beta, r1.eps_low, r1.eps_high, r1.aggregation) == (0.001, 0.2, None, "seq_mean")

@@ -8,6 +8,12 @@ from r1jax.config.pool_layout import layout
 
 def check_decoding(grpo) -> None:
     """Raises ValueError naming the ``config.grpo`` keys of an impossible combination."""
+    if not grpo.temperature > 0 or grpo.top_k < 0 or not 0 < grpo.top_p <= 1:
+        raise ValueError(
+            f"config.grpo.temperature={grpo.temperature}, top_k={grpo.top_k}, "
+            f"top_p={grpo.top_p}: GRPO samples G different completions per prompt, so "
+            "temperature > 0, top_k >= 0 (0: off) and 0 < top_p <= 1"
+        )
     paged = grpo.decode_page_size and grpo.decode_min_slots
     if (
         grpo.decode_slots < 0

@@ -12,6 +12,7 @@ converted to frozen sections (``r1jax.config.typed``) before any pure function s
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,7 +53,11 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {resolved}: defines no get_config()")
-    return module.get_config(arg) if arg else module.get_config()
+    if not arg:
+        return module.get_config()
+    if not inspect.signature(module.get_config).parameters:
+        raise ValueError(f"config file {resolved}: get_config() takes no argument, got {path!r}")
+    return module.get_config(arg)
 
 
 def _check_overrides(config, argv: Sequence[str]) -> None:
