@@ -18,7 +18,13 @@ terms. The ``*_loss`` functions on full ``[B, T, V]`` logits are the two compose
 """
 
 from r1jax.losses.advantages import group_advantages, group_is_degenerate
-from r1jax.losses.aggregation import AGGREGATIONS, aggregate, batch_normalizer, masked_mean
+from r1jax.losses.aggregation import (
+    AGGREGATIONS,
+    aggregate,
+    batch_normalizer,
+    batch_share,
+    masked_mean,
+)
 from r1jax.losses.chunked import chunked_map
 from r1jax.losses.distill import distill_loss, distill_positions, distill_reduce, teacher_topk
 from r1jax.losses.grpo import grpo_loss, truncated_is_weights
@@ -32,6 +38,7 @@ __all__ = [
     "add_router_losses",
     "aggregate",
     "batch_normalizer",
+    "batch_share",
     "bradley_terry_loss",
     "chunked_map",
     "distill_loss",

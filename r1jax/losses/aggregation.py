@@ -97,6 +97,17 @@ def batch_normalizer(
     return jnp.asarray(num_sequences * max_tokens, jnp.float32)
 
 
+def batch_share(mask_BT: jax.Array, normalizer, aggregation: Aggregation = "token_mean", **kw):
+    """f32 []: this micro-batch's part of the full batch's ``normalizer`` (``batch_normalizer``
+    of the full batch; ``kw`` as its): the micro-batches' shares sum to 1, and a whole batch's
+    is 1. Weights a term that is a mean over the micro-batch (a router loss) so that the
+    micro-batches' sum is the batch's mean of it."""
+    count = batch_normalizer(mask_BT, aggregation, **kw)
+    if aggregation != "constant":  # the count is clamped to >= 1; an empty one is 0
+        count = jnp.where(jnp.sum(as_mask(mask_BT)) > 0, count, 0.0)
+    return count / normalizer
+
+
 def aggregate(
     x_BT: jax.Array,
     mask_BT: jax.Array,

@@ -140,7 +140,8 @@ def sft_objective(params, frozen, batch, model_config, normalizer, options=None)
         model_config.logits_chunk,
     )
     loss, metrics = losses.sft_reduce(nll, correct, mask, normalizer=normalizer)
-    return losses.add_router_losses(loss, metrics, router, model_config)
+    share = losses.batch_share(mask, normalizer)
+    return losses.add_router_losses(loss, metrics, router, model_config, share)
 
 
 # ---------------------------------------------------------------------------- distill
@@ -155,7 +156,8 @@ def distill_objective(
     the batch's precomputed top-k. ``options.hard_weight`` > 0 adds that times the SFT loss on
     the data's own tokens (Hinton et al.'s soft + hard targets; metrics ``hard/*``)."""
     targets, mask = shifted_targets(batch)
-    models = [(params, model_config, _sequence_hidden(params, batch, model_config)[0])]
+    hidden, router = _sequence_hidden(params, batch, model_config)
+    models = [(params, model_config, hidden)]
     xs = {}
     if options.teacher == "topk":
         xs["topk"] = (batch["teacher_topk_indices"][:, :-1], batch["teacher_topk_logprobs"][:, :-1])
@@ -174,13 +176,16 @@ def distill_objective(
         return (soft, losses.sft_positions(logits[0], xs_chunk["targets"])) if hard else soft
 
     out = over_chunks(fn, tuple(models), xs, model_config.logits_chunk)
+    share = losses.batch_share(mask, normalizer)
     if not hard:
-        return losses.distill_reduce(*out, mask, normalizer=normalizer)
+        loss, metrics = losses.distill_reduce(*out, mask, normalizer=normalizer)
+        return losses.add_router_losses(loss, metrics, router, model_config, share)
     soft_loss, metrics = losses.distill_reduce(*out[0], mask, normalizer=normalizer)
     hard_loss, hard_metrics = losses.sft_reduce(*out[1], mask, normalizer=normalizer)
     loss = soft_loss + options.hard_weight * hard_loss
     metrics |= {f"hard/{k}": v for k, v in hard_metrics.items() if k != "num_tokens"}
-    return loss, metrics | {"loss": loss, "soft_loss": soft_loss}
+    metrics |= {"loss": loss, "soft_loss": soft_loss}
+    return losses.add_router_losses(loss, metrics, router, model_config, share)
 
 
 # ------------------------------------------------------------------------------ GRPO
@@ -342,7 +347,15 @@ def grpo_objective(
         normalizer=normalizer,
         segment_ids_BT=view["segment_ids"] if packed else None,
     )
-    return losses.add_router_losses(loss, metrics, terms.get("router"), model_config)
+    share = losses.batch_share(
+        mask,
+        normalizer,
+        options.aggregation,
+        max_tokens=options.max_tokens,
+        **(dict(segment_ids_BT=view["segment_ids"], num_sequences=jnp.sum(batch["num_sequences"]))
+           if packed else {}),
+    )  # fmt: skip
+    return losses.add_router_losses(loss, metrics, terms.get("router"), model_config, share)
 
 
 # ---------------------------------------------------------------------------- setup

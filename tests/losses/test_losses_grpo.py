@@ -14,6 +14,7 @@ import pytest
 
 from r1jax.losses import (
     batch_normalizer,
+    batch_share,
     grpo_loss,
     token_entropy,
     token_logprobs,
@@ -278,3 +279,15 @@ def test_token_logprobs_and_entropy_match_reference_and_are_f32():
     assert bf16[0].dtype == bf16[1].dtype == jnp.float32
     logits[..., 0] = -np.inf  # a masked vocab entry
     assert np.all(np.isfinite(np.asarray(both(logits, targets)[1])))
+
+
+@pytest.mark.parametrize("aggregation", ["token_mean", "seq_mean", "constant"])
+def test_micro_batch_shares_sum_to_one(aggregation):
+    mask = np.array([[1, 1, 0], [0, 0, 0], [1, 0, 0], [1, 1, 1]], np.float32)
+    kw = {"max_tokens": 3} if aggregation == "constant" else {}
+    full = batch_normalizer(mask, aggregation, **kw)
+    shares = [batch_share(mask[i : i + 2], full, aggregation, **kw) for i in (0, 2)]
+    np.testing.assert_allclose(sum(shares), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(batch_share(mask, full, aggregation, **kw), 1.0)
+    empty = batch_share(mask[1:2], full, aggregation, **kw)
+    assert float(empty) == (0.25 if aggregation == "constant" else 0.0)
