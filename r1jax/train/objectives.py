@@ -347,14 +347,10 @@ def grpo_objective(
         normalizer=normalizer,
         segment_ids_BT=view["segment_ids"] if packed else None,
     )
-    share = losses.batch_share(
-        mask,
-        normalizer,
-        options.aggregation,
-        max_tokens=options.max_tokens,
-        **(dict(segment_ids_BT=view["segment_ids"], num_sequences=jnp.sum(batch["num_sequences"]))
-           if packed else {}),
-    )  # fmt: skip
+    kw = {"max_tokens": options.max_tokens}
+    if packed:
+        kw |= {"segment_ids_BT": view["segment_ids"], "num_sequences": batch["num_sequences"].sum()}
+    share = losses.batch_share(mask, normalizer, options.aggregation, **kw)
     return losses.add_router_losses(loss, metrics, terms.get("router"), model_config, share)
 
 
