@@ -171,6 +171,7 @@ class ModelConfig:
     rope_scaling: RopeScaling | None = None
     rms_norm_eps: float = 1e-6
     qkv_bias: bool = False
+    o_bias: bool = False  # the attention output projection's bias (Qwen3's, Llama's attention_bias)
     tie_embeddings: bool = True
     sliding_window: int | None = None
     attention_impl: str = "auto"
@@ -221,11 +222,11 @@ class ModelConfig:
         if self.logits_chunk < 0:
             raise ValueError(f"model.logits_chunk={self.logits_chunk}; >= 0 (0 = unchunked)")
         if self.mla is not None and (
-            self.qkv_bias or self.qk_norm or self.head_dim != self.mla.qk_head_dim
+            self.qkv_bias or self.o_bias or self.qk_norm or self.head_dim != self.mla.qk_head_dim
         ):
             raise ValueError(
                 "model.mla: head_dim must be qk_nope_head_dim + qk_rope_head_dim "
-                f"({self.mla.qk_head_dim}), without qkv_bias or qk_norm"
+                f"({self.mla.qk_head_dim}), without qkv_bias, o_bias or qk_norm"
             )
         if self.moe is not None and self.moe.dense_layers >= self.num_layers:
             raise ValueError(
@@ -260,7 +261,7 @@ class ModelConfig:
             self.head_dim,
         )
         attention = 2 * d + d * h * (n + 2 * k) + n * h * d
-        attention += h * (n + 2 * k) * self.qkv_bias + 2 * h * self.qk_norm
+        attention += h * (n + 2 * k) * self.qkv_bias + 2 * h * self.qk_norm + d * self.o_bias
         if self.mla is not None:
             m = self.mla
             queries = d * n * h if not m.q_lora_rank else m.q_lora_rank * (d + 1 + n * h)

@@ -154,6 +154,8 @@ def _gqa_mapping(config: ModelConfig) -> dict[str, tuple[str, Callable, Callable
             k_bias=(attn + "k_proj.bias", *bias(k)),
             v_bias=(attn + "v_proj.bias", *bias(k)),
         )
+    if config.o_bias:
+        table.update(o_bias=(attn + "o_proj.bias", *same))
     if config.qk_norm:
         table.update(q_norm=(attn + "q_norm.weight", *same), k_norm=(attn + "k_norm.weight", *same))
     return table

@@ -62,11 +62,24 @@ def _rope(hf: dict) -> tuple[float, RopeScaling | None]:
     return float(rope_theta), scaling
 
 
-def _sliding_window(hf: dict) -> int | None:
-    if not hf.get("use_sliding_window"):
+def _sliding_window(hf: dict, model_type: str) -> int | None:
+    """The window of every layer, or None. Qwen2 / Qwen3 window the layers of ``layer_types``
+    "sliding_attention" (else those from ``max_window_layers`` on, default 28), only with
+    ``use_sliding_window``; Qwen3-MoE every layer. A window on some layers only is refused."""
+    if not hf.get("use_sliding_window") or hf.get("sliding_window") is None:
         return None
-    if hf.get("max_window_layers", 0) not in (0, hf["num_hidden_layers"]):
-        _refuse("max_window_layers", hf["max_window_layers"], "a window on some layers only")
+    if model_type in ("qwen2", "qwen3"):
+        layers = hf["num_hidden_layers"]
+        types = hf.get("layer_types")
+        if types is not None:
+            windowed = [t == "sliding_attention" for t in types]
+        else:
+            windowed = [i >= hf.get("max_window_layers", 28) for i in range(layers)]
+        if not any(windowed):
+            return None
+        if not all(windowed):
+            key = "layer_types" if types is not None else "max_window_layers"
+            _refuse(key, hf.get(key, 28), "a window on some layers only")
     return int(hf["sliding_window"])
 
 
@@ -87,8 +100,19 @@ def _moe(hf: dict) -> MoEConfig:
     )
 
 
+# ``transformers.DeepseekV3Config``'s defaults of the keys read here, for a config.json that
+# leaves them out (transformers reads such a file with these).
+_DEEPSEEK_DEFAULTS = dict(
+    q_lora_rank=1536, n_routed_experts=256, num_experts_per_tok=8, n_shared_experts=1,
+    routed_scaling_factor=2.5, n_group=8, topk_group=4, first_k_dense_replace=3,
+    norm_topk_prob=True,
+)  # fmt: skip
+
+
 def _deepseek(hf: dict) -> dict:
-    """DeepSeek-V3's ``ModelConfig`` fields: MLA and its experts."""
+    """DeepSeek-V3's ``ModelConfig`` fields: MLA and its experts (keys left out take
+    ``transformers``' defaults)."""
+    hf = _DEEPSEEK_DEFAULTS | hf
     if hf.get("scoring_func", "sigmoid") != "sigmoid":
         _refuse("scoring_func", hf["scoring_func"], "only sigmoid (DeepSeek-V3) routing")
     if hf.get("topk_method", "noaux_tc") != "noaux_tc":
@@ -103,7 +127,7 @@ def _deepseek(hf: dict) -> dict:
         v_head_dim=int(hf["v_head_dim"]),
     )
     layers = hf["num_hidden_layers"]
-    dense = min(int(hf.get("first_k_dense_replace", 0)), layers)
+    dense = min(int(hf["first_k_dense_replace"] or 0), layers)
     moe = None
     if dense < layers and hf.get("n_routed_experts"):
         moe = MoEConfig(
@@ -111,11 +135,11 @@ def _deepseek(hf: dict) -> dict:
             experts_per_token=int(hf["num_experts_per_tok"]),
             expert_mlp_dim=int(hf["moe_intermediate_size"]),
             router="sigmoid",
-            norm_topk_prob=bool(hf.get("norm_topk_prob", True)),
-            expert_groups=int(hf.get("n_group") or 1),
-            groups_per_token=int(hf.get("topk_group") or 1),
-            routed_scaling=float(hf.get("routed_scaling_factor", 1.0)),
-            shared_experts=int(hf.get("n_shared_experts") or 0),
+            norm_topk_prob=bool(hf["norm_topk_prob"]),
+            expert_groups=int(hf["n_group"] or 1),
+            groups_per_token=int(hf["topk_group"] or 1),
+            routed_scaling=float(hf["routed_scaling_factor"]),
+            shared_experts=int(hf["n_shared_experts"] or 0),
             dense_layers=dense,
         )
     heads = hf["num_attention_heads"]
@@ -133,8 +157,6 @@ def config_from_hf(hf: dict, **overrides) -> ModelConfig:
         _refuse("mlp_bias", True, "not supported")
     if hf.get("hidden_act", "silu") != "silu":
         _refuse("hidden_act", hf["hidden_act"], "only silu (SwiGLU)")
-    if model_type == "llama" and hf.get("attention_bias"):
-        _refuse("attention_bias", True, "the llama o_proj bias is not supported")
     rope_theta, scaling = _rope(hf)
     num_heads = hf["num_attention_heads"]
     fields = dict(
@@ -149,10 +171,11 @@ def config_from_hf(hf: dict, **overrides) -> ModelConfig:
         rope_scaling=scaling,
         rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
         qkv_bias=model_type == "qwen2" or bool(hf.get("attention_bias")),
+        o_bias=model_type != "qwen2" and bool(hf.get("attention_bias")),  # Qwen2: q, k, v only
         qk_norm=model_type in ("qwen3", "qwen3_moe"),
         moe=_moe(hf) if model_type == "qwen3_moe" else None,
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        sliding_window=_sliding_window(hf),
+        sliding_window=_sliding_window(hf, model_type),
         max_position_embeddings=hf.get("max_position_embeddings", 4096),
         score_head=_is_reward_model(hf),
     )
@@ -175,7 +198,14 @@ def _is_reward_model(hf: dict) -> bool:
 
 def model_type(config: ModelConfig) -> str:
     """The HF family ``config`` is written as: DeepSeek-V3 with MLA, Qwen3(-MoE) with QK norm,
-    else Qwen2 with QKV bias, else Llama."""
+    else Qwen2 with QKV bias (and no output bias), else Llama. Qwen3's and Llama's
+    ``attention_bias`` covers q, k, v and o: their ``qkv_bias`` and ``o_bias`` must agree."""
+    qwen2 = config.qkv_bias and not config.o_bias and not config.qk_norm and config.moe is None
+    if config.mla is None and config.qkv_bias != config.o_bias and not qwen2:
+        raise ValueError(
+            f"HF export: model.qkv_bias={config.qkv_bias}, o_bias={config.o_bias}: Qwen3's and "
+            "Llama's attention_bias covers q, k, v and o together (Qwen2: q, k, v only)"
+        )
     if config.mla is not None:
         if config.moe is not None and config.moe.router != "sigmoid":
             raise ValueError("HF export of MLA: only DeepSeek-V3's experts (sigmoid router)")
@@ -189,7 +219,7 @@ def model_type(config: ModelConfig) -> str:
         return "qwen3_moe"
     if config.qk_norm:
         return "qwen3"
-    return "qwen2" if config.qkv_bias else "llama"
+    return "qwen2" if qwen2 else "llama"
 
 
 def _deepseek_to_hf(config: ModelConfig) -> dict:
@@ -263,14 +293,14 @@ def config_to_hf(config: ModelConfig, dtype: str) -> dict:
     if config.score_head:
         hf.update(num_labels=1, id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0})
     if family == "llama":
-        hf.update(attention_bias=False, mlp_bias=False)
+        hf.update(attention_bias=config.qkv_bias, mlp_bias=False)
         return hf
     if family == "deepseek_v3":
         return hf | _deepseek_to_hf(config)
     hf.update(
         use_sliding_window=config.sliding_window is not None,
         sliding_window=config.sliding_window,
-        max_window_layers=config.num_layers,
+        max_window_layers=0 if config.sliding_window is not None else config.num_layers,
     )
     if family in ("qwen3", "qwen3_moe"):
         hf.update(attention_bias=config.qkv_bias)

@@ -59,7 +59,7 @@ def trace(params: dict, tokens_BT: jax.Array, config: ModelConfig) -> Trace:
         a_BNTS = _attention_probs(q, k, mask)
         v_BTNH = jnp.repeat(v, config.num_heads // config.num_kv_heads, axis=2)
         out = jnp.einsum("bnts,bsnh->btnh", a_BNTS, v_BTNH)
-        x = x + layers.dense(out, p["o"], in_dims=2)
+        x = x + layers.attention_output(out, p, config)
         h = layers.rms_norm(x, p["mlp_norm"], config.rms_norm_eps)
         x = x + feed_forward(h, p, config)[0]
         residuals.append(x)

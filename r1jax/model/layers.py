@@ -222,6 +222,13 @@ def swiglu(x_BTD: jax.Array, gate_DF, up_DF, down_FD) -> jax.Array:
     return dense(hidden, down_FD)
 
 
+def attention_output(attn_BTNH: jax.Array, p: dict, config: ModelConfig) -> jax.Array:
+    """The heads' outputs projected back to ``[B, T, D]`` (plus Qwen3's / Llama's optional
+    bias)."""
+    out = dense(attn_BTNH, p["o"], in_dims=2)
+    return out + p["o_bias"].astype(out.dtype) if config.o_bias else out
+
+
 def qkv_projection(x_BTD: jax.Array, p: dict, config: ModelConfig):
     """Returns ``q [B,T,N,H]``, ``k, v [B,T,K,H]`` (with the optional Qwen2 biases and Qwen3's
     per-head RMSNorm of queries and keys)."""

@@ -9,6 +9,7 @@ Param tree (L layers, D hidden, N heads, K kv heads, H head dim, F mlp dim, V vo
     layers/attn_norm [L, D]     layers/q [L, D, N, H]   layers/k, v [L, D, K, H]
     layers/q_bias [L, N, H]     layers/k_bias, v_bias [L, K, H]      (only with qkv_bias)
     layers/o    [L, N, H, D]    layers/mlp_norm [L, D]
+    layers/o_bias [L, D]                                           (only with o_bias)
     layers/gate, up [L, D, F]   layers/down [L, F, D]
     layers/q_norm, k_norm [L, H]                                    (only with qk_norm: Qwen3)
     final_norm  [D]
@@ -94,6 +95,8 @@ def _attention_specs(config: ModelConfig, L: int) -> dict:
         specs["q_bias"] = ParamSpec((L, n, h), ("layers", "heads", "head_dim"), "zeros")
         specs["k_bias"] = ParamSpec((L, k, h), ("layers", "kv_heads", "head_dim"), "zeros")
         specs["v_bias"] = ParamSpec((L, k, h), ("layers", "kv_heads", "head_dim"), "zeros")
+    if config.o_bias:
+        specs["o_bias"] = ParamSpec((L, d), ("layers", "norm"), "zeros")
     if config.qk_norm:
         specs["q_norm"] = ParamSpec((L, h), ("layers", "norm"), "ones")
         specs["k_norm"] = ParamSpec((L, h), ("layers", "norm"), "ones")

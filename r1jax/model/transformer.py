@@ -45,7 +45,7 @@ def _block(x_BTD, p, config: ModelConfig, rope, q_pos, q_seg, kv_fn, q_offset=0,
         kv_fn = kv_fn or (lambda k, v: (k, v, q_pos, q_seg, None))
         keys, values, k_pos, k_seg, extra = kv_fn(k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3))
         attn = layers.attend(q, keys, values, q_pos, q_seg, k_pos, k_seg, config, q_offset=q_offset)
-    x_BTD = x_BTD + layers.dense(attn, p["o"], in_dims=2)
+    x_BTD = x_BTD + layers.attention_output(attn, p, config)
     x_BTD = constrain(x_BTD, ("batch", "seq", "act_embed"))
     h = layers.rms_norm(x_BTD, p["mlp_norm"], config.rms_norm_eps)
     y, stats = feed_forward(h, p, config, q_seg != 0, replay)

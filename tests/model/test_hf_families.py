@@ -38,9 +38,10 @@ def _qwen3(tmp_path):
     torch.manual_seed(0)
     model = transformers.Qwen3ForCausalLM(cfg).eval()
     _randomise_norms(model, 0)
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.k_proj.bias.normal_(0.0, 0.5)
+    with torch.no_grad():  # q, k, v and o biases (attention_bias), random
+        for name, param in model.named_parameters():
+            if name.endswith("_proj.bias"):
+                param.normal_(0.0, 0.5)
     return model
 
 
@@ -119,6 +120,28 @@ def test_unsupported_options_are_refused_by_name(tmp_path, change, message):
     hf_cfg = json.loads((tmp_path / "hf" / "config.json").read_text()) | change
     with pytest.raises(ValueError, match=message):
         hf.config_from_hf(hf_cfg)
+
+
+def test_deepseek_v3_keys_left_out_take_transformers_defaults():
+    fields = dict(model_type="deepseek_v3", vocab_size=8, hidden_size=8, num_hidden_layers=4,
+                  num_attention_heads=2, intermediate_size=8, moe_intermediate_size=4,
+                  kv_lora_rank=4, qk_nope_head_dim=4, qk_rope_head_dim=2, v_head_dim=4)  # fmt: skip
+    moe, mla = hf.config_from_hf(fields).moe, hf.config_from_hf(fields).mla
+    want = transformers.DeepseekV3Config(**fields)
+    assert (moe.num_experts, moe.experts_per_token) == (
+        want.n_routed_experts,
+        want.num_experts_per_tok,
+    )
+    assert (moe.expert_groups, moe.groups_per_token) == (want.n_group, want.topk_group)
+    assert (moe.routed_scaling, moe.shared_experts) == (
+        want.routed_scaling_factor,
+        want.n_shared_experts,
+    )
+    assert (moe.dense_layers, moe.norm_topk_prob) == (
+        want.first_k_dense_replace,
+        want.norm_topk_prob,
+    )
+    assert mla.q_lora_rank == want.q_lora_rank
 
 
 def _deepseek_v3(tmp_path, q_lora_rank=24):
