@@ -31,6 +31,8 @@ class AccuracyReward:
     timeout: float = DEFAULT_TIMEOUT
     preload: ClassVar[tuple[str, ...]] = ("sympy", "math_verify", "latex2sympy2_extended")
 
+    score_range = (0.0, 1.0)  # every score it gives lies here
+
     def warm_up(self) -> None:
         """Loads the math engine (imports, LaTeX grammar) with one check under no time limit, so
         that no item's limit is spent on it (`RewardPool` calls this in each new worker)."""

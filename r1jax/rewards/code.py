@@ -31,11 +31,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from r1jax.rewards import code_asserts as ca
 from r1jax.rewards import incidents
-from r1jax.rewards.extract import final_region
+from r1jax.rewards.extract import answer_blocks, final_region
 from r1jax.rewards.sandbox import SandboxLimits, check_sandbox, run_python
 
 _FENCE_RE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
-_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +105,7 @@ def extract_program(completion: str) -> str | None:
     region = final_region(completion)
     if region is None:
         return None
-    answers = _ANSWER_RE.findall(region)
+    answers = answer_blocks(region)
     if len(answers) > 1:
         return None
     text = answers[0] if answers else region
@@ -141,6 +140,8 @@ class CodeReward:
     isolate_network: bool = True
     max_cases: int = 64
     allow_unsandboxed: bool = False
+
+    score_range = (0.0, 1.0)  # every score it gives lies here
 
     def __post_init__(self):
         check_sandbox(self.limits)  # Refuse to start, not fail on the first completion.
@@ -181,10 +182,11 @@ class CodeReward:
         if result.timed_out or result.returncode != 0:
             return None
         try:
-            values = [ca.decode_value(v) for v in json.loads(result.stdout.decode("utf-8"))]
+            values, records = json.loads(result.stdout.decode("utf-8"))
+            values = [ca.decode_value(v) for v in (records if split.inline else values)]
         except (ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError, RecursionError):
             return None
-        return (split, values) if len(values) == len(split.parts) else None
+        return (split, values) if split.inline or len(values) == len(split.parts) else None
 
     def _asserts(self, program: str, cases: list[AssertCase], pool) -> list[bool]:
         try:
@@ -199,9 +201,6 @@ class CodeReward:
                 verdicts[i] = False
                 continue
             split, values = found
-            if split.template is None:  # Inline fallback: the value must be exactly True.
-                verdicts[i] = values[0] is True
-                continue
             source = split.judge_source(values)
             verdicts[i] = ca.judge_locally(source)
             if verdicts[i] is None:

@@ -9,11 +9,14 @@ values substituted as literals, is judged by the parent (plain literal compariso
 second sandbox that never sees the program. The program never sees the expected values, and
 ``sys.exit(0)``, ``os._exit(0)``, printing "All tests passed" or writing files decide nothing.
 
-Fallback: when a program-rooted part uses names bound inside the test (a comprehension variable
-in ``all(f(i) == i * i for i in range(5))``), the whole assertion runs next to the program, with
-pristine builtins and every program value type-checked, and must evaluate to exactly ``True``.
-That path trusts module attributes (a program could patch ``math.isclose``), so write tests as
-comparisons where it matters.
+When a program-rooted part uses names bound inside the test (a comprehension variable in
+``all(f(i) == i * i for i in range(5))``), the whole assertion runs next to the program only to
+record, in order, the plain value of each program-rooted call it makes; the judge then
+evaluates the assertion without the program, each such call replaced by the next recorded
+value, and it must be exactly ``True`` with every value used. A program that patches builtins
+or the runner can at most forge the values, never the verdict. The program runs next to the
+whole assertion there, so one that inspects its interpreter could read the expected values:
+write tests as comparisons where that matters.
 """
 
 from __future__ import annotations
@@ -73,15 +76,16 @@ import builtins as _builtins
 _pristine = dict(_builtins.__dict__)
 _ns = {"__name__": "__solution__"}
 exec(compile(SETUP + "\n" + PROGRAM, "solution.py", "exec"), _ns)
+_rec = []
 def _chk(x):
-    _enc(x)
+    _rec.append(_enc(x))
     return x
 _vals = []
 for _e in EXPRESSIONS:
     _g = dict(_ns)
     _g["__builtins__"], _g["__chk"] = dict(_pristine), _chk
     _vals.append(_enc(eval(compile(_e, "<test>", "eval"), _g)))
-_write(_out, _json.dumps(_vals).encode())
+_write(_out, _json.dumps([_vals, _rec]).encode())
 _exit(0)
 """
 
@@ -179,12 +183,18 @@ class SplitAssert:
     """One assertion: program-rooted parts to evaluate, and a template to judge them with."""
 
     parts: tuple[str, ...]  # Sources evaluated next to the program.
-    template: ast.Expression | None  # Test expression with parts replaced by `__v{i}` names.
+    template: ast.Expression  # Test expression with parts replaced by `__v{i}` names.
+    inline: bool = False  # The parts use names bound in the test: record and replay.
 
     def judge_source(self, values: list) -> str:
-        """The assertion's expression with the program's values substituted as literals."""
+        """The assertion's expression with the program's values substituted as literals; an
+        inline one's ``values`` are the recorded calls, replayed in order (each placeholder
+        takes the next), and all of them must be used."""
         fresh = parse(ast.unparse(self.template), mode="eval")
-        return ast.unparse(_Substitute(lambda i: value_source(values[i])).visit(fresh))
+        if not self.inline:
+            return ast.unparse(_Substitute(lambda i: value_source(values[i])).visit(fresh))
+        body = ast.unparse(_Substitute(lambda i: "__r.pop(0)").visit(fresh))
+        return f"(lambda __r: ({body}) is True and not __r)({value_source(list(values))})"
 
 
 def split_assert(statement: str, program_names: set[str], test_names: set[str]) -> SplitAssert:
@@ -211,11 +221,12 @@ def split_assert(statement: str, program_names: set[str], test_names: set[str]) 
                 return ast.Name(id=f"__v{len(parts) - 1}", ctx=ast.Load())
             return super().generic_visit(node)
 
-    template = _Cut().visit(ast.Expression(body=test))
-    if inline:  # Every program value still passes the exact-type check, via `__chk`.
-        checked = _Substitute(lambda i: f"__chk({parts[i]})").visit(template)
-        return SplitAssert(parts=(ast.unparse(checked),), template=None)
-    return SplitAssert(parts=tuple(parts), template=ast.fix_missing_locations(template))
+    template = ast.fix_missing_locations(_Cut().visit(ast.Expression(body=test)))
+    if inline:  # `__chk` records each program value (exact plain types) for the judge
+        fresh = parse(ast.unparse(template), mode="eval")
+        checked = _Substitute(lambda i: f"__chk({parts[i]})").visit(fresh)
+        return SplitAssert(parts=(ast.unparse(checked),), template=template, inline=True)
+    return SplitAssert(parts=tuple(parts), template=template)
 
 
 def runner_source(setup: str, program: str, expressions: tuple[str, ...]) -> str:

@@ -10,7 +10,10 @@
     result.components     # {"accuracy": [...], "format": [...], ...} for logging
     result.timeouts, result.errors, result.metrics()
 
-Per item and component, a time-out or an error scores `floor` and is counted; `evaluate` never
+Per item and component, a time-out or an error is counted and scores the component's worst:
+the lower of `floor` and the least score the reward gives (its ``score_range``), or, under a
+negative weight, the higher of `floor` and its greatest, so that no failure (a completion that
+hangs the grader) weighs more than an answer that was graded. `evaluate` never
 raises for anything a completion does. It raises `ValueError` only for caller bugs: fields whose
 lengths differ from the completions'. Keys of the config mapping name the components in logs; a
 ``"reward"`` entry picks the registered reward when the key is a custom label (e.g. two
@@ -136,11 +139,11 @@ class CompositeReward:
         components: dict[str, list[float]] = {}
         counts: collections.Counter[str] = collections.Counter()
         for j, spec in enumerate(self.specs):
-            scores = []
+            scores, failed = [], self.failure_score(j)
             for outcome in outcomes[j * n : (j + 1) * n]:
                 counts[outcome.status] += 1
                 counts.update({f"{spec.label}/{k}": v for k, v in outcome.incidents.items()})
-                scores.append(outcome.score if outcome.status == "ok" else self.floor)
+                scores.append(outcome.score if outcome.status == "ok" else failed)
             components[spec.label] = scores
         total = [
             sum(spec.weight * components[spec.label][i] for spec in self.specs) for i in range(n)
@@ -150,6 +153,11 @@ class CompositeReward:
 
     def __call__(self, prompts: list[str], completions: list[str], **fields) -> list[float]:
         return self.evaluate(prompts, completions, **fields).total
+
+    def failure_score(self, j: int) -> float:
+        """Component ``j``'s score for an item that timed out or failed (module docstring)."""
+        low, high = getattr(self.functions[j], "score_range", (self.floor, self.floor))
+        return min(self.floor, low) if self.specs[j].weight >= 0 else max(self.floor, high)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -51,7 +51,11 @@ _GLUE_RE = re.compile(r"\\!\s*")  # Negative thin space: glue (as in 11,\!111).
 _SPACES_RE = re.compile(r"(?<!\\)\\[,;: ]|\\(?:quad|qquad)\b|~|\s+")
 _GAP_RE = re.compile(r" +")
 _EULER_RE = re.compile(r"\\(?:mathrm|text|operatorname)\{e\}")
-_TRAILING_UNIT_RE = re.compile(r"(?<=[\d}])\\(?:text|mbox|mathrm)\{[^{}]*\}$")
+# A trailing unit: letters, ``/``, ``.`` and exponents (cm^2, km/h), never another number
+# (``\text{ or 6}``, ``\text{ (maybe 3)}`` stay: a second value is no unit).
+_TRAILING_UNIT_RE = re.compile(
+    r"(?<=[\d}])\\(?:text|mbox|mathrm)\{(?:[A-Za-z\s/.°-]|\^\{?\d+\}?)*\}$"
+)
 _TEXT_WRAP_RE = re.compile(r"^\\(?:text|textbf|mathrm|mathbf)\{([^{}]*)\}$")
 _ASSIGN_RE = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?=(?!=)")
 _THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(?:(?:,\d{3})+|(?: \d{3})+)(?:\.\d+)?$")
@@ -61,17 +65,20 @@ _MIXED_SLASH_RE = re.compile(r"^([+-]?)(\d+) (\d+)/(\d+)$")
 _FRAC_RE = re.compile(r"^([+-]?)(\d+)?\\frac\{([+-]?\d+)\}\{(\d+)\}$")
 _PERCENT_RE = re.compile(r"^(.*?)(?:\\%|%)$")
 _SPLIT_DIGITS_RE = re.compile(r"([\d.]+) \d")  # 2 3, 2.5 3; not 2^6 3^5 (an exponent)
-_PERCENT_WORD_RE = re.compile(r"\s*(?:\\text\{\s*)?(?:percent(?:age)?|pct)\s*\}?\s*$")
+# No leading \s*: searched unanchored, it made a long run of spaces quadratic.
+_PERCENT_WORD_RE = re.compile(r"(?:\\text\{\s*)?(?:percent(?:age)?|pct)\s*\}?\s*$")
 
 # Inputs that make sympy explode (huge integers, power towers) or recurse deeply. Ordinary
 # powers, including several in one equation (x^2/4+y^2/3=1) and symbolic towers (e^{x^2}), pass.
 _DANGER_RES = (
-    re.compile(r"\d\s*(?:\^|\*\*)\s*[{(]?\s*[+-]?\d+(?:\.\d+)?\s*(?:\^|\*\*)"),  # 10^{10^{10}}
+    # 10^{10^{10}}, (9^9)^{9^9}
+    re.compile(r"[\d)}]\s*(?:\^|\*\*)\s*[{(]?\s*[+-]?\d+(?:\.\d+)?\s*(?:\^|\*\*)"),
     re.compile(r"(?:\^|\*\*)\s*[{(]?\s*[+-]?\d{5,}"),  # x^{999999999}: exponent >= 10000
     re.compile(r"\d{5,}\s*!|\\(?:binom|choose)\s*\{\s*\d{5,}"),  # 100000!, huge binomials
     re.compile(r"\d{200,}"),  # absurdly long literals
 )
 _FACTORIAL_RE = re.compile(r"(?<!\\)!(?!=)")
+_BRACKETED_NUMBER_RE = re.compile(r"[({]\s*([+-]?\d+(?:\.\d+)?)\s*[)}]")  # (9), {9}
 _HEAVY_OPERAND_RE = re.compile(r"\^|\*\*|!|\d{5,}")
 
 
@@ -86,7 +93,9 @@ def _close_gap(m: re.Match) -> str:
 def _squash(s: str) -> str:
     """Canonical spacing and presentation: delimiters, ``\\$``, markup and units dropped."""
     s = _DELIMS_RE.sub("", s)
-    s = _PERCENT_WORD_RE.sub("\\%", s)
+    word = _PERCENT_WORD_RE.search(s)
+    if word:
+        s = s[: word.start()].rstrip() + "\\%"
     s = s.replace("{,}", ",")
     s = _GLUE_RE.sub("", s)
     s = _SPACES_RE.sub(" ", s).strip()
@@ -140,6 +149,8 @@ def normalize_answer(s: str | None) -> str:
     """
     if s is None:
         return ""
+    if len(s) > 4 * MAX_ANSWER_CHARS:
+        return s.strip()  # No answer anyone writes: not worth a canonical form.
     s = _squash(s.strip())
     if _ASSIGN_RE.match(s) and s.count("=") == 1:
         s = s.split("=", 1)[1]
@@ -167,6 +178,8 @@ def _factorial_operands(s: str):
                     break
                 i -= 1
             yield s[max(i, 0) : end]
+        elif end and s[end - 1] == "!":
+            yield "!"  # (9!)!, 9!!!: a factorial of a factorial
         else:
             yield re.search(r"[\w.]*$", s[:end]).group()
 
@@ -181,7 +194,10 @@ def _is_dangerous(s: str) -> bool:
             deepest = max(deepest, depth)
         elif ch in "})]":
             depth -= 1
-    if deepest > MAX_BRACE_DEPTH or any(r.search(s) for r in _DANGER_RES):
+    bare, previous = s, None
+    while bare != previous:  # (9)^{(9)^{9}} -> 9^{9^9}: brackets around numbers hide nothing
+        previous, bare = bare, _BRACKETED_NUMBER_RE.sub(r"\1", bare)
+    if deepest > MAX_BRACE_DEPTH or any(r.search(bare) for r in _DANGER_RES):
         return True
     # (10^{9})!, (5!)!!: a factorial of a power, of a factorial or of a huge literal.
     return any(_HEAVY_OPERAND_RE.search(op) for op in _factorial_operands(s))

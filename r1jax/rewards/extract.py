@@ -85,11 +85,25 @@ def _single_boxed(text: str, key: Callable[[str], str]) -> str | None:
     return boxes[-1] or None
 
 
+def answer_blocks(text: str) -> list[str]:
+    """The contents of each closed ``<answer>...</answer>`` in `text`, in order (what
+    ``re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)`` gives, in linear time: that
+    regex rescans to the end from every unclosed ``<answer>``)."""
+    blocks, pos = [], 0
+    while (start := text.find("<answer>", pos)) >= 0:
+        end = text.find("</answer>", start + len("<answer>"))
+        if end < 0:
+            break
+        blocks.append(text[start + len("<answer>") : end])
+        pos = end + len("</answer>")
+    return blocks
+
+
 def _answer_block(text: str) -> str | None:
-    blocks = _ANSWER_BLOCK_RE.findall(text)
-    if len(blocks) != 1 or text.count("<answer>") != 1:
+    if text.count("<answer>") != 1:
         return None
-    return blocks[0].strip() or None
+    blocks = answer_blocks(text)
+    return (blocks[0].strip() or None) if len(blocks) == 1 else None
 
 
 def extract_answer(completion: str, mode: ExtractMode = "auto") -> str | None:

@@ -64,6 +64,8 @@ def tag_count_score(completion: str) -> float:
 class FormatReward:
     """1.0 for a well-formed R1 completion, else 0.0 (registry name ``"format"``)."""
 
+    score_range = (0.0, 1.0)  # every score it gives lies here
+
     def __call__(self, prompts: list[str], completions: list[str], **fields) -> list[float]:
         return [
             float(is_well_formed(_with_opened_think(p, c)))
@@ -74,6 +76,8 @@ class FormatReward:
 @dataclasses.dataclass(frozen=True)
 class TagCountReward:
     """Partial format credit, `tag_count_score` (registry name ``"tag_count"``)."""
+
+    score_range = (0.0, 1.0)  # every score it gives lies here
 
     def __call__(self, prompts: list[str], completions: list[str], **fields) -> list[float]:
         return [

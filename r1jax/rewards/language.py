@@ -37,7 +37,8 @@ _WORD_RE = re.compile(
     r"\\[A-Za-z]+|" + "|".join(f"(?P<{name}>{pattern})" for name, pattern in _SCRIPTS.items())
 )
 
-_MATH_SPAN_RE = re.compile(r"\$\$.*?\$\$|\$[^$\n]*\$|\\\(.*?\\\)|\\\[.*?\\\]", flags=re.DOTALL)
+_MATH_OPENER_RE = re.compile(r"\$|\\\(|\\\[")
+_MATH_CLOSERS = {"\\(": "\\)", "\\[": "\\]", "$$": "$$"}
 # Function, operator and unit names that maths writes in Latin letters in every language.
 MATH_WORDS = frozenset(
     "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln lg exp lim max min "
@@ -73,10 +74,37 @@ LANGUAGE_SCRIPTS: dict[str, frozenset[str]] = {
 }
 
 
+def without_math(text: str) -> str:
+    """`text` with each maths span (``$$...$$``, ``$...$`` within a line, ``\\(...\\)``,
+    ``\\[...\\]``) replaced by a space: ``re.sub`` of their alternation, leftmost first, in
+    linear time (the regex rescanned to the end from every unclosed opener)."""
+    out, pos, unclosed = [], 0, set()
+    while (m := _MATH_OPENER_RE.search(text, pos)) is not None:
+        start, end = m.start(), None
+        opener = "$$" if text.startswith("$$", start) else m.group()
+        if opener in _MATH_CLOSERS and opener not in unclosed:
+            close = text.find(_MATH_CLOSERS[opener], start + 2)
+            if close >= 0:
+                end = close + 2
+            else:  # no later opener of this kind closes either
+                unclosed.add(opener)
+        if end is None and opener in ("$", "$$"):  # inline: the next $ on the same line
+            close = text.find("$", start + 1)
+            if close >= 0 and text.find("\n", start + 1, close) < 0:
+                end = close + 1
+        if end is None:
+            out.append(text[pos : start + 1])
+            pos = start + 1
+        else:
+            out.append(text[pos:start] + " ")
+            pos = end
+    return "".join(out) + text[pos:]
+
+
 def script_word_counts(text: str) -> dict[str, int]:
     """Number of words per script in `text` (LaTeX commands, inline maths and maths words in
     Latin letters skipped)."""
-    text = _MATH_SPAN_RE.sub(" ", text)
+    text = without_math(text)
     counts: dict[str, int] = {}
     for match in _WORD_RE.finditer(text):
         script = match.lastgroup
@@ -113,6 +141,8 @@ class LanguageReward:
     """
 
     language: str = "en"
+
+    score_range = (0.0, 1.0)  # every score it gives lies here
 
     def __post_init__(self):
         if self.language not in LANGUAGE_SCRIPTS:

@@ -53,6 +53,12 @@ class CosineLengthReward:
     length_fn: Callable[[str], int] | None = None
     accuracy: AccuracyReward = AccuracyReward()
 
+    @property
+    def score_range(self) -> tuple[float, float]:
+        ends = (self.min_value_wrong, self.max_value_wrong)
+        ends += (self.min_value_correct, self.max_value_correct)
+        return min(ends), max(ends)
+
     def __call__(self, prompts: list[str], completions: list[str], **fields) -> list[float]:
         lengths = completion_token_lengths(completions, fields, self.length_fn)
         correct = self.accuracy(prompts, completions, **fields)
@@ -75,6 +81,7 @@ class OverlongReward:
     max_length: int = 4096
     cache_length: int = 512
     length_fn: Callable[[str], int] | None = None
+    score_range = (-1.0, 0.0)
 
     def __post_init__(self):
         if not 0 < self.cache_length <= self.max_length:
@@ -126,6 +133,10 @@ class RepetitionReward:
 
     ngram_size: int = 3
     max_penalty: float = -1.0
+
+    @property
+    def score_range(self) -> tuple[float, float]:
+        return self.max_penalty, 0.0
 
     def __post_init__(self):
         if self.ngram_size < 1 or self.max_penalty > 0:

@@ -104,6 +104,10 @@ class CountdownReward:
 
     format_score: float = 0.0
 
+    @property
+    def score_range(self) -> tuple[float, float]:
+        return min(0.0, self.format_score), max(1.0, self.format_score)
+
     def __call__(self, prompts: list[str], completions: list[str], **fields) -> list[float]:
         numbers, targets = fields.get("numbers"), fields.get("target")
         if numbers is None or targets is None:
@@ -124,6 +128,8 @@ class ExactMatchReward:
     """1.0 when the final answer equals ``answer`` up to whitespace (name ``"exact_match"``)."""
 
     ignore_case: bool = False
+
+    score_range = (0.0, 1.0)  # every score it gives lies here
 
     def __call__(self, prompts: list[str], completions: list[str], **fields) -> list[float]:
         answers = fields.get("answer")

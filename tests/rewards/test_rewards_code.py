@@ -86,6 +86,22 @@ HACKS = {
         "import glob\nseen = [open(p).read() for p in glob.glob('/tmp/**', recursive=True)[:50]\n"
         "        if p.endswith('.json')]\ndef add(a, b):\n    return -7"
     ),
+    # The assertion that binds its own names (all(add(i, i) == 2 * i for i in range(3))) runs
+    # next to the program; these passed it before the judge replayed the recorded values.
+    "builtins.int made a class equal to everything": (
+        "import builtins\nclass X:\n    def __eq__(self, o):\n        return True\n"
+        "    __hash__ = object.__hash__\nbuiltins.int = X\ndef add(a, b):\n    return X()"
+    ),
+    "the runner's encoder patched": (
+        "import sys\nclass X:\n    def __eq__(self, o):\n        return True\n"
+        "    __hash__ = object.__hash__\nm = sys.modules['__main__']\n"
+        "m._enc = lambda x, depth=0: ['b', True]\ndef add(a, b):\n    return X()"
+    ),
+    "writes a verdict to the runner's output descriptor": (
+        "import os\nfor fd in range(3, 16):\n    try:\n"
+        '        os.write(fd, b\'[[["b", true]], [["b", true]]]\')\n'
+        "    except OSError:\n        pass\nos._exit(0)"
+    ),
     "atexit prints a result": (
         'import atexit, os\natexit.register(lambda: os.write(1, b\'[["i", "3"]]\'))\n'
         "def add(a, b):\n    return -7"

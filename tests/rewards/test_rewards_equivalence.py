@@ -12,7 +12,9 @@ from r1jax.rewards import (
     Job,
     RewardPool,
     answers_equivalent,
+    extract_answer,
     hard_limit,
+    incidents,
     normalize_answer,
 )
 
@@ -192,3 +194,24 @@ def test_normalize_answer_keys():
     assert normalize_answer("32, 349") == "32,349"  # a list, never the number 32349
     assert normalize_answer(r"\$18.90") == "189/10"
     assert normalize_answer("9" * 5000) == "9" * 5000  # no int() of 5000 digits
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [r"(9)^{(9)^{9}}", r"{9}^{{9}^{9}}", r"(9^9)^{9^9}", "9!!!", r"\left(9\right)^{9^9}"],
+)
+def test_power_towers_and_factorial_chains_in_brackets_are_refused_before_the_engine(candidate):
+    """Brackets around numbers and chained factorials hid these from the guards: each ran
+    sympy for minutes in a pool worker (the soft limit cannot stop its C code), or until the
+    hard limit killed it."""
+    incidents.drain()
+    assert not answers_equivalent("2", candidate)
+    assert incidents.drain().get("refused") == 1
+
+
+def test_long_whitespace_runs_and_trailing_text_with_numbers():
+    start = time.monotonic()
+    assert extract_answer(r"\boxed{1" + " " * 40_000 + "x}") is not None  # was 50 s: a regex
+    assert time.monotonic() - start < 1.0
+    assert normalize_answer(r"5\text{ cm}") == "5" == normalize_answer(r"5 \text{km/h}")
+    assert normalize_answer(r"2\text{ (or maybe 3, 4, 5)}") != "2"  # a second value, no unit

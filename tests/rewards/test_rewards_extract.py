@@ -1,8 +1,10 @@
 """Final-answer extraction: boxes, answer blocks, GSM8K markers, and hedges refused."""
 
+import time
+
 import pytest
 
-from r1jax.rewards import extract_answer, final_region, thinking_region
+from r1jax.rewards import extract_answer, extract_program, final_region, thinking_region
 
 CASES = [
     # (completion, mode, expected)
@@ -81,3 +83,10 @@ def test_regions():
 def test_unknown_mode_raises():
     with pytest.raises(ValueError, match="unknown mode"):
         extract_answer("x", "latex")  # type: ignore[arg-type]
+
+
+def test_many_unclosed_answer_tags_are_linear():
+    start = time.monotonic()
+    assert extract_answer("<answer>" * 50_000) is None  # the regex rescanned from each: 14 s
+    assert extract_program("<answer>" * 50_000) is None
+    assert time.monotonic() - start < 1.0

@@ -1,5 +1,7 @@
 """Format (strict and tag-count) and language-consistency rewards."""
 
+import time
+
 import pytest
 
 from r1jax.rewards import (
@@ -10,6 +12,7 @@ from r1jax.rewards import (
     language_consistency,
     tag_count_score,
 )
+from r1jax.rewards.language import script_word_counts
 
 WELL_FORMED = [
     "<think>reason</think><answer>3</answer>",
@@ -111,3 +114,10 @@ def test_unknown_language_raises():
 )
 def test_maths_is_neutral_and_mixed_prose_is_not(text, language, low, high):
     assert low <= language_consistency(text, language) <= high
+
+
+def test_unclosed_maths_openers_are_linear():
+    start = time.monotonic()
+    assert script_word_counts("\\(" * 50_000 + " hi there") == {"latin": 2}  # was seconds
+    assert script_word_counts("\\[" * 50_000 + "$x$ hi $$") == {"latin": 1}
+    assert time.monotonic() - start < 1.0

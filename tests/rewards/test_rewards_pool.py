@@ -200,3 +200,30 @@ def test_cold_accuracy_workers_pay_correct_answers_from_their_first_job():
     finally:
         pool.close()
     assert [(o.status, o.score) for o in outcomes] == [("ok", 1.0)] * 4
+
+
+class _Fails:
+    """Scores 0.25, or raises on the completion "raise"; declares scores in [-1, 0.5]."""
+
+    score_range = (-1.0, 0.5)
+
+    def __call__(self, prompts, completions, **fields):
+        if completions[0] == "raise":
+            raise RuntimeError("grader crashed")
+        return [0.25 for _ in completions]
+
+
+def test_a_failed_item_scores_each_components_worst_outcome():
+    """A completion that hangs or crashes the grader must not outscore a graded one: it takes
+    the end of the reward's range that weighs least (it took the floor, 0, which beat a wrong
+    answer's cosine-length score of -1)."""
+    specs = [RewardSpec("format", 1.0, key="plus"), RewardSpec("format", -2.0, key="minus")]
+    with CompositeReward(specs, num_workers=0) as reward:
+        reward.functions = (_Fails(), _Fails())
+        result = reward.evaluate(["q", "q"], ["raise", "fine"])
+    assert result.components == {"plus": [-1.0, 0.25], "minus": [0.5, 0.25]}
+    assert result.total == [-2.0, -0.25] and result.errors == 2
+    shaped = CompositeReward.from_config(
+        {"cosine_length": {}, "format": {"weight": 0.5}, "overlong": {}}, num_workers=0
+    )
+    assert [shaped.failure_score(j) for j in range(3)] == [-1.0, 0.0, -1.0]
