@@ -44,12 +44,16 @@ def truncated_is_weights(
     return jax.lax.stop_gradient(jnp.minimum(jnp.exp(log_w), cap) * m)
 
 
+MAX_LOG_RATIO = 20.0  # |log ratio| bound before exp (e^20 = 4.9e8; verl bounds it the same)
+
+
 def _importance_ratio(logp, old_logp, m, importance: str, segment_ids=None) -> jax.Array:
     """rho [B, T]. "token": per-token ratio. "sequence" (GSPO): exp of the sequence's mean
     log-ratio (the row's, or the segment's when packed), broadcast to every token of it, so
     clipping acts on whole sequences."""
-    # Zero the log-ratio at masked positions first so exp() never sees garbage (inf -> NaN grads).
-    log_ratio = jnp.where(m > 0, logp - old_logp, 0.0)
+    # Zero the log-ratio at masked positions first so exp() never sees garbage (inf -> NaN grads),
+    # and bound it: one token the old policy gave e^-90 would overflow exp() and skip the update.
+    log_ratio = jnp.clip(jnp.where(m > 0, logp - old_logp, 0.0), -MAX_LOG_RATIO, MAX_LOG_RATIO)
     if importance == "token":
         return jnp.exp(log_ratio)
     if importance == "sequence":
@@ -62,7 +66,7 @@ def _importance_ratio(logp, old_logp, m, importance: str, segment_ids=None) -> j
 
 def _k3_kl(logp, ref_logp, m) -> jax.Array:
     """Per-token k3 estimator of KL(pi || pi_ref): exp(d) - d - 1 with d = ref - logp; >= 0."""
-    d = jnp.where(m > 0, ref_logp - logp, 0.0)
+    d = jnp.clip(jnp.where(m > 0, ref_logp - logp, 0.0), -MAX_LOG_RATIO, MAX_LOG_RATIO)
     return jnp.exp(d) - d - 1.0
 
 

@@ -41,5 +41,7 @@ def token_entropy(logits_BTV: jax.Array, temperature: float = 1.0) -> jax.Array:
     z = _scaled(logits_BTV, temperature)
     lse_BT = jax.nn.logsumexp(z, axis=-1)
     logp = z - lse_BT[..., None]
-    # Vocabulary entries masked with -inf logits have p = 0; 0 * -inf would be NaN.
-    return -jnp.sum(jnp.where(logp > -jnp.inf, jnp.exp(logp) * logp, 0.0), axis=-1)
+    # Vocabulary entries masked with -inf logits have p = 0; 0 * -inf would be NaN, in the value
+    # and (through a discarded where branch) in the gradient, so the log is zeroed first.
+    finite = jnp.where(logp > -jnp.inf, logp, 0.0)
+    return -jnp.sum(jnp.exp(logp) * finite, axis=-1)

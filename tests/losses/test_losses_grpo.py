@@ -291,3 +291,24 @@ def test_micro_batch_shares_sum_to_one(aggregation):
     np.testing.assert_allclose(batch_share(mask, full, aggregation, **kw), 1.0)
     empty = batch_share(mask[1:2], full, aggregation, **kw)
     assert float(empty) == (0.25 if aggregation == "constant" else 0.0)
+
+
+def test_masked_vocabulary_entries_give_a_finite_entropy_gradient():
+    logits = jnp.array([[[1.0, 2.0, -jnp.inf, 0.5]]])
+    value, grad = jax.value_and_grad(lambda x: token_entropy(x).sum())(logits)
+    p = jax.nn.softmax(jnp.array([1.0, 2.0, 0.5]))
+    np.testing.assert_allclose(value, -jnp.sum(p * jnp.log(p)), rtol=1e-6)
+    assert np.all(np.isfinite(grad))  # was NaN everywhere: 0 * -inf in a discarded branch
+
+
+@pytest.mark.parametrize("adv", [[0.0, 1.0], [1.0, 1.0], [-1.0, 1.0]])
+def test_one_extreme_log_ratio_leaves_the_loss_and_gradient_finite(adv):
+    """A token the old policy gave e^-95 (or the reference, for k3) overflowed exp(): the loss
+    and gradient went inf/NaN and the step skipped the whole update."""
+    logp = jnp.full((2, 3), -1.0)
+    old = logp.at[0, 1].set(-95.0)
+    ref = logp.at[1, 2].set(99.0)
+    mask = jnp.ones((2, 3))
+    fn = lambda lp: grpo_loss(lp, old, jnp.array(adv), mask, ref_logp_BT=ref, beta=0.04)[0]
+    value, grad = jax.value_and_grad(fn)(logp)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
