@@ -140,6 +140,10 @@ def grpo_loss(
         raise ValueError("grpo_loss: beta > 0 needs ref_logp_BT (the reference policy log-probs)")
     eps_high = eps_low if eps_high is None else eps_high
     m = as_mask(mask_BT)
+    # pi_old, the advantages and the reference are constants of the objective, whatever the
+    # caller passes (old_logp=logp must give the policy gradient, not cancel it).
+    old_logp_BT, adv_B = jax.lax.stop_gradient((old_logp_BT, adv_B))
+    ref_logp_BT = None if ref_logp_BT is None else jax.lax.stop_gradient(ref_logp_BT)
     logp, old_logp = logp_BT.astype(jnp.float32), old_logp_BT.astype(jnp.float32)
     adv_B1 = adv_B.astype(jnp.float32)
     adv_B1 = adv_B1[:, None] if adv_B1.ndim == 1 else adv_B1  # [B, 1] or per token [B, T]

@@ -312,3 +312,13 @@ def test_one_extreme_log_ratio_leaves_the_loss_and_gradient_finite(adv):
     fn = lambda lp: grpo_loss(lp, old, jnp.array(adv), mask, ref_logp_BT=ref, beta=0.04)[0]
     value, grad = jax.value_and_grad(fn)(logp)
     assert np.isfinite(value) and np.all(np.isfinite(grad))
+
+
+def test_old_logprobs_advantages_and_reference_are_constants_of_the_loss():
+    """grpo_loss(logp, old=logp) is the policy gradient (ratio 1, d ratio / d logp = 1): pi_old
+    must not be differentiated even when the caller passes the same array."""
+    logp = jnp.array([[-1.0, -2.0], [-0.5, -1.5]])
+    adv, mask = jnp.array([1.0, -2.0]), jnp.ones((2, 2))
+    fn = lambda lp: grpo_loss(lp, lp, adv, mask, ref_logp_BT=lp, beta=0.1)[0]
+    want = -(adv[:, None] * mask) / (2 * 2)  # seq_mean: per-row mean, then mean over 2 rows
+    np.testing.assert_allclose(jax.grad(fn)(logp), want, rtol=1e-6)
