@@ -55,17 +55,23 @@ def _collapse(text: str) -> str:
     return " ".join(text.split())
 
 
+def same_math_answer(a: str, b: str) -> bool:
+    """`answers_equivalent` with a percentage read as its fraction only (``50\\%`` is 0.5): the
+    reward's "both" reading (0.5 or 50) would chain 50 and 0.5 into one vote candidate."""
+    return answers_equivalent(a, b, percent="fraction")
+
+
 @dataclasses.dataclass(frozen=True)
 class MathAnswers:
     """Math answers (reward ``accuracy``): the final answer keyed by `normalize_answer`.
 
     Two different keys are the same answer when `equivalence` says so (default
-    `answers_equivalent`, math-verify), except that two plain numbers (their keys are exact
+    `same_math_answer`, math-verify), except that two plain numbers (their keys are exact
     reduced fractions) or an empty answer never need asking. `equivalence` must be picklable to
     run in a pool.
     """
 
-    equivalence: Callable[[str, str], bool] = answers_equivalent
+    equivalence: Callable[[str, str], bool] = same_math_answer
 
     def extract(self, completion: str) -> str | None:
         return extract_answer(completion)

@@ -84,6 +84,17 @@ def select(
     return kept, counts
 
 
+# The example's fields that would stand in for the kept sample as an SFT target.
+_TARGET_FIELDS = ("prompt", "completion", "think", "gold_cot", "messages", "_origin")
+
+
+def kept_row(sample) -> dict:
+    """A kept sample as a ``prompt_answer`` SFT record: its prompt and completion, with the
+    example's other fields (``answer``, metadata) but none that is a target of its own."""
+    fields = {k: v for k, v in sample.fields.items() if k not in _TARGET_FIELDS}
+    return fields | {"prompt": sample.prompt, "completion": sample.completion.strip()}
+
+
 def rejection_sample(
     params,
     model_config,
@@ -121,8 +132,7 @@ def rejection_sample(
         output_path.parent.mkdir(parents=True, exist_ok=True)
         with open(output_path, "w") as f:
             for s in kept:
-                row = {"prompt": s.prompt, "completion": s.completion.strip(), **s.fields}
-                f.write(json.dumps(row, default=str) + "\n")
+                f.write(json.dumps(kept_row(s), default=str) + "\n")
         output_path.with_suffix(".stats.json").write_text(json.dumps(stats, indent=2))
     if sampler.multi_process:
         multihost.barrier("rejection_sample:written")

@@ -148,8 +148,9 @@ def _representative(texts: Sequence[str]) -> str:
 def _key_groups(answers, answer_key: AnswerKey, example) -> dict[Hashable, list[int]]:
     groups: dict[Hashable, list[int]] = {}
     for i, answer in enumerate(answers):
-        if answer is not None:
-            groups.setdefault(answer_key.key(answer, example), []).append(i)
+        key = None if answer is None else answer_key.key(answer, example)
+        if key is not None and key != "":  # an answer that normalises to nothing: no vote
+            groups.setdefault(key, []).append(i)
     return groups
 
 

@@ -288,3 +288,16 @@ def test_question_results_vote_on_the_tasks_answers():
     assert majority_vote(result.answers, result.correct, answer_key=CodeAnswers()).votes == 2
     (plain,) = question_results(samples, 2)
     assert plain.answers == (None, None)
+
+
+def test_answers_that_normalise_to_nothing_cast_no_vote():
+    vote = majority_vote(["$ $", "\\text{}", "7"], [F, F, T])  # both keyed "": they won 2-1
+    assert (vote.answer, vote.votes, vote.correct) == ("7", 1, True)
+
+
+def test_a_percentage_does_not_chain_a_number_and_its_hundredth_into_one_candidate():
+    """The reward reads 50\\% as 0.5 or 50; voting reads it as 0.5 only, so one 50\\% could
+    not join 50 and 0.5 (never equivalent to each other) into a 5-vote candidate."""
+    answers = ["3"] * 4 + ["0.5"] * 2 + ["50"] * 2 + ["50\\%"]
+    vote = majority_vote(answers, [T] * 4 + [F] * 5)
+    assert (vote.answer, vote.votes, vote.correct) == ("3", 4, True)

@@ -2,8 +2,9 @@
 
 import itertools
 
+from r1jax.data.formats import normalize_record
 from r1jax.evaluation.judge import JudgedSample
-from r1jax.evaluation.rejection import RejectionConfig, select
+from r1jax.evaluation.rejection import RejectionConfig, kept_row, select
 
 GOOD = "<think>2 + 2 = 4.</think> <answer>4</answer>"
 
@@ -74,3 +75,23 @@ def test_code_blocks_and_long_paragraphs_in_the_chain_of_thought_are_rejected():
     assert counts == {"code_block": 1, "long_paragraph": 1}
     off = RejectionConfig(max_paragraph_words=0, drop_code_blocks=False)
     assert len(select([_sample(0, code), _sample(1, long)], off)[0]) == 2
+
+
+def test_a_kept_row_is_the_models_sample_whatever_fields_the_example_carries():
+    """Loaded examples carry completion/think (None or the source's own): spread last, they
+    replaced the kept sample, and SFT on the output trained on the dataset's solution."""
+    for record in (
+        {"prompt": "q0", "answer": "4", "think": "gold reasoning", "source": "x"},
+        {
+            "messages": [{"role": "user", "content": "q0"}, {"role": "assistant", "content": "4"}],
+            "answer": "4",
+        },
+    ):
+        example = normalize_record(record, "in.jsonl:1", purpose="rl")
+        sample = _sample(0)
+        sample = JudgedSample(**{**sample.__dict__, "fields": {**example, "answer": "4"}})
+        row = kept_row(sample)
+        assert (row["prompt"], row["completion"], row["answer"]) == ("q0", GOOD, "4")
+        assert not {"think", "gold_cot", "messages", "_origin"} & set(row)
+        again = normalize_record(row, "out.jsonl:1", purpose="sft")
+        assert again["completion"] == GOOD and again["think"] is None
