@@ -26,7 +26,11 @@ data shard (``r1jax.multihost.data_shard``). Assembled on the mesh, those blocks
 the batch one process would build alone, so a run gives the same result on 1 or N processes,
 and the iterator state (the same on every process) restores onto any process count. The price
 is that each process tokenises the whole global batch: host work per step that is small next to
-the step itself (and spread over ``worker_count`` processes if needed). Built-in tasks are
+the step itself. ``worker_count`` > 0 (no config sets it) hands the pipeline to grain's worker
+processes, which split the order between them and each build their own batches: the batches
+differ from the one-order batches (the same examples over whole epochs, each worker dropping
+its own remainder), and an iterator state restores only with the same ``worker_count``, on
+every process alike. Built-in tasks are
 infinite and already random by index, so they are not shuffled; ``seed`` selects the stream.
 """
 
@@ -238,9 +242,9 @@ def make_rl_dataset(
     longer than ``buckets[-1]`` tokens are skipped and counted (``stats["dropped_too_long"]``) or,
     with ``on_too_long="raise"``, raise a :class:`DataError` naming the row. ``num_epochs=None``
     repeats forever; with a finite count and ``drop_remainder=False`` the last batch is filled
-    with ``valid == False`` rows so the shape stays fixed. ``worker_count`` > 0 tokenises in
-    that many worker processes; ``prefetch`` > 0 prepares that many batches ahead in a thread
-    (both keep exact resume).
+    with ``valid == False`` rows so the shape stays fixed. ``worker_count`` > 0 builds batches in
+    that many worker processes (other batches than 0's: module docstring); ``prefetch`` > 0
+    prepares that many batches ahead in a thread (both keep exact resume).
     """
     records = as_record_dataset(source, purpose="rl", seed=seed, fmt=fmt, on_error=on_error)
     check_shard(batch_size, shard_index, shard_count)

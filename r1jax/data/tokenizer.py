@@ -3,7 +3,9 @@
 Conventions shared by both implementations:
 
 * ``encode(text)`` never adds special tokens by itself (no hidden BOS from a HF post-processor);
-  ``add_bos=True`` prepends ``bos_id`` when the model has one (Qwen has none: ``bos_id is None``).
+  ``add_bos=True`` prepends ``bos_id`` when the model has one (Qwen has none: ``bos_id is None``)
+  and, for Hugging Face tokenizers, where Hugging Face would (``add_bos_token``, else the
+  post-processor: Phi-3-like configs name a BOS they never add).
 * The R1 tags ``<think> </think> <answer> </answer>`` are single ids when the vocabulary has them
   (``special_ids`` maps the tags that exist; the ``*_id`` properties are ``None`` otherwise).
 * ``pad_id`` always exists: the model's pad token, else ``eos_id``, else 0. Masks, not the pad
@@ -142,9 +144,20 @@ class HFTokenizer(_TagIdsMixin):
         self.chat_template: str | None = _pick_chat_template(config.get("chat_template"))
         self.vocab_size = int(self._tok.get_vocab_size(with_added_tokens=True))
         self.bos_id = self._special(config, "bos_token", self._BOS_GUESSES)
+        self.adds_bos = self._adds_bos(config)
         self.eos_id = self._special(config, "eos_token", self._EOS_GUESSES)
         pad = self._special(config, "pad_token", self._PAD_GUESSES)
         self.pad_id = pad if pad is not None else (self.eos_id if self.eos_id is not None else 0)
+
+    def _adds_bos(self, config: dict) -> bool:
+        """Whether Hugging Face prepends the BOS when it encodes text: the config's
+        ``add_bos_token`` where it says, else what ``tokenizer.json``'s post-processor does."""
+        if self.bos_id is None:
+            return False
+        if "add_bos_token" in config:
+            return bool(config["add_bos_token"])
+        ids = self._tok.encode("a", add_special_tokens=True).ids
+        return bool(ids) and ids[0] == self.bos_id
 
     def _special(self, config: dict, key: str, guesses: tuple[str, ...]) -> int | None:
         if key in config:  # An explicit null (Qwen's bos_token) means "none": do not guess.
@@ -166,8 +179,9 @@ class HFTokenizer(_TagIdsMixin):
         return None if self.eos_id is None else self._tok.id_to_token(self.eos_id)
 
     def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
+        """Ids of `text`; ``add_bos``: with the BOS where Hugging Face adds one (``adds_bos``)."""
         ids = self._tok.encode(text, add_special_tokens=False).ids
-        return [self.bos_id, *ids] if add_bos and self.bos_id is not None else list(ids)
+        return [self.bos_id, *ids] if add_bos and self.adds_bos else list(ids)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]

@@ -138,3 +138,36 @@ def test_cli_reports_bad_jsonl_line(tmp_path, capsys):
     assert f"{bad}:2" in err and "'text'" in err
     with pytest.raises(ValueError, match="config.tokenizer.inputs"):
         tokenizer_main(["--config.tokenizer.model_prefix=x"])
+
+
+def test_a_bos_is_added_where_hugging_face_adds_one(hf_dir, tmp_path):
+    """A config naming a BOS with add_bos_token false (Phi-3-like) or a tokenizer.json whose
+    post-processor adds none gets no BOS (every prompt began with one); the post-processor or
+    add_bos_token true gets it, as transformers' tokenizer(text) does."""
+    from tokenizers import Tokenizer, processors
+
+    transformers = pytest.importorskip("transformers")
+    tok = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
+    bos = "<|im_start|>"
+    with_post = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
+    bos_id = tok.token_to_id(bos)
+    with_post.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", special_tokens=[(bos, bos_id)]
+    )
+    cases = {
+        "no_post": (tok, {}),
+        "post": (with_post, {}),
+        "flag_off": (with_post, {"add_bos_token": False}),
+        "flag_on": (tok, {"add_bos_token": True}),
+    }
+    for name, (t, extra) in cases.items():
+        d = tmp_path / name
+        d.mkdir()
+        t.save(str(d / "tokenizer.json"))
+        config = {"bos_token": bos, "eos_token": "<|endoftext|>", **extra}
+        (d / "tokenizer_config.json").write_text(json.dumps(config))
+        ours = load_tokenizer(d).encode("12 + 3", add_bos=True)
+        theirs = transformers.PreTrainedTokenizerFast(
+            tokenizer_file=str(d / "tokenizer.json"), **config
+        )("12 + 3")["input_ids"]
+        assert ours == theirs, name
