@@ -115,7 +115,7 @@ def _prompt_answer(record: Mapping, origin: str, purpose: Purpose) -> dict[str, 
     out["prompt"] = _get(record, "prompt", origin)
     has_completion = record.get("completion") is not None
     out["answer"] = _get(record, "answer", origin, required=purpose == "rl" or not has_completion)
-    think_key = "think" if "think" in record else "gold_cot"
+    think_key = "think" if record.get("think") is not None else "gold_cot"  # null: gold_cot
     out["think"] = _get(record, think_key, origin, required=False)
     out["completion"] = _get(record, "completion", origin, required=False)
     if purpose == "sft" and out["completion"] is None and out["think"] is None:

@@ -58,6 +58,8 @@ def test_prompt_answer_and_messages_records():
         {"prompt": "2+2?", "answer": 4, "gold_cot": "2+2=4."}, "p:1", purpose="sft"
     )
     assert rec["answer"] == "4" and rec["think"] == "2+2=4."
+    both = {"prompt": "2+2?", "answer": 4, "think": None, "gold_cot": "2+2=4."}
+    assert normalize_record(both, "p:2", purpose="sft")["think"] == "2+2=4."  # null: gold_cot
     msgs = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "2+2?"},
