@@ -5,8 +5,11 @@ PEFT stores, per adapted ``nn.Linear`` (``W [out, in]``), ``lora_A.weight [r, in
 ``W + (lora_alpha / r) * B @ A``. Ours (``r1jax.model.lora``) is ``a [in..., r]``,
 ``b [r, out...]`` per layer, so ``A = a.reshape(in, r).T`` and ``B = b.reshape(r, out).T``
 (the flattening the weights themselves use, ``r1jax.model.hf``). Grouped-query attention
-models (Llama, Qwen2, Qwen3) and their dense MLPs; adapters on experts or on multi-head latent
-attention are refused.
+models (Llama, Qwen2, Qwen3) and their MLPs; adapters on multi-head latent attention, or on
+a mixture of experts' MLPs (PEFT maps ``gate_proj``/``up_proj``/``down_proj`` onto the fused
+experts, not a dense first layer's MLP: the adapters would load and do nothing), are refused,
+as are PEFT adapters whose settings this format does not carry (per-module ranks or alphas,
+biases, a subset of layers).
 """
 
 from __future__ import annotations
@@ -31,11 +34,19 @@ _MODULES = {
 
 def _check(config: ModelConfig, lora: LoRAConfig):
     unsupported = set(lora.targets) - set(_MODULES)
-    if config.mla is not None or unsupported:
+    mlp = sorted(set(lora.targets) & {"gate", "up", "down"})
+    if config.mla is not None or unsupported or (config.moe is not None and mlp):
         raise ValueError(
             f"PEFT adapters: targets among {sorted(_MODULES)} of a grouped-query attention "
-            f"model (got {list(lora.targets)}, mla={config.mla is not None})"
+            f"model, not the MLP of a mixture of experts (got {list(lora.targets)}, "
+            f"mla={config.mla is not None}, moe={config.moe is not None})"
         )
+
+
+# adapter_config.json settings a plain LoRA leaves at these values; others change the adapters.
+_PLAIN = {"use_rslora": False, "use_dora": False, "bias": "none", "alpha_pattern": {},
+          "rank_pattern": {}, "layers_to_transform": None, "lora_bias": False,
+          "fan_in_fan_out": False}  # fmt: skip
 
 
 def _keys(config: ModelConfig, lora: LoRAConfig):
@@ -71,8 +82,12 @@ def load_adapters(path: str | os.PathLike, config: ModelConfig) -> tuple[dict, L
     """A PEFT adapter directory -> ``(adapters, LoRAConfig)`` for ``config``'s model."""
     path = Path(path)
     meta = json.loads((path / "adapter_config.json").read_text())
-    if meta.get("peft_type") != "LORA" or meta.get("use_rslora") or meta.get("use_dora"):
-        raise ValueError(f"{path}/adapter_config.json: only plain LoRA adapters are supported")
+    other = {k: meta[k] for k, plain in _PLAIN.items() if meta.get(k, plain) not in (plain, None)}
+    if meta.get("peft_type") != "LORA" or other:
+        raise ValueError(
+            f"{path}/adapter_config.json: only plain LoRA adapters are supported (got "
+            f"peft_type={meta.get('peft_type')!r}, {other})"
+        )
     by_module = {m.split(".")[1]: t for t, m in _MODULES.items()}
     targets = meta["target_modules"]
     targets = [targets] if isinstance(targets, str) else targets

@@ -91,3 +91,28 @@ def test_peft_export_loads_in_transformers_with_the_same_logits_and_merges(tmp_p
     again, lora = peft_io.load_adapters(tmp_path / "adapter", CONFIG)
     assert lora == LORA
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6), again, adapters)
+
+
+def test_peft_adapters_that_would_load_as_something_else_are_refused(tmp_path):
+    """PEFT puts gate/up/down adapters of a mixture of experts on its fused experts (a dense
+    first layer's adapters loaded and did nothing), and a per-module alpha loaded at the
+    global alpha: each is an error naming what it is."""
+    import json
+
+    from r1jax.model import peft as peft_io
+
+    moe = CONFIG.replace(
+        qk_norm=True, qkv_bias=False,
+        moe=MoEConfig(num_experts=4, experts_per_token=2, expert_mlp_dim=16, dense_layers=1),
+    )  # fmt: skip
+    mlp = LoRAConfig(rank=4, alpha=8.0, targets=("q", "gate", "up", "down"))
+    with pytest.raises(ValueError, match="not the MLP of a mixture of experts"):
+        peft_io.save_adapters(tmp_path / "moe", moe, {}, mlp)
+    peft_io.save_adapters(tmp_path / "dense", CONFIG, _random_adapters(CONFIG, LORA), LORA)
+    meta_path = tmp_path / "dense" / "adapter_config.json"
+    meta = json.loads(meta_path.read_text())
+    for change in ({"alpha_pattern": {"v_proj": 32}}, {"rank_pattern": {"q_proj": 2}},
+                   {"bias": "all"}, {"use_dora": True}):  # fmt: skip
+        meta_path.write_text(json.dumps(meta | change))
+        with pytest.raises(ValueError, match=f"only plain LoRA.*{next(iter(change))}"):
+            peft_io.load_adapters(tmp_path / "dense", CONFIG)
