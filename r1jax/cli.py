@@ -66,11 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     module_name, func_name = commands[name][0].split(":")
     module = importlib.import_module(module_name)
     from r1jax.config.flags import HelpShown  # after the command's own (heavier) imports
+    from r1jax.train import preemption
 
     try:
         result = getattr(module, func_name)(rest)
     except HelpShown:
         return 0
+    except preemption.Preempted as e:  # saved; a scheduler must run it again, not call it done
+        print(f"r1jax {name}: {e}", file=sys.stderr)
+        return preemption.EXIT_CODE
     except SystemExit as e:  # argparse's --help (0) or usage error (2)
         return e.code if isinstance(e.code, int) else 2
     except (ValueError, FileNotFoundError, KeyError) as e:

@@ -48,6 +48,11 @@ def test_grpo_sampling_settings_are_checked_when_the_config_is_built():
             GRPOConfig(**{field: value})
 
 
+def test_keeping_no_checkpoint_is_refused():
+    with pytest.raises(ValueError, match=r"config.train.keep_checkpoints=0: must be >= 1"):
+        typed({"kind": "sft", "train": {"keep_checkpoints": 0}})
+
+
 def test_an_argument_to_a_config_without_one_is_an_error_naming_the_file():
     with pytest.raises(ValueError, match=r"grpo_tiny.py: get_config\(\) takes no argument"):
         parse_config(["--config=configs/grpo_tiny.py:foo"], command="t", default="x")

@@ -115,7 +115,8 @@ class TrainConfig:
     transfer_guard: str = "disallow"
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "seq_len", "num_microbatches", "checkpoint_every"):
+        names = ("steps", "batch_size", "seq_len", "num_microbatches", "checkpoint_every")
+        for name in (*names, "keep_checkpoints"):  # 0 kept none, not even the last
             if getattr(self, name) < 1:
                 raise ValueError(f"config.train.{name}={getattr(self, name)}: must be >= 1")
 

@@ -26,14 +26,16 @@ from r1jax.checkpoint import CHECKPOINTS, Checkpointer
 from r1jax.config import TRAINING_KINDS, Stage
 from r1jax.model.reward import with_score_head
 from r1jax.train.metrics import MetricsWriter, Progress
-from r1jax.train.preemption import PreemptionGuard
+from r1jax.train.preemption import Preempted, PreemptionGuard
+from r1jax.train.resume_check import check_resumable
 from r1jax.train.setup import Job, check_shapes
 from r1jax.train.state import TrainState, abstract_train_state, create_train_state, refresh_frozen
 
 
-def restore_or_create(ckpt: Checkpointer, job: Job, seed: int, params=None):
-    """(state, data iterator state or None): the latest checkpoint if any, else a fresh state
-    from ``params`` (e.g. the previous stage's model) or a random init with ``seed``."""
+def restore_or_create(ckpt: Checkpointer, job: Job, seed: int, params=None, config=None):
+    """(state, data iterator state or None): the latest checkpoint if any (its stored config
+    checked against ``config``, ``resume_check``), else a fresh state from ``params`` (e.g. the
+    previous stage's model) or a random init with ``seed``."""
     setup = job.setup
     if ckpt.latest_step() is not None:
         frozen_config = setup.frozen_config if job.reference else None
@@ -44,7 +46,9 @@ def restore_or_create(ckpt: Checkpointer, job: Job, seed: int, params=None):
             frozen_config=frozen_config,
             lora=setup.lora,
         )
-        state, data_state, _ = ckpt.restore(target)
+        state, data_state, stored = ckpt.restore(target)
+        if config is not None:
+            check_resumable(stored, config, f"{ckpt.directory}/{ckpt.latest_step()}")
         if job.frozen is not None:
             state = state.replace(frozen=job.frozen)
         return state, data_state
@@ -113,14 +117,15 @@ def run(stage: Stage, workdir: str | Path, *, init_params=None) -> dict[str, flo
             init_params = with_score_head(  # a policy -> the reward model's starting point
                 init_params, stage.model, jax.random.key(stage.seed + 1), job.setup.mesh
             )
-        state, data_state = restore_or_create(ckpt, job, stage.seed, init_params)
+        config = stage.to_dict()
+        state, data_state = restore_or_create(ckpt, job, stage.seed, init_params, config)
         if data_state is not None:
             job.data.set_state(data_state)
         sharding.report_replication(state, stage.mesh)
         save = lambda state, force=False: ckpt.save(
             state,
             data_state=job.data.get_state(),
-            config=stage.to_dict(),
+            config=config,
             force=force,
             include_frozen=job.reference,
         )
@@ -158,7 +163,7 @@ def train_loop(job: Job, state: TrainState, train, workdir: Path, save) -> dict[
             if preemption.stop:
                 save(state, force=True)
                 print(f"preempted: checkpoint saved at step {step}", flush=True)
-                return last
+                raise Preempted(step)
             save(state)
         save(state, force=True)
     return last

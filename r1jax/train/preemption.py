@@ -1,8 +1,10 @@
 """``PreemptionGuard``: SIGTERM becomes a flag the train loops poll between steps.
 
 When ``guard.stop`` turns True the loop saves a checkpoint synchronously
-(``Checkpointer.save(..., force=True)`` + ``wait()``) and exits, so a preempted run resumes from
-the step it reached.
+(``Checkpointer.save(..., force=True)`` + ``wait()``) and raises ``Preempted``, so a preempted
+run resumes from the step it reached; nothing after the loop runs (a recipe stage is not marked
+done) and ``r1jax`` exits with ``EXIT_CODE`` (128 + SIGTERM), which schedulers read as a failure
+to retry (a GKE Job, a SLURM requeue), not as a finished run.
 """
 
 from __future__ import annotations
@@ -12,6 +14,17 @@ import threading
 
 import jax
 import numpy as np
+
+EXIT_CODE = 143
+
+
+class Preempted(Exception):
+    """The run stopped on SIGTERM after saving a checkpoint at ``step``: run the same command
+    again to resume."""
+
+    def __init__(self, step: int):
+        super().__init__(f"preempted: checkpoint saved at step {step}; rerun to resume")
+        self.step = step
 
 
 class PreemptionGuard:

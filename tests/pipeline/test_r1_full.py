@@ -118,3 +118,28 @@ def test_miniature_runs_in_chinese(tmp_path):
         assert (run_dir / stage / "done.json").exists(), stage
     trace = json.loads((run_dir / "distill_data" / "traces.jsonl").read_text().splitlines()[0])
     assert trace["language"] == "zh" and trace["prompt"].startswith("计算")
+
+
+def test_a_preempted_stage_is_not_marked_done(tmp_path, monkeypatch):
+    """SIGTERM in a training stage saves and raises Preempted: the recipe stops there (it wrote
+    done.json and went on to the next stage, which skipped the rest of this one for good) and
+    ``r1jax`` exits 143 for the scheduler to run it again."""
+    from r1jax import cli
+    from r1jax.pipeline import recipe
+    from r1jax.train.preemption import Preempted
+
+    ran = []
+
+    def runner(stage, stage_dir, run_dir):
+        ran.append(stage_dir.name)
+        if len(ran) == 2:
+            raise Preempted(4)
+        return {"ok": 1}
+
+    monkeypatch.setattr(recipe, "RUNNERS", {kind: runner for kind in recipe.RUNNERS})
+    with pytest.raises(Preempted):
+        recipe.run_recipe(get_config("smoke"), tmp_path)
+    assert [(tmp_path / name / "done.json").exists() for name in ran] == [True, False]
+    ran.clear()
+    argv = ["demo", "--config=configs/r1_full.py:smoke", f"--run_dir={tmp_path / 'cli'}"]
+    assert cli.main(argv) == 143
