@@ -147,7 +147,7 @@ def build(stage: Stage, workdir: Path) -> Job:
         mesh=setup.mesh,
         prompt_length=max(stage.data.buckets),
     )
-    data = _PoppingStats(data_iter := iter(dataset))
+    data = _PoppingStats(iter(dataset))
 
     def iteration(state, step, guard):
         state, metrics = grpo_iteration(state, data, parts, step, guard)
@@ -156,7 +156,7 @@ def build(stage: Stage, workdir: Path) -> Job:
     return Job(
         setup=setup,
         iteration=iteration,
-        data=data_iter,
+        data=data,
         frozen=adapters.stage_base(stage, setup),
         reference=grpo.beta > 0 and setup.lora is None,
         steps_per_iteration=grpo.mu,
@@ -221,3 +221,12 @@ class _PoppingStats:
         batch = next(self.it)
         self.dropped += int(batch.pop("stats", {}).get("dropped_too_long", 0))
         return batch
+
+    def get_state(self) -> dict:
+        """The pipeline's state and the count so far (a resumed run goes on counting)."""
+        return {"pipeline": self.it.get_state(), "dropped_too_long": self.dropped}
+
+    def set_state(self, state: dict) -> None:
+        if "pipeline" in state:  # else a checkpoint from before the count was saved
+            self.dropped, state = int(state["dropped_too_long"]), state["pipeline"]
+        self.it.set_state(state)

@@ -68,3 +68,31 @@ def test_grpo_run_writes_metrics_and_checkpoints_and_resumes(tmp_path):
     assert any("eval/pass@1" in r for r in records)
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert steps[-1] == 3
+
+
+def test_the_dropped_prompt_count_goes_on_after_a_resume():
+    """The count of too-long prompts is cumulative: it restarted at 0 on resume."""
+    from r1jax.train.grpo_job import _PoppingStats
+
+    class Batches:  # a pipeline whose every batch dropped one prompt, with a state
+        def __init__(self):
+            self.n = 0
+
+        def __next__(self):
+            self.n += 1
+            return {"tokens": self.n, "stats": {"dropped_too_long": 1}}
+
+        def get_state(self):
+            return {"n": self.n}
+
+        def set_state(self, state):
+            self.n = state["n"]
+
+    first = _PoppingStats(Batches())
+    [next(first) for _ in range(3)]
+    resumed = _PoppingStats(Batches())
+    resumed.set_state(first.get_state())
+    assert next(resumed) == {"tokens": 4} and resumed.dropped == 4
+    old = _PoppingStats(Batches())
+    old.set_state({"n": 3})  # a checkpoint from before the count was saved
+    assert next(old) == {"tokens": 4} and old.dropped == 1
