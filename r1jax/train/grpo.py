@@ -219,7 +219,9 @@ def rollout_source(state: TrainState, data: Iterator[Mapping], parts: GRPOParts,
         return (lambda _: next(data)), _SamplerWork(sample_fn_for(state, parts, step)), None
     if parts.pool is None:
         num_prompts = local_num_prompts(parts)
-        parts.pool = partial_rollouts.make_pool(parts, state, num_prompts, parts.prompt_length)
+        parts.pool = partial_rollouts.make_pool(
+            parts, state, num_prompts, parts.prompt_length, step
+        )
     rounds = partial_rollouts.PartialRounds(parts.pool, data, state.model_params(), step)
     work = _SamplerWork(rounds.sample_fn)
 

@@ -22,6 +22,7 @@ The global batch, and so the run, is the same on any process count.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import sys
 from pathlib import Path
@@ -209,10 +210,15 @@ def sampler_options(grpo) -> dict:
 
 
 class _PoppingStats:
-    """The data iterator with each batch's ``stats`` popped (Python ints, never sent to jit)."""
+    """The data iterator with each batch's ``stats`` popped (Python ints, never sent to jit).
+
+    ``pending``: the states from before each batch drawn but not yet trained on (a partial-
+    rollout pool's batches in flight, oldest first); a checkpoint saves the oldest, so a
+    resumed run, whose pool starts empty, draws those prompts again instead of skipping them.
+    """
 
     def __init__(self, it):
-        self.it, self.dropped = it, 0
+        self.it, self.dropped, self.pending = it, 0, collections.deque()
 
     def __iter__(self):
         return self
@@ -222,9 +228,14 @@ class _PoppingStats:
         self.dropped += int(batch.pop("stats", {}).get("dropped_too_long", 0))
         return batch
 
-    def get_state(self) -> dict:
+    def position(self) -> dict:
         """The pipeline's state and the count so far (a resumed run goes on counting)."""
         return {"pipeline": self.it.get_state(), "dropped_too_long": self.dropped}
+
+    def get_state(self) -> dict:
+        """What a checkpoint saves: the ``position`` from before the oldest ``pending`` batch,
+        or the current one."""
+        return self.pending[0] if self.pending else self.position()
 
     def set_state(self, state: dict) -> None:
         if "pipeline" in state:  # else a checkpoint from before the count was saved

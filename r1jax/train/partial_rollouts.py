@@ -15,7 +15,10 @@ truncated importance weight compares the recomputed pi_old with them. Metrics:
 the one being updated) and ``sample/policy_lag_max`` (in updates).
 
 The pool lives in host memory and on device, not in checkpoints: a resumed run starts with an
-empty pool, so the prompts in flight at the checkpoint (drawn, not yet trained on) are skipped.
+empty pool. The checkpoint's data position is the one from before the oldest batch in flight
+(the data iterator's ``pending``), so those prompts are drawn again and sampled anew by the
+resumed policy (none skipped; not bit for bit the uninterrupted run), and the resumed pool's
+request keys are folded with the step it starts at (not the first pool's again).
 """
 
 from __future__ import annotations
@@ -33,10 +36,13 @@ from r1jax.train.rollout import prompt_lists
 KEY_STREAM = 0x9A27  # folded into the state's key: the pool's request keys
 
 
-def make_pool(parts, state, num_prompts: int, prompt_length: int) -> RolloutPool:
-    """The run's ``RolloutPool`` from ``parts.grpo`` (its keys from the state's key)."""
+def make_pool(parts, state, num_prompts: int, prompt_length: int, step: int = 0) -> RolloutPool:
+    """The run's ``RolloutPool`` from ``parts.grpo`` (its keys from the state's key and, for a
+    pool made when a run resumes at ``step`` > 0, that step)."""
     grpo, tokenizer = parts.grpo, parts.tokenizer
     eos = tokenizer.eos_id
+    key = jax.random.fold_in(state.key(), KEY_STREAM)
+    key = jax.random.fold_in(key, step) if step else key
     return RolloutPool(
         parts.sampler,
         batch_prompts=num_prompts,
@@ -45,7 +51,7 @@ def make_pool(parts, state, num_prompts: int, prompt_length: int) -> RolloutPool
         max_new_tokens=grpo.max_new_tokens,
         prompt_length=prompt_length,
         method=make_method(temperature=grpo.temperature, top_k=grpo.top_k, top_p=grpo.top_p),
-        key=jax.random.fold_in(state.key(), KEY_STREAM),
+        key=key,
         stop_token_ids=(eos,) if grpo.stop_at_eos and eos is not None else (),
         stop_strings=grpo.stop_strings,
         tokenizer=tokenizer,
@@ -64,7 +70,10 @@ class PartialRounds:
         self.harvests = []
 
     def next_prompts(self, round_index: int) -> Mapping:
+        pending = getattr(self.data, "pending", None)  # the data positions of batches in flight
         while self.pool.wants_prompts:
+            if pending is not None:
+                pending.append(self.data.position())
             batch = next(self.data)
             prompts, rows = prompt_lists(batch)
             if len(rows) != len(batch["prompt_tokens"]):
@@ -74,6 +83,8 @@ class PartialRounds:
                 )
             self.pool.admit(self.params, prompts, payload=batch)
         self.harvests.append(self.pool.next_batch(self.params, self.version))
+        if pending:
+            pending.popleft()  # the oldest batch leaves the pool, to be trained on now
         return self.harvests[-1].payload
 
     def sample_fn(self, prompts, round_index: int):

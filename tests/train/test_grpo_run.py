@@ -96,3 +96,44 @@ def test_the_dropped_prompt_count_goes_on_after_a_resume():
     old = _PoppingStats(Batches())
     old.set_state({"n": 3})  # a checkpoint from before the count was saved
     assert next(old) == {"tokens": 4} and old.dropped == 1
+
+
+def test_a_checkpoint_saves_the_data_position_before_the_partial_rollout_pools_batches():
+    """The pool is not checkpointed: the saved position is the one before its oldest batch in
+    flight, so a resumed run draws those prompts again (it skipped them)."""
+    import numpy as np
+
+    from r1jax.train.grpo_job import _PoppingStats
+    from r1jax.train.partial_rollouts import PartialRounds
+
+    class Batches:
+        def __init__(self):
+            self.n = 0
+
+        def __next__(self):
+            self.n += 1
+            return {"prompt_tokens": np.full((1, 2), self.n), "prompt_mask": np.ones((1, 2))}
+
+        def get_state(self):
+            return {"n": self.n}
+
+    class Pool:  # two batches in flight; harvests the oldest
+        def __init__(self):
+            self.batches = []
+
+        @property
+        def wants_prompts(self):
+            return len(self.batches) < 2
+
+        def admit(self, params, prompts, payload):
+            self.batches.append(payload)
+
+        def next_batch(self, params, version):
+            return type("Harvest", (), {"payload": self.batches.pop(0)})
+
+    data, pool = _PoppingStats(Batches()), Pool()
+    for step in range(3):  # each iteration trains on the oldest batch: 1, then 2, then 3
+        trained = PartialRounds(pool, data, None, step).next_prompts(0)
+        assert int(trained["prompt_tokens"][0, 0]) == step + 1
+        # saved after training on batch step + 1; batch step + 2 is in flight: draw it again
+        assert data.get_state()["pipeline"] == {"n": step + 1}
