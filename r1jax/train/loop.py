@@ -142,7 +142,7 @@ def train_loop(job: Job, state: TrainState, train, workdir: Path, save) -> dict[
     last: dict[str, float] = {}
     with (
         PreemptionGuard() as preemption,
-        MetricsWriter(workdir) as writer,
+        MetricsWriter(workdir, after_step=step) as writer,
         Progress(train.steps, initial=step, keys=job.progress_keys, desc=job.desc) as bar,
     ):
         tic, since = time.perf_counter(), 0

@@ -32,15 +32,26 @@ def to_scalars(metrics: Mapping) -> dict[str, float]:
     return out
 
 
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):  # a line cut by the kill: from after the save
+        return 1 << 62
+
+
 class MetricsWriter:
     """Appends ``{"step": s, **metrics}`` lines to ``<workdir>/metrics.jsonl`` and writes the same
     scalars to TensorBoard (``<workdir>/tb``). A no-op on processes other than 0.
 
     Appending makes a resumed run continue the same file; floats are written with ``repr``
-    precision, so two runs' lines can be compared exactly.
+    precision, so two runs' lines can be compared exactly. ``after_step``: the step a run
+    resumes at; lines of later steps (written after that checkpoint by a run that was then
+    killed) are dropped first, so the steps it redoes are not in the file twice.
     """
 
-    def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True):
+    def __init__(
+        self, workdir: str | os.PathLike, *, tensorboard: bool = True, after_step: int | None = None
+    ):
         self.enabled = jax.process_index() == 0
         self._file = self._tb = None
         if not self.enabled:
@@ -48,6 +59,11 @@ class MetricsWriter:
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         self.path = workdir / "metrics.jsonl"
+        if after_step is not None and self.path.exists():
+            lines = self.path.read_text().splitlines(keepends=True)
+            kept = [line for line in lines if _step_of(line) <= after_step]
+            if len(kept) < len(lines):
+                self.path.write_text("".join(kept))
         self._file = open(self.path, "a")  # noqa: SIM115 - closed in close()
         if tensorboard:
             from tensorboardX import SummaryWriter

@@ -35,3 +35,20 @@ def test_settings_that_change_the_trajectory_are_named(monkeypatch):
     check_resumable({}, now, "old checkpoint without a config")
     monkeypatch.setenv("R1JAX_RESUME_WITH_CHANGES", "1")
     check_resumable(stored, now, "accepted")
+
+
+def test_a_resumed_run_drops_the_metric_lines_of_the_steps_it_redoes(tmp_path):
+    """Killed after logging steps past its last checkpoint, a run redoes those steps: their
+    first lines are dropped, not left twice in metrics.jsonl."""
+    from r1jax.train.metrics import MetricsWriter, read_metrics
+
+    with MetricsWriter(tmp_path, tensorboard=False) as writer:
+        for step in (1, 2, 3, 4):
+            writer.write(step, {"loss": float(step)})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')  # cut by the kill
+    with MetricsWriter(tmp_path, tensorboard=False, after_step=2) as writer:
+        writer.write(3, {"loss": 30.0})
+    assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "metrics.jsonl")] == [
+        (1, 1.0), (2, 2.0), (3, 30.0)
+    ]  # fmt: skip
