@@ -12,6 +12,8 @@ generated ids), so the SFT boundary and the RL boundary are the same token bound
 
 from __future__ import annotations
 
+import datetime
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -92,8 +94,14 @@ class ChatTemplate:
                 from jinja2.sandbox import ImmutableSandboxedEnvironment
             except ImportError as e:  # pragma: no cover - depends on the environment
                 raise ImportError("rendering a HF chat_template needs `pip install jinja2`") from e
-            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+            # The environment transformers renders chat templates in: loop controls, its tojson
+            # (no ASCII or HTML escaping) and strftime_now.
+            env = ImmutableSandboxedEnvironment(
+                trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+            )
+            env.filters["tojson"] = _tojson
             env.globals["raise_exception"] = _raise_template_error
+            env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
             self._compiled = env.from_string(self.source)
         return self._compiled.render(
             messages=list(messages),
@@ -101,6 +109,12 @@ class ChatTemplate:
             bos_token=self.bos_token,
             eos_token=self.eos_token,
         )
+
+
+def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False) -> str:
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
 
 
 def _raise_template_error(message: str) -> None:

@@ -134,3 +134,17 @@ def test_the_r1_zero_template_speaks_the_records_language():
     )  # no French template: the English one
     with pytest.raises(ValueError, match="no R1-Zero template for language 'de'"):
         format_r1_zero("q", "de")
+
+
+def test_chat_templates_render_in_transformers_environment():
+    """tojson without ASCII or HTML escaping, {% break %} and strftime_now, as transformers'
+    apply_chat_template has them (tools, dated system prompts)."""
+    source = (
+        "{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}"
+        "{{ m | tojson }}{% endfor %}{{ strftime_now('%Y') | length }}"
+    )
+    msgs = [{"role": "user", "content": "a<b & 'c' 日本"}, {"role": "user", "content": "x"}]
+    got = ChatTemplate(source).render(msgs, add_generation_prompt=False)
+    assert got == '{"role": "user", "content": "a<b & \'c\' 日本"}4'
+    utils = pytest.importorskip("transformers.utils.chat_template_utils")
+    assert got == utils._compile_jinja_template(source).render(messages=msgs)
