@@ -19,7 +19,7 @@ from r1jax.model import ModelConfig
 from r1jax.sampling import compile_options, continuous, loop, paged, paged_shards
 from r1jax.sampling.methods import SamplingMethod, make_method
 from r1jax.sampling.output import SampleOutput, left_pad
-from r1jax.sampling.stop import stop_sequences, stop_table, truncate_at_stop_strings
+from r1jax.sampling.stop import stop_sequences, stop_string_matches, stop_table
 from r1jax.sharding import named_sharding
 
 
@@ -313,9 +313,8 @@ class Sampler:
             tokens, logprobs, lengths, done, *wait = host
         lengths, done = lengths.astype(np.int32), done.copy()
         if stop_strings:
-            cut = truncate_at_stop_strings(tokens, lengths, stop_strings, tokenizer)
-            done |= cut < lengths
-            lengths = cut
+            lengths, found = stop_string_matches(tokens, lengths, stop_strings, tokenizer)
+            done |= found  # a match ending on the last allowed token stopped too
         mask = (np.arange(tokens.shape[1])[None] < lengths[:, None]).astype(np.int32)
         return SampleOutput(
             prompt_tokens=np.repeat(tokens_QP, num_samples, axis=0),

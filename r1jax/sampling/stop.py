@@ -97,9 +97,20 @@ def truncate_at_stop_strings(
 ) -> np.ndarray:
     """New lengths ``[B]``: each row cut after the first token where a stop string appears in
     the decoded text (``decode(..., skip_special=False)``), or unchanged."""
-    new_lengths = lengths_B.copy()
+    return stop_string_matches(tokens_BT, lengths_B, stop_strings, tokenizer)[0]
+
+
+def stop_string_matches(
+    tokens_BT: np.ndarray,
+    lengths_B: np.ndarray,
+    stop_strings: Sequence[str],
+    tokenizer: Tokenizer,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``truncate_at_stop_strings``'s lengths and bool ``[B]``: whether a row holds a stop
+    string (its last token included: a row that ends on one stopped, it was not cut short)."""
+    new_lengths, found = lengths_B.copy(), np.zeros(len(lengths_B), bool)
     if not stop_strings:
-        return new_lengths
+        return new_lengths, found
 
     def contains(ids) -> bool:
         text = tokenizer.decode(list(ids), skip_special=False)
@@ -108,5 +119,5 @@ def truncate_at_stop_strings(
     for row in range(tokens_BT.shape[0]):
         end = first_match_end(tokens_BT[row], contains, int(lengths_B[row]))
         if end is not None:
-            new_lengths[row] = end
-    return new_lengths
+            new_lengths[row], found[row] = end, True
+    return new_lengths, found

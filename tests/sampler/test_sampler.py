@@ -16,6 +16,7 @@ from sampler_common import (
 )
 
 from r1jax.sampling import Sampler, compile_options, generate, loop, truncate_at_stop_strings
+from r1jax.sampling.stop import stop_string_matches
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +185,11 @@ def test_truncate_at_stop_strings_finds_the_first_token_completing_the_text():
     lengths = np.array([5, 3, 5])
     got = truncate_at_stop_strings(tokens, lengths, ["</answer>"], Pieces())
     np.testing.assert_array_equal(got, [3, 3, 2])
+    # a row whose stop string ends on its last allowed token stopped (it read as truncated)
+    tokens = np.array([[4, 4, 2, 3], [4, 4, 4, 4]])
+    cut, found = stop_string_matches(tokens, np.array([4, 4]), ["</answer>"], Pieces())
+    np.testing.assert_array_equal(cut, [4, 4])
+    np.testing.assert_array_equal(found, [True, False])
 
 
 def test_no_recompile_across_calls_in_the_same_bucket(sampler, params, greedy_out):
