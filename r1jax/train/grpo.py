@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -185,6 +186,7 @@ def grpo_iteration(
         num_prompts=local_num_prompts(parts),
         pad_id=parts.pad_id,
         all_done=multihost.all_processes,
+        owner_rewards=functools.partial(owner_rewards, mesh=parts.mesh),
     )
     advantages = local_advantages(rollout.rewards, parts.grpo, parts.mesh)  # 2. batch
     batch = rollout_lib.build_grpo_batch(rollout, advantages, parts.grpo)
@@ -272,6 +274,16 @@ def local_num_prompts(parts: GRPOParts) -> int:
         return parts.grpo.num_prompts
     shard = multihost.batch_feed(parts.mesh, parts.grpo.num_prompts, "grpo.num_prompts")
     return parts.grpo.num_prompts // shard.count
+
+
+def owner_rewards(rewards_R: np.ndarray, mesh=None) -> np.ndarray:
+    """This process's rows' rewards as the first process of its data shard scored them (a
+    collective with several processes)."""
+    rewards_R = np.asarray(rewards_R, np.float32)
+    if mesh is None or jax.process_count() == 1:
+        return rewards_R
+    everyone = multihost.gather_shards(rewards_R, mesh)
+    return everyone[multihost.data_shard(mesh).rows(len(everyone))]
 
 
 def local_advantages(rewards_R: np.ndarray, options: GRPOConfig, mesh=None) -> np.ndarray:

@@ -232,6 +232,7 @@ def collect(
     num_prompts: int,
     pad_id: int = 0,
     all_done: Callable[[bool], bool] = bool,
+    owner_rewards: Callable[[np.ndarray], np.ndarray] = np.asarray,
 ) -> tuple[Rollout, dict[str, float]]:
     """Rounds of ``sample_and_score`` until ``num_prompts`` groups are gathered.
 
@@ -244,6 +245,9 @@ def collect(
     ``all_done(enough) -> bool`` decides whether sampling stops after a dynamic-sampling round;
     with several processes it is ``r1jax.multihost.all_processes``: sampling is a collective,
     so every process keeps taking rounds until all of them have enough groups.
+    ``owner_rewards(rewards)``: this process's rows as the first process of its data shard
+    scored them, which decide the degenerate groups (``grpo.local_advantages``'s reading), so
+    processes sharing a shard keep the same groups even where a reward differed between them.
     """
     g = options.num_samples
     kept, dropped, sampled, rounds = [], [], 0, 0
@@ -254,7 +258,9 @@ def collect(
         rounds += 1
         groups = part.num_rows // g
         sampled += groups
-        bad = degenerate_groups(part.rewards, g) if options.dynamic_sampling else np.zeros(groups)
+        bad = np.zeros(groups)
+        if options.dynamic_sampling:
+            bad = degenerate_groups(owner_rewards(part.rewards), g)
         kept.append(take_groups(part, np.flatnonzero(~bad.astype(bool)), g))
         dropped.append(take_groups(part, np.flatnonzero(bad), g))
         if not options.dynamic_sampling:

@@ -318,3 +318,23 @@ def test_clipped_vocab_tokenizer_drops_ids_beyond_the_tokenizer():
 
     tok = R.ClippedVocabTokenizer(Small())
     assert tok.decode([0, 7, 1, 3, 2]) == "abc" and tok.eos_id == 2
+
+
+def test_dynamic_sampling_drops_the_groups_the_shard_owners_rewards_call_degenerate():
+    """Processes sharing a data shard must keep the same groups: degeneracy is read from the
+    rewards of the shard's first process (``owner_rewards``), which the advantages use too;
+    a reward that differed here (a sandbox time-out) kept other groups than the owner's."""
+    opts = options(num_samples=G, dynamic_sampling=True, max_sampling_rounds=1)
+    data = batches(range(100), 2)
+    owner = lambda rewards: np.where(np.arange(len(rewards)) < G, 1.0, rewards)  # group 0 flat
+    rollout, info = R.collect(
+        lambda r: next(data),
+        fake_sampler(varied),
+        ScriptedReward(),
+        Tok(),
+        opts,
+        num_prompts=1,
+        owner_rewards=owner,
+    )
+    assert info["dynamic/groups_dropped"] == 1
+    np.testing.assert_array_equal(rollout.prompt_tokens[:, -2:], [[2, 2]] * G)  # prompt 1's
