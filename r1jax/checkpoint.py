@@ -380,9 +380,11 @@ def save_params(path, model_config: ModelConfig, params: dict, *, step: int = 0)
 
 def find_tokenizer(path) -> Path | None:
     """A tokenizer stored with a checkpoint: ``tokenizer.json``/``tokenizer.model`` in the
-    directory (HF) or the run's ``tokenizer.model`` (r1jax runs train one into the workdir)."""
+    directory (HF, or an r1jax run: they train one into the workdir, and a converted model
+    keeps its HF one there), or in its parent (``path`` a run's ``checkpoints`` directory)."""
     p = Path(path)
-    for candidate in (p / "tokenizer.json", p / "tokenizer.model", p.parent / "tokenizer.model"):
-        if candidate.exists():
-            return candidate
+    for directory in (p, p.parent):
+        for name in ("tokenizer.json", "tokenizer.model"):
+            if (directory / name).exists():
+                return directory / name
     return None

@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     module_name, func_name = commands[name][0].split(":")
     module = importlib.import_module(module_name)
     from r1jax.config.flags import HelpShown  # after the command's own (heavier) imports
+    from r1jax.errors import SetupError
     from r1jax.train import preemption
 
     try:
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return preemption.EXIT_CODE
     except SystemExit as e:  # argparse's --help (0) or usage error (2)
         return e.code if isinstance(e.code, int) else 2
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, FileNotFoundError, KeyError, SetupError) as e:
         # Bad input (config field, file, tensor name): one clear line, unless debugging.
         if os.environ.get("R1JAX_TRACEBACK"):
             raise

@@ -49,21 +49,33 @@ def main(argv: list[str]) -> int:
             raise FileNotFoundError(f"config.convert.input={c.input}: no config.json (not HF)")
         model_config, params = load_params(c.input, mesh=mesh, format="hf", **overrides)
         out = save_params(c.output, model_config, params)
-        if find_tokenizer(c.input) is not None:  # keep the tokenizer next to the weights
-            for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"):
-                if (Path(c.input) / name).exists():
-                    shutil.copy(Path(c.input) / name, Path(c.output) / name)
+        _copy_tokenizer(c.input, c.output)
     elif c.direction == "r1jax-to-peft":
         model_config, out = export_peft(c.input, c.output, mesh)
     else:
         model_config, params = load_params(c.input, mesh=mesh, format="r1jax", **overrides)
         hf.save(c.output, model_config, params, max_shard_bytes=int(c.max_shard_gb * 2**30))
-        tokenizer = find_tokenizer(c.input)
-        if tokenizer is not None:
-            shutil.copy(tokenizer, Path(c.output) / tokenizer.name)
+        _copy_tokenizer(c.input, c.output)
         out = Path(c.output)
     print(f"{c.direction}: {model_config.num_params / 1e6:.2f}M params -> {out}")
     return 0
+
+
+# The files of a tokenizer and its chat settings, carried along in both directions.
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+    "generation_config.json", "chat_template.jinja",
+)  # fmt: skip
+
+
+def _copy_tokenizer(source: str, output: str) -> None:
+    """The tokenizer next to ``source``'s weights (or its run's) copied next to ``output``'s."""
+    found = find_tokenizer(source)
+    if found is None:
+        return
+    for name in TOKENIZER_FILES:
+        if (found.parent / name).exists():
+            shutil.copy(found.parent / name, Path(output) / name)
 
 
 def export_peft(run: str, output: str, mesh):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import jax
 
@@ -22,8 +23,8 @@ from r1jax import distributed
 from r1jax.checkpoint import find_tokenizer, load_params
 from r1jax.config import typed
 from r1jax.config.flags import parse_config
-from r1jax.data import format_r1_zero, load_tokenizer
-from r1jax.data.templates import encode_prompt
+from r1jax.data import load_tokenizer
+from r1jax.data.templates import PromptFormatter, encode_prompt
 from r1jax.sampling import Sampler
 from r1jax.sharding import make_mesh
 
@@ -60,12 +61,21 @@ def main(argv: list[str]) -> int:
     mesh = make_mesh(stage.mesh)
     overrides = {"compute_dtype": stage.link("dtype")} if stage.link("dtype") else {}
     model_config, params = load_params(checkpoint, mesh=mesh, **overrides)
+    if model_config.score_head:
+        raise ValueError(
+            f"config.model_from={checkpoint}: a reward model (a score head) scores text, "
+            "it does not sample"
+        )
+    output = stage.link("output")
+    if output:  # before the sampling, not after it
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
     tokenizer_path = stage.link("tokenizer") or find_tokenizer(checkpoint)
     if tokenizer_path is None:
         raise FileNotFoundError(f"no tokenizer found next to {checkpoint}: set config.tokenizer")
     tokenizer = load_tokenizer(str(tokenizer_path))
     texts = read_prompts(opts.prompts, opts.prompts_file)
-    rendered = [format_r1_zero(t) if opts.template == "r1_zero" else t for t in texts]
+    formatter = PromptFormatter(opts.template, tokenizer)  # r1_zero, chat or raw
+    rendered = [formatter({"prompt": t}) for t in texts]
     prompts = [encode_prompt(tokenizer, t) for t in rendered]
     stop_ids = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
     slots = dict(slots=opts.slots, min_slots=opts.min_slots)
@@ -86,7 +96,6 @@ def main(argv: list[str]) -> int:
     )
     if not distributed.is_main_process():
         return 0
-    output = stage.link("output")
     sink = open(output, "w") if output else sys.stdout  # noqa: SIM115
     try:
         for row, ids in enumerate(out.completions()):

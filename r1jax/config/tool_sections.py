@@ -14,7 +14,7 @@ class SampleConfig:
 
     prompts: tuple[str, ...] = ()
     prompts_file: str = ""
-    template: str = "r1_zero"  # "r1_zero" | "raw"
+    template: str = "r1_zero"  # "r1_zero" | "chat" (the tokenizer's) | "raw"
     num_samples: int = 1
     max_new_tokens: int = 256
     temperature: float = 1.0
@@ -51,7 +51,10 @@ class TokenizerConfig:
 class ConvertConfig:
     """``r1jax convert``: ``direction`` "hf-to-r1jax" | "r1jax-to-hf" (a LoRA run: merged into
     its base) | "r1jax-to-peft" (a LoRA run's adapters alone) from ``input`` to ``output``;
-    ``dtype``: the written params' dtype (empty: keep); safetensors shard size."""
+    ``dtype``: the written params' dtype (empty: the model config's ``param_dtype``, float32
+    unless the run set another: a bf16 HF checkpoint becomes fp32 master weights, and comes back
+    as fp32 unless ``dtype=bfloat16``; not applied to PEFT adapters, written as float32);
+    safetensors shard size."""
 
     direction: str = "hf-to-r1jax"
     input: str = ""

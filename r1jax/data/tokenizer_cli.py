@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     tok = typed(config).tokenizer
     if not tok.inputs and not tok.task:
         raise ValueError("set config.tokenizer.inputs (files) and/or config.tokenizer.task")
+    missing = [p for p in tok.inputs if not Path(p).is_file()]
+    if missing:  # a file name that is not there would be trained on as text
+        raise FileNotFoundError(f"config.tokenizer.inputs: no such file {missing}")
     if not tok.model_prefix:
         raise ValueError("set config.tokenizer.model_prefix (writes PREFIX.model, PREFIX.vocab)")
     try:

@@ -186,6 +186,13 @@ def _top_mapping(config: ModelConfig) -> dict[str, tuple[str, Callable, Callable
 # ----------------------------------------------------------------------------- load
 
 
+def _open_safetensors(file: Path):
+    try:
+        return safe_open(str(file), framework="np")
+    except Exception as e:  # safetensors' own error type: a cut or corrupt file
+        raise ValueError(f"{file}: not a readable safetensors file ({e})") from None
+
+
 class _TensorIndex:
     """Lazy access to the tensors of a (possibly sharded) safetensors checkpoint directory."""
 
@@ -199,7 +206,7 @@ class _TensorIndex:
             if not files:
                 raise FileNotFoundError(f"{path}: no *.safetensors files")
             weight_map = None
-        self._handles = {f: safe_open(str(path / f), framework="np") for f in files}
+        self._handles = {f: _open_safetensors(path / f) for f in files}
         if weight_map is None:
             weight_map = {name: f for f, h in self._handles.items() for name in h.keys()}
         self.weight_map = weight_map
@@ -312,6 +319,8 @@ def save(
     if jax.process_index() != 0:
         return
     path.mkdir(parents=True, exist_ok=True)
+    for stale in [*path.glob("model*.safetensors"), *path.glob("model.safetensors.index.json")]:
+        stale.unlink()  # an earlier export's shards or index would be read instead of these
     (path / "config.json").write_text(json.dumps(config_to_hf(config, dtype), indent=2))
     shards: list[dict[str, np.ndarray]] = [{}]
     size = 0

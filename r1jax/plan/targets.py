@@ -14,6 +14,8 @@ import dataclasses
 import math
 import os
 
+from r1jax.errors import SetupError
+
 GIB = 2**30
 
 
@@ -93,7 +95,7 @@ def _tpu_devices(topology: str) -> tuple:
         per_host = {} if math.prod(dims) >= 4 else {"chips_per_host_bounds": [*dims, 1][:3]}
         desc = topologies.get_topology_desc(topology_name=topology, platform="tpu", **per_host)
     except Exception as e:  # no libtpu: jax raises its own errors, by version
-        raise RuntimeError(
+        raise SetupError(
             f"compiling for {topology} needs the TPU compiler on this host: "
             f"pip install -e '.[tpu]' (in its own venv) ({type(e).__name__}: {e})"
         ) from e

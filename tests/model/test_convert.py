@@ -2,8 +2,9 @@
 
 import jax
 import numpy as np
+import pytest
 
-from r1jax.checkpoint import load_params, save_params
+from r1jax.checkpoint import find_tokenizer, load_params, save_params
 from r1jax.commands import convert
 from r1jax.model import ModelConfig, hf, init_params
 
@@ -37,18 +38,37 @@ def _args(direction, source, target) -> list[str]:
 def test_hf_to_r1jax_to_hf_round_trip(tmp_path):
     params = init_params(CONFIG, jax.random.key(3))
     hf.save(tmp_path / "hf", CONFIG, params)
-    (tmp_path / "hf" / "tokenizer.json").write_text("{}")  # travels with the weights
+    tokenizer_files = ("tokenizer.json", "tokenizer_config.json", "generation_config.json")
+    for name in tokenizer_files:  # travel with the weights, both ways (the chat template, EOS)
+        (tmp_path / "hf" / name).write_text(f'{{"{name}": 1}}')
 
     assert convert.main(_args("hf-to-r1jax", tmp_path / "hf", tmp_path / "ours")) == 0
     config, loaded = load_params(tmp_path / "ours")
     assert config == CONFIG
     _assert_same(loaded, params)
-    assert (tmp_path / "ours" / "tokenizer.json").exists()
+    assert find_tokenizer(tmp_path / "ours" / "checkpoints") == tmp_path / "ours" / "tokenizer.json"
 
     assert convert.main(_args("r1jax-to-hf", tmp_path / "ours", tmp_path / "back")) == 0
     config2, back = hf.load(tmp_path / "back")
     assert config2 == CONFIG
     _assert_same(back, params)
+    for name in tokenizer_files:
+        assert (tmp_path / "back" / name).read_text() == f'{{"{name}": 1}}', name
+
+
+def test_an_export_over_an_older_one_leaves_none_of_its_files(tmp_path):
+    """A sharded export's index stayed next to a later single-file export and was read first:
+    load_params returned the older weights."""
+    first, second = init_params(CONFIG, jax.random.key(1)), init_params(CONFIG, jax.random.key(2))
+    hf.save(tmp_path / "out", CONFIG, first, max_shard_bytes=20_000)
+    assert (tmp_path / "out" / "model.safetensors.index.json").exists()
+    hf.save(tmp_path / "out", CONFIG, second)
+    assert sorted(p.name for p in (tmp_path / "out").glob("model*")) == ["model.safetensors"]
+    _assert_same(hf.load(tmp_path / "out")[1], second)
+    cut = (tmp_path / "out" / "model.safetensors").read_bytes()[:100]
+    (tmp_path / "out" / "model.safetensors").write_bytes(cut)
+    with pytest.raises(ValueError, match="model.safetensors: not a readable safetensors file"):
+        hf.load(tmp_path / "out")
 
 
 def test_load_params_onto_a_mesh_and_bf16_export(tmp_path):

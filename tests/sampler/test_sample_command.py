@@ -55,7 +55,7 @@ def test_sample_command_writes_g_completions_per_prompt(checkpoint, tmp_path):
         assert all(lp <= 0 for lp in r["logprobs"])
 
 
-def test_sample_command_rejects_bad_inputs(tmp_path):
+def test_sample_command_rejects_bad_inputs(checkpoint, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a directory"):
         sample.main([f"--config.model_from={tmp_path / 'nope'}"])
     with pytest.raises(ValueError, match="not recognised"):
@@ -64,5 +64,17 @@ def test_sample_command_rejects_bad_inputs(tmp_path):
         sample.main([])
     bad = tmp_path / "p.jsonl"
     bad.write_text('{"text": "no prompt field"}\n')
+    with pytest.raises(ValueError, match="template must be 'r1_zero', 'chat', 'raw'"):
+        sample.main([f"--config.model_from={checkpoint}", "--config.sample.template=bogus",
+                     "--config.sample.prompts=('hi',)"])  # fmt: skip
     with pytest.raises(ValueError, match=r"p.jsonl:1: expected a JSON object"):
         sample.read_prompts([], str(bad))
+
+
+def test_sample_refuses_a_reward_model(tmp_path):
+    """A score-head model has no LM head of its own: it sampled through the tied embeddings."""
+    model = ModelConfig(vocab_size=64, hidden_size=16, num_layers=1, score_head=True,
+                        tie_embeddings=False)  # fmt: skip
+    hf.save(tmp_path / "rm", model, init_params(model, jax.random.key(0)))
+    with pytest.raises(ValueError, match="a reward model"):
+        sample.main([f"--config.model_from={tmp_path / 'rm'}"])
