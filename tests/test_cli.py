@@ -22,3 +22,22 @@ def test_help_lists_every_command_and_imports_nothing_heavy():
 def test_unknown_command_is_an_error(capsys):
     assert cli.main(["no-such-command"]) == 2
     assert "unknown command 'no-such-command'" in capsys.readouterr().err
+
+
+def test_a_missing_tpu_compiler_is_one_line_naming_the_fix(capsys):
+    import pytest
+
+    try:
+        import libtpu  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the TPU compiler is installed here")
+    argv = [
+        "plan",
+        "--config=configs/grpo_tiny.py",
+        "--topology=v5e-8",
+        "--config.mesh.preset=v5e-8",
+    ]
+    assert cli.main(argv) == 2
+    assert "needs the TPU compiler on this host: pip install" in capsys.readouterr().err

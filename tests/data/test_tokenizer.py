@@ -138,6 +138,9 @@ def test_cli_reports_bad_jsonl_line(tmp_path, capsys):
     assert f"{bad}:2" in err and "'text'" in err
     with pytest.raises(ValueError, match="config.tokenizer.inputs"):
         tokenizer_main(["--config.tokenizer.model_prefix=x"])
+    missing = [f"--config.tokenizer.inputs=('{tmp_path / 'typo.jsonl'}',)", *argv[1:]]
+    with pytest.raises(FileNotFoundError, match="config.tokenizer.inputs: no such file"):
+        tokenizer_main(missing)  # it trained on the file's name as text
 
 
 def test_a_bos_is_added_where_hugging_face_adds_one(hf_dir, tmp_path):
