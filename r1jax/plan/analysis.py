@@ -30,6 +30,21 @@ _BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "bf16": 2, "f16": 2, 
           "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8}  # fmt: skip
 
 
+def _tuple_elements(shape: str) -> list[str]:
+    """The top-level elements of an HLO tuple shape ``(a, (b, c), d)``; ``[shape]`` if none."""
+    shape = shape.strip()
+    if not shape.startswith("("):
+        return [shape]
+    parts, depth, start = [], 0, 1
+    for i, ch in enumerate(shape):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if (ch == "," and depth == 1) or (ch == ")" and depth == 0):
+            parts.append(shape[start:i].strip())
+            start = i + 1
+    return parts
+
+
 def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
     """Collective ops in optimized HLO: kind -> {"count", "bytes"} (result bytes per device;
     an op inside a loop body counts once)."""
@@ -38,8 +53,12 @@ def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
         match = _OP.search(line)
         if not match:
             continue
+        result = match.group(1)
+        if match.group(3) and match.group(2) in ("collective-permute", "all-gather"):
+            parts = _tuple_elements(result)  # async: (operand(s), result(s), [context])
+            result = parts[1] if len(parts) > 1 else result
         size = 0
-        for dtype, dims in _SHAPE.findall(match.group(1)):
+        for dtype, dims in _SHAPE.findall(result):
             size += _BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
         counter = out.setdefault(match.group(2), Counter())
         counter["count"] += 1
@@ -103,13 +122,26 @@ def compile_figures(program: Program) -> dict:
     )
 
 
-def analyse(program: Program, target: Target) -> dict:
+def resident_while_sampling(programs, lora) -> int:
+    """Per-device bytes of the train state that stay on the chips while a GRPO sampler program
+    runs without being its arguments: the optimizer state and the reference (frozen) params;
+    with ``lora`` the frozen base is the sampler's own argument (the params it runs on)."""
+    train = next((p for p in programs if p.name == "train_step"), None)
+    if train is None:
+        return 0
+    kept = {"state.params"} | ({"state.frozen"} if lora is not None else set())
+    groups = argument_groups(train)
+    return sum(v for k, v in groups.items() if k.startswith("state.") and k not in kept)
+
+
+def analyse(program: Program, target: Target, resident: int = 0) -> dict:
     """Compiles ``program`` for ``target`` and reports its per-chip figures (module docstring).
     A program the compiler refuses for lack of HBM is reported as not fitting, with the
-    temporaries it asked for and its arguments' size."""
+    temporaries it asked for and its arguments' size. ``resident``: bytes per chip held while
+    it runs that are not its arguments (``resident_while_sampling``), added to its peak."""
     figures = compile_figures(program)
     args, outputs, alias, temp = (figures[k] for k in ("args", "outputs", "alias", "temp"))
-    peak = args + outputs - alias + temp
+    peak = args + outputs - alias + temp + resident
     cost = figures["cost"]
     chip, chips = target.chip, target.chips
     flops_per_chip = program.model_flops / chips
@@ -119,12 +151,15 @@ def analyse(program: Program, target: Target) -> dict:
     parts = {f"argument {k}": v for k, v in argument_groups(program).items()}
     parts["temporaries"] = temp
     parts["outputs (not aliased)"] = max(outputs - alias, 0)
+    if resident:
+        parts["train state kept (optimizer, reference)"] = resident
     dominant = sorted(parts.items(), key=lambda kv: -kv[1])[:3]
     return {
         "argument_bytes_per_chip": args,
         "output_bytes_per_chip": outputs,
         "alias_bytes_per_chip": alias,
         "temp_bytes_per_chip": temp,
+        "resident_bytes_per_chip": resident,
         "peak_bytes_per_chip": peak,
         "fits": figures["error"] is None and peak <= chip.hbm_bytes,
         "compile_error": figures["error"],
@@ -147,7 +182,9 @@ def analyse(program: Program, target: Target) -> dict:
 def analyse_run(stage, topology: str, target, mesh, programs) -> dict:
     """A run's plan (what ``r1jax plan`` prints): every one of its ``programs`` (built on
     ``mesh`` from ``target``'s devices) analysed, and whether all fit."""
-    analysed = {p.name: analyse(p, target) for p in programs}
+    resident = resident_while_sampling(programs, stage.lora) if stage.kind == "grpo" else 0
+    analysed = {p.name: analyse(p, target, 0 if p.name == "train_step" else resident)
+                for p in programs}  # fmt: skip
     if stage.kind == "grpo":
         seq_len = max(stage.data.buckets) + stage.grpo.max_new_tokens
     else:

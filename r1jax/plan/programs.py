@@ -83,9 +83,11 @@ def attention_flops(config, rows: int, queries: int, context: float) -> float:
 
 def matmul_params(config) -> int:
     """Parameters a token's forward multiplies with (the LM head included, the lookup not; of a
-    mixture of experts, the chosen experts only)."""
+    mixture of experts, the chosen experts only). A tied embedding is the LM head too, except
+    in a reward model (its score head replaces the LM head)."""
     embed = config.vocab_size * config.hidden_size
-    return config.num_active_params - (embed if not config.tie_embeddings else 0)
+    lookup_only = not config.tie_embeddings or config.score_head
+    return config.num_active_params - (embed if lookup_only else 0)
 
 
 def _grpo_inputs(stage: Stage, mesh):

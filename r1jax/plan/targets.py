@@ -29,13 +29,13 @@ class ChipSpec:
     hbm_bandwidth: float | None
 
 
-# Public figures (Cloud TPU / NVIDIA data sheets); v5e and v5p HBM as XLA's compiler reports it
-# usable per chip.
+# Public figures (Cloud TPU / NVIDIA data sheets); TPU HBM as XLA's compiler lets a program use
+# it per chip (the largest buffer it compiles: v4 15.25 GiB per TensorCore device).
 CHIPS: dict[str, ChipSpec] = {
-    "v4": ChipSpec("TPU v4", 32 * GIB, 275e12, 1.2e12),
+    "v4": ChipSpec("TPU v4", int(30.5 * GIB), 275e12, 1.2e12),
     "v5e": ChipSpec("TPU v5e", int(15.75 * GIB), 197e12, 819e9),
     "v5p": ChipSpec("TPU v5p", int(95.74 * GIB), 459e12, 2.765e12),
-    "v6e": ChipSpec("TPU v6e", 32 * GIB, 918e12, 1.64e12),
+    "v6e": ChipSpec("TPU v6e", int(31.25 * GIB), 918e12, 1.64e12),
     "H100": ChipSpec("NVIDIA H100", 80 * 10**9, 989e12, 3.35e12),
     "H200": ChipSpec("NVIDIA H200", 141 * 10**9, 989e12, 4.8e12),
     "A100": ChipSpec("NVIDIA A100", 80 * 10**9, 312e12, 2.04e12),
@@ -102,16 +102,27 @@ def _tpu_devices(topology: str) -> tuple:
     return tuple(desc.devices)
 
 
+# ``device_kind`` strings of the TPUs (as jax names them) -> ``CHIPS``; GPUs by name.
+TPU_KINDS = {"TPU v4": "v4", "TPU v5 lite": "v5e", "TPU v5e": "v5e", "TPU v5": "v5p",
+             "TPU v5p": "v5p", "TPU v6 lite": "v6e", "TPU v6e": "v6e"}  # fmt: skip
+
+
 def _local_chip(devices) -> ChipSpec:
+    """The local devices' chip: its peak and bandwidth from ``CHIPS``, its memory as the
+    runtime lets this process use it (``bytes_limit``: an A100 of 40 GB, a GPU's preallocated
+    share) where it says."""
     kind = devices[0].device_kind
-    for name, spec in CHIPS.items():
-        if name.lower() in kind.lower().replace(" ", ""):
-            return spec
     if devices[0].platform == "cpu":  # host memory shared by the fake devices
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         return ChipSpec(f"CPU ({kind})", total // len(devices), None, None)
+    gpus = [name for name in ("H200", "H100", "A100") if name.lower() in kind.lower()]
+    name = TPU_KINDS.get(kind) or (gpus[0] if gpus else None)
     stats = getattr(devices[0], "memory_stats", lambda: None)() or {}
-    return ChipSpec(kind, int(stats.get("bytes_limit", 0)), None, None)
+    limit = int(stats.get("bytes_limit", 0))
+    if name is None:
+        return ChipSpec(kind, limit, None, None)
+    spec = CHIPS[name]
+    return dataclasses.replace(spec, hbm_bytes=limit) if limit else spec
 
 
 def resolve_target(name: str) -> Target:

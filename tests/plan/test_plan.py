@@ -367,3 +367,48 @@ def test_plan_names_the_smallest_slice_of_a_generation(capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["topology"] == "v5e-4" and result["mesh"]["data"] == 4
     assert [s["topology"] for s in result["search"]] == ["v5e-1", "v5e-4"]
+
+
+def test_a_grpo_sampler_is_planned_with_the_train_state_it_leaves_on_the_chips():
+    """While the sampler runs, the optimizer state and the reference stay in HBM: they count in
+    its peak (it was checked against HBM on its own arguments alone). With LoRA the frozen base
+    is the sampler's argument, so only the adapters' optimizer state is added."""
+    stage = _stage(*TINY_GRPO, "--config.grpo.beta=0.04")
+    mesh = make_mesh(stage.mesh)
+    run = [programs.train_step(stage, mesh)]
+    groups = analysis.argument_groups(run[0])
+    resident = analysis.resident_while_sampling(run, stage.lora)
+    kept = groups["state.opt_state"] + groups["state.frozen"]
+    assert kept > 0 and 0 <= resident - kept < 64  # and the step counters
+    assert analysis.resident_while_sampling([], stage.lora) == 0
+
+
+def test_reward_model_flops_count_no_lm_head_and_async_collectives_count_their_results():
+    model = _stage("--config=configs/reward_model_tiny.py").model
+    assert model.score_head and model.tie_embeddings
+    embed = model.vocab_size * model.hidden_size
+    assert programs.matmul_params(model) == model.num_active_params - embed  # tied: no head
+    hlo = (
+        "%p = (f32[128,1024]{1,0}, f32[128,1024]{1,0}, u32[], u32[]) collective-permute-start(%x)\n"
+        "%g = ((f32[2,4]{1,0}), (f32[16,4]{1,0})) all-gather-start(%a)\n"
+    )
+    got = analysis.collectives(hlo)
+    assert got["collective-permute"]["bytes"] == 128 * 1024 * 4  # was twice: operand + result
+    assert got["all-gather"]["bytes"] == 16 * 4 * 4
+
+
+def test_local_accelerators_are_recognised_by_their_device_kind():
+    """jax names a v5e "TPU v5 lite" (no spec was found: no roofline on local TPUs), and an
+    A100 of 40 GB is sized by what its runtime allows (it was given 80 GB)."""
+
+    class Device:
+        def __init__(self, kind, platform="tpu", limit=None):
+            self.device_kind, self.platform, self.limit = kind, platform, limit
+
+        def memory_stats(self):
+            return {"bytes_limit": self.limit} if self.limit else None
+
+    for kind, chip in (("TPU v5 lite", "v5e"), ("TPU v5", "v5p"), ("TPU v6 lite", "v6e")):
+        assert targets._local_chip([Device(kind)]) == targets.CHIPS[chip], kind
+    a100 = targets._local_chip([Device("NVIDIA A100-SXM4-40GB", "gpu", 40 * 10**9)])
+    assert a100.hbm_bytes == 40 * 10**9 and a100.peak_flops == targets.CHIPS["A100"].peak_flops
