@@ -51,7 +51,9 @@ def _scaled(q, used: int, config: ModelConfig):
     rope = config.rope_scaling
     if rope is not None and rope.rope_type == "yarn" and rope.mscale_all_dim:
         scale *= layers.yarn_mscale(rope.factor, rope.mscale_all_dim) ** 2
-    return q * jnp.asarray(scale, q.dtype)
+    # in float32: a bf16 scale (sqrt(3) -> 1.734) would scale every decode score by +0.13%
+    # against the expanded form's (scale 1), the sampler's attention against the trainer's
+    return (q.astype(jnp.float32) * scale).astype(q.dtype)
 
 
 def mla_attention(h_BTD, p, config: ModelConfig, rope, q_pos, q_seg, kv_fn, q_offset):
