@@ -51,6 +51,18 @@ def read_prompts(prompts: list[str], prompts_file: str | None) -> list[str]:
     return texts
 
 
+def _policy(stage, checkpoint: str, mesh):
+    """``(model_config, params)`` of ``model_from``, refused if it is a reward model."""
+    overrides = {"compute_dtype": stage.link("dtype")} if stage.link("dtype") else {}
+    model_config, params = load_params(checkpoint, mesh=mesh, **overrides)
+    if model_config.score_head:
+        raise ValueError(
+            f"config.model_from={checkpoint}: a reward model (a score head) scores text, "
+            "it does not sample"
+        )
+    return model_config, params
+
+
 def main(argv: list[str]) -> int:
     config, _ = parse_config(argv, command="r1jax sample", default="sample", doc=__doc__)
     stage = typed(config)
@@ -59,13 +71,7 @@ def main(argv: list[str]) -> int:
         raise ValueError("r1jax sample needs --config.model_from=DIR (an r1jax run or HF dir)")
     distributed.initialize(config)
     mesh = make_mesh(stage.mesh)
-    overrides = {"compute_dtype": stage.link("dtype")} if stage.link("dtype") else {}
-    model_config, params = load_params(checkpoint, mesh=mesh, **overrides)
-    if model_config.score_head:
-        raise ValueError(
-            f"config.model_from={checkpoint}: a reward model (a score head) scores text, "
-            "it does not sample"
-        )
+    model_config, params = _policy(stage, checkpoint, mesh)
     output = stage.link("output")
     if output:  # before the sampling, not after it
         Path(output).parent.mkdir(parents=True, exist_ok=True)

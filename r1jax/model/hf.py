@@ -186,6 +186,13 @@ def _top_mapping(config: ModelConfig) -> dict[str, tuple[str, Callable, Callable
 # ----------------------------------------------------------------------------- load
 
 
+def _clear_weights(path: Path) -> None:
+    """``path`` made, without an earlier export's shards or index (read instead of new ones)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in [*path.glob("model*.safetensors"), *path.glob("model.safetensors.index.json")]:
+        stale.unlink()
+
+
 def _open_safetensors(file: Path):
     try:
         return safe_open(str(file), framework="np")
@@ -318,9 +325,7 @@ def save(
                     tensors[name] = np.ascontiguousarray(to_hf(w).astype(np_dtype))
     if jax.process_index() != 0:
         return
-    path.mkdir(parents=True, exist_ok=True)
-    for stale in [*path.glob("model*.safetensors"), *path.glob("model.safetensors.index.json")]:
-        stale.unlink()  # an earlier export's shards or index would be read instead of these
+    _clear_weights(path)
     (path / "config.json").write_text(json.dumps(config_to_hf(config, dtype), indent=2))
     shards: list[dict[str, np.ndarray]] = [{}]
     size = 0

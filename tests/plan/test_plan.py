@@ -164,12 +164,12 @@ def test_a_run_that_does_not_fit_exits_1_and_says_what_dominates(capsys):
 def test_collectives_are_read_from_hlo_text():
     hlo = """
   %all-reduce.1 = f32[1024]{0} all-reduce(f32[1024]{0} %x), replica_groups={}
-  %ag = (bf16[8,128]{1,0}, bf16[8,128]{1,0}) all-gather-start(bf16[4,128]{1,0} %y)
+  %ag = (bf16[4,128]{1,0}, bf16[8,128]{1,0}) all-gather-start(bf16[4,128]{1,0} %y)
   %add = f32[4]{0} add(f32[4]{0} %a, f32[4]{0} %b)
   %rs = bf16[2,64]{1,0} reduce-scatter(bf16[16,64]{1,0} %z), dimensions={0}
 """
     assert analysis.collectives(hlo) == {
-        "all-gather": {"count": 1, "bytes": 2 * 8 * 128 * 2},
+        "all-gather": {"count": 1, "bytes": 8 * 128 * 2},  # the result, not the operand
         "all-reduce": {"count": 1, "bytes": 4096},
         "reduce-scatter": {"count": 1, "bytes": 2 * 64 * 2},
     }

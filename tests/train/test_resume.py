@@ -59,7 +59,7 @@ def _command(workdir, tokenizer, kind):
     return [
         sys.executable,
         "-c",
-        "import sys; from r1jax.cli import main; sys.exit(main([\"train\", *sys.argv[1:]]))",
+        'import sys; from r1jax.cli import main; sys.exit(main(["train", *sys.argv[1:]]))',
         f"--config={config}",
         f"--workdir={workdir}",
         *flags,
