@@ -3,6 +3,7 @@ DeepSeek-V3 routing equals transformers' module, sharded (data x fsdp x expert x
 unsharded for forward and gradients, and the sampler decodes a MoE model as a full forward."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -242,6 +243,7 @@ def test_balance_and_z_losses_are_added_with_their_weights_and_loads_are_logged(
     assert not np.allclose(grad["layers"]["router"], grad_plain["layers"]["router"])
 
 
+@pytest.mark.slow  # 13 s of compiles; the default suite stays under 10 minutes
 def test_router_losses_of_micro_batches_sum_to_one_batchs():
     """Each micro-batch adds its router losses weighted by its share of the batch, so two
     halves with the full batch's normaliser give one batch's z-loss and gradient (it was
@@ -249,9 +251,8 @@ def test_router_losses_of_micro_batches_sum_to_one_batchs():
     their mean."""
     from r1jax.train import objectives
 
-    config = MOE_MODEL.replace(
-        moe=dataclasses.replace(MOE_MODEL.moe, balance_loss_weight=0.0, z_loss_weight=0.1)
-    )
+    moe = dataclasses.replace(MOE_MODEL.moe, balance_loss_weight=0.0, z_loss_weight=0.1)
+    config = MOE_MODEL.replace(num_layers=2, moe=moe)
     params = init_params(config, jax.random.key(0))
     tokens = jax.random.randint(jax.random.key(1), (4, 9), 0, config.vocab_size)
     ones = jnp.ones_like(tokens)
@@ -259,19 +260,22 @@ def test_router_losses_of_micro_batches_sum_to_one_batchs():
              "positions": jnp.broadcast_to(jnp.arange(9), (4, 9))}  # fmt: skip
     halves = [jax.tree.map(lambda x, i=i: x[2 * i : 2 * i + 2], batch) for i in range(2)]
     norm = objectives.sft_normalizer(batch)
-    loss_fn = lambda p, b: objectives.sft_objective(p, None, b, config, norm)
-    (whole, _), grad = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
-    parts = [jax.value_and_grad(loss_fn, has_aux=True)(params, h) for h in halves]
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def value_and_grad(params, batch, config):
+        fn = lambda p: objectives.sft_objective(p, None, batch, config, norm)
+        return jax.value_and_grad(fn, has_aux=True)(params)
+
+    (whole, _), grad = value_and_grad(params, batch, config)
+    parts = [value_and_grad(params, h, config) for h in halves]
     np.testing.assert_allclose(parts[0][0][0] + parts[1][0][0], whole, rtol=1e-6)
     summed = jax.tree.map(jnp.add, parts[0][1], parts[1][1])
     for got, want in zip(jax.tree.leaves(summed), jax.tree.leaves(grad), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
-    config = config.replace(moe=dataclasses.replace(config.moe, z_loss_weight=0.0))
-    balance = dataclasses.replace(config.moe, balance_loss_weight=1.0)
-    with_balance = [
-        objectives.sft_objective(params, None, h, config.replace(moe=balance), norm) for h in halves
-    ]
-    plain = [objectives.sft_objective(params, None, h, config, norm)[0] for h in halves]
-    got = sum(w[0] for w in with_balance) - sum(plain)
+    plain = config.replace(moe=dataclasses.replace(moe, z_loss_weight=0.0))
+    balance = plain.replace(moe=dataclasses.replace(plain.moe, balance_loss_weight=1.0))
+    with_balance = [value_and_grad(params, h, balance)[0] for h in halves]
+    without = [value_and_grad(params, h, plain)[0][0] for h in halves]
+    got = sum(w[0] for w in with_balance) - sum(without)
     want = np.mean([w[1]["moe/balance_loss"] for w in with_balance])
     np.testing.assert_allclose(got, want, rtol=1e-5)
