@@ -97,15 +97,18 @@ def batch_normalizer(
     return jnp.asarray(num_sequences * max_tokens, jnp.float32)
 
 
-def batch_share(mask_BT: jax.Array, normalizer, aggregation: Aggregation = "token_mean", **kw):
-    """f32 []: this micro-batch's part of the full batch's ``normalizer`` (``batch_normalizer``
-    of the full batch; ``kw`` as its): the micro-batches' shares sum to 1, and a whole batch's
-    is 1. Weights a term that is a mean over the micro-batch (a router loss) so that the
-    micro-batches' sum is the batch's mean of it."""
-    count = batch_normalizer(mask_BT, aggregation, **kw)
-    if aggregation != "constant":  # the count is clamped to >= 1; an empty one is 0
-        count = jnp.where(jnp.sum(as_mask(mask_BT)) > 0, count, 0.0)
-    return count / normalizer
+def batch_share(
+    own_normalizer, normalizer, mask_BT: jax.Array, aggregation: Aggregation = "token_mean"
+) -> jax.Array:
+    """f32 []: a micro-batch's part of the full batch: its own ``batch_normalizer`` (the same
+    call on the micro-batch, ``mask_BT`` its mask) over the full batch's ``normalizer``. The
+    micro-batches' shares sum to 1, and a whole batch's is 1 (an empty micro-batch's is 0: its
+    normaliser is clamped to 1, except "constant"'s, which counts its rows). Weights a term that
+    is a mean over the micro-batch (a router loss) so that the micro-batches' sum is the
+    batch's mean of it."""
+    if aggregation != "constant":
+        own_normalizer = jnp.where(jnp.sum(as_mask(mask_BT)) > 0, own_normalizer, 0.0)
+    return own_normalizer / normalizer
 
 
 def aggregate(

@@ -102,8 +102,8 @@ def answer_blocks(text: str) -> list[str]:
 def _answer_block(text: str) -> str | None:
     if text.count("<answer>") != 1:
         return None
-    blocks = answer_blocks(text)
-    return (blocks[0].strip() or None) if len(blocks) == 1 else None
+    blocks = answer_blocks(text)  # one at most: one "<answer>"
+    return (blocks[0].strip() or None) if blocks else None
 
 
 def extract_answer(completion: str, mode: ExtractMode = "auto") -> str | None:

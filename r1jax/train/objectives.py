@@ -140,7 +140,7 @@ def sft_objective(params, frozen, batch, model_config, normalizer, options=None)
         model_config.logits_chunk,
     )
     loss, metrics = losses.sft_reduce(nll, correct, mask, normalizer=normalizer)
-    share = losses.batch_share(mask, normalizer)
+    share = losses.batch_share(sft_normalizer(batch), normalizer, mask)
     return losses.add_router_losses(loss, metrics, router, model_config, share)
 
 
@@ -176,7 +176,7 @@ def distill_objective(
         return (soft, losses.sft_positions(logits[0], xs_chunk["targets"])) if hard else soft
 
     out = over_chunks(fn, tuple(models), xs, model_config.logits_chunk)
-    share = losses.batch_share(mask, normalizer)
+    share = losses.batch_share(sft_normalizer(batch), normalizer, mask)
     if not hard:
         loss, metrics = losses.distill_reduce(*out, mask, normalizer=normalizer)
         return losses.add_router_losses(loss, metrics, router, model_config, share)
@@ -347,10 +347,8 @@ def grpo_objective(
         normalizer=normalizer,
         segment_ids_BT=view["segment_ids"] if packed else None,
     )
-    kw = {"max_tokens": options.max_tokens}
-    if packed:
-        kw |= {"segment_ids_BT": view["segment_ids"], "num_sequences": batch["num_sequences"].sum()}
-    share = losses.batch_share(mask, normalizer, options.aggregation, **kw)
+    own = (grpo_packed_normalizer if packed else grpo_normalizer)(batch, options)
+    share = losses.batch_share(own, normalizer, mask, options.aggregation)
     return losses.add_router_losses(loss, metrics, terms.get("router"), model_config, share)
 
 

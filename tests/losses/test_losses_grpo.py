@@ -286,10 +286,11 @@ def test_micro_batch_shares_sum_to_one(aggregation):
     mask = np.array([[1, 1, 0], [0, 0, 0], [1, 0, 0], [1, 1, 1]], np.float32)
     kw = {"max_tokens": 3} if aggregation == "constant" else {}
     full = batch_normalizer(mask, aggregation, **kw)
-    shares = [batch_share(mask[i : i + 2], full, aggregation, **kw) for i in (0, 2)]
+    share = lambda m: batch_share(batch_normalizer(m, aggregation, **kw), full, m, aggregation)
+    shares = [share(mask[i : i + 2]) for i in (0, 2)]
     np.testing.assert_allclose(sum(shares), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(batch_share(mask, full, aggregation, **kw), 1.0)
-    empty = batch_share(mask[1:2], full, aggregation, **kw)
+    np.testing.assert_allclose(share(mask), 1.0)
+    empty = share(mask[1:2])
     assert float(empty) == (0.25 if aggregation == "constant" else 0.0)
 
 
