@@ -3,21 +3,26 @@
 Shape letters as in ``cache.py``, plus C rows (decode slots), N pages of Z tokens, M pages per
 row (``M * Z`` = the row's reach, prompt + new tokens).
 
-Keys ``[L, N, K, H, Z]`` and values ``[L, N, K, Z, H]`` are one store of pages for all rows;
-``table`` ``[C, M]`` lists each row's pages in order, so a row's keys are the concatenation of
-its pages (the contiguous cache's row, page by page). Page 0 is the null page: never written,
-segment 0, never attended; a row's unused table entries point to it. Rows may share pages (the
-G samples of a prompt read the prompt's pages), so memory follows the tokens held, not rows x
-reach. A decode step writes each writing row's token into its page ``table[c, length // Z]``
-at ``length % Z`` (the caller allocates that page first) and attends over the row's M pages:
-the same keys, positions and segment ids, in the same order, as the contiguous cache's row, so
-the attention computes the same numbers (``paged == contiguous`` is tested bit for bit).
+Keys and values ``[K, L, N, Z, H]`` are one store of pages for all rows, in the layout of
+JAX's Pallas paged-attention kernels: seen as ``[K, L * N, Z, H]`` (a free reshape), layer l's
+page n is page ``l * N + n``, so a kernel reads any layer in place; ``table`` ``[C, M]`` lists
+each row's pages in order. A row is packed from token 0: its token at position p sits in page
+``table[c, p // Z]`` at ``p % Z`` (its position is its index), and its keys are tokens
+``[0, length)``, so no positions or segment ids are stored. Page 0 is the null page: never
+written, read only past a row's length; a row's unused table entries point to it. Rows may
+share pages (the G samples of a prompt read the prompt's full pages; the sampler gives each a
+copy of a partly filled last prompt page before its first write), so memory follows the
+tokens held, not rows x reach.
 
-On every backend the M pages of every row (or its first W, a decode window that holds every
-row's write: ``sampling/windows.py``) are gathered for each layer, a ``[C, K, H, M * Z]``
-temporary per layer. JAX's Pallas paged-attention kernels (GPU, TPU) read pages in place but
-mask keys by row length alone, while prompt pages here hold left padding (masked by segment id)
-shared by a prompt's G samples: docs/sampler.md says what using them would take.
+A decode step writes each writing row's token at ``length`` (the caller allocates that page
+first) and attends over ``[0, length]``:
+- ``kernel`` given (``paged_attention.paged_kernel``: TPU or GPU, grouped-query attention
+  without a sliding window): the Pallas kernel reads the row's pages in place;
+- else (every backend): each layer gathers every row's keys as the contiguous cache's
+  left-padded row (token p at column ``lead + p``, ``lead`` the row's left padding there), a
+  ``[C, K, H, W]`` temporary, masked by length: the same keys in the same columns as the
+  contiguous cache, so the attention computes the same numbers (``paged == contiguous`` is
+  tested bit for bit).
 """
 
 from __future__ import annotations
@@ -37,20 +42,17 @@ from r1jax.model.weights import materialize
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class PagedKVCache:
-    """Pages ``k`` ``[L, N, K, H, Z]``, ``v`` ``[L, N, K, Z, H]``, their slots' ``positions``
-    and ``segment_ids`` ``[N, Z]``; ``table`` ``[C, M]`` (page ids, 0: null); ``length``
-    ``[C]`` (each row's tokens, the next write index)."""
+    """Pages ``k`` ``[K, L, N, Z, Hk]``, ``v`` ``[K, L, N, Z, Hv]``; ``table`` ``[C, M]``
+    (page ids, 0: null); ``length`` ``[C]`` (each row's tokens, the next write index)."""
 
     k: jax.Array
     v: jax.Array
-    positions: jax.Array
-    segment_ids: jax.Array
     table: jax.Array
     length: jax.Array
 
     @property
     def page_size(self) -> int:
-        return self.v.shape[3]
+        return self.k.shape[3]
 
     @property
     def max_length(self) -> int:
@@ -62,27 +64,31 @@ def init_paged_cache(
 ) -> PagedKVCache:
     """Empty pages (page 0 the null page) and tables pointing at the null page."""
     kv_heads, key_dim, value_dim = cache_dims(config)  # MLA: one latent head, no values
-    lead = (config.num_layers, num_pages, kv_heads)
+    lead = (kv_heads, config.num_layers, num_pages, page_size)
     return PagedKVCache(
-        k=jnp.zeros((*lead, key_dim, page_size), config.dtype),
-        v=jnp.zeros((*lead, page_size, value_dim), config.dtype),
-        positions=jnp.zeros((num_pages, page_size), jnp.int32),
-        segment_ids=jnp.zeros((num_pages, page_size), jnp.int32),
+        k=jnp.zeros((*lead, key_dim), config.dtype),
+        v=jnp.zeros((*lead, value_dim), config.dtype),
         table=jnp.zeros((rows, pages_per_row), jnp.int32),
         length=jnp.zeros((rows,), jnp.int32),
     )
 
 
-def _gather_rows(table_CW, k_store, v_store, index):
-    """Each row's first W pages (``table_CW``) of layer ``index`` in table order: keys
-    ``[C, K, H, W * Z]``, values ``[C, K, W * Z, H]`` (one gather, no copy of the layer)."""
-    c, m = table_CW.shape
-    z = v_store.shape[3]
-    keys = k_store[index, table_CW]  # [C, W, K, H, Z]
-    values = v_store[index, table_CW]  # [C, W, K, Z, H]
-    keys = keys.transpose(0, 2, 3, 1, 4).reshape(c, keys.shape[2], keys.shape[3], m * z)
-    values = values.transpose(0, 2, 1, 3, 4).reshape(c, values.shape[2], m * z, values.shape[4])
-    return keys, values
+def _by_token(store):
+    """A store ``[K, L, N, Z, H]`` as ``[K, L * N * Z, H]`` (a free reshape)."""
+    return store.reshape(store.shape[0], -1, store.shape[-1])
+
+
+def _gather_rows(table_CM, k_store, v_store, index, lead_C, width: int):
+    """Each row's tokens of layer ``index`` as the contiguous cache's left-padded row of
+    ``width`` columns (token p at column ``lead + p``; columns before ``lead`` read token 0):
+    keys ``[C, K, H, W]``, values ``[C, K, W, H]`` (one gather each, no copy of the layer)."""
+    _, _, n, z, _ = k_store.shape
+    p_CW = jnp.clip(jnp.arange(width)[None] - lead_C[:, None], 0, table_CM.shape[1] * z - 1)
+    page_CW = jnp.take_along_axis(table_CM, p_CW // z, axis=1)
+    flat_CW = (index * n + page_CW) * z + p_CW % z
+    keys = _by_token(k_store)[:, flat_CW]  # [K, C, W, H]
+    values = _by_token(v_store)[:, flat_CW]
+    return keys.transpose(1, 0, 3, 2), values.transpose(1, 0, 2, 3)
 
 
 def paged_decode_states(
@@ -90,50 +96,60 @@ def paged_decode_states(
     tokens_C1,
     config: ModelConfig,
     *,
-    positions_C1,
     write_C,
     cache: PagedKVCache,
+    lead_C,
     window: int | None = None,
+    kernel=None,
 ):
     """One token per row through the decoder over a paged cache: final-norm hidden states
     ``[C, 1, D]`` and the cache with the writing rows' (``write_C``) tokens in their pages.
-    Rows not writing compute too (their output is the caller's to drop) but write nothing.
-    ``window`` (a multiple of Z, holding every writing row's token): attention reads each
-    row's first ``window / Z`` pages only (default: all M)."""
-    c, z = tokens_C1.shape[0], cache.page_size
+    Each row's token is at position ``length`` (its write index). Rows not writing compute too
+    (their output is the caller's to drop) but write nothing. ``lead_C``: each row's left
+    padding in the contiguous cache's row (the gather's column of token 0); ``window`` (a
+    multiple of Z, at least every writing row's ``lead + length + 1``): attention reads that
+    many columns (``lead + length`` of them live; default all M * Z); ``kernel``:
+    ``paged_attention.paged_kernel``'s, or None to gather."""
+    c, z, num_pages = tokens_C1.shape[0], cache.page_size, cache.k.shape[2]
     dtype = config.dtype
-    rows_C = jnp.arange(c)
-    num_pages = cache.k.shape[1]
-    page_C = jnp.where(write_C, cache.table[rows_C, cache.length // z], num_pages)  # N: dropped
+    page_C = jnp.where(write_C, cache.table[jnp.arange(c), cache.length // z], num_pages)
     offset_C = cache.length % z
+    length_C = cache.length + write_C.astype(jnp.int32)  # the keys attended
+    positions_C1 = cache.length[:, None]
     segment_C1 = write_C[:, None].astype(jnp.int32)
-    cache = dataclasses.replace(
-        cache,
-        positions=cache.positions.at[page_C, offset_C].set(positions_C1[:, 0], mode="drop"),
-        segment_ids=cache.segment_ids.at[page_C, offset_C].set(segment_C1[:, 0], mode="drop"),
-    )
-    table_CW = cache.table[:, : (window or cache.max_length) // z]
-    k_pos = cache.positions[table_CW].reshape(c, -1)
-    k_seg = cache.segment_ids[table_CW].reshape(c, -1)
-    q_offset = jnp.max(jnp.where(write_C, cache.length, 0))
+    width = window or cache.max_length
+    k_pos = jnp.arange(width)[None] - lead_C[:, None]  # [C, W]: token p at column lead + p
+    k_seg = ((k_pos >= 0) & (k_pos < length_C[:, None])).astype(jnp.int32)
+    q_offset = jnp.max(jnp.where(write_C, lead_C + cache.length, 0))
+    table_CP = cache.table[:, : -(-width // z)]
     x = embed(params, tokens_C1, config)
     rope = model_rope(config, positions_C1)
     cast = lambda tree: materialize(tree, dtype)  # one layer's weights, in the compute dtype
+
+    def write(k_store, v_store, index, k_CKH, v_CKH):
+        put = lambda store, new: store.at[:, index, page_C, offset_C].set(
+            new.swapaxes(0, 1).astype(store.dtype), mode="drop"
+        )
+        return put(k_store, k_CKH), put(v_store, v_CKH)
 
     def body(carry, xs):
         x, k_store, v_store = carry
         p, index = xs
 
-        def paged_keys(k, v):
-            k_new, v_new = k[..., 0].astype(k_store.dtype), v[:, :, 0, :].astype(v_store.dtype)
-            k_all = k_store.at[index, page_C, :, :, offset_C].set(k_new, mode="drop")
-            v_all = v_store.at[index, page_C, :, offset_C, :].set(v_new, mode="drop")
-            keys, values = _gather_rows(table_CW, k_all, v_all, index)
+        def gathered(k, v):  # k [C, K, H, 1], v [C, K, 1, H]
+            k_all, v_all = write(k_store, v_store, index, k[..., 0], v[:, :, 0])
+            keys, values = _gather_rows(cache.table, k_all, v_all, index, lead_C, width)
             return keys.astype(dtype), values.astype(dtype), k_pos, k_seg, (k_all, v_all)
 
+        def in_place(q, k, v):  # q [C, 1, N, H], k and v [C, 1, K, H]
+            k_all, v_all = write(k_store, v_store, index, k[:, 0], v[:, 0])
+            out = kernel(q[:, 0], k_all, v_all, index, table_CP, length_C)
+            return out[:, None].astype(dtype), (k_all, v_all)
+
         x, (k_store, v_store), _ = _block(
-            x, cast(p), config, rope, positions_C1, segment_C1, paged_keys, q_offset
-        )
+            x, cast(p), config, rope, positions_C1, segment_C1, gathered, q_offset,
+            attend_fn=in_place if kernel is not None else None,
+        )  # fmt: skip
         return (x, k_store, v_store), None
 
     carry = (x, cache.k, cache.v)
@@ -141,5 +157,4 @@ def paged_decode_states(
         carry, _ = jax.lax.scan(body, carry, (stack, indices), unroll=config.scan_unroll)
     x, k, v = carry
     x = layers.rms_norm(x, params["final_norm"].astype(dtype), config.rms_norm_eps)
-    length = cache.length + write_C.astype(jnp.int32)
-    return x, dataclasses.replace(cache, k=k, v=v, length=length)
+    return x, dataclasses.replace(cache, k=k, v=v, length=length_C)

@@ -28,23 +28,36 @@ _REMAT_POLICIES = {
 }
 
 
-def _block(x_BTD, p, config: ModelConfig, rope, q_pos, q_seg, kv_fn, q_offset=0, replay=None):
+def _block(
+    x_BTD, p, config: ModelConfig, rope, q_pos, q_seg, kv_fn, q_offset=0, replay=None,
+    attend_fn=None,
+):  # fmt: skip
     """One pre-norm transformer block: ``(x [B, T, D], extra, RouterStats or None)``.
 
     ``kv_fn(k, v) -> (keys, values, k_pos, k_seg, extra)`` writes this call's keys to a cache
     and returns the keys attended, in the layouts of ``layers.attention``: keys ``[B, K, H,
     S]``, values ``[B, K, S, H]``; None attends this call's own tokens (no cache).
     ``q_offset`` is the key slot of this call's first token (``layers.attend``); ``replay``:
-    the experts ``[B, T, K]`` a MoE layer must use."""
+    the experts ``[B, T, K]`` a MoE layer must use. ``attend_fn(q, k, v) -> (attention [B, T,
+    N, H], extra)`` (grouped-query attention only: queries ``[B, T, N, H]``, keys and values
+    ``[B, T, K, H]``) replaces ``kv_fn`` and the attention (a fused paged kernel)."""
     h = layers.rms_norm(x_BTD, p["attn_norm"], config.rms_norm_eps)
     if config.mla is not None:  # kv_fn None: attend over this call's tokens (no cache)
         attn, extra = mla_attention(h, p, config, rope, q_pos, q_seg, kv_fn, q_offset)
     else:
         q, k, v = layers.qkv_projection(h, p, config)
         q, k = layers.apply_rope(q, rope), layers.apply_rope(k, rope)
+        if attend_fn is not None:
+            attn, extra = attend_fn(q, k, v)
+            return _block_tail(x_BTD, attn, p, config, q_seg, replay, extra)
         kv_fn = kv_fn or (lambda k, v: (k, v, q_pos, q_seg, None))
         keys, values, k_pos, k_seg, extra = kv_fn(k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3))
         attn = layers.attend(q, keys, values, q_pos, q_seg, k_pos, k_seg, config, q_offset=q_offset)
+    return _block_tail(x_BTD, attn, p, config, q_seg, replay, extra)
+
+
+def _block_tail(x_BTD, attn, p, config: ModelConfig, q_seg, replay, extra):
+    """``_block`` after the attention: its output projection and residual, then the MLP."""
     x_BTD = x_BTD + layers.attention_output(attn, p, config)
     x_BTD = constrain(x_BTD, ("batch", "seq", "act_embed"))
     h = layers.rms_norm(x_BTD, p["mlp_norm"], config.rms_norm_eps)

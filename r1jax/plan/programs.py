@@ -258,8 +258,8 @@ def continuous_sampler(stage: Stage, mesh) -> list[Program]:
     common = dict(config=model, method=method, num_samples=g, max_new_tokens=t, pad_id=0)
     common |= dict(windows=sampling_loop.DECODE_WINDOWS)  # the sampler's default
     if z:  # the paged cache (``grpo.decode_page_size``): pages, not slots x reach
-        pp, m = paged.page_counts(p, t, z)
-        gen_pages = grpo.decode_pages or c * (m - pp)
+        paged.page_counts(p, t, z)  # checks that Z divides the prompt bucket
+        gen_pages = grpo.decode_pages or c * paged.request_pages(t, z)
         fn = functools.partial(
             paged_shards.sample, mesh=mesh, num_slots=c, page_size=z, gen_pages=gen_pages, **common
         )
@@ -326,9 +326,9 @@ def partial_rollout_sampler(stage: Stage, mesh) -> list[Program]:
     shapes = dict(lanes=lanes, width=p, slots=c, stop_width=STOP_WIDTH, pad_id=0)
     request_pages = 0
     if z := grpo.decode_page_size:  # the slots' cache in pages
-        pp, m = paged.page_counts(p, t, z)
-        shapes |= dict(page_size=z, gen_pages=grpo.decode_pages or c * (m - pp))
-        request_pages = m - pp
+        paged.page_counts(p, t, z)  # checks that Z divides the prompt bucket
+        request_pages = paged.request_pages(t, z)
+        shapes |= dict(page_size=z, gen_pages=grpo.decode_pages or c * request_pages)
     pool, admit, advance = _pool_programs(grpo, model, mesh, statics, shapes, method, request_pages)
     scalar = _abstract((), jnp.int32, mesh, ())
     prefilled = max(q, grpo.partial_shards)  # shards sharing a prompt each prefill it

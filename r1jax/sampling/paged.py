@@ -3,16 +3,23 @@ tokens held, not slots x (prompt + new tokens).
 
 Shape letters as in ``continuous.py``, plus Z tokens per page, Pp = P / Z prompt pages per
 prompt, M = ceil((P + T) / Z) pages per slot, N pages in the store: page 0 (null), the Q
-prompts' Q * Pp pages (written once by the prefill and read by all G samples of a prompt: no
-copy per sample), then ``gen_pages`` pages for generated tokens, handed out from a free list.
+prompts' Q * Pp pages (written once by the prefill, each prompt packed from token 0, and read
+by all G samples of a prompt), then ``gen_pages`` pages for generated tokens, handed out from
+a free list.
 
-A slot takes a page when its next token starts one, oldest request first; a slot whose request
-ends gives its pages back. When pages run short a slot waits (it computes but writes nothing,
-and samples the same token again next step: its keys depend on its request and token count
-only). If every busy slot waits, the youngest slot holding pages is rewound to its first token
-(its pages freed; it decodes again from there, redrawing the same tokens), so the oldest
-request always finishes: ``gen_pages`` >= M - Pp (one request's worth) is enough for progress.
-Rows equal the contiguous continuous sampler's bit for bit when ``T`` is a multiple of Z.
+A slot whose next write falls in a page it does not own (the null page, or a prompt page) takes
+a page from the free list, oldest request first; where that prompt page holds the prompt's
+last tokens (a prompt of n tokens, n % Z > 0, writes its first token at n), the new page is
+first a copy of it (copy on write: one page per request, the full prompt pages stay shared).
+A slot whose request ends gives its pages back. When pages run short a slot waits (it
+computes but writes nothing, and samples the same token again next step: its keys depend on
+its request and token count only). If every busy slot waits, the youngest slot holding pages is
+rewound to its first token (its pages freed; it decodes again from there, redrawing the same
+tokens), so the oldest request always finishes: ``gen_pages`` >= ``request_pages`` (one
+request's worth) is enough for progress. Rows equal the contiguous continuous sampler's bit
+for bit when ``T`` is a multiple of Z (``paged_cache``: the gather presents each row as the
+contiguous cache's); on TPU and GPU decode attention is JAX's Pallas paged kernel
+(``model/paged_attention.py``), within rounding of it.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.model import ModelConfig
+from r1jax.model.paged_attention import paged_kernel
 from r1jax.model.paged_cache import PagedKVCache, init_paged_cache, paged_decode_states
 from r1jax.model.transformer import logits_from_hidden
 from r1jax.sampling import continuous
@@ -36,20 +44,20 @@ from r1jax.sampling.methods import SamplingMethod, request_keys, sample_rows, sl
 @dataclasses.dataclass(frozen=True)
 class PagedSlots:
     """The slots' cache: ``pages`` (``PagedKVCache``), the free list ``free`` ``[N]`` (its
-    first ``top`` entries are free page ids), ``rewinds`` (tokens dropped by rewinding) and
-    ``peak_pages`` (the most generation pages held at once)."""
+    first ``top`` entries are free page ids), ``rewinds`` (tokens dropped by rewinding),
+    ``peak_pages`` (the most generation pages held at once) and ``lead`` ``[C]`` (each slot's
+    prompt padding in the contiguous cache's row: ``paged_decode_states``' ``lead_C``).
+    Static: ``prompt_pages`` (Pp) and ``shared_end`` (page ids below it are the null page and
+    the prompt pages, which no slot owns)."""
 
     pages: PagedKVCache
     free: jax.Array
     top: jax.Array
     rewinds: jax.Array
     peak_pages: jax.Array
-
-    @property
-    def prompt_pages(self) -> int:  # Pp, from the first slot's table layout (static)
-        return self.pages.table.shape[1] - self.gen_pages_per_slot
-
-    gen_pages_per_slot: int = dataclasses.field(default=0, metadata=dict(static=True))
+    lead: jax.Array
+    prompt_pages: int = dataclasses.field(default=0, metadata=dict(static=True))
+    shared_end: int = dataclasses.field(default=1, metadata=dict(static=True))
 
 
 def page_counts(prompt_len: int, max_new: int, page_size: int) -> tuple[int, int]:
@@ -57,6 +65,12 @@ def page_counts(prompt_len: int, max_new: int, page_size: int) -> tuple[int, int
     if prompt_len % page_size:
         raise ValueError(f"page_size={page_size} must divide the prompt bucket {prompt_len}")
     return prompt_len // page_size, -(-(prompt_len + max_new) // page_size)
+
+
+def request_pages(max_new: int, page_size: int) -> int:
+    """The most pages one request owns: its T - 1 written tokens from position n on, the first
+    page a copy of the prompt's last one when n % Z > 0 (``ceil((T + Z - 2) / Z)``)."""
+    return max(-(-(max_new + page_size - 2) // page_size), 1)
 
 
 def _push(slots: PagedSlots, mask_CM) -> PagedSlots:
@@ -75,9 +89,7 @@ def _push(slots: PagedSlots, mask_CM) -> PagedSlots:
 
 def _held_CM(slots: PagedSlots) -> jax.Array:
     """bool ``[C, M]``: the generation pages each slot holds."""
-    table = slots.pages.table
-    columns = jnp.arange(table.shape[1])[None]
-    return (columns >= slots.prompt_pages) & (table != 0)
+    return slots.pages.table >= slots.shared_end
 
 
 def release(slots: PagedSlots, need_C) -> PagedSlots:
@@ -86,34 +98,55 @@ def release(slots: PagedSlots, need_C) -> PagedSlots:
 
 
 def assign(slots: PagedSlots, prompts: Prompts, slot, prompt) -> PagedSlots:
-    """``continuous.refill``'s hook: slot ``slot`` reads prompt ``prompt``'s pages."""
+    """``continuous.refill``'s hook: slot ``slot`` reads prompt ``prompt``'s pages, its next
+    write at the prompt's length."""
     pp, pages = slots.prompt_pages, slots.pages
     row = jnp.zeros((pages.table.shape[1],), jnp.int32)
     row = row.at[:pp].set(1 + prompt * pp + jnp.arange(pp, dtype=jnp.int32))
-    width = pp * pages.page_size
+    n = prompts.lengths_Q[prompt]
     pages = dataclasses.replace(
-        pages, table=pages.table.at[slot].set(row), length=pages.length.at[slot].set(width)
+        pages, table=pages.table.at[slot].set(row), length=pages.length.at[slot].set(n)
     )
-    return dataclasses.replace(slots, pages=pages)
+    lead = slots.lead.at[slot].set(pp * pages.page_size - n)
+    return dataclasses.replace(slots, pages=pages, lead=lead)
+
+
+def _copy_pages(pages: PagedKVCache, src_C, dst_C, copy_C) -> PagedKVCache:
+    """Page ``src`` copied to page ``dst`` for the slots in ``copy_C`` (every layer and
+    head; a loop over those slots only, in place)."""
+
+    def copy_one(carry):
+        k, v, todo_C = carry
+        c = jnp.argmax(todo_C)
+        move = lambda a: jax.lax.dynamic_update_slice_in_dim(
+            a, jax.lax.dynamic_slice_in_dim(a, src_C[c], 1, axis=2), dst_C[c], axis=2
+        )
+        return move(k), move(v), todo_C.at[c].set(False)
+
+    carry = (pages.k, pages.v, copy_C)
+    k, v, _ = jax.lax.while_loop(lambda carry: jnp.any(carry[2]), copy_one, carry)
+    return dataclasses.replace(pages, k=k, v=v)
 
 
 def _allocate(s: SlotState, busy_C) -> tuple[SlotState, jax.Array]:
-    """Pages for the busy slots whose next token starts one, oldest request first; returns the
-    state and ``write_C`` (busy slots that can write this step)."""
+    """Pages for the busy slots whose next token falls in a page they do not own, oldest
+    request first (a copy of the prompt page holding the prompt's last tokens where the write
+    follows them); returns the state and ``write_C`` (busy slots that can write this step)."""
     slots, big = s.cache, jnp.iinfo(jnp.int32).max
     pages, z = slots.pages, slots.pages.page_size
-    need_C = busy_C & (pages.length % z == 0)
+    rows_C = jnp.arange(busy_C.shape[0])
+    column_C = pages.length // z
+    old_C = pages.table[rows_C, column_C]
+    need_C = busy_C & (old_C < slots.shared_end)
     order = jnp.argsort(jnp.where(need_C, s.request_C, big))
     rank_C = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
     grant_C = need_C & (rank_C < slots.top)
     page_C = slots.free[jnp.maximum(slots.top - 1 - rank_C, 0)]
-    rows_C = jnp.where(grant_C, jnp.arange(busy_C.shape[0]), busy_C.shape[0])
-    column_C = pages.length // z
-    cleared = jnp.where(grant_C, page_C, slots.free.shape[0])  # stale slots: segment 0
+    copy_C = grant_C & (old_C > 0) & (pages.length % z > 0)
+    pages = _copy_pages(pages, old_C, page_C, copy_C)
+    granted = jnp.where(grant_C, rows_C, busy_C.shape[0])
     pages = dataclasses.replace(
-        pages,
-        table=pages.table.at[rows_C, column_C].set(page_C, mode="drop"),
-        segment_ids=pages.segment_ids.at[cleared].set(0, mode="drop"),
+        pages, table=pages.table.at[granted, column_C].set(page_C, mode="drop")
     )
     top = slots.top - jnp.sum(grant_C, dtype=jnp.int32)
     slots = dataclasses.replace(slots, pages=pages, top=top)
@@ -122,22 +155,24 @@ def _allocate(s: SlotState, busy_C) -> tuple[SlotState, jax.Array]:
     return dataclasses.replace(s, cache=slots), busy_C & ~(need_C & ~grant_C)
 
 
-def _rewind_youngest(s: SlotState, busy_C) -> SlotState:
+def _rewind_youngest(s: SlotState, busy_C, prompts: Prompts, num_samples: int) -> SlotState:
     """Frees the pages of the youngest busy slot holding any and sets it back to its first
-    token (which needs no page: its keys are written by the next step)."""
+    token (its prompt's pages again; the token's keys are written by the next step)."""
     slots = s.cache
     holds_C = busy_C & jnp.any(_held_CM(slots), axis=1)
     slot = jnp.argmax(jnp.where(holds_C, s.request_C, -1))
     one_C = holds_C & (jnp.arange(busy_C.shape[0]) == slot)
     slots = _push(slots, _held_CM(slots) & one_C[:, None])
-    width = slots.prompt_pages * slots.pages.page_size
-    pages = dataclasses.replace(slots.pages, length=jnp.where(one_C, width, slots.pages.length))
     row = jnp.maximum(s.request_C[slot], 0) % s.tokens_RT.shape[0]
+    prompt = row // num_samples
+    slots = jax.lax.cond(
+        jnp.any(one_C), lambda x: assign(x, prompts, slot, prompt), lambda x: x, slots
+    )
     first = s.tokens_RT[row, 0]
     rewound = jnp.where(jnp.any(one_C), row, s.tokens_RT.shape[0])  # out of range: none
     recent = jnp.full(s.recent_CW.shape[1:], -1, jnp.int32).at[-1].set(first)
     dropped = jnp.where(jnp.any(one_C), s.count_C[slot] - 1, 0)
-    slots = dataclasses.replace(slots, pages=pages, rewinds=slots.rewinds + dropped)
+    slots = dataclasses.replace(slots, rewinds=slots.rewinds + dropped)
     return dataclasses.replace(
         s,
         cache=slots,
@@ -166,18 +201,20 @@ def decode_step(
     busy_C = s.request_C >= 0
     s, write_C = _allocate(s, busy_C)
     s = jax.lax.cond(
-        jnp.any(busy_C) & ~jnp.any(write_C), lambda s: _rewind_youngest(s, busy_C), lambda s: s, s
+        jnp.any(busy_C) & ~jnp.any(write_C),
+        lambda s: _rewind_youngest(s, busy_C, prompts, num_samples),
+        lambda s: s,
+        s,
     )
-    prompt_C = jnp.maximum(s.request_C, 0) % s.tokens_RT.shape[0] // num_samples
-    positions_C1 = (prompts.lengths_Q[prompt_C] + s.count_C - 1)[:, None]
     hidden_C1D, pages = paged_decode_states(
         params,
         s.last_C[:, None],
         config,
-        positions_C1=positions_C1,
         write_C=write_C,
         cache=s.cache.pages,
+        lead_C=s.cache.lead,
         window=window,
+        kernel=paged_kernel(config),
     )
     logits_CV = logits_from_hidden(params, hidden_C1D, config)[:, 0]
     keys_C = request_keys(s.key, slot_key_ids(s.request_C, key_ids), s.count_C)
@@ -192,22 +229,17 @@ def decode_step(
 
 
 def prompt_page_store(prompts: Prompts, page_size: int):
-    """The prefilled prompts cut into pages: keys ``[L, Q * Pp, K, H, Z]``, values
-    ``[L, Q * Pp, K, Z, H]``, positions and segment ids ``[Q * Pp, Z]``."""
-    l, q, kh, h, p = prompts.k.shape
-    pp, z = p // page_size, page_size
-    k = (
-        prompts.k.reshape(l, q, kh, h, pp, z)
-        .transpose(0, 1, 4, 2, 3, 5)
-        .reshape(l, q * pp, kh, h, z)
-    )
-    hv = prompts.v.shape[-1]  # H, or 0: multi-head latent attention caches no values
-    v = (
-        prompts.v.reshape(l, q, kh, pp, z, hv)
-        .transpose(0, 1, 3, 2, 4, 5)
-        .reshape(l, q * pp, kh, z, hv)
-    )
-    return k, v, prompts.positions.reshape(q * pp, z), prompts.segment_ids.reshape(q * pp, z)
+    """The prefilled prompts packed from token 0 (``[Q, P]`` left-padded rows rotated by
+    their padding) and cut into pages: keys ``[K, L, Q * Pp, Z, Hk]``, values ``[K, L, Q * Pp,
+    Z, Hv]``."""
+    l, q, kh, hk, p = prompts.k.shape
+    pp, z, hv = p // page_size, page_size, prompts.v.shape[-1]  # MLA: no values, hv 0
+    source_QP = (jnp.arange(p)[None] + p - prompts.lengths_Q[:, None]) % p
+    keys = jnp.take_along_axis(prompts.k, source_QP[None, :, None, None], axis=4)  # [L,Q,K,H,P]
+    values = jnp.take_along_axis(prompts.v, source_QP[None, :, None, :, None], axis=3)
+    keys = keys.reshape(l, q, kh, hk, pp, z).transpose(2, 0, 1, 4, 5, 3)
+    values = values.reshape(l, q, kh, pp, z, hv).transpose(2, 0, 1, 3, 4, 5)
+    return keys.reshape(kh, l, q * pp, z, hk), values.reshape(kh, l, q * pp, z, hv)
 
 
 def empty_store(
@@ -221,26 +253,19 @@ def empty_store(
     cache = dataclasses.replace(cache, length=jnp.full((slots,), prompt_len, jnp.int32))
     free = jnp.arange(1 + prompts * pp, num_pages, dtype=jnp.int32)[::-1]
     free = jnp.concatenate([free, jnp.zeros((num_pages - gen_pages,), jnp.int32)])
-    zero = jnp.zeros((), jnp.int32)
-    return PagedSlots(cache, free, jnp.full((), gen_pages, jnp.int32), zero, zero, m - pp)
+    zero, lead = jnp.zeros((), jnp.int32), jnp.zeros((slots,), jnp.int32)
+    top = jnp.full((), gen_pages, jnp.int32)
+    return PagedSlots(cache, free, top, zero, zero, lead, pp, 1 + prompts * pp)
 
 
 def write_prompt_pages(slots: PagedSlots, prompts: Prompts, first) -> PagedSlots:
     """Prefilled prompts ``[Q, P]`` written as the prompt pages of prompts ``first ...
     first + Q - 1`` (``first``: traced)."""
     pages = slots.pages
-    k, v, positions, segments = prompt_page_store(prompts, pages.page_size)
+    k, v = prompt_page_store(prompts, pages.page_size)
     start = 1 + first * slots.prompt_pages
-    write = lambda a, x, axis: jax.lax.dynamic_update_slice_in_dim(
-        a, x.astype(a.dtype), start, axis
-    )
-    pages = dataclasses.replace(
-        pages,
-        k=write(pages.k, k, 1),
-        v=write(pages.v, v, 1),
-        positions=write(pages.positions, positions, 0),
-        segment_ids=write(pages.segment_ids, segments, 0),
-    )
+    write = lambda a, x: jax.lax.dynamic_update_slice_in_dim(a, x.astype(a.dtype), start, 2)
+    pages = dataclasses.replace(pages, k=write(pages.k, k), v=write(pages.v, v))
     return dataclasses.replace(slots, pages=pages)
 
 
@@ -324,7 +349,7 @@ def keep_going(s: SlotState) -> jax.Array:
 
 def needed_columns(s: SlotState) -> jax.Array:
     """The page columns the busy slots' next writes need (``windows.live_end``)."""
-    return windows_lib.live_end(s.cache.pages.length, s.request_C >= 0)
+    return windows_lib.live_end(s.cache.lead + s.cache.pages.length, s.request_C >= 0)
 
 
 def window_ends(prompt_len: int, max_new: int, page_size: int, windows: int) -> tuple[int, ...]:

@@ -115,17 +115,25 @@ def rules_without(rules: ShardingRules, axes) -> ShardingRules:
     return ShardingRules(tuple(table))
 
 
+def kv_axes(name: str, ndim: int, kv_ndim: int) -> tuple | None:
+    """The logical axes of a block's keys or values named ``name`` (a tree path) with
+    ``ndim`` == ``kv_ndim`` dims: the page store's ``[K, L, N, Z, H]`` or the prefilled
+    prompts' ``[L, Q, K, H, P]``; None for any other array."""
+    if ndim != kv_ndim or not name.endswith((".k", ".v")):
+        return None
+    if name.endswith((".pages.k", ".pages.v")):
+        return ("act_kv_heads", "layers", None, None, None)
+    return ("layers", None, "act_kv_heads", None, None)
+
+
 def pin(mesh: Mesh, tree):
-    """A block's state or prompts: keys and values ``[L, N or Q, K, ...]`` with their KV heads
-    over "tensor" as the contiguous cache's, every other array whole (within the block: the
-    vmap adds the block dim's batch axes)."""
+    """A block's state or prompts: prefilled keys and values ``[L, Q, K, ...]`` and the page
+    store's ``[K, L, N, Z, H]`` with their KV heads over "tensor" as the contiguous cache's,
+    every other array whole (within the block: the vmap adds the block dim's batch axes)."""
 
     def spec(path, x):
-        name = jax.tree_util.keystr(path)
-        if name.endswith((".k", ".v")) and x.ndim == 5:
-            axes = ("layers", None, "act_kv_heads", None, None)
-            return named_sharding(mesh, axes, x.shape)
-        return NamedSharding(mesh, P())
+        axes = kv_axes(jax.tree_util.keystr(path), x.ndim, 5)
+        return NamedSharding(mesh, P()) if axes is None else named_sharding(mesh, axes, x.shape)
 
     shardings = jax.tree_util.tree_map_with_path(spec, tree)
     return jax.lax.with_sharding_constraint(tree, shardings)
@@ -204,10 +212,12 @@ def sample(
     decode window (``windows``) is every block's: the one holding all blocks' writes."""
     num_prompts, prompt_len = prompt_QP.shape
     max_new = options["max_new_tokens"]
-    pp, m = paged.page_counts(prompt_len, max_new, options["page_size"])
+    paged.page_counts(prompt_len, max_new, options["page_size"])  # Z divides the bucket
     num_samples = options.pop("num_samples")
     shape = dict(prompts=num_prompts, samples=num_samples, slots=num_slots, gen_pages=gen_pages)
-    axes = _split_axes(mesh, options["config"], shape, m - pp)
+    axes = _split_axes(
+        mesh, options["config"], shape, paged.request_pages(max_new, options["page_size"])
+    )
     if not axes:
         return paged.sample(
             params, prompt_QP, prompt_mask_QP, key, stop_table_EW, num_slots=num_slots,

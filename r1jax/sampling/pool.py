@@ -234,7 +234,7 @@ def window_ends(pool: Pool, windows: int) -> tuple[int, ...]:
     """The decode windows of ``pool`` (or of shards' pools, ``[D, ...]``): in whole pages,
     the last its rows' reach (prompt width + T, from the pool's own shapes)."""
     cache, max_new = pool.slots.cache, pool.slots.tokens_RT.shape[-1]
-    z = cache.pages.positions.shape[-1] if isinstance(cache, paged.PagedSlots) else 1
+    z = cache.pages.page_size if isinstance(cache, paged.PagedSlots) else 1
     return windows_lib.window_ends(pool.prompts.positions.shape[-1], max_new, windows, z)
 
 

@@ -69,9 +69,9 @@ def shardings(mesh: Mesh | None, axes, abstract: Pool) -> Pool | None:
 
     def spec(path, x):
         inner = (None,) * (x.ndim - 1)
-        if jax.tree_util.keystr(path).endswith((".k", ".v")) and x.ndim == 6:
+        logical = paged_shards.kv_axes(jax.tree_util.keystr(path), x.ndim, 6)
+        if logical is not None:
             with use_rules(paged_shards.rules_without(current_rules(), axes)):
-                logical = ("layers", None, "act_kv_heads", None, None)
                 inner = tuple(named_sharding(mesh, logical, x.shape[1:]).spec)
                 inner += (None,) * (x.ndim - 1 - len(inner))
         return NamedSharding(mesh, P(axes or None, *inner))

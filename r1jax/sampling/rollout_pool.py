@@ -108,9 +108,8 @@ class RolloutPool:
         gen_pages = request_pages = 0
         if sampler.page_size:  # the slots' cache in pages (``paged.py``)
             gen_pages = sampler.gen_pages(prompt_length, t)
-            pp, m = paged.page_counts(prompt_length, t, sampler.page_size)
             shapes |= dict(page_size=sampler.page_size, gen_pages=gen_pages)
-            request_pages = m - pp
+            request_pages = paged.request_pages(t, sampler.page_size)
         with sampler.mesh_context():
             self._build(key, table.shape[1], statics, shapes, method, gen_pages, request_pages)
         self.batches: collections.deque[_Batch] = collections.deque()

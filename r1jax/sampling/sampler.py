@@ -291,13 +291,15 @@ class Sampler:
 
     def gen_pages(self, prompt_len: int, max_new: int) -> int:
         """Generation pages of a paged call: ``pages``, or every slot's full reach."""
-        pp, m = paged.page_counts(prompt_len, max_new, self.page_size)
-        if self.pages and self.pages < m - pp:
+        paged.page_counts(prompt_len, max_new, self.page_size)  # Z divides the bucket
+        one = paged.request_pages(max_new, self.page_size)
+        if self.pages and self.pages < one:
             raise ValueError(
                 f"Sampler: pages={self.pages} cannot hold one request of {max_new} new tokens "
-                f"({m - pp} pages of {self.page_size})"
+                f"({one} pages of {self.page_size}: its tokens and a copy of its prompt's "
+                "last page)"
             )
-        return self.pages or self.slots * (m - pp)
+        return self.pages or self.slots * one
 
     def to_output(self, fields, counters, tokens_QP, mask_QP, num_samples, stop_strings, tokenizer):
         """Host ``SampleOutput`` from the device's per-row ``(tokens, logprobs, lengths, done)``

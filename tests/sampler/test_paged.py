@@ -18,7 +18,7 @@ PROMPTS = [[3, 1, 4, 1, 5], [9, 2, 6], [5, 3, 5, 8, 9, 7], [9]]  # bucket 8: 2 p
 METHODS = {"sampled": Categorical(temperature=0.9, top_k=20), "greedy": Greedy()}
 METHOD = dict(method=Categorical(temperature=0.9, top_k=20))
 WHOLE = dict(decode_windows=1)  # bit for bit across schedules (waiting slots): the whole cache
-KW = dict(num_samples=3, max_new_tokens=12, stop_token_ids=(7, 11, 51))  # 3 pages per row
+KW = dict(num_samples=3, max_new_tokens=12, stop_token_ids=(7, 11, 51))  # 4 pages a request
 
 
 def _sample(sampler, params, method="sampled", rng=13):
@@ -37,13 +37,14 @@ def contiguous(params):
 
 
 SLOW = pytest.mark.slow
-CASES = [(0, "sampled"), (6, "greedy"), (3, "sampled")]
-CASES += [pytest.param(p, m, marks=SLOW) for p, m in [(0, "greedy"), (6, "sampled"), (3, "greedy")]]
+CASES = [(0, "sampled"), (6, "greedy"), (4, "sampled")]
+CASES += [pytest.param(p, m, marks=SLOW) for p, m in [(0, "greedy"), (6, "sampled"), (4, "greedy")]]
 
 
 @pytest.mark.parametrize("pages, method", CASES)
 def test_paged_rows_equal_the_contiguous_cache(params, contiguous, method, pages):
-    """0: every slot's reach (12 generation pages); 6: half, slots wait for pages; 3: one
+    """0: every slot's reach (16 generation pages: a request writes 11 tokens from its prompt's
+    length, in a copy of the prompt's last page and 3 more); 6: slots wait for pages; 4: one
     request's worth, the youngest slots rewind again and again. Every row is the same."""
     out = _sample(
         Sampler(CONFIG, buckets=BUCKETS, slots=4, page_size=4, pages=pages, **WHOLE),
@@ -53,14 +54,14 @@ def test_paged_rows_equal_the_contiguous_cache(params, contiguous, method, pages
     ref = contiguous[method]
     assert 0 < (ref.finish_reason == "stop").sum() < len(ref.tokens)
     _same_rows(out, ref)
-    store = 1 + len(PROMPTS) * 2 + (pages or 12)  # null page, prompt pages, generation pages
-    assert out.paging["store_pages"] == store and out.paging["peak_pages"] <= (pages or 12)
-    if pages == 3:
-        assert out.paging["rewound_tokens"] > 0 and out.paging["peak_pages"] == 3
+    store = 1 + len(PROMPTS) * 2 + (pages or 16)  # null page, prompt pages, generation pages
+    assert out.paging["store_pages"] == store and out.paging["peak_pages"] <= (pages or 16)
+    if pages == 4:
+        assert out.paging["rewound_tokens"] > 0 and out.paging["peak_pages"] == 4
 
 
 def test_paged_logprobs_equal_a_full_forward(params):
-    out = _sample(Sampler(CONFIG, buckets=BUCKETS, slots=4, page_size=4, pages=3), params)
+    out = _sample(Sampler(CONFIG, buckets=BUCKETS, slots=4, page_size=4, pages=4), params)
     tokens, mask, start = layout(PROMPTS, out.completions(), num_samples=3, new_width=12)
     logp = jax.nn.log_softmax(np.asarray(full_logits(params, tokens, mask), np.float64) / 0.9)
     for row, n in enumerate(out.lengths):
@@ -116,14 +117,14 @@ def test_shards_that_share_a_prompt_prefill_that_prompt():
 
 @SLOW
 @pytest.mark.parametrize(
-    "num_prompts, samples, pages", [(8, 3, 0), (8, 3, 12), (1, 8, 12), (2, 4, 0)]
+    "num_prompts, samples, pages", [(8, 3, 0), (8, 3, 16), (1, 8, 16), (2, 4, 0)]
 )
 def test_one_store_per_batch_shard_gives_the_one_store_rows(params, num_prompts, samples, pages):
     """data=2, fsdp=2, tensor=2: four stores, each on its pair of tensor devices (KV heads
     split), each shard's slots serving its block of requests: 8 prompts x 3 samples (2 prompts
     per shard), 1 prompt x 8 samples (each shard prefills it for its 2 samples) or 2 prompts x
     4 samples (two shards per prompt, each prefilling its own). Rows equal
-    one store on one device (12 pages: 3 per shard, one request's worth, so slots wait and
+    one store on one device (16 pages: 4 per shard, one request's worth, so slots wait and
     rewind), and no device holds another shard's pages."""
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
     kw = dict(buckets=BUCKETS, slots=8, page_size=4, pages=pages)
@@ -137,7 +138,7 @@ def test_one_store_per_batch_shard_gives_the_one_store_rows(params, num_prompts,
     for field in ("tokens", "lengths", "finish_reason"):
         np.testing.assert_array_equal(getattr(out, field), getattr(ref, field), err_msg=field)
     np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)
-    gen, shard_prompts = pages or 8 * 3, max(len(prompts) // 4, 1)
+    gen, shard_prompts = pages or 8 * 4, max(len(prompts) // 4, 1)
     store = 1 + shard_prompts * 2 + gen // 4  # null page, 2 pages per prompt, generation
     assert out.paging["store_pages"] == 4 * store
     assert out.paging["peak_pages"] <= gen and (out.paging["rewound_tokens"] > 0) == (pages > 0)
@@ -150,9 +151,9 @@ def test_one_store_per_batch_shard_gives_the_one_store_rows(params, num_prompts,
     )  # fmt: skip
     with jax.set_mesh(mesh):
         state = jax.jit(fn)(sharded, tokens, tokens, jax.random.key(0), np.full((1, 4), 7))
-    pages_k = state.cache.pages.k  # [D, L, N / D, K, H, Z]
-    assert pages_k.shape[:3] == (4, CONFIG.num_layers, store)
-    assert {s.data.shape[:4] for s in pages_k.addressable_shards} == {(1, 2, store, 1)}
+    pages_k = state.cache.pages.k  # [D, K, L, N / D, Z, H]
+    assert pages_k.shape[:4] == (4, CONFIG.num_kv_heads, CONFIG.num_layers, store)
+    assert {s.data.shape[:4] for s in pages_k.addressable_shards} == {(1, 1, 2, store)}
     assert state.tokens_RT.sharding.spec[0] == ("data", "fsdp")
 
 
@@ -160,7 +161,7 @@ def test_one_store_per_batch_shard_gives_the_one_store_rows(params, num_prompts,
 def test_sharded_paged_equals_unsharded(params, contiguous):
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
     sharded = jax.device_put(params, param_shardings(CONFIG, mesh))
-    sampler = Sampler(CONFIG, buckets=BUCKETS, slots=4, page_size=4, pages=6, mesh=mesh)
+    sampler = Sampler(CONFIG, buckets=BUCKETS, slots=4, page_size=4, pages=8, mesh=mesh)
     out = _sample(sampler, sharded)
     np.testing.assert_array_equal(out.tokens, contiguous["sampled"].tokens)
     np.testing.assert_allclose(out.logprobs, contiguous["sampled"].logprobs, atol=1e-5)

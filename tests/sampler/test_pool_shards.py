@@ -65,11 +65,20 @@ def test_shards_return_one_pools_batches(params, one_pools_batches, shards, page
     pool = _pool(_paged(pages, **WHOLE), shards)
     got = one_pool._run(pool, lambda i: params)
     for a, b in zip(got, one_pools_batches, strict=True):
-        one_pool._same_rows(a.sample, b.sample)
+        # The shards' vmapped decode rounds the last token's log-prob of some full-length rows
+        # differently (1 ulp, with fewer pages than every slot's reach); every token is equal.
+        for field in ("tokens", "lengths", "finish_reason", "prompt_tokens"):
+            np.testing.assert_array_equal(getattr(a.sample, field), getattr(b.sample, field))
+        np.testing.assert_allclose(a.sample.logprobs, b.sample.logprobs, rtol=0, atol=2e-6)
     store = pool.pool.slots.cache
     gen = (pages or 20) // shards  # 4 slots x 5 pages of 2 tokens reach 10 new tokens
     # the null page, 2 lanes x 4 pages (a prompt of 8), the generation pages
-    assert store.pages.k.shape[:3] == (shards, CONFIG.num_layers, 1 + 2 * 4 + gen)
+    assert store.pages.k.shape[:4] == (
+        shards,
+        CONFIG.num_kv_heads,
+        CONFIG.num_layers,
+        1 + 2 * 4 + gen,
+    )
     assert (int(store.rewinds.sum()) > 0) == (pages > 0) and max(h.calls for h in got) > 1
 
 
@@ -132,9 +141,9 @@ def test_the_same_shards_on_a_mesh_give_the_same_rows_and_versions(params):
         np.testing.assert_allclose(a.sample.logprobs, b.sample.logprobs, atol=1e-5)
         mixed += sum(len(set(v[v >= 0])) > 1 for v in a.versions_BT)
     assert mixed > 0  # rows sampled by two policies
-    k = pool.pool.slots.cache.pages.k  # [D, L, N / D, K, H, Z]
+    k = pool.pool.slots.cache.pages.k  # [D, K, L, N / D, Z, H]
     assert k.sharding.spec[0] == ("data", "fsdp")
-    assert {s.data.shape[:4] for s in k.addressable_shards} == {(1, 2, k.shape[2], 1)}
+    assert {s.data.shape[:4] for s in k.addressable_shards} == {(1, 1, 2, k.shape[3])}
     assert pool.pool.slots.tokens_RT.sharding.spec[0] == ("data", "fsdp")
 
 

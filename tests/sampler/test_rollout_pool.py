@@ -142,7 +142,7 @@ def test_a_paged_pool_returns_the_same_batches(params, pages):
     for a, b in zip(got, want, strict=True):
         _same_rows(a.sample, b.sample)
     store = pool.pool.slots.cache
-    assert store.pages.k.shape[1] == 1 + 4 * 4 + (pages or 4 * 5)  # null, lanes', generation
+    assert store.pages.k.shape[2] == 1 + 4 * 4 + (pages or 4 * 5)  # null, lanes', generation
     assert (int(store.rewinds) > 0) == (pages == 6) and int(store.peak_pages) <= (pages or 20)
 
 

@@ -1,0 +1,71 @@
+"""Decode attention over the paged cache's store in place: JAX's Pallas paged-attention kernels.
+
+TPU: ``jax.experimental.pallas.ops.tpu.paged_attention``; GPU: ``...ops.gpu.paged_attention``
+(both maintained in JAX). Each takes queries ``[C, N, H]``, pages ``[K, pages, Z, H]``, a page
+table ``[C, P]`` and lengths ``[C]``, and attends each row's keys ``[0, length)`` page by page,
+reading only the pages a row's length reaches: the layout and masking of
+``paged_cache.PagedKVCache`` (rows packed from token 0, positions equal to indices). The store
+``[K, L, N, Z, H]`` is passed whole as ``[K, L * N, Z, H]`` with layer l's table offset by
+``l * N``, so no layer is sliced out of it. The kernels scale nothing: the queries come scaled
+by ``H ** -0.5`` in the compute dtype (the reference scales the fp32 scores; numbers agree
+within that rounding, tested in interpret mode on CPU).
+
+Served: grouped-query attention without a sliding window (not MLA's absorbed latent head),
+``attention_impl="auto"``, on TPU or GPU; elsewhere ``paged_kernel`` returns None and the
+cache gathers each row's keys (``paged_cache._gather_rows``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+
+from r1jax.config.model import ModelConfig
+from r1jax.model.attention_kernels import target_platform
+
+_BLOCK_TOKENS = 512  # keys per kernel block (TPU: pages_per_compute_block * Z)
+_GPU_SPLITS = 16  # the GPU kernel's k_splits: partitions of a row's pages run in parallel
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    return max(d for d in range(1, max(min(n, at_most), 1) + 1) if n % d == 0)
+
+
+def paged_kernel(config: ModelConfig, *, platform: str | None = None, interpret: bool = False):
+    """``kernel(q [C, N, H], k_store, v_store, layer, table [C, P], lengths [C]) -> [C, N, H]``
+    for ``paged_cache.paged_decode_states``, or None where no kernel serves (see the module
+    docstring). ``platform``: the traced program's (default ``target_platform()``);
+    ``interpret``: run the kernel in Pallas' interpreter (tests on CPU)."""
+    platform = platform or target_platform()
+    if config.mla is not None or config.sliding_window is not None:
+        return None
+    if config.attention_impl != "auto" or platform not in ("tpu", "gpu"):
+        return None
+    return functools.partial(_paged_attention, platform=platform, interpret=interpret)
+
+
+def _paged_attention(q_CNH, k_store, v_store, layer, table_CP, lengths_C, *, platform, interpret):
+    kh, num_layers, n, z, h = k_store.shape
+    pages_KPZH = lambda store: store.reshape(kh, num_layers * n, z, h)
+    table_CP = table_CP + layer * n
+    q_CNH = q_CNH * jax.numpy.asarray(h**-0.5, q_CNH.dtype)
+    per_block = _largest_divisor(table_CP.shape[1], max(_BLOCK_TOKENS // z, 1))
+    if platform == "tpu":
+        from jax.experimental.pallas.ops.tpu.paged_attention import paged_attention
+
+        call = functools.partial(paged_attention, pages_per_compute_block=per_block)
+        if interpret:
+            from jax.experimental.pallas import tpu as pltpu
+
+            with pltpu.force_tpu_interpret_mode():
+                return call(q_CNH, pages_KPZH(k_store), pages_KPZH(v_store), lengths_C, table_CP)
+        return call(q_CNH, pages_KPZH(k_store), pages_KPZH(v_store), lengths_C, table_CP)
+    from jax.experimental.pallas.ops.gpu.paged_attention import paged_attention
+
+    splits = _largest_divisor(table_CP.shape[1], _GPU_SPLITS)
+    return paged_attention(
+        q_CNH, pages_KPZH(k_store), pages_KPZH(v_store), table_CP, lengths_C,
+        pages_per_compute_block=_largest_divisor(table_CP.shape[1] // splits, per_block),
+        k_splits=splits, interpret=interpret,
+    )  # fmt: skip
