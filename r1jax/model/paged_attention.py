@@ -11,8 +11,11 @@ by ``H ** -0.5`` in the compute dtype (the reference scales the fp32 scores; num
 within that rounding, tested in interpret mode on CPU).
 
 Served: grouped-query attention without a sliding window (not MLA's absorbed latent head),
-``attention_impl="auto"``, on TPU or GPU; elsewhere ``paged_kernel`` returns None and the
-cache gathers each row's keys (``paged_cache._gather_rows``).
+``attention_impl="auto"``, on TPU with a head dim that is a multiple of 128 and pages of a
+multiple of 8 tokens (Mosaic's tiling: compiled for v5e from CPU, head dims 16 and 64 do not
+lower) and on GPU with power-of-two head dims and pages of at least 16 tokens (Triton's
+tiles; checked in interpret mode only: no GPU was at hand); elsewhere ``paged_kernel``
+returns None and the cache gathers each row's keys (``paged_cache._gather_rows``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ def _largest_divisor(n: int, at_most: int) -> int:
     return max(d for d in range(1, max(min(n, at_most), 1) + 1) if n % d == 0)
 
 
-def paged_kernel(config: ModelConfig, *, platform: str | None = None, interpret: bool = False):
+def paged_kernel(
+    config: ModelConfig, page_size: int, *, platform: str | None = None, interpret: bool = False
+):
     """``kernel(q [C, N, H], k_store, v_store, layer, table [C, P], lengths [C]) -> [C, N, H]``
     for ``paged_cache.paged_decode_states``, or None where no kernel serves (see the module
     docstring). ``platform``: the traced program's (default ``target_platform()``);
@@ -40,7 +45,15 @@ def paged_kernel(config: ModelConfig, *, platform: str | None = None, interpret:
     platform = platform or target_platform()
     if config.mla is not None or config.sliding_window is not None:
         return None
-    if config.attention_impl != "auto" or platform not in ("tpu", "gpu"):
+    h = config.head_dim
+    fits = {
+        "tpu": h % 128 == 0 and page_size % 8 == 0,
+        "gpu": h >= 16
+        and h & (h - 1) == 0
+        and page_size >= 16
+        and page_size & (page_size - 1) == 0,
+    }
+    if config.attention_impl != "auto" or not fits.get(platform, False):
         return None
     return functools.partial(_paged_attention, platform=platform, interpret=interpret)
 

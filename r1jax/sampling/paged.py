@@ -214,7 +214,7 @@ def decode_step(
         cache=s.cache.pages,
         lead_C=s.cache.lead,
         window=window,
-        kernel=paged_kernel(config),
+        kernel=paged_kernel(config, s.cache.pages.page_size),
     )
     logits_CV = logits_from_hidden(params, hidden_C1D, config)[:, 0]
     keys_C = request_keys(s.key, slot_key_ids(s.request_C, key_ids), s.count_C)

@@ -91,7 +91,7 @@ def test_continuous_batching_is_planned_as_one_program():
 @pytest.mark.slow  # the default suite stays under 10 minutes; CI runs -m slow
 def test_a_paged_cache_is_planned_with_its_pages():
     """``grpo.decode_page_size``: the continuous program over a store of pages: 1 null page,
-    2 prompts x 4 prompt pages, 6 generation pages (fewer than 4 slots x 2)."""
+    2 prompts x 4 prompt pages, 6 generation pages (fewer than 4 slots x 3)."""
     flags = ["--config.grpo.decode_slots=4", "--config.grpo.decode_page_size=8"]
     stage = _stage(*TINY_GRPO, *flags, "--config.grpo.decode_pages=6")
     result = plan_command.plan(stage, "local")
@@ -99,13 +99,13 @@ def test_a_paged_cache_is_planned_with_its_pages():
     assert got["fits"] and got["compile_error"] is None
     (program,) = programs.continuous_sampler(stage, make_mesh(stage.mesh))
     out = jax.eval_shape(program.fn, *program.args)
-    assert out.cache.pages.k.shape[1] == 1 + 2 * 4 + 6 and out.cache.pages.table.shape == (4, 6)
-    # 8 slots on data=8: one store per shard (its prompt's 4 pages, 2 generation pages), the
+    assert out.cache.pages.k.shape[2] == 1 + 2 * 4 + 6 and out.cache.pages.table.shape == (4, 6)
+    # 8 slots on data=8: one store per shard (its prompt's 4 pages, 3 generation pages), the
     # stores split over the devices, not one store on each
     split = _stage(*TINY_GRPO, *flags[1:], "--config.grpo.decode_slots=8", "--config.mesh.data=8")
     (program,) = programs.continuous_sampler(split, mesh := make_mesh(split.mesh))
     out = jax.eval_shape(program.fn, *program.args)
-    assert out.cache.pages.k.shape[:3] == (8, 2, 1 + 4 + 2)
+    assert out.cache.pages.k.shape[:4] == (8, 2, 2, 1 + 4 + 3)  # [D, K, L, N / D]
     with jax.set_mesh(mesh):
         compiled = program.fn.lower(*program.args).compile()
     assert compiled.output_shardings.cache.pages.k.spec[0] == "data"
@@ -131,16 +131,16 @@ def test_partial_rollouts_are_planned_as_admit_and_advance():
     paged = _stage(*TINY_GRPO, *flags, "--config.grpo.decode_page_size=8")
     admit, advance = programs.partial_rollout_sampler(paged, make_mesh(paged.mesh))
     out = jax.eval_shape(advance.fn, *advance.args)
-    assert out.slots.cache.pages.k.shape[1] == 1 + 4 * 4 + 4 * 2  # null, lanes', generation
+    assert out.slots.cache.pages.k.shape[2] == 1 + 4 * 4 + 4 * 3  # null, lanes', generation
     assert advance.lower().compile() is not None
     # 8 pool shards on data=8 (``grpo.partial_shards``): each its 2 lanes' prompt pages (one
-    # sample of each batch's prompts), 1 slot's 2 generation pages; one shard per device
+    # sample of each batch's prompts), 1 slot's 3 generation pages; one shard per device
     split = ["--config.grpo.decode_slots=8", "--config.grpo.decode_page_size=8"]
     split += ["--config.mesh.data=8", "--config.grpo.partial_shards=8"]
     shards = _stage(*TINY_GRPO, *flags[1:], *split)
     admit, advance = programs.partial_rollout_sampler(shards, mesh := make_mesh(shards.mesh))
     out = jax.eval_shape(advance.fn, *advance.args)
-    assert out.slots.cache.pages.k.shape[:3] == (8, 2, 1 + 2 * 4 + 2)
+    assert out.slots.cache.pages.k.shape[:4] == (8, 2, 2, 1 + 2 * 4 + 3)
     with jax.set_mesh(mesh):
         compiled = advance.fn.lower(*advance.args).compile()
     assert compiled.output_shardings.slots.cache.pages.k.spec[0] == "data"
