@@ -15,7 +15,10 @@ Served: grouped-query attention without a sliding window (not MLA's absorbed lat
 multiple of 8 tokens (Mosaic's tiling: compiled for v5e from CPU, head dims 16 and 64 do not
 lower) and on GPU with power-of-two head dims and pages of at least 16 tokens (Triton's
 tiles; checked in interpret mode only: no GPU was at hand); elsewhere ``paged_kernel``
-returns None and the cache gathers each row's keys (``paged_cache._gather_rows``).
+returns None and the cache gathers each row's keys (``paged_cache._gather_rows``). Under a
+mesh of more than one device the gather serves too: XLA cannot partition a Mosaic kernel
+("wrap the call in a shard_map", found compiling the 1.5B paged sampler for v5e-8), and the
+sampler's page-store blocks (``paged_shards``' vmap) do not yet call it per shard.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ def paged_kernel(
     docstring). ``platform``: the traced program's (default ``target_platform()``);
     ``interpret``: run the kernel in Pallas' interpreter (tests on CPU)."""
     platform = platform or target_platform()
-    if config.mla is not None or config.sliding_window is not None:
+    mesh = jax.sharding.get_abstract_mesh()
+    if config.mla is not None or config.sliding_window is not None or mesh.size > 1:
         return None
     h = config.head_dim
     fits = {

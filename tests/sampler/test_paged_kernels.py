@@ -67,7 +67,7 @@ def test_the_sampler_with_the_kernel_returns_the_contiguous_rows(params, monkeyp
 
 def test_a_kernel_serves_grouped_query_attention_on_tpu_and_gpu_only():
     """Where the kernels lower (head dims, page sizes) and nowhere else: CPU, sliding windows,
-    an explicit attention_impl, MLA's latent head."""
+    an explicit attention_impl, MLA's latent head, a mesh of several devices."""
     wide, mid = CONFIG.replace(head_dim=128), CONFIG.replace(head_dim=64)
     assert paged_kernel(wide, 16) is None  # CPU: the gather
     assert callable(paged_kernel(wide, 16, platform="tpu"))
@@ -81,5 +81,8 @@ def test_a_kernel_serves_grouped_query_attention_on_tpu_and_gpu_only():
     for config in (wide.replace(sliding_window=16), wide.replace(attention_impl="xla")):
         assert paged_kernel(config, 16, platform="tpu") is None
     mla = MLAConfig(kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16)
+    two = jax.sharding.Mesh(np.asarray(jax.devices()[:2]), ("data",))
+    with jax.set_mesh(two):  # a Mosaic kernel is not partitioned by XLA: the gather
+        assert paged_kernel(wide, 16, platform="tpu") is None
     plain = dict(qkv_bias=False, o_bias=False, qk_norm=False)
     assert paged_kernel(CONFIG.replace(head_dim=24, mla=mla, **plain), 16, platform="gpu") is None
