@@ -16,19 +16,19 @@ multiple of 8 tokens (Mosaic's tiling: compiled for v5e from CPU, head dims 16 a
 lower) and on GPU with power-of-two head dims and pages of at least 16 tokens (Triton's
 tiles; checked in interpret mode only: no GPU was at hand); elsewhere ``paged_kernel``
 returns None and the cache gathers each row's keys (``paged_cache._gather_rows``). Under a
-mesh of more than one device the gather serves too: XLA cannot partition a Mosaic kernel
-("wrap the call in a shard_map", found compiling the 1.5B paged sampler for v5e-8), and the
-sampler's page-store blocks (``paged_shards``' vmap) do not yet call it per shard.
+mesh the kernel runs per shard (``shard_map``: XLA cannot partition a Pallas call): rows over
+the batch axes, KV heads (and their query groups) over theirs, the store's other dims whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
-import jax
+import jax.numpy as jnp
 
 from r1jax.config.model import ModelConfig
-from r1jax.model.attention_kernels import target_platform
+from r1jax.model.attention_kernels import _per_shard, target_platform
 
 _BLOCK_TOKENS = 512  # keys per kernel block (TPU: pages_per_compute_block * Z)
 _GPU_SPLITS = 16  # the GPU kernel's k_splits: partitions of a row's pages run in parallel
@@ -46,8 +46,7 @@ def paged_kernel(
     docstring). ``platform``: the traced program's (default ``target_platform()``);
     ``interpret``: run the kernel in Pallas' interpreter (tests on CPU)."""
     platform = platform or target_platform()
-    mesh = jax.sharding.get_abstract_mesh()
-    if config.mla is not None or config.sliding_window is not None or mesh.size > 1:
+    if config.mla is not None or config.sliding_window is not None:
         return None
     h = config.head_dim
     fits = {
@@ -63,26 +62,40 @@ def paged_kernel(
 
 
 def _paged_attention(q_CNH, k_store, v_store, layer, table_CP, lengths_C, *, platform, interpret):
-    kh, num_layers, n, z, h = k_store.shape
-    pages_KPZH = lambda store: store.reshape(kh, num_layers * n, z, h)
+    c, heads, h = q_CNH.shape
+    kh = k_store.shape[0]
+    q_CKAH = q_CNH.reshape(c, kh, heads // kh, h)  # a KV head's query group stays together
+    kernel = functools.partial(_per_device, platform=platform, interpret=interpret)
+    store = ("act_kv_heads", None, None, None, None)
+    axes = (("batch", "act_kv_heads", None, None), store, store, (), ("batch", None), ("batch",))
+    args = (q_CKAH, k_store, v_store, layer, table_CP, lengths_C)
+    return _per_shard(kernel, args, axes).reshape(c, heads, h)
+
+
+def _per_device(q_CKAH, k_store, v_store, layer, table_CP, lengths_C, *, platform, interpret):
+    """One device's rows and KV heads: the kernel on queries ``[C, K, A, H]``."""
+    c, kh, a, h = q_CKAH.shape
+    _, num_layers, n, z, _ = k_store.shape
+    k_pages, v_pages = (store.reshape(kh, num_layers * n, z, h) for store in (k_store, v_store))
+    q_CNH = (q_CKAH * jnp.asarray(h**-0.5, q_CKAH.dtype)).reshape(c, kh * a, h)
     table_CP = table_CP + layer * n
-    q_CNH = q_CNH * jax.numpy.asarray(h**-0.5, q_CNH.dtype)
     per_block = _largest_divisor(table_CP.shape[1], max(_BLOCK_TOKENS // z, 1))
     if platform == "tpu":
+        from jax.experimental.pallas import tpu as pltpu
         from jax.experimental.pallas.ops.tpu.paged_attention import paged_attention
 
-        call = functools.partial(paged_attention, pages_per_compute_block=per_block)
-        if interpret:
-            from jax.experimental.pallas import tpu as pltpu
+        mode = pltpu.force_tpu_interpret_mode() if interpret else contextlib.nullcontext()
+        with mode:
+            out = paged_attention(
+                q_CNH, k_pages, v_pages, lengths_C, table_CP, pages_per_compute_block=per_block
+            )
+    else:
+        from jax.experimental.pallas.ops.gpu.paged_attention import paged_attention
 
-            with pltpu.force_tpu_interpret_mode():
-                return call(q_CNH, pages_KPZH(k_store), pages_KPZH(v_store), lengths_C, table_CP)
-        return call(q_CNH, pages_KPZH(k_store), pages_KPZH(v_store), lengths_C, table_CP)
-    from jax.experimental.pallas.ops.gpu.paged_attention import paged_attention
-
-    splits = _largest_divisor(table_CP.shape[1], _GPU_SPLITS)
-    return paged_attention(
-        q_CNH, pages_KPZH(k_store), pages_KPZH(v_store), table_CP, lengths_C,
-        pages_per_compute_block=_largest_divisor(table_CP.shape[1] // splits, per_block),
-        k_splits=splits, interpret=interpret,
-    )  # fmt: skip
+        splits = _largest_divisor(table_CP.shape[1], _GPU_SPLITS)
+        out = paged_attention(
+            q_CNH, k_pages, v_pages, table_CP, lengths_C,
+            pages_per_compute_block=_largest_divisor(table_CP.shape[1] // splits, per_block),
+            k_splits=splits, interpret=interpret,
+        )  # fmt: skip
+    return out.reshape(c, kh, a, h)

@@ -3,6 +3,7 @@ in Pallas' interpreter on CPU: they equal attention over the gathered keys, the 
 calls them returns the contiguous sampler's rows, and the choice of kernel is what it says."""
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -11,9 +12,10 @@ import pytest
 from sampler_common import BUCKETS, CONFIG
 
 from r1jax.config.model import MLAConfig
-from r1jax.model import layers
+from r1jax.model import layers, param_shardings
 from r1jax.model.paged_attention import _paged_attention, paged_kernel
 from r1jax.sampling import Categorical, Greedy, Sampler, paged
+from r1jax.sharding import MeshConfig, make_mesh
 
 
 def _reference(q, k_store, v_store, layer, table, lengths):
@@ -65,9 +67,30 @@ def test_the_sampler_with_the_kernel_returns_the_contiguous_rows(params, monkeyp
         np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-5)
 
 
+@pytest.mark.slow  # the interpreted kernel per shard in every decode step: ~15 s
+def test_the_kernel_runs_per_shard_on_a_mesh(params, monkeypatch):
+    """data=2, fsdp=2, tensor=2: the kernel per device (``shard_map``: rows over the batch
+    axes, KV heads over tensor), in one store per batch shard and in one store for all:
+    the contiguous sampler's tokens, log-probs to rounding."""
+    kernel = functools.partial(_paged_attention, platform="gpu", interpret=True)
+    monkeypatch.setattr(paged, "paged_kernel", lambda config, page_size: kernel)
+    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    sharded = jax.device_put(params, param_shardings(CONFIG, mesh))
+    prompts = [[3, 1, 4, 1, 5], [9, 2, 6], [5, 3, 5, 8, 9, 7], [9]]
+    run = dict(num_samples=2, max_new_tokens=8, rng=jax.random.key(3), method=Greedy())
+    want = Sampler(CONFIG, buckets=BUCKETS, slots=4, decode_windows=1)(params, prompts, **run)
+    for slots, pages in ((8, 0), (4, 4)):  # four stores; one store (4 pages do not split)
+        sampler = Sampler(CONFIG, buckets=BUCKETS, slots=slots, page_size=4, pages=pages, mesh=mesh)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the one store: held by every device
+            got = sampler(sharded, prompts, **run)
+        np.testing.assert_array_equal(got.tokens, want.tokens)
+        np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-5)
+
+
 def test_a_kernel_serves_grouped_query_attention_on_tpu_and_gpu_only():
     """Where the kernels lower (head dims, page sizes) and nowhere else: CPU, sliding windows,
-    an explicit attention_impl, MLA's latent head, a mesh of several devices."""
+    an explicit attention_impl, MLA's latent head."""
     wide, mid = CONFIG.replace(head_dim=128), CONFIG.replace(head_dim=64)
     assert paged_kernel(wide, 16) is None  # CPU: the gather
     assert callable(paged_kernel(wide, 16, platform="tpu"))
@@ -81,8 +104,5 @@ def test_a_kernel_serves_grouped_query_attention_on_tpu_and_gpu_only():
     for config in (wide.replace(sliding_window=16), wide.replace(attention_impl="xla")):
         assert paged_kernel(config, 16, platform="tpu") is None
     mla = MLAConfig(kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16)
-    two = jax.sharding.Mesh(np.asarray(jax.devices()[:2]), ("data",))
-    with jax.set_mesh(two):  # a Mosaic kernel is not partitioned by XLA: the gather
-        assert paged_kernel(wide, 16, platform="tpu") is None
     plain = dict(qkv_bias=False, o_bias=False, qk_norm=False)
     assert paged_kernel(CONFIG.replace(head_dim=24, mla=mla, **plain), 16, platform="gpu") is None
