@@ -28,6 +28,7 @@ first) and attends over ``[0, length]``:
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -91,6 +92,18 @@ def _gather_rows(table_CM, k_store, v_store, index, lead_C, width: int):
     return keys.transpose(1, 0, 3, 2), values.transpose(1, 0, 2, 3)
 
 
+def _write_token(cache: PagedKVCache, write_C, k_store, v_store, index, k_CKH, v_CKH):
+    """The writing rows' keys and values ``[C, K, H]`` of layer ``index`` at their
+    ``length`` (their page ``table[c, length // Z]``, offset ``length % Z``)."""
+    z, rows_C = cache.page_size, jnp.arange(write_C.shape[0])
+    page_C = jnp.where(write_C, cache.table[rows_C, cache.length // z], cache.k.shape[2])
+    put = lambda store, new: store.at[:, index, page_C, cache.length % z].set(
+        new.swapaxes(0, 1).astype(store.dtype),
+        mode="drop",  # page N (not writing): dropped
+    )
+    return put(k_store, k_CKH), put(v_store, v_CKH)
+
+
 def paged_decode_states(
     params: dict,
     tokens_C1,
@@ -110,14 +123,10 @@ def paged_decode_states(
     multiple of Z, at least every writing row's ``lead + length + 1``): attention reads that
     many columns (``lead + length`` of them live; default all M * Z); ``kernel``:
     ``paged_attention.paged_kernel``'s, or None to gather."""
-    c, z, num_pages = tokens_C1.shape[0], cache.page_size, cache.k.shape[2]
-    dtype = config.dtype
-    page_C = jnp.where(write_C, cache.table[jnp.arange(c), cache.length // z], num_pages)
-    offset_C = cache.length % z
+    dtype, z, width = config.dtype, cache.page_size, window or cache.max_length
     length_C = cache.length + write_C.astype(jnp.int32)  # the keys attended
     positions_C1 = cache.length[:, None]
     segment_C1 = write_C[:, None].astype(jnp.int32)
-    width = window or cache.max_length
     k_pos = jnp.arange(width)[None] - lead_C[:, None]  # [C, W]: token p at column lead + p
     k_seg = ((k_pos >= 0) & (k_pos < length_C[:, None])).astype(jnp.int32)
     q_offset = jnp.max(jnp.where(write_C, lead_C + cache.length, 0))
@@ -125,12 +134,7 @@ def paged_decode_states(
     x = embed(params, tokens_C1, config)
     rope = model_rope(config, positions_C1)
     cast = lambda tree: materialize(tree, dtype)  # one layer's weights, in the compute dtype
-
-    def write(k_store, v_store, index, k_CKH, v_CKH):
-        put = lambda store, new: store.at[:, index, page_C, offset_C].set(
-            new.swapaxes(0, 1).astype(store.dtype), mode="drop"
-        )
-        return put(k_store, k_CKH), put(v_store, v_CKH)
+    write = functools.partial(_write_token, cache, write_C)
 
     def body(carry, xs):
         x, k_store, v_store = carry

@@ -112,20 +112,12 @@ def assign(slots: PagedSlots, prompts: Prompts, slot, prompt) -> PagedSlots:
 
 
 def _copy_pages(pages: PagedKVCache, src_C, dst_C, copy_C) -> PagedKVCache:
-    """Page ``src`` copied to page ``dst`` for the slots in ``copy_C`` (every layer and
-    head; a loop over those slots only, in place)."""
-
-    def copy_one(carry):
-        k, v, todo_C = carry
-        c = jnp.argmax(todo_C)
-        move = lambda a: jax.lax.dynamic_update_slice_in_dim(
-            a, jax.lax.dynamic_slice_in_dim(a, src_C[c], 1, axis=2), dst_C[c], axis=2
-        )
-        return move(k), move(v), todo_C.at[c].set(False)
-
-    carry = (pages.k, pages.v, copy_C)
-    k, v, _ = jax.lax.while_loop(lambda carry: jnp.any(carry[2]), copy_one, carry)
-    return dataclasses.replace(pages, k=k, v=v)
+    """Page ``src`` copied to page ``dst`` for the slots in ``copy_C`` (every layer and head).
+    One gather of C pages and a scatter, every step: a loop over the copying slots only (or a
+    ``cond``) becomes, under ``paged_shards``' vmap, a select between two whole stores."""
+    dst_C = jnp.where(copy_C, dst_C, pages.k.shape[2])  # out of range: dropped
+    move = lambda a: a.at[:, :, dst_C].set(a[:, :, src_C], mode="drop")
+    return dataclasses.replace(pages, k=move(pages.k), v=move(pages.v))
 
 
 def _allocate(s: SlotState, busy_C) -> tuple[SlotState, jax.Array]:

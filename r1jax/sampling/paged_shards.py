@@ -212,12 +212,10 @@ def sample(
     decode window (``windows``) is every block's: the one holding all blocks' writes."""
     num_prompts, prompt_len = prompt_QP.shape
     max_new = options["max_new_tokens"]
-    paged.page_counts(prompt_len, max_new, options["page_size"])  # Z divides the bucket
     num_samples = options.pop("num_samples")
     shape = dict(prompts=num_prompts, samples=num_samples, slots=num_slots, gen_pages=gen_pages)
-    axes = _split_axes(
-        mesh, options["config"], shape, paged.request_pages(max_new, options["page_size"])
-    )
+    paged.page_counts(prompt_len, max_new, z := options["page_size"])  # Z divides the bucket
+    axes = _split_axes(mesh, options["config"], shape, paged.request_pages(max_new, z))
     if not axes:
         return paged.sample(
             params, prompt_QP, prompt_mask_QP, key, stop_table_EW, num_slots=num_slots,

@@ -296,8 +296,7 @@ class Sampler:
         if self.pages and self.pages < one:
             raise ValueError(
                 f"Sampler: pages={self.pages} cannot hold one request of {max_new} new tokens "
-                f"({one} pages of {self.page_size}: its tokens and a copy of its prompt's "
-                "last page)"
+                f"({one} pages of {self.page_size}: its tokens, a copy of its prompt's last)"
             )
         return self.pages or self.slots * one
 
