@@ -74,21 +74,17 @@ def init_paged_cache(
     )
 
 
-def _by_token(store):
-    """A store ``[K, L, N, Z, H]`` as ``[K, L * N * Z, H]`` (a free reshape)."""
-    return store.reshape(store.shape[0], -1, store.shape[-1])
-
-
 def _gather_rows(table_CM, k_store, v_store, index, lead_C, width: int):
     """Each row's tokens of layer ``index`` as the contiguous cache's left-padded row of
     ``width`` columns (token p at column ``lead + p``; columns before ``lead`` read token 0):
-    keys ``[C, K, H, W]``, values ``[C, K, W, H]`` (one gather each, no copy of the layer)."""
-    _, _, n, z, _ = k_store.shape
+    keys ``[C, K, H, W]``, values ``[C, K, W, H]``. One gather of H-vectors each, every other
+    dim indexed (as a window, the heads made XLA copy the store into another layout on TPU)."""
+    z = k_store.shape[3]
     p_CW = jnp.clip(jnp.arange(width)[None] - lead_C[:, None], 0, table_CM.shape[1] * z - 1)
-    page_CW = jnp.take_along_axis(table_CM, p_CW // z, axis=1)
-    flat_CW = (index * n + page_CW) * z + p_CW % z
-    keys = _by_token(k_store)[:, flat_CW]  # [K, C, W, H]
-    values = _by_token(v_store)[:, flat_CW]
+    page_1CW = jnp.take_along_axis(table_CM, p_CW // z, axis=1)[None]
+    heads_K11 = jnp.arange(k_store.shape[0])[:, None, None]
+    keys = k_store[heads_K11, index, page_1CW, (p_CW % z)[None]]  # [K, C, W, H]
+    values = v_store[heads_K11, index, page_1CW, (p_CW % z)[None]]
     return keys.transpose(1, 0, 3, 2), values.transpose(1, 0, 2, 3)
 
 
@@ -96,8 +92,13 @@ def _write_token(cache: PagedKVCache, write_C, k_store, v_store, index, k_CKH, v
     """The writing rows' keys and values ``[C, K, H]`` of layer ``index`` at their
     ``length`` (their page ``table[c, length // Z]``, offset ``length % Z``)."""
     z, rows_C = cache.page_size, jnp.arange(write_C.shape[0])
-    page_C = jnp.where(write_C, cache.table[rows_C, cache.length // z], cache.k.shape[2])
-    put = lambda store, new: store.at[:, index, page_C, cache.length % z].set(
+    page_1C = jnp.where(write_C, cache.table[rows_C, cache.length // z], cache.k.shape[2])[None]
+    heads_K1 = jnp.arange(k_store.shape[0])[:, None]
+    # Every dim but H indexed (the heads too): a scatter of H-vectors, which TPU lays out as
+    # the store; with the heads as a window XLA chose another layout for the scattered store
+    # and copied the whole store into it and back in every layer of every step.
+    offset_1C = (cache.length % z)[None]
+    put = lambda store, new: store.at[heads_K1, index, page_1C, offset_1C].set(
         new.swapaxes(0, 1).astype(store.dtype),
         mode="drop",  # page N (not writing): dropped
     )

@@ -115,8 +115,14 @@ def _copy_pages(pages: PagedKVCache, src_C, dst_C, copy_C) -> PagedKVCache:
     """Page ``src`` copied to page ``dst`` for the slots in ``copy_C`` (every layer and head).
     One gather of C pages and a scatter, every step: a loop over the copying slots only (or a
     ``cond``) becomes, under ``paged_shards``' vmap, a select between two whole stores."""
-    dst_C = jnp.where(copy_C, dst_C, pages.k.shape[2])  # out of range: dropped
-    move = lambda a: a.at[:, :, dst_C].set(a[:, :, src_C], mode="drop")
+    kh, num_layers, n = pages.k.shape[:3]
+    dst_C = jnp.where(copy_C, dst_C, n)  # out of range: dropped
+    # Heads and layers indexed too: a scatter of [Z, H] pages, laid out as the store (with
+    # them as windows XLA copied the whole store into another layout for it on TPU).
+    heads_K11, layers_1L1 = jnp.arange(kh)[:, None, None], jnp.arange(num_layers)[None, :, None]
+    move = lambda a: a.at[heads_K11, layers_1L1, dst_C].set(
+        a[heads_K11, layers_1L1, src_C], mode="drop"
+    )
     return dataclasses.replace(pages, k=move(pages.k), v=move(pages.v))
 
 
