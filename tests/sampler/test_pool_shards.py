@@ -123,6 +123,7 @@ def test_three_batches_in_flight_with_request_budgets(params):
     assert any(np.any(h.sample.finish_reason == "length") for h in got)
 
 
+@pytest.mark.slow  # ~9 s: the default suite stays under 10 minutes; CI runs -m slow
 def test_the_same_shards_on_a_mesh_give_the_same_rows_and_versions(params):
     """Params change after every batch: 4 shards on data=2 x fsdp=2 x tensor=2 (one per batch
     shard, KV heads over tensor) return the rows, log-probs and versions of 4 shards on one
