@@ -11,6 +11,7 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 # "xla": the reference (O(T*S) scores); "blockwise": online softmax in plain JAX; "cudnn" (GPU),
 # "splash" (TPU): fused kernels; "auto" picks per call (r1jax.model.attention_kernels).
 ATTENTION_IMPLS = ("auto", "xla", "blockwise", "cudnn", "splash")
+PAGED_ATTENTION = ("auto", "kernel", "gather")
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -176,6 +177,10 @@ class ModelConfig:
     sliding_window: int | None = None
     attention_impl: str = "auto"
     attention_block: int = 512  # query/key block of "blockwise" (and "splash", rounded to 128)
+    # Decode attention over a paged KV cache (``model/paged_attention.py``): "auto" the Pallas
+    # kernel where it lowers (TPU, GPU), else a gather; "kernel" (an error where it does not)
+    # or "gather".
+    paged_attention: str = "auto"
     max_position_embeddings: int = 4096
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
@@ -209,6 +214,10 @@ class ModelConfig:
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(
                 f"model.attention_impl={self.attention_impl!r}; one of {ATTENTION_IMPLS}"
+            )
+        if self.paged_attention not in PAGED_ATTENTION:
+            raise ValueError(
+                f"model.paged_attention={self.paged_attention!r}; one of {PAGED_ATTENTION}"
             )
         if not isinstance(self.scan_unroll, int) or self.scan_unroll < 1:
             raise ValueError(f"model.scan_unroll={self.scan_unroll!r}; a positive int")

@@ -10,14 +10,15 @@ reading only the pages a row's length reaches: the layout and masking of
 by ``H ** -0.5`` in the compute dtype (the reference scales the fp32 scores; numbers agree
 within that rounding, tested in interpret mode on CPU).
 
-Served: grouped-query attention without a sliding window (not MLA's absorbed latent head),
-``attention_impl="auto"``, on TPU with a head dim that is a multiple of 128 and pages of a
-multiple of 8 tokens (Mosaic's tiling: compiled for v5e from CPU, head dims 16 and 64 do not
-lower) and on GPU with power-of-two head dims and pages of at least 16 tokens (Triton's
-tiles; checked in interpret mode only: no GPU was at hand); elsewhere ``paged_kernel``
-returns None and the cache gathers each row's keys (``paged_cache._gather_rows``). Under a
-mesh the kernel runs per shard (``shard_map``: XLA cannot partition a Pallas call): rows over
-the batch axes, KV heads (and their query groups) over theirs, the store's other dims whole.
+Served (``model.paged_attention``: "auto"; "gather" never; "kernel" or an error):
+grouped-query attention without a sliding window (not MLA's absorbed latent head), on TPU with
+a head dim that is a multiple of 128 and pages of a multiple of 8 tokens (Mosaic's tiling:
+compiled for v5e from CPU, head dims 16 and 64 do not lower) and on GPU with power-of-two head
+dims and pages of at least 16 tokens (Triton's tiles; checked in interpret mode only: no GPU
+was at hand); elsewhere the cache gathers each row's keys (``paged_cache._gather_rows``).
+Under a mesh the kernel runs per shard (``shard_map``: XLA cannot partition a Pallas call):
+rows over the batch axes, KV heads (and their query groups) over theirs, the store's other
+dims whole.
 """
 
 from __future__ import annotations
@@ -42,23 +43,32 @@ def paged_kernel(
     config: ModelConfig, page_size: int, *, platform: str | None = None, interpret: bool = False
 ):
     """``kernel(q [C, N, H], k_store, v_store, layer, table [C, P], lengths [C]) -> [C, N, H]``
-    for ``paged_cache.paged_decode_states``, or None where no kernel serves (see the module
-    docstring). ``platform``: the traced program's (default ``target_platform()``);
+    for ``paged_cache.paged_decode_states``, or None to gather: by ``config.paged_attention``
+    ("auto": where a kernel lowers, see the module docstring; "kernel": a ValueError saying
+    why where none does). ``platform``: the traced program's (default ``target_platform()``);
     ``interpret``: run the kernel in Pallas' interpreter (tests on CPU)."""
+    if config.paged_attention == "gather":
+        return None
     platform = platform or target_platform()
+    why = _why_no_kernel(config, page_size, platform)
+    if why and config.paged_attention == "kernel":
+        raise ValueError(f"model.paged_attention='kernel': {why}")
+    return (
+        None if why else functools.partial(_paged_attention, platform=platform, interpret=interpret)
+    )
+
+
+def _why_no_kernel(config: ModelConfig, page_size: int, platform: str) -> str | None:
+    h, z = config.head_dim, page_size
     if config.mla is not None or config.sliding_window is not None:
-        return None
-    h = config.head_dim
-    fits = {
-        "tpu": h % 128 == 0 and page_size % 8 == 0,
-        "gpu": h >= 16
-        and h & (h - 1) == 0
-        and page_size >= 16
-        and page_size & (page_size - 1) == 0,
-    }
-    if config.attention_impl != "auto" or not fits.get(platform, False):
-        return None
-    return functools.partial(_paged_attention, platform=platform, interpret=interpret)
+        return "the kernels serve grouped-query attention without a sliding window (not MLA)"
+    if platform == "tpu" and not (h % 128 == 0 and z % 8 == 0):
+        return f"the TPU kernel needs head_dim a multiple of 128 ({h}), pages of 8k tokens ({z})"
+    if platform == "gpu" and not (h >= 16 and h & (h - 1) == 0 and z >= 16 and z & (z - 1) == 0):
+        return f"the GPU kernel needs a power-of-two head_dim >= 16 ({h}) and page size ({z})"
+    if platform not in ("tpu", "gpu"):
+        return f"no Pallas paged-attention kernel on {platform}"
+    return None
 
 
 def _paged_attention(q_CNH, k_store, v_store, layer, table_CP, lengths_C, *, platform, interpret):

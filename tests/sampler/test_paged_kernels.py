@@ -89,20 +89,27 @@ def test_the_kernel_runs_per_shard_on_a_mesh(params, monkeypatch):
 
 
 def test_a_kernel_serves_grouped_query_attention_on_tpu_and_gpu_only():
-    """Where the kernels lower (head dims, page sizes) and nowhere else: CPU, sliding windows,
-    an explicit attention_impl, MLA's latent head."""
+    """``model.paged_attention="auto"``: a kernel where it lowers (head dims, page sizes) and
+    nowhere else: CPU, sliding windows, MLA's latent head. "gather" never; "kernel" says why
+    it cannot."""
     wide, mid = CONFIG.replace(head_dim=128), CONFIG.replace(head_dim=64)
     assert paged_kernel(wide, 16) is None  # CPU: the gather
     assert callable(paged_kernel(wide, 16, platform="tpu"))
     assert paged_kernel(mid, 16, platform="tpu") is None  # Mosaic: head dim a multiple of 128
     assert paged_kernel(wide, 4, platform="tpu") is None
     assert callable(paged_kernel(mid, 16, platform="gpu"))
-    assert (
-        paged_kernel(mid, 8, platform="gpu") is None
-        and paged_kernel(CONFIG, 16, platform="gpu") is None
-    )
-    for config in (wide.replace(sliding_window=16), wide.replace(attention_impl="xla")):
-        assert paged_kernel(config, 16, platform="tpu") is None
+    assert paged_kernel(mid, 8, platform="gpu") is None
+    assert paged_kernel(CONFIG, 16, platform="gpu") is None  # head dim 8
+    assert paged_kernel(wide.replace(sliding_window=16), 16, platform="tpu") is None
     mla = MLAConfig(kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16)
     plain = dict(qkv_bias=False, o_bias=False, qk_norm=False)
     assert paged_kernel(CONFIG.replace(head_dim=24, mla=mla, **plain), 16, platform="gpu") is None
+    assert paged_kernel(wide.replace(paged_attention="gather"), 16, platform="tpu") is None
+    forced = mid.replace(paged_attention="kernel")
+    assert callable(paged_kernel(forced, 16, platform="gpu"))
+    with pytest.raises(ValueError, match="paged_attention='kernel': the TPU kernel needs head_dim"):
+        paged_kernel(forced, 16, platform="tpu")
+    with pytest.raises(ValueError, match="no Pallas paged-attention kernel on cpu"):
+        paged_kernel(forced, 16)
+    with pytest.raises(ValueError, match="model.paged_attention='pallas'; one of"):
+        CONFIG.replace(paged_attention="pallas")
