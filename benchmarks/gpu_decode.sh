@@ -2,9 +2,9 @@
 # Decode on one GPU at the Qwen2.5-1.5B shape (random weights), batch 256 (32 prompts x G=8):
 # tokens/s and HBM bandwidth used against the roofline (the data sheet's peak and a device copy
 # timed in the same process), transformers.generate on the same GPU, shapes and weights; then
-# the static loop, continuous batching and the paged cache on long-tailed rows at that shape.
-# Each part writes one JSON line to ${OUT:-.}; run from the repository root (EXPERIMENTS=1 adds
-# the runs at the end, MAIN=0 leaves out the first two):
+# the static loop, continuous batching and the paged cache (Pallas kernel, then the gather) on
+# long-tailed rows at that shape. Each part writes one JSON line to ${OUT:-.}; run from the
+# repository root (EXPERIMENTS=1 adds the runs at the end, MAIN=0 leaves out the first three):
 #   OUT=/tmp/gpu bash benchmarks/gpu_decode.sh [peak GB/s, default 4800 (H200)]
 set -uo pipefail
 out=${OUT:-.}
@@ -20,6 +20,10 @@ if [[ ${MAIN:-1} == 1 ]]; then
     --peak-bw-gbs "$peak" --measure-bw --compare-hf --json | tee "$out/decode_1p5b.json"
   timeout 240 python3 benchmarks/sampler.py "${shape[@]}" --long-tail --slots 64 \
     --new-tokens 1024 --median-tokens 64 --page-size 64 --json | tee "$out/long_tail_1p5b.json"
+  # The paged cache's decode attention by its plain-JAX gather, against the Pallas kernel above.
+  timeout 240 python3 benchmarks/sampler.py "${shape[@]}" --long-tail --slots 64 \
+    --new-tokens 1024 --median-tokens 64 --page-size 64 --paged-attention gather --json \
+    | tee "$out/long_tail_1p5b_gather.json"
 fi
 # EXPERIMENTS=1: the rows of docs/sampler.md's "Stopping the copies", in its order. The sampler
 # compiles its programs with compile_options.GPU_DECODE_OPTIONS, which take precedence over XLA_FLAGS:

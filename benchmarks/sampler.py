@@ -70,6 +70,7 @@ def _config(args) -> ModelConfig:
         param_dtype=args.dtype,
         compute_dtype=args.dtype,
         scan_unroll=args.scan_unroll,
+        paged_attention=args.paged_attention,
     )
 
 
@@ -348,6 +349,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--torch-threads", type=int, default=0)
     parser.add_argument("--peak-bw-gbs", type=float, default=0.0, help="for %% of HBM bandwidth")
     parser.add_argument("--scan-unroll", type=int, default=1, help="model.scan_unroll")
+    parser.add_argument(
+        "--paged-attention", default="auto", choices=["auto", "kernel", "gather"],
+        help="model.paged_attention: the paged cache's decode attention",
+    )  # fmt: skip
     parser.add_argument("--measure-bw", action="store_true", help="time a device copy's GB/s")
     parser.add_argument("--long-tail", action="store_true", help="static vs continuous batching")
     parser.add_argument("--slots", type=int, default=64, help="continuous batching's slots")
