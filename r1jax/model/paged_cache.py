@@ -52,12 +52,12 @@ class PagedKVCache:
     length: jax.Array
 
     @property
-    def page_size(self) -> int:
-        return self.k.shape[3]
+    def page_size(self) -> int:  # from the last dims: a sharded pool's stores lead with [D]
+        return self.k.shape[-2]
 
     @property
     def max_length(self) -> int:
-        return self.table.shape[1] * self.page_size
+        return self.table.shape[-1] * self.page_size
 
 
 def init_paged_cache(

@@ -15,6 +15,8 @@ from sampler_common import BUCKETS, CONFIG
 from r1jax.config.model import MoEConfig
 from r1jax.model import param_shardings
 from r1jax.sampling import Sampler
+from r1jax.sampling import pool as pool_lib
+from r1jax.sampling import windows as windows_lib
 from r1jax.sampling.rollout_pool import RolloutPool
 from r1jax.sharding import MeshConfig, make_mesh
 
@@ -72,6 +74,9 @@ def test_shards_return_one_pools_batches(params, one_pools_batches, shards, page
             np.testing.assert_array_equal(getattr(a.sample, field), getattr(b.sample, field))
         np.testing.assert_allclose(a.sample.logprobs, b.sample.logprobs, rtol=0, atol=2e-6)
     store = pool.pool.slots.cache
+    # The shards' decode windows are one pool's (Z read from the stores' last dims, not [D])
+    whole = windows_lib.window_ends(one_pool.WIDTH, one_pool.T, 4, 2)
+    assert pool_lib.window_ends(pool.pool, 4) == whole and whole[-1] == one_pool.WIDTH + 10
     gen = (pages or 20) // shards  # 4 slots x 5 pages of 2 tokens reach 10 new tokens
     # the null page, 2 lanes x 4 pages (a prompt of 8), the generation pages
     assert store.pages.k.shape[:4] == (
