@@ -37,6 +37,7 @@ def test_split_layout_samples_the_stacked_layouts_rows(params, method, windows):
     np.testing.assert_allclose(split.logprobs, stacked.logprobs, rtol=0, atol=atol)
 
 
+@pytest.mark.slow  # ~8 s: the default suite stays under 10 minutes; CI runs -m slow
 def test_split_layout_records_the_routing_of_a_mixture_of_experts():
     """The unrolled layers stack their router stats as the scan did (routing replay)."""
     config = CONFIG.replace(moe=MoEConfig(num_experts=4, experts_per_token=2, expert_mlp_dim=16))
