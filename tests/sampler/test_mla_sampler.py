@@ -142,7 +142,7 @@ def test_paged_sampling_of_an_mla_moe_model_on_a_mesh(mesh, capacity, stores):
         out = sampler(sharded, prompts, **kw)
     said = [str(w.message) for w in caught if "page store is split" in str(w.message)]
     assert bool(said) == (stores == 1) and all("expert parallelism" in s for s in said)
-    one_store = 1 + 4 * 2 + 4 * 2  # null page, 4 prompts x 2 pages, 4 slots x 2 pages
+    one_store = 1 + 4 * 2 + 4 * 3  # null page, 4 prompts x 2 pages, 4 slots x 3 pages
     assert out.paging["store_pages"] == one_store + (stores - 1)  # a null page per store
     np.testing.assert_array_equal(out.tokens, ref.tokens)
     np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)
