@@ -63,7 +63,7 @@ def _why_no_kernel(config: ModelConfig, page_size: int, platform: str) -> str | 
     if config.mla is not None or config.sliding_window is not None:
         return "the kernels serve grouped-query attention without a sliding window (not MLA)"
     if platform == "tpu" and not (h % 128 == 0 and z % 8 == 0):
-        return f"the TPU kernel needs head_dim a multiple of 128 ({h}), pages of 8k tokens ({z})"
+        return f"the TPU kernel needs head_dim % 128 == 0 ({h}) and page size % 8 == 0 ({z})"
     if platform == "gpu" and not (h >= 16 and h & (h - 1) == 0 and z >= 16 and z & (z - 1) == 0):
         return f"the GPU kernel needs a power-of-two head_dim >= 16 ({h}) and page size ({z})"
     if platform not in ("tpu", "gpu"):

@@ -82,9 +82,8 @@ def _gather_rows(table_CM, k_store, v_store, index, lead_C, width: int):
     z = k_store.shape[3]
     p_CW = jnp.clip(jnp.arange(width)[None] - lead_C[:, None], 0, table_CM.shape[1] * z - 1)
     page_1CW = jnp.take_along_axis(table_CM, p_CW // z, axis=1)[None]
-    heads_K11 = jnp.arange(k_store.shape[0])[:, None, None]
-    keys = k_store[heads_K11, index, page_1CW, (p_CW % z)[None]]  # [K, C, W, H]
-    values = v_store[heads_K11, index, page_1CW, (p_CW % z)[None]]
+    at = (jnp.arange(k_store.shape[0])[:, None, None], index, page_1CW, (p_CW % z)[None])
+    keys, values = k_store[at], v_store[at]  # [K, C, W, H]
     return keys.transpose(1, 0, 3, 2), values.transpose(1, 0, 2, 3)
 
 
